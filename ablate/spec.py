@@ -1,0 +1,191 @@
+"""Networks as data: layer specs and the downsampling transformations of the ablation.
+
+A base model is a list of plain dicts read from its YAML file (``conf/model/*.yaml``). Each
+downsampling mode of the paper is a pure function from one such list to another, so a variant
+is never a new class: Strided-CNN, ConvPool-CNN and All-CNN are derived from the base model
+exactly as Table 2 of the paper derives them for model C. This module knows nothing of torch.
+
+Layer kinds:
+
+``conv``        ``out`` channels, kernel ``k``, ``stride`` (1), ``pad`` (``same`` or an int);
+                always followed by a ReLU, as in the paper.
+``maxpool``     kernel ``k``, ``stride``; ``ceil_mode`` (Caffe's rounding) keeps 32 -> 16 -> 8.
+``dropout``     probability ``p``.
+``classifier``  1x1 conv to the dataset's number of classes; the paper keeps its ReLU.
+``global_avg``  average over the remaining map, giving the class scores.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+Layer = dict[str, Any]
+
+KINDS = ("conv", "maxpool", "dropout", "classifier", "global_avg")
+
+
+class SpecError(ValueError):
+    """A layer spec that cannot describe a network (or not for the given input)."""
+
+
+def normalise(layers: Iterable[Any]) -> list[Layer]:
+    """Copy ``layers`` into plain dicts and check each one, so errors point at the YAML."""
+    result = []
+    for index, raw in enumerate(layers):
+        layer = dict(raw)
+        kind = layer.get("type")
+        if kind not in KINDS:
+            raise SpecError(
+                f"layer {index} has type {kind!r}; valid layer types are {', '.join(KINDS)}"
+            )
+        result.append(layer)
+    return result
+
+
+def _downsampling_steps(layers: Sequence[Layer]) -> list[int]:
+    steps = [i for i, layer in enumerate(layers) if layer["type"] == "maxpool"]
+    if not steps:
+        raise SpecError("the base model has no max-pooling step to ablate")
+    return steps
+
+
+def _conv_before(layers: Sequence[Layer], index: int) -> int:
+    for j in range(index - 1, -1, -1):
+        if layers[j]["type"] == "conv":
+            return j
+    raise SpecError(f"the max-pool at layer {index} has no convolution before it")
+
+
+def pool(layers: Sequence[Layer]) -> list[Layer]:
+    """The base model itself ("Model X"): 3x3 max-pooling with stride 2."""
+    return copy.deepcopy(list(layers))
+
+
+def strided(layers: Sequence[Layer]) -> list[Layer]:
+    """Strided-CNN-X: each max-pool is removed and the conv just before it gets its stride."""
+    result = copy.deepcopy(list(layers))
+    for index in reversed(_downsampling_steps(result)):
+        pool_layer = result.pop(index)
+        result[_conv_before(result, index)]["stride"] = pool_layer.get("stride", 2)
+    return result
+
+
+def all_conv(layers: Sequence[Layer]) -> list[Layer]:
+    """All-CNN-X: each max-pool becomes a conv of the same size and stride, same channels."""
+    result = copy.deepcopy(list(layers))
+    for index in _downsampling_steps(result):
+        pool_layer = result[index]
+        channels = result[_conv_before(result, index)]["out"]
+        result[index] = {
+            "type": "conv",
+            "out": channels,
+            "k": pool_layer.get("k", 3),
+            "stride": pool_layer.get("stride", 2),
+            "pad": "same",
+        }
+    return result
+
+
+def conv_pool(layers: Sequence[Layer]) -> list[Layer]:
+    """ConvPool-CNN-X: a 3x3 stride-1 conv inserted before each max-pool (All-CNN's params)."""
+    result = copy.deepcopy(list(layers))
+    for index in reversed(_downsampling_steps(result)):
+        pool_layer = result[index]
+        channels = result[_conv_before(result, index)]["out"]
+        extra = {"type": "conv", "out": channels, "k": pool_layer.get("k", 3), "pad": "same"}
+        result.insert(index, extra)
+    return result
+
+
+def padding(layer: Layer) -> int:
+    """``same`` padding keeps the size at stride 1 and halves it (rounding up) at stride 2."""
+    pad = layer.get("pad", "same")
+    return layer["k"] // 2 if pad == "same" else int(pad)
+
+
+def output_size(layer: Layer, size: int) -> int:
+    """Spatial size after ``layer`` for a square input of ``size`` (the rules of torch)."""
+    kind = layer["type"]
+    if kind == "conv":
+        k, stride = layer["k"], layer.get("stride", 1)
+        return (size + 2 * padding(layer) - k) // stride + 1
+    if kind == "classifier":
+        return size - layer.get("k", 1) + 1
+    if kind == "maxpool":
+        k, stride = layer["k"], layer.get("stride", 2)
+        span = size + 2 * layer.get("pad", 0) - k
+        steps = math.ceil(span / stride) if layer.get("ceil_mode", True) else span // stride
+        return steps + 1
+    if kind == "global_avg":
+        return 1
+    return size
+
+
+def spatial_sizes(layers: Sequence[Layer], size: int) -> list[int]:
+    """Map size after every layer; fails with the first layer that gets nothing to work on."""
+    sizes = []
+    for index, layer in enumerate(layers):
+        kernel = layer.get("k", 1) if layer["type"] in ("conv", "classifier", "maxpool") else 1
+        effective = size + 2 * (padding(layer) if layer["type"] == "conv" else 0)
+        if layer["type"] == "maxpool":
+            effective = size + 2 * layer.get("pad", 0)
+        if effective < kernel:
+            raise SpecError(
+                f"layer {index} ({describe(layer)}) gets a {size}x{size} map, smaller than its "
+                f"{kernel}x{kernel} kernel"
+            )
+        size = output_size(layer, size)
+        sizes.append(size)
+    return sizes
+
+
+def minimum_input_size(layers: Sequence[Layer], limit: int = 4096) -> int:
+    """Smallest square input that the network can process down to the global average."""
+    for size in range(1, limit):
+        try:
+            sizes = spatial_sizes(layers, size)
+        except SpecError:
+            continue
+        if all(s >= 1 for s in sizes):
+            return size
+    raise SpecError("no input size up to {limit} fits this network")
+
+
+def scale_width(layers: Sequence[Layer], width: float) -> list[Layer]:
+    """Multiply every hidden conv's channels by ``width`` for cheap runs (classifier kept)."""
+    if width <= 0:
+        raise SpecError(f"width must be positive, got {width}")
+    result = copy.deepcopy(list(layers))
+    for layer in result:
+        if layer["type"] == "conv":
+            layer["out"] = max(1, int(round(layer["out"] * width)))
+    return result
+
+
+def describe(layer: Layer) -> str:
+    """One line per layer, in the words of the paper's tables."""
+    kind = layer["type"]
+    if kind == "conv":
+        text = f"{layer['k']}x{layer['k']} conv {layer['out']} ReLU"
+        stride = layer.get("stride", 1)
+        return text + (f", stride {stride}" if stride != 1 else "")
+    if kind == "classifier":
+        return f"{layer.get('k', 1)}x{layer.get('k', 1)} conv num_classes ReLU"
+    if kind == "maxpool":
+        return f"{layer['k']}x{layer['k']} max-pooling, stride {layer.get('stride', 2)}"
+    if kind == "dropout":
+        return f"dropout {layer['p']:g}"
+    return "global averaging, softmax"
+
+
+def format_spec(layers: Sequence[Layer], size: int | None = None) -> str:
+    """The spec as a table, with map sizes when ``size`` is given."""
+    sizes = spatial_sizes(layers, size) if size is not None else [None] * len(layers)
+    lines = []
+    for layer, out in zip(layers, sizes):
+        suffix = f"  -> {out}x{out}" if out is not None and layer["type"] != "dropout" else ""
+        lines.append(f"  {describe(layer)}{suffix}")
+    return "\n".join(lines)

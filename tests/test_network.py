@@ -1,0 +1,166 @@
+"""The 12 networks of the ablation: exact parameter counts, 6x6 maps, structure of each mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from ablate import spec
+from ablate.init import gaussian, xavier_uniform
+from ablate.network import build_network, count_parameters, map_size_before_average, paper_name
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+TRANSFORMS = {
+    "pool": spec.pool,
+    "stride": spec.strided,
+    "convpool": spec.conv_pool,
+    "conv": spec.all_conv,
+}
+# paper.md: exact counts with K = 10 on 32x32x3 inputs.
+PAPER_PARAMS = {
+    ("A", "pool"): 839_242, ("A", "stride"): 839_242,
+    ("A", "convpool"): 1_254_250, ("A", "conv"): 1_254_250,
+    ("B", "pool"): 885_610, ("B", "stride"): 885_610,
+    ("B", "convpool"): 1_300_618, ("B", "conv"): 1_300_618,
+    ("C", "pool"): 954_730, ("C", "stride"): 954_730,
+    ("C", "convpool"): 1_369_738, ("C", "conv"): 1_369_738,
+}
+
+
+def base_layers(model: str) -> list[dict]:
+    return yaml.safe_load((CONF / "model" / f"{model}.yaml").read_text())["layers"]
+
+
+def build(model: str, mode: str, **kwargs) -> nn.Module:
+    args = {"in_channels": 3, "image_size": 32, "num_classes": 10, **kwargs}
+    return build_network(base_layers(model), TRANSFORMS[mode], name=paper_name(model, mode), **args)
+
+
+def test_the_yaml_modes_are_the_tested_ones():
+    names = {p.stem for p in (CONF / "downsample").glob("*.yaml")}
+    assert names == set(TRANSFORMS)
+    for mode, function in TRANSFORMS.items():
+        target = yaml.safe_load((CONF / "downsample" / f"{mode}.yaml").read_text())
+        assert target["transform"]["_target_"] == f"ablate.spec.{function.__name__}"
+
+
+@pytest.mark.parametrize(("model", "mode"), sorted(PAPER_PARAMS))
+def test_exact_parameter_count_and_6x6_map(model, mode):
+    network = build(model, mode)
+    assert count_parameters(network) == PAPER_PARAMS[model, mode]
+    seen = {}
+    pool = next(m for m in network if isinstance(m, nn.AdaptiveAvgPool2d))
+    pool.register_forward_hook(lambda module, inputs, output: seen.update(shape=inputs[0].shape))
+    logits = network(torch.zeros(2, 3, 32, 32))
+    assert logits.shape == (2, 10)
+    assert seen["shape"][-2:] == (6, 6)
+    assert map_size_before_average(network, 32) == 6
+
+
+def test_all_cnn_c_for_cifar100():
+    assert count_parameters(build("C", "conv", num_classes=100)) == 1_387_108
+
+
+def kinds(layers):
+    return [layer["type"] for layer in layers]
+
+
+@pytest.mark.parametrize("model", ["A", "B", "C"])
+def test_structure_of_each_mode(model):
+    base = spec.normalise(base_layers(model))
+    pools = [i for i, layer in enumerate(base) if layer["type"] == "maxpool"]
+    assert len(pools) == 2
+    convs_before = [base[i - 1] for i in pools]
+
+    strided = spec.strided(base)
+    assert "maxpool" not in kinds(strided)
+    assert len(strided) == len(base) - 2
+    assert [layer.get("stride", 1) for layer in strided if layer["type"] == "conv"].count(2) == 2
+    for layer in strided:  # the conv just before each pool is the one that got stride 2
+        if layer.get("stride", 1) == 2:
+            assert {k: v for k, v in layer.items() if k != "stride"} in convs_before
+
+    all_conv = spec.all_conv(base)
+    assert "maxpool" not in kinds(all_conv)
+    assert len(all_conv) == len(base)
+    for i, before in zip(pools, convs_before):
+        assert all_conv[i] == {"type": "conv", "out": before["out"], "k": 3, "stride": 2,
+                               "pad": "same"}
+        assert all_conv[i + 1]["type"] == "dropout" and all_conv[i + 1]["p"] == 0.5
+
+    conv_pool = spec.conv_pool(base)
+    assert kinds(conv_pool).count("maxpool") == 2
+    assert len(conv_pool) == len(base) + 2
+    for offset, (i, before) in enumerate(zip(pools, convs_before)):
+        extra = conv_pool[i + offset]
+        assert extra == {"type": "conv", "out": before["out"], "k": 3, "pad": "same"}
+        assert conv_pool[i + offset + 1]["type"] == "maxpool"
+
+    assert spec.pool(base) == base
+
+
+@pytest.mark.parametrize("model", ["A", "B", "C"])
+def test_paper_protocol_pieces(model):
+    network = build(model, "conv")
+    dropouts = [m.p for m in network if isinstance(m, nn.Dropout)]
+    assert dropouts == [0.2, 0.5, 0.5]
+    assert isinstance(network[0], nn.Dropout)  # on the input image
+    # the last conv (classifier) keeps its ReLU, then global average
+    tail = list(network)[-4:]
+    assert isinstance(tail[0], nn.Conv2d) and tail[0].out_channels == 10
+    assert isinstance(tail[1], nn.ReLU)
+    assert isinstance(tail[2], nn.AdaptiveAvgPool2d)
+
+
+def test_dropout_is_off_in_eval_mode():
+    network = build("C", "conv", width=0.25).eval()
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(network(x), network(x))
+
+
+def test_width_multiplier_scales_hidden_convs_only():
+    network = build("C", "conv", width=0.25)
+    outs = [m.out_channels for m in network if isinstance(m, nn.Conv2d)]
+    assert outs == [24, 24, 24, 48, 48, 48, 48, 48, 10]
+
+
+def test_input_channels_and_classes_come_from_arguments():
+    network = build("A", "stride", in_channels=1, num_classes=7)
+    assert network(torch.zeros(1, 1, 32, 32)).shape == (1, 7)
+
+
+def test_too_small_images_name_the_minimum():
+    with pytest.raises(spec.SpecError) as caught:
+        build("C", "conv", image_size=8)
+    message = str(caught.value)
+    assert "All-CNN-C cannot take 8x8 images" in message
+    assert "dataset.image_size" in message
+    need = int(message.split("at least ")[1].split("x")[0])
+    assert build("C", "conv", image_size=need)(torch.zeros(1, 3, need, need)).shape == (1, 10)
+    with pytest.raises(spec.SpecError):
+        build("C", "conv", image_size=need - 1)
+
+
+def test_initialisers_are_applied():
+    torch.manual_seed(0)
+    network = build("C", "pool", init=gaussian)
+    weights = torch.cat([m.weight.flatten() for m in network if isinstance(m, nn.Conv2d)])
+    assert abs(weights.std().item() - 0.05) < 0.002
+    assert all(m.bias.abs().sum() == 0 for m in network if isinstance(m, nn.Conv2d))
+    build("C", "pool", init=xavier_uniform)
+
+
+def test_unknown_layer_type_is_named():
+    with pytest.raises(spec.SpecError, match="valid layer types"):
+        spec.normalise([{"type": "avgpool"}])
+
+
+def test_printed_spec_reads_like_the_paper():
+    text = spec.format_spec(build("C", "conv").spec, 32)
+    assert "3x3 conv 96 ReLU, stride 2  -> 16x16" in text
+    assert "3x3 conv 192 ReLU  -> 6x6" in text
+    assert "1x1 conv num_classes ReLU  -> 6x6" in text
