@@ -1,0 +1,86 @@
+"""Batches cut from tensors that already sit on the training device.
+
+No Dataset, DataLoader or worker processes: shuffling is one ``randperm`` per epoch, a batch is
+one index operation, and augmentation (when given) is applied to the whole batch on the device.
+An augmentation that also has ``prepare(images)`` and ``select(prepared, index, generator)``
+(``FlipTranslate``) gets the whole tensor once and then cuts augmented batches straight out of
+its prepared form: batching and augmenting in one copy.
+The order of epoch ``e`` depends only on ``(seed, e)``, so a run resumed at epoch ``e`` sees the
+same batches as one that never stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class TensorBatches:
+    """An iterable of ``(images, labels)`` batches over in-memory tensors."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: Callable[[], int] | None = None,
+        augment: Augment | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.augment = augment
+        self.drop_last = drop_last
+        self._epoch = epoch
+        self._iterations = 0
+        fused = hasattr(augment, "prepare") and hasattr(augment, "select")
+        self._prepared = augment.prepare(images) if fused else None
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.images), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def _generator(self, device: torch.device, epoch: int) -> torch.Generator:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(self.seed * 1_000_003 + epoch)
+        return generator
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = self._epoch() if self._epoch is not None else self._iterations
+        self._iterations += 1
+        device = self.images.device
+        count = len(self.images)
+        order = None
+        if self.shuffle:
+            order = torch.randperm(count, generator=self._generator(torch.device("cpu"), epoch))
+            order = order.to(device, non_blocking=True)
+        augment_generator = self._generator(device, epoch) if self.augment is not None else None
+        for batch in range(len(self)):
+            start = batch * self.batch_size
+            stop = min(start + self.batch_size, count)
+            if self._prepared is not None:
+                index = (
+                    order[start:stop] if order is not None
+                    else torch.arange(start, stop, device=device)
+                )
+                x = self.augment.select(self._prepared, index, augment_generator)
+                yield x, self.labels.index_select(0, index)
+                continue
+            if order is None:
+                x, y = self.images[start:stop], self.labels[start:stop]
+            else:
+                index = order[start:stop]
+                # index_select, not images[index]: same result, ~6x faster on CPU (row copies).
+                x, y = self.images.index_select(0, index), self.labels.index_select(0, index)
+            if self.augment is not None:
+                x = self.augment(x, augment_generator)
+            yield x, y

@@ -1,0 +1,356 @@
+"""CIFAR-10 and CIFAR-100 from the official Python-format archives (Krizhevsky, 2009).
+
+The archives hold pickled batches written by Python 2: a dict per file with ``data`` (uint8,
+one row of 3,072 values per image: the 32x32 red plane row by row, then green, then blue, so a
+row reshapes straight to CHW) and ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100, whose
+100 classes the paper reports on). Keys come back as bytes or str depending on how the file
+was written; both are accepted.
+
+Where the data comes from, first match wins:
+
+1. the extracted folder ``<root>/cifar-10-batches-py`` (``cifar-100-python``);
+2. the archive ``<root>/cifar-10-python.tar.gz`` (``cifar-100-python.tar.gz``), checked against
+   the official MD5 unless ``verify_checksum`` is false (for private copies), then extracted;
+3. a download of the official URL into a temporary file, moved into place only once its MD5
+   matches, then extracted as in 2.
+
+``root`` is the config's ``dataset.root``; its default comes from the environment variable
+``ABLATE_DATA`` (falling back to ``./data`` relative to the launch directory), so a machine with
+a shared data disk sets it once. Extraction writes into a temporary folder beside the target and
+renames it into place at the end, so a truncated or corrupt archive never leaves a half-extracted
+folder that a later run would trust.
+
+The batches are unpickled with an unpickler that only resolves the few globals a numpy array
+needs: a private copy (``verify_checksum: false``) cannot run code on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ablate.data.splits import DatasetError, ImageSplits
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "ABLATE_DATA"
+IMAGE_SHAPE = (3, 32, 32)
+ROW_LENGTH = 3 * 32 * 32
+CHUNK = 1 << 20
+SHARED_FILE, SHARED_FOLDER = 0o644, 0o755  # what a plain download and tar -x would leave
+
+
+@dataclass(frozen=True)
+class CifarFormat:
+    """Published facts about one of the two archives."""
+
+    name: str
+    title: str
+    url: str
+    md5: str
+    archive: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_key: str
+    num_classes: int
+
+
+FORMATS = {
+    "cifar10": CifarFormat(
+        name="cifar10",
+        title="CIFAR-10",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
+        archive="cifar-10-python.tar.gz",
+        folder="cifar-10-batches-py",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test_files=("test_batch",),
+        label_key="labels",
+        num_classes=10,
+    ),
+    "cifar100": CifarFormat(
+        name="cifar100",
+        title="CIFAR-100",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        archive="cifar-100-python.tar.gz",
+        folder="cifar-100-python",
+        train_files=("train",),
+        test_files=("test",),
+        label_key="fine_labels",
+        num_classes=100,
+    ),
+}
+
+
+def load_cifar(
+    dataset: str = "cifar10",
+    root: str | os.PathLike[str] = "data",
+    download: bool = True,
+    verify_checksum: bool = True,
+    url: str | None = None,
+    md5: str | None = None,
+    timeout: float = 60.0,
+) -> ImageSplits:
+    """Find (or fetch) the archive under ``root`` and return the official train/test splits.
+
+    ``url`` and ``md5`` default to the official ones; override them together for a mirror.
+    """
+    if dataset not in FORMATS:
+        raise DatasetError(
+            f"unknown CIFAR variant {dataset!r}; valid values are {', '.join(FORMATS)}"
+        )
+    spec = FORMATS[dataset]
+    folder = ensure_folder(
+        spec,
+        Path(root).expanduser(),
+        download=download,
+        verify_checksum=verify_checksum,
+        url=url or spec.url,
+        md5=(md5 or spec.md5).lower(),
+        timeout=timeout,
+    )
+    train_x, train_y = read_batches(spec, folder, spec.train_files)
+    test_x, test_y = read_batches(spec, folder, spec.test_files)
+    return ImageSplits(spec.name, train_x, train_y, test_x, test_y, spec.num_classes)
+
+
+def ensure_folder(
+    spec: CifarFormat,
+    root: Path,
+    download: bool,
+    verify_checksum: bool,
+    url: str,
+    md5: str,
+    timeout: float,
+) -> Path:
+    """Return the extracted folder, extracting the archive or downloading it first if needed."""
+    folder, archive = root / spec.folder, root / spec.archive
+    if folder.is_dir():
+        return folder
+    if archive.is_file():
+        if verify_checksum:
+            found = file_md5(archive)
+            if found != md5:
+                raise DatasetError(
+                    f"{archive} has MD5 {found}, but the official {spec.title} archive has {md5}: "
+                    f"the file is truncated or not the original. Delete it to download it again "
+                    f"from {url}, or, for a private copy you trust, set "
+                    f"dataset.verify_checksum=false"
+                )
+    elif not download:
+        raise DatasetError(_missing(spec, root, url, "and dataset.download=false"))
+    else:
+        _make_root(root, spec)
+        download_file(
+            url, archive, md5, timeout, on_error=lambda why: _missing(spec, root, url, why)
+        )
+    extract(spec, archive, folder, url)
+    return folder
+
+
+def _missing(spec: CifarFormat, root: Path, url: str, why: str) -> str:
+    return (
+        f"{spec.title} not found: there is neither the folder {root / spec.folder} nor the "
+        f"archive {root / spec.archive}, {why}. Download {url} (or its extracted folder "
+        f"{spec.folder}) into {root} by hand, or point at an existing copy with "
+        f"dataset.root=/path/to/dir (its default comes from the environment variable {ENV_VAR})"
+    )
+
+
+def _make_root(root: Path, spec: CifarFormat) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DatasetError(
+            f"cannot create the data folder {root} for {spec.title} ({error}); set dataset.root "
+            f"(or {ENV_VAR}) to a writable folder"
+        ) from error
+
+
+def file_md5(path: Path) -> str:
+    """MD5 of a file, streamed: the archives are 160 MB and need not sit in memory."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_file(
+    url: str, target: Path, md5: str, timeout: float, on_error: Callable[[str], str]
+) -> None:
+    """Fetch ``url`` into a temporary file beside ``target``; rename it only once MD5 matches.
+
+    A run killed mid-download, or a server that sends a truncated or different file, leaves
+    nothing at ``target`` that a later run could mistake for the archive. ``on_error`` turns the
+    network failure into the message the user sees.
+    """
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".part", dir=target.parent
+    )
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        log.info("downloading %s to %s", url, target)
+        try:
+            with (
+                os.fdopen(handle, "wb") as out,
+                urllib.request.urlopen(url, timeout=timeout) as response,
+            ):
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    digest.update(block)
+                    out.write(block)
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            # HTTPError's text has the status code; URLError's reason is the socket error.
+            http = isinstance(error, urllib.error.HTTPError)
+            reason = error if http else getattr(error, "reason", error)
+            why = f"and the download from {url} failed ({reason})"
+            raise DatasetError(on_error(why)) from error
+        found = digest.hexdigest()
+        if found != md5:
+            raise DatasetError(
+                f"checksum mismatch for the download from {url}: MD5 {found}, expected {md5}. "
+                f"The transfer was truncated or the file is not the official archive; nothing was "
+                f"kept. Try again, or download it by hand into {target.parent}"
+            )
+        os.chmod(temporary, SHARED_FILE)  # mkstemp makes it private; the data dir may be shared
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def extract(spec: CifarFormat, archive: Path, folder: Path, url: str) -> None:
+    """Extract the archive's top folder into a temporary folder, then rename it into place.
+
+    Only regular files directly inside the archive's top folder are written, by name, so an
+    archive cannot place files outside ``folder`` (no links, no ``..``).
+    """
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.folder}.", suffix=".part", dir=folder.parent))
+    try:
+        written = set()
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                for member in tar:
+                    parent, _, name = member.name.rstrip("/").rpartition("/")
+                    if not member.isfile() or parent != spec.folder or name in ("", ".", ".."):
+                        continue
+                    source = tar.extractfile(member)
+                    if source is None:
+                        continue
+                    with source, open(staging / name, "wb") as out:
+                        shutil.copyfileobj(source, out, CHUNK)
+                    written.add(name)
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+            raise DatasetError(
+                f"{archive} is truncated or corrupt, or could not be extracted ({error}); "
+                f"nothing was kept. Delete it to download it again from {url}, or replace it "
+                f"with a good copy"
+            ) from error
+        missing = [name for name in spec.train_files + spec.test_files if name not in written]
+        if missing:
+            raise DatasetError(
+                f"{archive} has no {spec.folder}/{missing[0]}: it is not a {spec.title} "
+                f"Python-format archive (wanted {', '.join(spec.train_files + spec.test_files)})"
+            )
+        try:
+            os.chmod(staging, SHARED_FOLDER)  # mkdtemp makes it private
+            os.replace(staging, folder)
+        except OSError:
+            if not folder.is_dir():  # another process extracting at the same time wins the race
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_batches(
+    spec: CifarFormat, folder: Path, names: tuple[str, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read and concatenate batch files into float32 NCHW images in [0, 1] and int64 labels."""
+    images, labels = [], []
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            raise DatasetError(
+                f"{spec.title} folder {folder} has no batch file {name!r}. The folder is "
+                f"incomplete: delete it so that it is extracted again from {spec.archive}, or "
+                f"point dataset.root at a complete copy"
+            )
+        data, batch_labels = _read_batch(spec, path)
+        images.append(data)
+        labels.append(batch_labels)
+    pixels = torch.from_numpy(np.concatenate(images)).view(-1, *IMAGE_SHAPE)
+    x = pixels.to(torch.float32).div_(255.0)
+    return x, torch.from_numpy(np.concatenate(labels))
+
+
+def _read_batch(spec: CifarFormat, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as handle:
+            raw = _BatchUnpickler(handle, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
+        raise DatasetError(
+            f"{path} is not a readable {spec.title} batch ({error}); delete {path.parent} so "
+            f"that it is extracted again from {spec.archive}"
+        ) from error
+    if not isinstance(raw, dict):
+        raise DatasetError(f"{path} holds a {type(raw).__name__}, not a {spec.title} batch dict")
+    batch = {key.decode("latin1") if isinstance(key, bytes) else key: v for key, v in raw.items()}
+    for key in ("data", spec.label_key):
+        if key not in batch:
+            raise DatasetError(
+                f"{path} has no {key!r} entry (found {', '.join(map(str, batch))}); it is not a "
+                f"{spec.title} batch"
+            )
+    data = batch["data"]
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[1] == ROW_LENGTH):
+        found = (
+            f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        )
+        raise DatasetError(f"{path}: 'data' must be uint8 of shape (N, {ROW_LENGTH}), got {found}")
+    labels = np.asarray(batch[spec.label_key], dtype=np.int64)
+    if labels.shape != (len(data),):
+        raise DatasetError(
+            f"{path}: {len(data)} images but {labels.size} entries in {spec.label_key!r}"
+        )
+    if labels.size and not (0 <= labels.min() and labels.max() < spec.num_classes):
+        raise DatasetError(
+            f"{path}: labels span {labels.min()}..{labels.max()}, outside 0..{spec.num_classes - 1}"
+        )
+    return np.ascontiguousarray(data), labels
+
+
+def _reconstruct() -> Callable[..., Any]:
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Resolves only what a pickled numpy array needs, whichever numpy wrote it."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            return _reconstruct()
+        if (module, name) in (("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")

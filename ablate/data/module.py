@@ -1,0 +1,122 @@
+"""The LightningDataModule: a dataset source, a held-out validation split, on-device batches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+
+from ablate.data.batches import Augment, TensorBatches
+from ablate.data.cache import Prepared, load_or_prepare
+from ablate.data.preprocess import Preprocessor, Standardize, apply_preprocess
+from ablate.data.splits import DatasetError, ImageSplits
+
+
+def split_validation(
+    x: torch.Tensor, y: torch.Tensor, size: int | float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hold out ``size`` training images (a count, or a fraction when below 1) for validation."""
+    count = int(round(size * len(x))) if isinstance(size, float) and size < 1 else int(size)
+    if not 0 <= count < len(x):
+        raise DatasetError(
+            f"dataset.val_size={size} leaves no training images out of {len(x)}; "
+            "use a fraction below 1 or a smaller count"
+        )
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    val, train = order[:count], order[count:]
+    return x[train], y[train], x[val], y[val]
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Loads a source once, preprocesses it, and keeps all splits on the training device.
+
+    ``cache_dir`` (None: no cache) keeps the split and preprocessed tensors on disk, keyed by the
+    source's data and every parameter that shapes them (``ablate.data.cache``), so the runs of a
+    grid fit the paper's GCN + ZCA once. An ``augment`` with an ``eval_transform`` method (the
+    ``large`` augmentation, whose canvas is larger than the images) has it applied once to the
+    validation and test images, so that evaluation sees the geometry training sees.
+    """
+
+    def __init__(
+        self,
+        source: Callable[[], ImageSplits],
+        channels: int,
+        image_size: int,
+        num_classes: int,
+        batch_size: int = 128,
+        eval_batch_size: int = 500,
+        val_size: int | float = 0.1,
+        split_seed: int = 0,
+        seed: int = 0,
+        preprocess: Preprocessor | None = None,
+        augment: Augment | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.seed = seed
+        self.preprocess = preprocess if preprocess is not None else Standardize()
+        self.augment = augment
+        self.cache_dir = cache_dir
+        self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._train_batches: TensorBatches | None = None
+
+    def _device(self) -> torch.device:
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        splits = self.source()
+        splits.check(self.channels, self.num_classes)
+        splits = splits.resized(self.image_size)
+        if self.cache_dir is None:
+            prepared = self._prepare(splits)
+        else:
+            split = {"val_size": self.val_size, "split_seed": self.split_seed}
+            prepared = load_or_prepare(
+                self.cache_dir, splits, split, self.preprocess, lambda: self._prepare(splits)
+            )
+        device = self._device()
+        eval_transform = getattr(self.augment, "eval_transform", None)
+        for name, (x, y) in prepared.items():
+            x = x.to(device)
+            if eval_transform is not None and name != "train":
+                x = torch.cat([eval_transform(part) for part in x.split(self.eval_batch_size)])
+            self.tensors[name] = (x.contiguous(), y.to(device))
+
+    def _prepare(self, splits: ImageSplits) -> Prepared:
+        """Hold out validation images, then fit the preprocessing on what remains for training."""
+        train_x, train_y, val_x, val_y = split_validation(
+            splits.train_x, splits.train_y, self.val_size, self.split_seed
+        )
+        train_x, val_x, test_x = apply_preprocess(self.preprocess, train_x, val_x, splits.test_x)
+        return {"train": (train_x, train_y), "val": (val_x, val_y), "test": (test_x, splits.test_y)}
+
+    def _epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return trainer.current_epoch if trainer is not None else 0
+
+    def train_dataloader(self) -> TensorBatches:
+        # One instance per fit: an augmentation's prepared copy of the set is made only once.
+        if self._train_batches is None:
+            x, y = self.tensors["train"]
+            self._train_batches = TensorBatches(
+                x, y, self.batch_size, shuffle=True, seed=self.seed, epoch=self._epoch,
+                augment=self.augment,
+            )
+        return self._train_batches
+
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.tensors["val"], self.eval_batch_size)
+
+    def test_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.tensors["test"], self.eval_batch_size)
