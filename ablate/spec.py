@@ -185,7 +185,7 @@ def format_spec(layers: Sequence[Layer], size: int | None = None) -> str:
     """The spec as a table, with map sizes when ``size`` is given."""
     sizes = spatial_sizes(layers, size) if size is not None else [None] * len(layers)
     lines = []
-    for layer, out in zip(layers, sizes):
+    for layer, out in zip(layers, sizes, strict=True):
         suffix = f"  -> {out}x{out}" if out is not None and layer["type"] != "dropout" else ""
         lines.append(f"  {describe(layer)}{suffix}")
     return "\n".join(lines)

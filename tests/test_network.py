@@ -87,7 +87,7 @@ def test_structure_of_each_mode(model):
     all_conv = spec.all_conv(base)
     assert "maxpool" not in kinds(all_conv)
     assert len(all_conv) == len(base)
-    for i, before in zip(pools, convs_before):
+    for i, before in zip(pools, convs_before, strict=True):
         assert all_conv[i] == {"type": "conv", "out": before["out"], "k": 3, "stride": 2,
                                "pad": "same"}
         assert all_conv[i + 1]["type"] == "dropout" and all_conv[i + 1]["p"] == 0.5
@@ -95,7 +95,7 @@ def test_structure_of_each_mode(model):
     conv_pool = spec.conv_pool(base)
     assert kinds(conv_pool).count("maxpool") == 2
     assert len(conv_pool) == len(base) + 2
-    for offset, (i, before) in enumerate(zip(pools, convs_before)):
+    for offset, (i, before) in enumerate(zip(pools, convs_before, strict=True)):
         extra = conv_pool[i + offset]
         assert extra == {"type": "conv", "out": before["out"], "k": 3, "pad": "same"}
         assert conv_pool[i + offset + 1]["type"] == "maxpool"

@@ -1,0 +1,124 @@
+"""The LightningModule: a built network, optimiser factories, error metrics, divergence check.
+
+It receives everything from config (``hydra.utils.instantiate``) and knows nothing of datasets,
+layer specs or result records. Errors are logged as fractions (``1 - accuracy``) because the
+paper's tables report error rates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+class Diverged(RuntimeError):
+    """The training loss stopped being a finite number: the run is recorded as diverged."""
+
+
+class Classifier(pl.LightningModule):
+    """Cross-entropy training of ``network``; softmax lives in the loss, as usual in torch."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        num_classes: int = 10,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.channels_last = channels_last
+        self.compile = compile
+        # Training loss is summed in a plain device tensor: it is updated every step, where a
+        # metric object's checks cost more than the sum; a NaN stays NaN for the divergence check.
+        self.register_buffer("_loss_sum", torch.zeros(()), persistent=False)
+        self._loss_count = 0
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.train_accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.test_accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self._compiled: nn.Module | None = None
+
+    def configure_model(self) -> None:
+        """Memory format and compilation are applied once the module sits on its device."""
+        if self.channels_last:
+            self.network.to(memory_format=torch.channels_last)
+        if self.compile and self._compiled is None:
+            # Kept out of the module tree so checkpoints hold each weight once, uncompiled.
+            object.__setattr__(self, "_compiled", torch.compile(self.network))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return (self._compiled or self.network)(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        # Metrics accumulate on the device; nothing here forces a host sync per step.
+        self._loss_sum += loss.detach()
+        self._loss_count += 1
+        self.train_accuracy.update(logits.detach(), y)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self._loss_count == 0:
+            return
+        loss = self._loss_sum / self._loss_count
+        if not torch.isfinite(loss):
+            raise Diverged(f"training loss became {loss.item()} in epoch {self.current_epoch}")
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("train_error", 1.0 - self.train_accuracy.compute())
+        self._loss_sum.zero_()
+        self._loss_count = 0
+        self.train_accuracy.reset()
+
+    def _evaluate(self, batch, loss_metric: MeanMetric, accuracy: MulticlassAccuracy) -> None:
+        x, y = batch
+        logits = self(x)
+        loss_metric.update(F.cross_entropy(logits, y), weight=len(y))
+        accuracy.update(logits, y)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_loss, self.val_accuracy)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_accuracy.update_count == 0:
+            return
+        self.log("val_loss", self.val_loss.compute())
+        self.log("val_error", 1.0 - self.val_accuracy.compute(), prog_bar=True)
+        self.val_loss.reset()
+        self.val_accuracy.reset()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_loss, self.test_accuracy)
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test_loss", self.test_loss.compute())
+        self.log("test_error", 1.0 - self.test_accuracy.compute())
+        self.test_loss.reset()
+        self.test_accuracy.reset()
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.network.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        schedule = {"scheduler": scheduler, "interval": "epoch"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -1,0 +1,49 @@
+"""Test helpers: compose the real config, and run the real CLI in a scratch directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+from ablate import config as config_lib
+
+REPO = Path(__file__).resolve().parent.parent
+config_lib.register_configs()
+
+# Keeps CLI tests tiny: CPU, no progress bar, a couple of batches.
+TINY = [
+    "experiment=quick",
+    "trainer.enable_progress_bar=false",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    with initialize_config_module(config_lib.CONFIG_MODULE, version_base="1.3"):
+        return compose(config_lib.CONFIG_NAME, overrides=overrides or [], return_hydra_config=True)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m ablate.run ARGS`` in ``cwd`` (outputs land under cwd/sweeps)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "ablate.run", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def result_files(root: Path) -> list[Path]:
+    return sorted(root.glob("sweeps/**/result.json"))
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())

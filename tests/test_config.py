@@ -1,0 +1,145 @@
+"""Composition of every group combination, and the bad inputs a user can type."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import compose_config
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from ablate import config as config_lib
+from ablate.network import count_parameters
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+STUDY_AXES = ("model", "downsample", "dataset", "augmentation", "preprocess")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def groups() -> list[str]:
+    return sorted(p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def test_every_axis_has_its_paper_values():
+    assert options("model") == ["A", "B", "C"]
+    assert options("downsample") == ["conv", "convpool", "pool", "stride"]
+    assert "digits" in options("dataset")
+    assert "none" in options("augmentation")
+
+
+def test_every_combination_of_the_study_axes_composes_and_builds():
+    combos = list(itertools.product(*(options(axis) for axis in STUDY_AXES)))
+    assert len(combos) >= 12
+    built = set()
+    with initialize_config_module(config_lib.CONFIG_MODULE, version_base="1.3"):
+        for combo in combos:
+            overrides = [f"{axis}={value}" for axis, value in zip(STUDY_AXES, combo, strict=True)]
+            cfg = compose(config_lib.CONFIG_NAME, overrides=overrides + ["width=0.125"])
+            config_lib.validate(cfg)
+            datamodule = instantiate(cfg.datamodule)
+            assert datamodule.batch_size == cfg.batch_size
+            # The network depends on model, downsample and dataset only: build each one once.
+            if combo[:3] in built:
+                continue
+            built.add(combo[:3])
+            network = instantiate(cfg.network)
+            size = cfg.dataset.image_size
+            x = torch.zeros(1, cfg.dataset.channels, size, size)
+            assert network(x).shape == (1, cfg.dataset.num_classes), overrides
+
+
+def test_every_option_of_every_other_group_composes():
+    others = [g for g in groups() if g not in STUDY_AXES]
+    assert {"init", "optimizer", "scheduler", "trainer", "hardware", "logger", "experiment"} <= set(
+        others
+    )
+    with initialize_config_module(config_lib.CONFIG_MODULE, version_base="1.3"):
+        for group in others:
+            for option in options(group):
+                cfg = compose(config_lib.CONFIG_NAME, overrides=[f"{group}={option}"])
+                config_lib.validate(cfg)
+                OmegaConf.to_container(cfg.trainer, resolve=True)
+                instantiate(cfg.init)
+                optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+                instantiate(cfg.scheduler)(optimizer)
+
+
+def test_paper_protocol_is_the_default():
+    cfg = compose_config()
+    assert cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == 0.001
+    assert cfg.lr in (0.25, 0.1, 0.05, 0.01)
+    assert list(cfg.scheduler.milestones) == [200, 250, 300] and cfg.scheduler.gamma == 0.1
+    assert cfg.trainer.max_epochs == 350
+    assert OmegaConf.to_container(cfg.hydra.sweep)["dir"].startswith("sweeps/${sweep_name}/")
+
+
+def test_every_trainer_argument_is_overridable():
+    cfg = compose_config(["trainer.fast_dev_run=true", "trainer.limit_train_batches=3",
+                          "trainer.gradient_clip_val=1.0", "trainer.max_epochs=2"])
+    assert cfg.trainer.fast_dev_run is True and cfg.trainer.limit_train_batches == 3
+    assert set(config_lib.lightning_trainer_defaults()) <= set(cfg.trainer)
+
+
+def test_gpu_preset_turns_on_the_fast_paths():
+    cfg = compose_config(["hardware=gpu"])
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+    assert cfg.channels_last is True and cfg.compile is True
+
+
+def test_paper_params_through_config():
+    with initialize_config_module(config_lib.CONFIG_MODULE, version_base="1.3"):
+        cfg = compose(config_lib.CONFIG_NAME, overrides=["model=C", "downsample=conv",
+                                                          "dataset.channels=3"])
+        assert count_parameters(instantiate(cfg.network)) == 1_369_738
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("model=D", "Available options in 'model'"), ("downsample=avg", "Available options in")],
+)
+def test_unknown_choices_list_the_valid_ones(override, expected):
+    with pytest.raises(ConfigCompositionException) as caught:
+        compose_config([override])
+    assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("lr=-0.1", "lr=-0.1 is not a positive number"),
+        ("lr=0", "lr=0 is not a positive number"),
+        ("seed=-1", "seed=-1 must be a non-negative integer"),
+        ("batch_size=0", "batch_size=0 must be a positive integer"),
+        ("width=0", "width=0 must be a positive number"),
+    ],
+)
+def test_bad_values_are_named(override, message):
+    with pytest.raises(config_lib.ConfigError, match=message.replace(".", r"\.")):
+        config_lib.validate(compose_config([override]))
+
+
+def test_misspelt_key_gets_a_suggestion():
+    cfg = compose_config()
+    hints = config_lib.unknown_key_hints(
+        cfg, ["trainer.max_epoch=2", "model=A", "batchsize=3", "lr=0.1"], groups()
+    )
+    assert len(hints) == 2
+    assert "Did you mean 'trainer.max_epochs'" in hints[0]
+    assert "Did you mean 'batch_size'" in hints[1]
+
+
+def test_cell_holds_the_values_as_typed():
+    cfg = compose_config(["model=A", "downsample=stride", "lr=0.1", "seed=3",
+                          "trainer.max_epochs=2"])
+    choices = cfg.hydra.runtime.choices
+    cell = config_lib.cell_of(cfg, choices, ["model=A", "lr=0.1", "trainer.max_epochs=2"])
+    assert cell == {"model": "A", "downsample": "stride", "dataset": "digits",
+                    "augmentation": "none", "seed": 3, "lr": 0.1, "trainer.max_epochs": 2}
