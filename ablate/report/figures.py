@@ -1,0 +1,144 @@
+"""Figures beside the tables: error by downsampling mode per model, and learning curves.
+
+Matplotlib's object API (no pyplot state, no backend switch); PNGs without a timestamp, written
+atomically, so the same runs give the same files.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ablate import records
+from ablate.report import reference, stats
+
+COLORS = {"pool": "#4c72b0", "stride": "#dd8452", "convpool": "#55a868", "conv": "#c44e52"}
+
+
+def _save(figure, path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    return records.write_atomic(path, buffer.getvalue())
+
+
+def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
+                          paper: bool) -> Path | None:
+    """Grouped bars: one group per base model, one bar per downsampling mode, ± std."""
+    from matplotlib.figure import Figure
+
+    chosen = stats.selected(runs)
+    if not any(v["chosen"] for v in chosen.values()):
+        return None
+    by_cell = {(str(v["model"]), str(v["downsample"])): v["chosen"] for v in chosen.values()}
+    models = list(reference.MODELS) + sorted({m for m, _ in by_cell} - set(reference.MODELS))
+    modes = list(reference.DOWNSAMPLES) + sorted({d for _, d in by_cell}
+                                                 - set(reference.DOWNSAMPLES))
+    table3 = reference.table3()
+    figure = Figure(figsize=(7.5, 4.2))
+    axes = figure.add_subplot()
+    width = 0.8 / len(modes)
+    for j, mode in enumerate(modes):
+        xs, means, stds, refs = [], [], [], []
+        for i, model in enumerate(models):
+            x = i + (j - (len(modes) - 1) / 2) * width
+            pick = by_cell.get((model, mode))
+            if pick is not None:
+                xs.append(x)
+                means.append(100 * pick["test_mean"])
+                stds.append(0.0 if math.isnan(pick["test_std"]) else 100 * pick["test_std"])
+            else:
+                axes.text(x, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=7,
+                          color="0.5")
+            match = table3[(table3["model"] == model) & (table3["downsample"] == mode)]
+            if paper and len(match):
+                refs.append((x, float(match["error"].iloc[0])))
+        axes.bar(xs, means, width=width * 0.9, yerr=stds, capsize=3, label=mode,
+                 color=COLORS.get(mode, "0.6"))
+        if refs:
+            axes.scatter([r[0] for r in refs], [r[1] for r in refs], marker="_", s=200,
+                         color="black", zorder=3, label="paper" if j == 0 else None)
+    axes.set_xticks(range(len(models)), [f"Model {m}" for m in models])
+    axes.set_ylabel("test error % (mean ± std over seeds)")
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8, ncols=2)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _curve(rows: pd.DataFrame, key: str) -> tuple[list[int], list[float]]:
+    """Mean of ``key`` per epoch over the runs' histories."""
+    points: dict[int, list[float]] = {}
+    for history in rows["history"]:
+        for entry in history or []:
+            value = entry.get(key)
+            if value is not None and not math.isnan(float(value)):
+                points.setdefault(int(entry["epoch"]), []).append(float(value))
+    epochs = sorted(points)
+    return [e + 1 for e in epochs], [100 * sum(points[e]) / len(points[e]) for e in epochs]
+
+
+def learning_curves(runs: pd.DataFrame, title: str, path: Path) -> Path | None:
+    """Per base model: validation (solid) and training (dashed) error per epoch, each mode at
+    its chosen lr, mean over seeds."""
+    from matplotlib.figure import Figure
+
+    chosen = stats.selected(runs)
+    finished = runs[(runs["status"] == "finished") & runs["history"].notna()]
+    models = [m for m in reference.MODELS if m in set(finished["model"])] + sorted(
+        set(finished["model"].dropna()) - set(reference.MODELS))
+    if not models:
+        return None
+    figure = Figure(figsize=(4 * len(models), 3.6))
+    for i, model in enumerate(models, start=1):
+        axes = figure.add_subplot(1, len(models), i)
+        for name in stats.ordered_names(finished.loc[finished["model"] == model, "name"]):
+            pick = chosen[name]["chosen"]
+            if pick is None:
+                continue
+            mine = finished[(finished["name"] == name) & (finished["lr"] == pick["lr"])]
+            color = COLORS.get(str(chosen[name]["downsample"]), None)
+            for key, style in (("val_error", "-"), ("train_error", "--")):
+                xs, ys = _curve(mine, key)
+                if xs:
+                    axes.plot(xs, ys, style, color=color, linewidth=1.3,
+                              label=f"{name} (lr {pick['lr']:g})" if key == "val_error" else None)
+        axes.set_title(f"Model {model}", fontsize=10)
+        axes.set_xlabel("epoch")
+        if i == 1:
+            axes.set_ylabel("error % (val solid, train dashed)")
+        axes.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def write_figures(frame: pd.DataFrame, directory: Path,
+                  link_from: Path) -> dict[tuple[str, str, str], list[tuple[str, str]]]:
+    """All figures for ``frame``; returns, per group, (title, link relative to ``link_from``)."""
+    keys = stats.groups(frame)
+    several = len({k[0] for k in keys}) > 1
+    links: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+    for protocol, dataset, augmentation in keys:
+        runs = stats.runs_of(frame, protocol, dataset, augmentation)
+        slug = f"{dataset}_{augmentation}" + (f"_{protocol}" if several else "")
+        label = f"{dataset}, augmentation {augmentation}" + (f", {protocol}" if several else "")
+        made = [
+            ("test error by downsampling mode", error_by_downsampling(
+                runs, f"Test error by downsampling mode ({label})",
+                directory / f"error_by_downsampling_{slug}.png",
+                paper=(dataset, augmentation) == ("cifar10", "none"))),
+            ("learning curves", learning_curves(
+                runs, f"Learning curves at each model's chosen lr ({label})",
+                directory / f"learning_curves_{slug}.png")),
+        ]
+        links[(protocol, dataset, augmentation)] = [
+            (title, Path(os.path.relpath(path, link_from)).as_posix())
+            for title, path in made if path is not None]
+    return links

@@ -1,0 +1,482 @@
+"""Runs -> one pandas DataFrame, one row per run, from three sources.
+
+- ``result.json`` records under sweep folders (the reference source: written by every run);
+- offline (or local) W&B run folders, read with W&B's own ``wandb leet inspect --summary --json``
+  (``wandb.Api`` cannot read offline runs);
+- a W&B project online, through ``wandb.Api`` and its filters.
+
+Nothing is dropped silently: unreadable records, W&B folders that cannot be read, job folders
+without a record (runs in progress, or killed), duplicate runs of a cell and mixed protocols are
+all noted in :class:`Issues`, which the report prints with counts. Superseded duplicates stay in
+the DataFrame (``superseded`` is True) so a reader can see what was set aside.
+
+No torch here: the report side never imports the training side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ablate import records
+from ablate.report.reference import paper_name
+
+METRICS = ("test_error", "val_error", "train_error", "train_loss", "val_loss", "test_loss")
+COLUMNS = (
+    "source", "path", "sweep", "wandb_id", "cell_id", "name", "model", "downsample", "dataset",
+    "augmentation", "lr", "seed", "status", *METRICS, "params", "epochs", "wall_seconds",
+    "started_at", "ended_at", "protocol", "protocol_spec", "cell", "error", "history",
+    "superseded",
+)
+RUNNING = "running"
+
+# Kinds of issue, as the report's counts name them. INFO kinds are bookkeeping, not warnings.
+UNREADABLE_RECORDS = "unreadable records (skipped)"
+UNREADABLE_WANDB = "unreadable W&B runs (skipped)"
+NOT_ABLATE = "W&B runs not made by ablate (no cell in their config; skipped)"
+IN_PROGRESS = "runs in progress or killed (job folder, no record yet)"
+DUPLICATES = "duplicate runs of a cell (older ones superseded)"
+MIXED_DATASETS = "datasets mixed (one table each)"
+MIXED_PROTOCOLS = "protocols mixed (one section each)"
+WANDB_DISAGREES = "W&B runs that disagree with their record"
+WANDB_MIRRORED = "W&B runs described by a record (the record is used)"
+WANDB_IGNORED = "W&B run folders not read (--wandb-offline none)"
+INFO = (WANDB_MIRRORED, WANDB_IGNORED)
+
+# What makes two runs comparable, read from the resolved config. The study's own axes (model,
+# downsample, dataset, augmentation, lr, seed) are left out: the tables pivot over them. Keys
+# that cannot change a result (logger, progress bar, devices, compile, eval batch size) are left
+# out too, so that they never split a table.
+PROTOCOL_KEYS = (
+    "preprocess", "init", "optimizer", "scheduler", "batch_size", "width",
+    "dataset.image_size", "dataset.val_size", "dataset.split_seed",
+    "trainer.max_epochs", "trainer.max_steps", "trainer.min_epochs",
+    "trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches",
+    "trainer.fast_dev_run", "trainer.precision", "trainer.gradient_clip_val",
+    "trainer.accumulate_grad_batches",
+)
+
+
+@dataclass
+class Issues:
+    """What the loader set aside, guessed or merged; the report prints all of it with counts."""
+
+    counts: Counter = field(default_factory=Counter)
+    messages: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, kind: str, message: str) -> None:
+        self.counts[kind] += 1
+        self.messages.append((kind, message))
+
+    def sorted_messages(self) -> list[tuple[str, str]]:
+        return sorted(set(self.messages))
+
+
+class WandbReadError(RuntimeError):
+    """``wandb leet inspect`` could not read a W&B run folder."""
+
+
+# ---------------------------------------------------------------- protocol
+
+def _select(config: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _canonical(value: Any) -> Any:
+    """The same config gives the same value from every source: a JSON round trip, with
+    integral floats as ints (W&B's reader turns ``1.0`` into ``1``)."""
+    def integral(node: Any) -> Any:
+        if isinstance(node, float) and node.is_integer():
+            return int(node)
+        if isinstance(node, dict):
+            return {key: integral(item) for key, item in node.items()}
+        if isinstance(node, list):
+            return [integral(item) for item in node]
+        return node
+
+    return integral(json.loads(json.dumps(value, sort_keys=True, default=str)))
+
+
+def protocol_of(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The protocol-defining part of a resolved config (see ``PROTOCOL_KEYS``)."""
+    config = config or {}
+    protocol: dict[str, Any] = {}
+    for key in PROTOCOL_KEYS:
+        value = _select(config, key)
+        if key == "optimizer" and isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if k != "lr"}  # lr is a study axis
+        protocol[key] = _canonical(value)
+    return protocol
+
+
+def protocol_id(protocol: Mapping[str, Any]) -> str:
+    text = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
+    return "p" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:7]
+
+
+# ---------------------------------------------------------------- rows
+
+def _display(path: Path) -> str:
+    """A path as the report shows it: relative to the working directory where possible."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number
+
+
+def _row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, Any], name: str | None,
+         status: str, metrics: Mapping[str, Any], config: Mapping[str, Any] | None,
+         **extra: Any) -> dict[str, Any]:
+    protocol = protocol_of(config) if config else None
+    model, downsample = cell.get("model"), cell.get("downsample")
+    row = {column: None for column in COLUMNS}
+    row.update(
+        source=source, path=path, sweep=sweep, status=status,
+        cell_id=records.cell_id(cell), cell=json.dumps(dict(cell), sort_keys=True, default=str),
+        name=name or (paper_name(model, downsample) if model and downsample else None),
+        model=model, downsample=downsample, dataset=cell.get("dataset"),
+        augmentation=cell.get("augmentation"), lr=_float(cell.get("lr")), seed=cell.get("seed"),
+        protocol=protocol_id(protocol) if protocol is not None else None,
+        protocol_spec=json.dumps(protocol, sort_keys=True) if protocol is not None else None,
+        superseded=False,
+    )
+    row.update({key: _float(metrics.get(key)) for key in METRICS})
+    row.update({key: value for key, value in extra.items() if key in row and value is not None})
+    return row
+
+
+def _sweep_of(path: Path, sweep_name: str | None) -> str:
+    """``<sweep_name>/<time dir>``, the same group name W&B gets (ablate.tracking)."""
+    job_dir = path.parent
+    sweep_dir = job_dir.parent if (job_dir.parent / "multirun.yaml").exists() else job_dir
+    return f"{sweep_name or sweep_dir.parent.name}/{sweep_dir.name}"
+
+
+def row_from_record(record: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    config = record.get("config") or {}
+    wandb_info = record.get("wandb") or {}
+    return _row(
+        source="record", path=_display(path),
+        sweep=wandb_info.get("group") or _sweep_of(path, config.get("sweep_name")),
+        cell=record["cell"], name=record.get("name"), status=record["status"],
+        metrics=record.get("metrics") or {}, config=config,
+        wandb_id=wandb_info.get("id"), cell_id=record.get("cell_id"),
+        params=record.get("params"), epochs=record.get("epochs"),
+        wall_seconds=record.get("wall_seconds"), started_at=record.get("started_at"),
+        ended_at=record.get("ended_at"), error=record.get("error"),
+        history=record.get("history"),
+    )
+
+
+def _unwrap_config(config: Any) -> dict[str, Any]:
+    """W&B config as plain values (some tools keep W&B's ``{"value": ...}`` wrappers)."""
+    if not isinstance(config, Mapping):
+        return {}
+    plain = {}
+    for key, value in config.items():
+        if str(key).startswith("_wandb"):
+            continue
+        if isinstance(value, Mapping) and set(value) <= {"value", "desc"} and "value" in value:
+            value = value["value"]
+        plain[str(key)] = value
+    return plain
+
+
+_STATE_TO_STATUS = {"finished": "finished", "failed": "failed", "crashed": "failed",
+                    "killed": "failed", "running": RUNNING, "pending": RUNNING}
+
+
+def row_from_wandb(meta: Mapping[str, Any], *, source: str, path: str,
+                   issues: Issues) -> dict[str, Any] | None:
+    """One run as W&B shows it: ``meta`` has run_id, state, config, summary, (group).
+
+    ``meta`` has the shape of ``wandb leet inspect --summary --json``; :func:`load_wandb_api`
+    builds the same shape from ``wandb.Api`` run objects, so both go through this one function.
+    """
+    config = _unwrap_config(meta.get("config"))
+    summary = meta.get("summary") if isinstance(meta.get("summary"), Mapping) else {}
+    cell = config.get("cell")
+    if not isinstance(cell, Mapping):
+        issues.add(NOT_ABLATE, path)
+        return None
+    status = summary.get("status")
+    state = str(meta.get("state") or "").lower()
+    if state in ("running", "pending") and status is None:
+        status = RUNNING
+    elif status not in records.STATUSES:
+        status = _STATE_TO_STATUS.get(state, "failed")
+    if status == RUNNING:
+        issues.add(IN_PROGRESS, path)
+    run_id = meta.get("run_id") or meta.get("id")
+    sweep = meta.get("group") or config.get("sweep") or None
+    return _row(
+        source=source, path=path, sweep=sweep, cell=cell, name=config.get("name"), status=status,
+        metrics=summary, config=config, wandb_id=run_id, cell_id=config.get("cell_id"),
+        params=summary.get("params", config.get("params")), epochs=summary.get("epochs"),
+        wall_seconds=summary.get("wall_seconds"),
+        error=summary.get("error"),
+    )
+
+
+# ---------------------------------------------------------------- discovery
+
+@dataclass
+class Found:
+    records: list[Path] = field(default_factory=list)
+    wandb_runs: list[Path] = field(default_factory=list)
+    job_dirs: list[Path] = field(default_factory=list)
+
+
+def discover(paths: Iterable[str | os.PathLike[str]]) -> Found:
+    """Records, W&B run folders (with a ``run-*.wandb`` log) and Hydra job folders."""
+    found = Found()
+    for root in map(Path, paths):
+        if root.is_file():
+            (found.wandb_runs if root.suffix == ".wandb" else found.records).append(
+                root.parent if root.suffix == ".wandb" else root)
+            continue
+        for directory, subdirs, files in os.walk(root):  # never follows links (latest-run)
+            subdirs.sort()
+            here = Path(directory)
+            if records.RESULT_FILE in files:
+                found.records.append(here / records.RESULT_FILE)
+            if any(f.startswith("run-") and f.endswith(".wandb") for f in files):
+                found.wandb_runs.append(here)
+            if ".hydra" in subdirs and (here / ".hydra" / "hydra.yaml").is_file():
+                found.job_dirs.append(here)
+    found.records = sorted(set(found.records))
+    found.wandb_runs = sorted(set(found.wandb_runs))
+    found.job_dirs = sorted(set(found.job_dirs))
+    return found
+
+
+# ---------------------------------------------------------------- loaders
+
+def load_records(paths: Sequence[Path], issues: Issues) -> list[tuple[Path, dict[str, Any]]]:
+    """``(path, row)`` for every readable record; the others are counted as unreadable."""
+    loaded = []
+    for path in paths:
+        try:
+            record = records.read_record(path)
+            if not isinstance(record.get("cell"), Mapping):
+                raise records.RecordError(f"{path}: 'cell' is not an object")
+            loaded.append((path, row_from_record(record, path)))
+        except (records.RecordError, KeyError, TypeError, AttributeError, ValueError) as error:
+            text = str(error).splitlines()[0] if str(error) else type(error).__name__
+            text = text.removeprefix(f"{path}: ")  # RecordError names the path already
+            issues.add(UNREADABLE_RECORDS, f"{_display(path)}: {text}")
+    return loaded
+
+
+def inspect_wandb_run(run_dir: Path, timeout: float = 120) -> dict[str, Any]:
+    """``wandb leet inspect --summary --json RUN_DIR``: W&B's own reader of offline runs."""
+    command = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json",
+               str(run_dir)]
+    # offline: the reader must never try to reach a server (nor report errors to one).
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_ERROR_REPORTING": "false",
+           "WANDB_SILENT": "true"}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise WandbReadError(f"{run_dir}: {error}") from error
+    if done.returncode != 0:
+        message = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        raise WandbReadError(f"wandb leet inspect failed ({message})")
+    try:
+        meta = json.loads(done.stdout)
+    except json.JSONDecodeError as error:
+        raise WandbReadError(f"wandb leet inspect printed no JSON ({error})") from error
+    if not isinstance(meta, dict):
+        raise WandbReadError("wandb leet inspect printed no JSON object")
+    return meta
+
+
+def load_wandb_offline(run_dirs: Sequence[Path], issues: Issues,
+                       workers: int = 4) -> list[dict[str, Any]]:
+    """Rows for local W&B run folders, read in parallel (one ``wandb leet`` process each)."""
+    def read(run_dir: Path) -> tuple[Path, dict[str, Any] | Exception]:
+        try:
+            return run_dir, inspect_wandb_run(run_dir)
+        except WandbReadError as error:
+            return run_dir, error
+
+    rows = []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(run_dirs) or 1))) as pool:
+        for run_dir, meta in pool.map(read, run_dirs):
+            if isinstance(meta, Exception):
+                issues.add(UNREADABLE_WANDB, f"{_display(run_dir)}: {meta}")
+                continue
+            row = row_from_wandb(meta, source="wandb-offline", path=_display(run_dir),
+                                 issues=issues)
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def load_wandb_api(project: str, filters: Mapping[str, Any] | None, issues: Issues,
+                   api: Any = None) -> list[dict[str, Any]]:
+    """Rows for the runs of an online W&B project (``entity/project``), MongoDB-style filters.
+
+    Example filters: ``{"group": "table3/2026-12-01_10-00-00"}``, ``{"tags": "dataset=cifar10"}``,
+    ``{"state": "finished"}``. Needs a W&B login.
+    """
+    import wandb
+
+    api = api or wandb.Api(timeout=60)
+    rows = []
+    for run in api.runs(project, filters=dict(filters or {}), order="+created_at"):
+        meta = {
+            "run_id": run.id, "name": run.name, "state": run.state, "group": run.group,
+            "config": dict(run.config), "summary": dict(run.summary_metrics or {}),
+            "tags": list(run.tags or []),
+        }
+        row = row_from_wandb(meta, source="wandb-api", path=f"{project}/{run.id}", issues=issues)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _in_progress_row(job_dir: Path, issues: Issues) -> dict[str, Any] | None:
+    """A Hydra job folder with no record: still running (or killed before it could write one)."""
+    from omegaconf import OmegaConf
+
+    try:
+        hydra_cfg = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra
+        choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
+        config = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+    except Exception as error:  # noqa: BLE001 - a half-written folder is what we expect here
+        issues.add(IN_PROGRESS, f"{_display(job_dir)} (unreadable: {error})")
+        return None
+    try:
+        resolved = OmegaConf.to_container(config, resolve=True)
+    except Exception:  # noqa: BLE001 - ${hydra:...} only resolves inside the job
+        config.pop("logger", None)
+        try:
+            resolved = OmegaConf.to_container(config, resolve=True)
+        except Exception:  # noqa: BLE001
+            resolved = None
+    cell = {key: choices.get(key) for key in ("model", "downsample", "dataset", "augmentation")}
+    cell.update(seed=config.get("seed"), lr=config.get("lr"))
+    issues.add(IN_PROGRESS, _display(job_dir))
+    return _row(source="job folder", path=_display(job_dir),
+                sweep=_sweep_of(job_dir / records.RESULT_FILE, config.get("sweep_name")),
+                cell=cell, name=None, status=RUNNING, metrics={}, config=resolved)
+
+
+# ---------------------------------------------------------------- all together
+
+def _mark_duplicates(frame: pd.DataFrame, issues: Issues) -> None:
+    """Several finished/failed runs of one table cell: the newest counts, the rest are kept but
+    marked ``superseded`` (so a seed is never counted twice)."""
+    done = frame[frame["status"] != RUNNING]
+    key = ["protocol", "dataset", "augmentation", "name", "lr", "seed"]
+    for _, group in done.groupby(key, dropna=False, sort=True):
+        if len(group) < 2:
+            continue
+        order = group.sort_values(["ended_at", "path"], na_position="first")
+        keep = order.index[-1]
+        for index in order.index[:-1]:
+            frame.loc[index, "superseded"] = True
+            issues.add(DUPLICATES,
+                       f"{frame.loc[index, 'path']} superseded by {frame.loc[keep, 'path']}")
+
+
+def load_runs(
+    paths: Sequence[str | os.PathLike[str]] = ("sweeps",),
+    *,
+    wandb_offline: str = "unmatched",
+    wandb_project: str | None = None,
+    wandb_filters: Mapping[str, Any] | None = None,
+) -> tuple[pd.DataFrame, Issues]:
+    """Every run found under ``paths`` (and in ``wandb_project``) as one DataFrame.
+
+    ``wandb_offline``: ``unmatched`` reads only W&B run folders that no record describes (a
+    record and its W&B run are the same run: the record is the reference); ``all`` reads every
+    folder and checks it against its record; ``none`` ignores W&B folders.
+    """
+    if wandb_offline not in ("unmatched", "all", "none"):
+        raise ValueError(f"wandb_offline={wandb_offline!r}; use unmatched, all or none")
+    issues = Issues()
+    found = discover(paths)
+    loaded = load_records(found.records, issues)
+    rows = [row for _, row in loaded]
+
+    # A W&B folder inside a run's folder is that run's own: its record already says it all.
+    record_dirs = {path.parent.resolve() for path, _ in loaded}
+    wandb_dirs = []
+    for run_dir in found.wandb_runs:
+        mirrored = any(parent in record_dirs for parent in run_dir.resolve().parents)
+        if wandb_offline == "none":
+            issues.add(WANDB_IGNORED, _display(run_dir))
+        elif wandb_offline == "all" or not mirrored:
+            wandb_dirs.append(run_dir)
+        else:
+            issues.add(WANDB_MIRRORED, _display(run_dir))
+    wandb_rows = load_wandb_offline(wandb_dirs, issues) if wandb_dirs else []
+    # Elsewhere, a record and a W&B run are the same run when both the W&B id and the cell
+    # agree (a resumed run shares its W&B id with the run it continued, not its cell).
+    by_id = {(row["wandb_id"], row["cell_id"]): row for row in rows if row["wandb_id"]}
+    for row in wandb_rows:
+        twin = by_id.get((row["wandb_id"], row["cell_id"]))
+        if twin is None:
+            rows.append(row)
+            continue
+        issues.add(WANDB_MIRRORED, row["path"])
+        if twin["status"] == row["status"] and twin["test_error"] != row["test_error"]:
+            issues.add(WANDB_DISAGREES,
+                       f"{row['path']}: test_error {row['test_error']} vs {twin['test_error']}")
+
+    if wandb_project:
+        rows.extend(load_wandb_api(wandb_project, wandb_filters, issues))
+
+    finished_dirs = {Path(p).parent.resolve() for p in found.records}
+    for job_dir in found.job_dirs:
+        if job_dir.resolve() not in finished_dirs:
+            row = _in_progress_row(job_dir, issues)
+            if row is not None:
+                rows.append(row)
+
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame = frame.sort_values(["sweep", "path"], na_position="last", kind="stable")
+    frame = frame.reset_index(drop=True)
+    _mark_duplicates(frame, issues)
+    _note_mixtures(frame, issues)
+    return frame, issues
+
+
+def _note_mixtures(frame: pd.DataFrame, issues: Issues) -> None:
+    current = frame[~frame["superseded"].astype(bool)]
+    datasets = sorted(str(d) for d in current["dataset"].dropna().unique())
+    if len(datasets) > 1:
+        counts = current["dataset"].value_counts()
+        issues.add(MIXED_DATASETS,
+                   ", ".join(f"{d} ({counts[d]})" for d in datasets))
+    protocols = sorted(str(p) for p in current["protocol"].dropna().unique())
+    if len(protocols) > 1:
+        counts = current["protocol"].value_counts()
+        issues.add(MIXED_PROTOCOLS,
+                   ", ".join(f"{p} ({counts[p]})" for p in protocols))

@@ -1,0 +1,349 @@
+"""DataFrame of runs -> ``reports/tables.md``: pure functions, no I/O, no clock.
+
+The same runs always give the same bytes: rows and columns in fixed orders, fixed float
+formats, no timestamps. Errors are shown in %, two decimals; ``mean ± std`` is over seeds (the
+sample std, ddof 1), with ``n`` the number of finished seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from ablate.report import reference, stats
+from ablate.report.load import COLUMNS, INFO, PROTOCOL_KEYS, RUNNING, Issues
+
+PAPER_DATASET, PAPER_AUGMENTATION = "cifar10", "none"
+MAX_MESSAGES = 20  # per kind of warning; the count is always complete
+FigureLinks = Mapping[tuple[str, str, str], Sequence[tuple[str, str]]]
+
+
+# ---------------------------------------------------------------- formatting
+
+def pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * float(value):.2f}"
+
+
+def signed(value: float) -> str:
+    text = f"{value:+.2f}"
+    return "+0.00" if text == "-0.00" else text
+
+
+def lr_text(value: Any) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(
+        float(value), "g")
+
+
+def mean_std(chosen: Mapping[str, Any]) -> str:
+    if chosen["n"] > 1:
+        return f"{pct(chosen['test_mean'])} ± {pct(chosen['test_std'])}"
+    return pct(chosen["test_mean"])
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def describe(value: Any) -> str:
+    """A config node in one short line: ``SGD(momentum=0.9, weight_decay=0.001)``."""
+    if isinstance(value, Mapping):
+        skip = {"_target_", "_partial_", "name", "transform"}
+        head = str(value.get("name") or str(value.get("_target_", "")).rsplit(".", 1)[-1])
+        params = ", ".join(f"{k}={describe(v)}" for k, v in sorted(value.items())
+                           if k not in skip)
+        return f"{head}({params})" if params else head
+    if isinstance(value, list):
+        return "[" + ", ".join(describe(v) for v in value) + "]"
+    return json.dumps(value) if isinstance(value, str) and not value else str(value)
+
+
+def describe_protocol(spec: Mapping[str, Any]) -> str:
+    return "; ".join(f"{key} {describe(spec[key])}" for key in PROTOCOL_KEYS
+                     if spec.get(key) is not None)
+
+
+# ---------------------------------------------------------------- sections
+
+def inputs_section(frame: pd.DataFrame, issues: Issues, sources: Sequence[str]) -> str:
+    runs = stats.current(frame)
+    status = runs["status"].value_counts()
+    by_source = frame["source"].value_counts()
+    rows = [["sources", ", ".join(f"`{s}`" for s in sources) or "–"],
+            ["runs loaded", f"{len(frame)} (" + ", ".join(
+                f"{s}: {by_source[s]}" for s in sorted(by_source.index)) + ")" if len(frame)
+             else "0"]]
+    for name in ("finished", "failed", "diverged"):
+        rows.append([f"{name} (counted)", int(status.get(name, 0))])
+    rows += [[kind, issues.counts[kind]] for kind in sorted(issues.counts)]
+    datasets = runs["dataset"].value_counts()
+    rows.append(["datasets", ", ".join(f"{d} ({datasets[d]})" for d in sorted(datasets.index))
+                 or "–"])
+    protocols = runs["protocol"].value_counts()
+    rows.append(["protocols", ", ".join(f"`{p}` ({protocols[p]})"
+                                        for p in sorted(protocols.index)) or "–"])
+    sweeps = runs["sweep"].value_counts()
+    rows.append(["sweeps", ", ".join(f"{s} ({sweeps[s]})" for s in sorted(sweeps.index)) or "–"])
+    return "## Inputs\n\n" + table(["", "count"], rows)
+
+
+def warnings_section(issues: Issues) -> str:
+    messages = [(k, m) for k, m in issues.sorted_messages() if k not in INFO]
+    if not messages:
+        return "## Warnings\n\nNone."
+    lines = ["## Warnings", ""]
+    for kind in sorted({k for k, _ in messages}):
+        mine = [m for k, m in messages if k == kind]
+        lines.append(f"- **{kind}**: {issues.counts[kind]}")
+        lines += [f"  - {m}" for m in mine[:MAX_MESSAGES]]
+        if len(mine) > MAX_MESSAGES:
+            lines.append(f"  - ... and {len(mine) - MAX_MESSAGES} more")
+    return "\n".join(lines)
+
+
+def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
+                   show_running: bool) -> str:
+    """Table 3's layout: the 12 models in the paper's order, missing ones shown as missing."""
+    chosen = stats.selected(runs)
+    paper = reference.table3().set_index("name")
+    comparable = (dataset, augmentation) == (PAPER_DATASET, PAPER_AUGMENTATION)
+    header = ["model", "lr (by val)", "val error %", "test error % (mean ± std)", "n", "failed",
+              "diverged", *(["running"] if show_running else []), "paper % (CIFAR-10)",
+              "difference", "params", "paper params (exact)", "paper params (printed)"]
+    rows = []
+    for name in stats.ordered_names([*paper.index, *chosen]):
+        mine = chosen.get(name)
+        ref = paper.loc[name] if name in paper.index else None
+        pick = mine["chosen"] if mine else None
+        if pick is None:
+            test = ("missing" if not mine else "no finished run"
+                    if mine["failed"] + mine["diverged"] else "running")
+            lr, val, n, diff = "–", "–", 0, "–"
+        else:
+            test, lr, val, n = mean_std(pick), lr_text(pick["lr"]), pct(pick["val_mean"]), pick[
+                "n"]
+            diff = "n/a" if ref is None else (
+                signed(100 * pick["test_mean"] - ref["error"]) if comparable else "n/a")
+        rows.append([
+            name, lr, val, test, n, mine["failed"] if mine else 0,
+            mine["diverged"] if mine else 0, *([mine["running"] if mine else 0]
+                                               if show_running else []),
+            f"{ref['error']:.2f}" if ref is not None else "–", diff,
+            ", ".join(f"{p:,}" for p in mine["params"]) if mine and mine["params"] else "–",
+            f"{int(ref['params_exact']):,}" if ref is not None else "–",
+            ref["params_printed"] if ref is not None else "–",
+        ])
+    missing = sum(1 for name in paper.index if not chosen.get(name)
+                  or chosen[name]["chosen"] is None)
+    note = (f"Missing: {missing} of the paper's 12 models have no finished run here. "
+            if missing else "")
+    if not comparable:
+        note += (f"The paper's numbers are CIFAR-10 without augmentation; these runs are "
+                 f"{dataset} / augmentation {augmentation}, so no difference is computed.")
+    else:
+        note += "difference = this table's mean test error − the paper's (percentage points)."
+    return "\n".join([f"#### Table 3 layout: {dataset}, augmentation {augmentation}", "",
+                      note.strip(), "", table(header, rows)])
+
+
+def lr_section(runs: pd.DataFrame) -> str:
+    """Validation error per model and lr: the evidence for each model's lr."""
+    lr_stats = stats.lr_stats(runs)
+    chosen = stats.selected(runs)
+    lrs = sorted(lr_stats["lr"].unique())
+    rows = []
+    for name in stats.ordered_names(chosen):
+        pick = chosen[name]["chosen"]
+        row = [name]
+        for lr in lrs:
+            cell = lr_stats[(lr_stats["name"] == name) & (lr_stats["lr"] == lr)]
+            if not len(cell):
+                row.append("–")
+                continue
+            c = cell.iloc[0]
+            text = f"{pct(c['val_mean'])} ({c['n']})" if c["n"] else "no finished run"
+            if pick is not None and pick["lr"] == lr:
+                text = f"**{text}**"
+            extra = [f"{c[k]} {k}" for k in ("failed", "diverged", "running") if c[k]]
+            row.append(text + (" +" + ", ".join(extra) if extra else ""))
+        rows.append(row)
+    return "\n".join([
+        "#### Learning rate chosen by validation error",
+        "",
+        "Mean validation error % over finished seeds (n); **bold** = the lr each model's test "
+        "error is reported at. An lr with failed or diverged runs is chosen only when every lr "
+        "has some.",
+        "",
+        table(["model", *[f"lr {lr_text(lr)}" for lr in lrs]], rows),
+    ])
+
+
+def pivot_section(runs: pd.DataFrame) -> str:
+    """Base model x downsampling mode, at each model's chosen lr."""
+    chosen = stats.selected(runs)
+    models = [m for m in reference.MODELS] + sorted(
+        {str(v["model"]) for v in chosen.values()} - set(reference.MODELS))
+    modes = list(reference.DOWNSAMPLES) + sorted(
+        {str(v["downsample"]) for v in chosen.values()} - set(reference.DOWNSAMPLES))
+    by_cell = {(str(v["model"]), str(v["downsample"])): v for v in chosen.values()}
+    rows = []
+    for model in models:
+        row = [model]
+        for mode in modes:
+            mine = by_cell.get((model, mode))
+            if mine is None:
+                row.append("missing")
+            elif mine["chosen"] is None:
+                bad = mine["failed"] + mine["diverged"]
+                row.append(f"no finished run ({bad} failed/diverged)" if bad else "running")
+            else:
+                row.append(f"{mean_std(mine['chosen'])} ({mine['chosen']['n']})")
+        rows.append(row)
+    return "\n".join([
+        "#### Model x downsampling",
+        "",
+        "Test error % (mean ± std over seeds, n) at each model's chosen lr; pool = Model X, "
+        "stride = Strided-CNN-X, convpool = ConvPool-CNN-X, conv = All-CNN-X.",
+        "",
+        table(["model", *modes], rows),
+    ])
+
+
+def augmentation_section(frame: pd.DataFrame, protocol: str, dataset: str,
+                         augmentations: Sequence[str]) -> str:
+    """Each model under each augmentation it was run with, beside the paper's numbers."""
+    rows = []
+    per_aug = {aug: stats.selected(stats.runs_of(frame, protocol, dataset, aug))
+               for aug in augmentations}
+    names = stats.ordered_names({n for aug in augmentations if aug != "none"
+                                 for n in per_aug[aug]})
+    for name in names:
+        for aug in augmentations:
+            mine = per_aug[aug].get(name)
+            ref = reference.lookup(name, dataset, aug)
+            pick = mine["chosen"] if mine else None
+            diff = (signed(100 * pick["test_mean"] - ref["error"])
+                    if pick is not None and ref is not None else "–")
+            rows.append([name, aug, lr_text(pick["lr"]) if pick else "–",
+                         mean_std(pick) if pick else ("missing" if not mine else "no finished run"),
+                         pick["n"] if pick else 0, mine["failed"] if mine else 0,
+                         mine["diverged"] if mine else 0,
+                         f"{ref['error']:.2f}" if ref is not None else "–", diff])
+    parts = [f"#### Augmentation comparison: {dataset}", "",
+             "flip_translate = the paper's small augmentation; large = our approximation of its "
+             "large one (the paper also used a larger network).", "",
+             table(["model", "augmentation", "lr (by val)", "test error %", "n", "failed",
+                    "diverged", "paper %", "difference"], rows)]
+    if dataset == PAPER_DATASET:
+        context = reference.comparisons()
+        ctx_rows = []
+        for method in list(dict.fromkeys(context["name"])):
+            mine = context[context["name"] == method].set_index("augmentation")["error"]
+            ctx_rows.append([method] + [f"{mine[a]:.2f}" if a in mine else "–"
+                                        for a in ("none", "augmented")])
+        parts += ["", "For context, the comparison rows the paper quotes (CIFAR-10, each "
+                  "method's own augmentation):", "",
+                  table(["method", "no augmentation %", "augmented %"], ctx_rows)]
+    return "\n".join(parts)
+
+
+def cifar100_section(frame: pd.DataFrame, protocol: str) -> str:
+    """Models run on CIFAR-100, beside their CIFAR-10 runs and the paper's All-CNN-C."""
+    c100 = stats.selected(stats.runs_of(frame, protocol, "cifar100", "none"))
+    c10 = stats.selected(stats.runs_of(frame, protocol, "cifar10", "none"))
+    rows = []
+    for name in stats.ordered_names(c100):
+        ref10 = reference.lookup(name, "cifar10", "none")
+        ref100 = reference.lookup(name, "cifar100", "none")
+        p100 = c100[name]["chosen"]
+        p10 = c10.get(name, {}).get("chosen") if name in c10 else None
+        rows.append([
+            name, mean_std(p10) if p10 else "missing", mean_std(p100) if p100 else
+            "no finished run", p100["n"] if p100 else 0,
+            c100[name]["failed"], c100[name]["diverged"],
+            f"{ref10['error']:.2f}" if ref10 is not None else "–",
+            f"{ref100['error']:.2f}" if ref100 is not None else "–",
+            signed(100 * p100["test_mean"] - ref100["error"]) if p100 and ref100 is not None
+            else "–",
+        ])
+    return "\n".join(["#### CIFAR-100 (no augmentation)", "",
+                      table(["model", "CIFAR-10 test %", "CIFAR-100 test %", "n", "failed",
+                             "diverged", "paper CIFAR-10 %", "paper CIFAR-100 %",
+                             "difference (CIFAR-100)"], rows)])
+
+
+def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
+                     figure_links: FigureLinks, show_running: bool) -> str:
+    runs = stats.current(frame)
+    mine = runs[runs["protocol"] == protocol]
+    spec = json.loads(mine["protocol_spec"].dropna().iloc[0])
+    status = mine["status"].value_counts()
+    counts = ", ".join(f"{int(status.get(s, 0))} {s}"
+                       for s in ("finished", "failed", "diverged", RUNNING) if status.get(s, 0))
+    parts = [f"## Protocol `{protocol}`" + (f" ({index} of {total})" if total > 1 else ""), "",
+             f"{len(mine)} run{'' if len(mine) == 1 else 's'}: {counts}.", "",
+             f"Protocol: {describe_protocol(spec)}."]
+    if total > 1:
+        others = runs[(runs["protocol"] != protocol) & runs["protocol_spec"].notna()]
+        other_specs = [json.loads(s) for s in sorted(others["protocol_spec"].unique())]
+        differing = [k for k in PROTOCOL_KEYS if any(o.get(k) != spec.get(k) for o in other_specs)]
+        parts += ["", "Differs from the other protocols in: "
+                  + ", ".join(f"`{k}` ({describe(spec.get(k))})" for k in differing) + "."]
+    keys = [g for g in stats.groups(frame) if g[0] == protocol]
+    for _, dataset, augmentation in keys:
+        group = stats.runs_of(frame, protocol, dataset, augmentation)
+        parts += ["", f"### {dataset}, augmentation {augmentation}", "",
+                  table3_section(group, dataset, augmentation, show_running), "",
+                  lr_section(group), "", pivot_section(group)]
+        for title, link in figure_links.get((protocol, dataset, augmentation), ()):
+            parts += ["", f"![{title}]({link})"]
+    datasets = sorted({d for _, d, _ in keys})
+    for dataset in datasets:
+        augmentations = sorted({a for _, d, a in keys if d == dataset},
+                               key=lambda a: (a != "none", a))
+        if any(a != "none" for a in augmentations):
+            parts += ["", augmentation_section(frame, protocol, dataset, augmentations)]
+    if "cifar100" in datasets and any(k[1:] == ("cifar100", "none") for k in keys):
+        parts += ["", cifar100_section(frame, protocol)]
+    return "\n".join(parts)
+
+
+def render(frame: pd.DataFrame, issues: Issues, sources: Sequence[str] = (),
+           figure_links: FigureLinks | None = None) -> str:
+    """The whole of ``reports/tables.md`` for these runs."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"not a runs DataFrame: columns {missing} missing")
+    command = "python -m ablate.report " + " ".join(sources)
+    parts = [
+        "# All-CNN pooling ablation: results beside the paper",
+        "",
+        f"Generated by `{command.strip()}`; do not edit, regenerate. Errors are test errors "
+        "in %, mean ± sample std over seeds, at the learning rate chosen per model by "
+        "validation error. Paper: " + reference.source(),
+        "",
+        inputs_section(frame, issues, sources),
+        "",
+        warnings_section(issues),
+    ]
+    runs = stats.current(frame)
+    protocols = sorted(runs["protocol"].dropna().unique(),
+                       key=lambda p: (-int((runs["protocol"] == p).sum()), p))
+    show_running = bool((runs["status"] == RUNNING).any())
+    for index, protocol in enumerate(protocols, start=1):
+        parts += ["", protocol_section(frame, protocol, index, len(protocols),
+                                       figure_links or {}, show_running)]
+    if not protocols:
+        parts += ["", "No runs with a readable config were found."]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,262 @@
+"""Weights & Biases tracking of every run, through Lightning's ``WandbLogger``.
+
+``conf/logger/wandb.yaml`` builds a :class:`CellWandbLogger`; the runner then calls
+:func:`start` once the run's record (cell, name, resolved config) exists and :func:`finish`
+once ``result.json`` is on disk. That is all ``ablate.run`` knows of W&B.
+
+Identity of a W&B run (so that the W&B side and ``result.json`` agree, and a resumed cell
+continues its own W&B run instead of opening a new one):
+
+- ``group`` is the sweep: ``<sweep_name>/<sweep time dir>`` (e.g. ``quick/2026-11-30_03-45-09``);
+- ``name`` is the cell, read like the paper: ``All-CNN-C/cifar10/none/lr0.05/s0``;
+- ``id`` is ``<cell_id>-<hash of the group>``: the same cell in the same sweep always maps to
+  the same W&B run (``resume="allow"``: a requeued job continues it), the same cell in another
+  sweep never does; a run resumed from another run's checkpoint (``resume_from``, which a
+  resumed sweep sets) takes the id of the W&B run found beside that checkpoint, so it continues
+  that W&B run;
+- ``tags`` are ``key=value`` for every value of the cell (the swept ones among them);
+- ``config`` is the fully resolved config plus ``cell``, ``cell_id``, ``name``, ``params`` and
+  ``sweep`` (the group again: offline readers do not show the group);
+- the summary gets the final metrics, ``status``, ``epochs``, ``params`` and ``wall_seconds``.
+
+Mode ``auto`` (the default) is ``offline`` unless a W&B login is present (``WANDB_API_KEY``,
+an identity token file, or a ``.netrc`` entry for the W&B host); ``WANDB_MODE`` in the
+environment wins over both. The key itself is never read into this module, only its presence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import netrc
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pytorch_lightning.loggers import WandbLogger
+
+from ablate.config import ConfigError
+
+log = logging.getLogger("ablate")
+
+MODES = ("auto", "online", "offline", "disabled")
+# W&B's own aliases for its modes (WANDB_MODE=dryrun is the old name of offline).
+_MODE_ALIASES = {"dryrun": "offline", "run": "online", "shared": "online"}
+_DEFAULT_HOST = "https://api.wandb.ai"
+_MAX_TAG = 64  # W&B rejects longer tags
+
+
+def has_login(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether W&B could log in without asking: an API key, a token file, or a netrc entry."""
+    environ = os.environ if environ is None else environ
+    if environ.get("WANDB_API_KEY") or environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(environ.get("WANDB_BASE_URL") or _DEFAULT_HOST).hostname
+    if not host:
+        return False
+    candidates = [environ.get("NETRC")] if environ.get("NETRC") else []
+    candidates += [str(Path.home() / ".netrc"), str(Path.home() / "_netrc")]
+    for candidate in candidates:
+        try:
+            entry = netrc.netrc(candidate).authenticators(host)
+        except (OSError, netrc.NetrcParseError):
+            continue
+        if entry and entry[2]:
+            return True
+    return False
+
+
+def resolve_mode(mode: str, environ: Mapping[str, str] | None = None) -> str:
+    """``online``, ``offline`` or ``disabled``, from the configured mode and the environment."""
+    environ = os.environ if environ is None else environ
+    mode = _MODE_ALIASES.get(str(mode), str(mode))
+    if mode not in MODES:
+        raise ConfigError(
+            f"logger.mode={mode!r} is not a W&B mode; use one of {', '.join(MODES)} "
+            "(auto: online when logged in, else offline), or logger=none to turn W&B off"
+        )
+    if mode != "auto":
+        return mode
+    from_env = environ.get("WANDB_MODE", "").strip().lower()
+    if from_env:
+        from_env = _MODE_ALIASES.get(from_env, from_env)
+        if from_env not in MODES[1:]:
+            raise ConfigError(f"WANDB_MODE={from_env!r} is not one of {', '.join(MODES[1:])}")
+        return from_env
+    return "online" if has_login(environ) else "offline"
+
+
+class CellWandbLogger(WandbLogger):
+    """A ``WandbLogger`` whose run identity is filled in from the cell by :func:`start`.
+
+    ``wandb.init`` only happens when Lightning first touches ``experiment`` (at the start of
+    ``fit``), so :meth:`bind` can still set name, id, group, tags and config after the Trainer
+    has been built.
+    """
+
+    def __init__(
+        self,
+        project: str = "ablate",
+        entity: str | None = None,
+        mode: str = "auto",
+        save_dir: str | os.PathLike[str] = ".",
+        tags: Sequence[str] = (),
+        job_type: str | None = "train",
+        notes: str | None = None,
+        log_model: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.mode = resolve_mode(mode)
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        # mode goes to wandb.init; WandbLogger's own offline=True would set WANDB_MODE for the
+        # whole process, leaking into every later job of a multirun.
+        super().__init__(project=project, save_dir=str(save_dir), log_model=log_model,
+                         entity=entity, mode=self.mode, job_type=job_type, notes=notes,
+                         tags=list(tags), **kwargs)
+        self.extra_tags = [str(tag) for tag in tags]
+
+    def bind(self, *, name: str, run_id: str, group: str, tags: Iterable[str],
+             config: Mapping[str, Any]) -> None:
+        """Set the W&B run's identity before ``wandb.init`` runs."""
+        if self._experiment is not None:
+            raise RuntimeError("the W&B run has already started; bind() must come before fit")
+        tags = sorted({_tag(tag) for tag in [*tags, *self.extra_tags]})
+        self._wandb_init.update(name=name, id=run_id, group=group, tags=tags, config=dict(config))
+        self._name, self._id = name, run_id
+
+    @property
+    def started(self) -> bool:
+        return self._experiment is not None
+
+
+def _tag(text: str) -> str:
+    return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 3] + "..."
+
+
+def _format_value(value: Any) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def run_name(name: str, cell: Mapping[str, Any]) -> str:
+    """``All-CNN-C/cifar10/none/lr0.05/s0``: the paper's row label, then the cell's axes."""
+    return "/".join([
+        name, str(cell.get("dataset")), str(cell.get("augmentation")),
+        f"lr{_format_value(cell.get('lr'))}", f"s{cell.get('seed')}",
+    ])
+
+
+def run_tags(cell: Mapping[str, Any]) -> list[str]:
+    """One ``key=value`` tag per value of the cell, so any swept value can be filtered on."""
+    return sorted(_tag(f"{key}={_format_value(value)}") for key, value in cell.items())
+
+
+def run_id(cell_id: str, group: str) -> str:
+    """Deterministic: the same cell in the same sweep resumes the same W&B run."""
+    return f"{cell_id}-{hashlib.sha256(group.encode('utf-8')).hexdigest()[:8]}"
+
+
+def resumed_run_id(resume_from: str | os.PathLike[str] | None) -> str | None:
+    """The W&B run id of the run whose checkpoint this one continues from, if it had one.
+
+    ``resume_from`` is ``<run dir>/checkpoints/last.ckpt``; that run's W&B files lie in
+    ``<run dir>/wandb/<...>-<id>/run-<id>.wandb``. The newest folder wins.
+    """
+    if not resume_from:
+        return None
+    run_dir = Path(resume_from).resolve().parent.parent
+    # folders are [offline-]run-<YYYYmmdd_HHMMSS>-<id>: sort on the time
+    logs = sorted((log for log in run_dir.glob("wandb/*/run-*.wandb")
+                   if not log.parent.is_symlink()),  # W&B's latest-run link
+                  key=lambda log: log.parent.name.removeprefix("offline-").removeprefix("run-"))
+    return logs[-1].stem[len("run-"):] if logs else None
+
+
+def sweep_group(sweep_name: str, output_dir: str | os.PathLike[str]) -> str:
+    """``<sweep_name>/<time dir>`` for the sweep (or single run) this job belongs to."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return f"{sweep_name}/{Path(hydra_cfg.sweep.dir).name}"
+        return f"{sweep_name}/{Path(hydra_cfg.run.dir).name}"
+    except Exception:  # outside a Hydra job: the output directory's own name
+        return f"{sweep_name}/{Path(output_dir).name}"
+
+
+def _wandb_loggers(loggers: Iterable[Any]) -> list[CellWandbLogger]:
+    return [logger for logger in loggers if isinstance(logger, CellWandbLogger)]
+
+
+def start(loggers: Iterable[Any], record: dict[str, Any]) -> None:
+    """Give each W&B logger the run's identity; notes it in ``record["wandb"]``.
+
+    A W&B run still open in this process (a previous job of a multirun that could not finish
+    it) is finished first, as failed, so that this job never logs into it.
+    """
+    trackers = _wandb_loggers(loggers)
+    if not trackers:
+        return
+    import wandb
+
+    if wandb.run is not None:
+        log.warning("W&B run %s of an earlier job was still open; finishing it as failed",
+                    wandb.run.id)
+        wandb.run.finish(exit_code=1)
+    config = record.get("config") or {}
+    group = sweep_group(str(config.get("sweep_name", "default")), record.get("output_dir", "."))
+    identity = {
+        "name": run_name(record["name"], record["cell"]),
+        "run_id": (resumed_run_id(config.get("resume_from"))
+                   or run_id(record["cell_id"], group)),
+        "group": group,
+    }
+    for tracker in trackers:
+        tracker.bind(**identity, tags=run_tags(record["cell"]), config={
+            **config, "cell": record["cell"], "cell_id": record["cell_id"],
+            "name": record["name"], "params": record.get("params"), "sweep": group,
+        })
+    tracker = trackers[0]
+    record["wandb"] = {
+        "id": identity["run_id"], "name": identity["name"], "group": group,
+        "project": tracker._wandb_init.get("project"), "entity": tracker._wandb_init.get("entity"),
+        "mode": tracker.mode, "dir": str(Path(tracker.save_dir or ".") / "wandb"),
+    }
+
+
+def summary_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What the W&B summary shows of a finished, failed or diverged run."""
+    summary: dict[str, Any] = dict(record.get("metrics") or {})
+    summary.update(
+        status=record.get("status"), epochs=record.get("epochs"), params=record.get("params"),
+        wall_seconds=record.get("wall_seconds"), cell_id=record.get("cell_id"),
+    )
+    if record.get("error"):
+        summary["error"] = str(record["error"])[:500]
+    return summary
+
+
+def finish(loggers: Iterable[Any], record: Mapping[str, Any]) -> None:
+    """Write the final metrics to the W&B summary and finish the W&B run, whatever happened.
+
+    A run that failed before Lightning opened its W&B run is opened here, so that it shows in
+    W&B as failed instead of not at all. Errors of W&B itself are logged, never raised: the
+    record is already safely on disk.
+    """
+    for tracker in _wandb_loggers(loggers):
+        try:
+            experiment = tracker.experiment
+            experiment.summary.update(summary_of(record))
+            experiment.finish(exit_code=0 if record.get("status") == "finished" else 1)
+        except Exception as error:  # noqa: BLE001 - tracking must never lose a record
+            log.warning("W&B: could not finish the run cleanly: %s", error)
+            try:
+                import wandb
+
+                if wandb.run is not None:
+                    wandb.run.finish(exit_code=1)
+            except Exception:  # noqa: BLE001
+                pass

@@ -1,0 +1,166 @@
+"""W&B tracking: real offline W&B runs from short real CLI runs, read back with W&B's own tool.
+
+The CLI runs get WANDB_MODE=offline, a fake API key (to check that it lands in no file) and an
+unreachable W&B host, so nothing can leave the machine whatever W&B decides to do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import TINY, load, result_files, run_cli
+
+from ablate import tracking
+from ablate.report import load as report_load
+from ablate.report.__main__ import main as report_main
+
+FAKE_KEY = "f4ce0123456789abcdef0123456789abcdef0123"  # 40 hex characters, like a real key
+OFFLINE_ENV = {"WANDB_MODE": "offline", "WANDB_API_KEY": FAKE_KEY,
+               "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_ERROR_REPORTING": "false"}
+WANDB_TINY = [arg for arg in TINY if not arg.startswith("logger=")] + ["logger=wandb"]
+
+
+# ---------------------------------------------------------------- fast unit tests
+
+def test_mode_is_offline_without_a_login_and_the_environment_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert tracking.resolve_mode("auto", {}) == "offline"
+    assert tracking.resolve_mode("auto", {"WANDB_API_KEY": "x" * 40}) == "online"
+    assert tracking.resolve_mode("auto", {"WANDB_API_KEY": "x" * 40, "WANDB_MODE": "offline"}) \
+        == "offline"
+    assert tracking.resolve_mode("auto", {"WANDB_MODE": "dryrun"}) == "offline"
+    assert tracking.resolve_mode("disabled", {"WANDB_API_KEY": "x" * 40}) == "disabled"
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "y" * 40 + "\n")
+    assert tracking.has_login({"NETRC": str(netrc)})
+    assert not tracking.has_login({"NETRC": str(netrc), "WANDB_BASE_URL": "https://wandb.corp"})
+    with pytest.raises(Exception, match="logger.mode='sometimes' is not a W&B mode"):
+        tracking.resolve_mode("sometimes", {})
+
+
+def test_identity_of_a_run_follows_its_cell_and_sweep():
+    cell = {"model": "C", "downsample": "conv", "dataset": "cifar10", "augmentation": "none",
+            "seed": 0, "lr": 0.05, "trainer.max_epochs": 350}
+    assert tracking.run_name("All-CNN-C", cell) == "All-CNN-C/cifar10/none/lr0.05/s0"
+    assert "model=C" in tracking.run_tags(cell) and "trainer.max_epochs=350" in tracking.run_tags(
+        cell)
+    first = tracking.run_id("0123456789abcdef", "table3/2026-01-01_00-00-00")
+    assert first == tracking.run_id("0123456789abcdef", "table3/2026-01-01_00-00-00")
+    assert first != tracking.run_id("0123456789abcdef", "table3/2026-01-02_00-00-00")
+    assert first.startswith("0123456789abcdef-") and len(first) <= 64
+
+
+# ---------------------------------------------------------------- real runs
+
+@pytest.fixture(scope="module")
+def wandb_sweep(tmp_path_factory):
+    """Four jobs in one process (two of them fail), then one run resumed from a checkpoint."""
+    workdir = tmp_path_factory.mktemp("wandb_sweep")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in OFFLINE_ENV.items():
+            patch.setenv(key, value)
+        sweep = run_cli(["-m", "model=A,C", "downsample=conv", "dataset.val_size=0.1,100000",
+                         *WANDB_TINY], workdir)
+        records = {tuple(r["cell"][k] for k in ("model", "dataset.val_size")): r
+                   for r in map(load, result_files(workdir))}
+        first = records[("A", 0.1)]
+        checkpoint = Path(first["output_dir"]) / "checkpoints" / "last.ckpt"
+        resumed = run_cli([*[a for a in WANDB_TINY if not a.startswith("trainer.max_epochs")],
+                           "trainer.max_epochs=2", "model=A", "downsample=conv",
+                           "dataset.val_size=0.1", f"resume_from={checkpoint}"], workdir)
+    return workdir, sweep, resumed, records
+
+
+def _wandb_dirs(root: Path) -> list[Path]:
+    """W&B run folders under ``root`` (not the ``latest-run`` links W&B adds beside them)."""
+    return sorted(p.parent for p in root.glob("**/wandb/*/run-*.wandb")
+                  if not p.parent.is_symlink())
+
+
+@pytest.mark.slow
+def test_every_run_has_its_own_finished_offline_wandb_run(wandb_sweep):
+    workdir, sweep, _, records = wandb_sweep
+    assert sweep.returncode != 0  # two jobs failed, on purpose
+    assert len(records) == 4
+    ids = set()
+    for record in records.values():
+        info = record["wandb"]
+        assert info["mode"] == "offline" and info["project"] == "ablate"
+        [run_dir] = _wandb_dirs(Path(record["output_dir"]))
+        assert run_dir.name.endswith(info["id"]) and run_dir.name.startswith("offline-run-")
+        meta = report_load.inspect_wandb_run(run_dir)
+        # the run is its cell's, not a neighbour's: one process ran all four jobs
+        assert meta["run_id"] == info["id"] and meta["name"] == info["name"]
+        assert meta["name"] == f"{record['name']}/digits/none/lr0.02/s0"
+        assert meta["config"]["cell"]["model"] == record["cell"]["model"]
+        assert meta["config"]["sweep"] == info["group"] == "quick/" + Path(
+            record["output_dir"]).parent.name
+        assert meta["config"]["optimizer"]["momentum"] == 0.9  # the resolved config
+        assert "model=" + record["cell"]["model"] in meta["tags"]
+        assert meta["summary"]["status"] == record["status"]
+        if record["status"] == "finished":
+            assert meta["state"] == "finished"
+            assert meta["summary"]["test_error"] == pytest.approx(
+                record["metrics"]["test_error"])
+        else:
+            assert meta["state"] == "failed" and record["status"] == "failed"
+        ids.add(info["id"])
+    assert len(ids) == 4
+
+
+@pytest.mark.slow
+def test_a_resumed_run_continues_the_wandb_run_of_its_checkpoint(wandb_sweep):
+    workdir, _, resumed, records = wandb_sweep
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    [record] = [r for r in map(load, result_files(workdir))
+                if r["cell"].get("trainer.max_epochs") == 2]
+    assert record["wandb"]["id"] == records[("A", 0.1)]["wandb"]["id"]
+    [run_dir] = _wandb_dirs(Path(record["output_dir"]))
+    assert report_load.inspect_wandb_run(run_dir)["run_id"] == record["wandb"]["id"]
+
+
+@pytest.mark.slow
+def test_the_api_key_lands_in_no_file(wandb_sweep):
+    workdir = wandb_sweep[0]
+    files = [p for p in workdir.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert any(p.suffix == ".wandb" for p in files)
+    leaks = [p for p in files if FAKE_KEY.encode() in p.read_bytes()]
+    assert leaks == []
+
+
+@pytest.mark.slow
+def test_offline_wandb_runs_alone_give_the_same_tables_as_the_records(wandb_sweep, tmp_path,
+                                                                      monkeypatch):
+    workdir = wandb_sweep[0]
+    only_wandb = tmp_path / "wandb_only"
+    for run_dir in _wandb_dirs(workdir / "sweeps"):
+        shutil.copytree(run_dir, only_wandb / run_dir.name)
+    monkeypatch.chdir(tmp_path)
+    assert report_main([str(workdir / "sweeps"), "--out", "from_records.md", "--no-figures"]) == 0
+    assert report_main([str(only_wandb), "--out", "from_wandb.md", "--no-figures"]) == 0
+    frame, issues = report_load.load_runs([only_wandb])
+    assert set(frame["source"]) == {"wandb-offline"} and len(frame) == 5
+    assert sorted(frame["status"]) == ["failed", "failed", "finished", "finished", "finished"]
+    records_text = Path("from_records.md").read_text()
+    wandb_text = Path("from_wandb.md").read_text()
+    assert "## Protocol" in wandb_text
+    # same runs, same protocols, same numbers: everything below the inputs is identical
+    assert wandb_text.split("\n## Protocol", 1)[1] == records_text.split("\n## Protocol", 1)[1]
+    # and with the records present, their W&B twins are recognised, not counted twice
+    frame, issues = report_load.load_runs([workdir / "sweeps"], wandb_offline="all")
+    assert set(frame["source"]) == {"record"} and len(frame) == 5
+    assert issues.counts[report_load.WANDB_MIRRORED] == 5
+    assert issues.counts[report_load.WANDB_DISAGREES] == 0
+
+
+def test_report_side_never_imports_torch():
+    code = ("import sys, ablate.report.__main__, ablate.report.figures, ablate.report.load; "
+            "sys.exit('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert done.returncode == 0
