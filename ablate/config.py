@@ -16,11 +16,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ablate import records
+
 CONFIG_MODULE = "ablate.conf"
 CONFIG_NAME = "config"
 # Trainer arguments that the runner builds itself from other config groups.
 MANAGED_TRAINER_ARGS = ("logger", "callbacks", "plugins", "default_root_dir")
 GROUP_CELL_KEYS = ("model", "downsample", "dataset", "augmentation")
+# Overrides that say how a run is launched, not what it trains: never part of its cell.
+NOT_CELL_KEYS = ("sweep", *records.CONTROL_KEYS)
 
 
 class ConfigError(ValueError):
@@ -44,11 +48,31 @@ def lightning_trainer_defaults() -> dict[str, Any]:
 
 
 def register_configs() -> None:
-    """Make ``trainer/lightning`` (all Trainer arguments) available to ``conf/trainer/*.yaml``."""
+    """Make ``trainer/lightning`` (all Trainer arguments) available to ``conf/trainer/*.yaml``,
+    and this project's Hydra plugins (sweeper, Ray launcher) known to Hydra."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     store.store(group="trainer", name="lightning", node=lightning_trainer_defaults())
+    register_plugins()
+
+
+def register_plugins() -> None:
+    """Register ``hydra_plugins/ablate_sweeper`` with Hydra by hand.
+
+    Hydra finds plugins by listing the ``hydra_plugins`` namespace package on disk, which does
+    not see them in a (default, strict) editable install: importing them works everywhere.
+    Importing also stores their configs (``hydra/sweeper=ablate``, ``hydra/launcher=ablate_ray``).
+    """
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()  # scans first: whatever discovery finds is kept as found
+    from hydra_plugins.ablate_sweeper.ray_launcher import AblateRayLauncher
+    from hydra_plugins.ablate_sweeper.sweeper import AblateSweeper
+
+    for plugin in (AblateSweeper, AblateRayLauncher):
+        if f"{plugin.__module__}.{plugin.__name__}" not in plugins.class_name_to_class:
+            plugins.register(plugin)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -78,6 +102,11 @@ def validate(cfg: DictConfig) -> None:
         isinstance(width, int | float) and not isinstance(width, bool) and width > 0,
         f"width={width!r} must be a positive number (1.0 is the paper's network)",
     )
+    resume = cfg.get("resume_from")
+    _require(
+        resume is None or isinstance(resume, str),
+        f"resume_from={resume!r} must be the path of a checkpoint (a run's checkpoints/last.ckpt)",
+    )
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     _require(
         epochs is None or (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)),
@@ -104,7 +133,7 @@ def cell_of(cfg: DictConfig, choices: Mapping[str, Any], task_overrides: Sequenc
     for override in task_overrides:
         key, _, raw = override.partition("=")
         key = key.lstrip("+~")
-        if key in cell or key.startswith("hydra"):
+        if key in cell or key.startswith("hydra") or key in NOT_CELL_KEYS:
             continue
         if key in choices:
             cell[key] = choices[key]
@@ -112,6 +141,13 @@ def cell_of(cfg: DictConfig, choices: Mapping[str, Any], task_overrides: Sequenc
             value = OmegaConf.select(cfg, key, default=raw)
             cell[key] = _plain(value)
     return cell
+
+
+def config_id_of(cfg: DictConfig) -> str:
+    """``records.config_id`` of a composed config (Hydra's node, if present, is left out)."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(container, dict)
+    return records.config_id(container)
 
 
 def _key_of(override: str) -> str | None:

@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 RESULT_FILE = "result.json"
+# Written when a run starts, so that a sweep can tell an interrupted run (marker, checkpoint, no
+# record) from one that never started; it is not a record and carries no status.
+MARKER_FILE = "cell.json"
+CHECKPOINT_FILE = "checkpoints/last.ckpt"
 SCHEMA_VERSION = 1
 STATUSES = ("finished", "failed", "diverged")
 CELL_KEYS = ("model", "downsample", "dataset", "augmentation", "seed", "lr")
@@ -41,13 +45,19 @@ class RecordError(ValueError):
 
 def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
     """Write ``data`` as JSON so that ``path`` is never seen half-written, even after a crash."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, indent=2, sort_keys=True, allow_nan=True, default=str) + "\n"
+    return write_atomic(path, text)
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
+    """Write text or bytes so that ``path`` is never seen half-written (temp file + rename)."""
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -80,6 +90,40 @@ def cell_id(cell: Mapping[str, Any]) -> str:
     """A stable short hash of a cell's values, independent of key order or directory names."""
     canonical = json.dumps(dict(cell), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+# Launch controls: how a run is started, not what it trains (never part of a cell either).
+CONTROL_KEYS = ("resume_from", "sweep_name")
+# Left out of ``config_id`` besides the controls: how a run is shown and logged. Relaunching a
+# grid with another logger or progress bar finds its finished runs instead of training again.
+PRESENTATION_KEYS = (
+    "logger",
+    "progress_refresh_rate",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+)
+
+
+def config_id(config: Mapping[str, Any]) -> str:
+    """A stable short hash of a run's effective config, the identity a resumed sweep matches on.
+
+    ``config`` is the composed config as a plain mapping, interpolations left unresolved: a
+    value such as ``${oc.env:ABLATE_DATA,data}`` or ``${hydra:runtime.output_dir}`` enters as
+    written, so the same grid gives the same ids on another machine or in another directory,
+    while any change to a value that reaches training (a default in a YAML file included)
+    gives a new id. Hydra's own node, ``CONTROL_KEYS`` and ``PRESENTATION_KEYS`` are left out.
+    """
+    kept = json.loads(json.dumps(dict(config), default=str))
+    kept.pop("hydra", None)
+    for dotted in (*CONTROL_KEYS, *PRESENTATION_KEYS):
+        *parents, leaf = dotted.split(".")
+        node = kept
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return cell_id(kept)
 
 
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:

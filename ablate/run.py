@@ -20,17 +20,20 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ablate import config as config_lib
-from ablate import records
-from ablate.callbacks import EpochHistory, TimeEstimate
+from ablate import records, tracking
+from ablate.callbacks import EpochHistory, FirstStep, RandomState, TimeEstimate, progress_bar
 from ablate.data.splits import DatasetError
 from ablate.module import Classifier, Diverged
 from ablate.network import count_parameters, paper_name
+from ablate.resume import resume_point
 from ablate.spec import SpecError, format_spec
+from ablate.sweep import SweepFailed, write_marker
 
 log = logging.getLogger("ablate")
 config_lib.register_configs()
@@ -41,6 +44,10 @@ CONFIG_ERRORS = (config_lib.ConfigError, SpecError, DatasetError)
 
 class RunFailed(RuntimeError):
     """Raised after the record of a failed or diverged run is safely on disk."""
+
+
+class InvalidConfig(RuntimeError):
+    """A config problem in one job of a sweep: reported in the sweep's summary, no record."""
 
 
 def _config_error(error: BaseException) -> BaseException | None:
@@ -68,6 +75,7 @@ def build(
 ) -> tuple[Classifier, pl.LightningDataModule, pl.Trainer, dict]:
     """Everything a run needs, from config; fails before training on any config problem."""
     config_lib.validate(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before any weight is drawn
     choices = HydraConfig.get().runtime.choices
     name = paper_name(choices.model, choices.downsample)
     network = instantiate(cfg.network, name=name)
@@ -80,17 +88,21 @@ def build(
         compile=cfg.compile,
     )
     datamodule = instantiate(cfg.datamodule)
-    history = EpochHistory()
-    callbacks: list[pl.Callback] = [TimeEstimate(), history]
+    history, first_step = EpochHistory(), FirstStep()
+    callbacks: list[pl.Callback] = [TimeEstimate(), history, RandomState(), first_step]
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if trainer_args.get("enable_progress_bar") is not False:
+        callbacks.append(progress_bar(cfg.progress_refresh_rate))
     if trainer_args.get("enable_checkpointing") is not False:
-        # Only the last epoch is kept: it is what a resumed run continues from.
-        callbacks.append(ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True,
-                                         save_top_k=0, enable_version_counter=False))
+        # Only the last epoch is kept, overwritten each epoch: what a resumed run continues
+        # from. (save_last with save_top_k=0 would write it only at the end of training.)
+        callbacks.append(ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last",
+                                         save_top_k=1, enable_version_counter=False))
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = pl.Trainer(**trainer_args, logger=logger, callbacks=callbacks,
                          default_root_dir=str(output_dir))
-    return module, datamodule, trainer, {"name": name, "history": history}
+    return module, datamodule, trainer, {"name": name, "history": history,
+                                         "first_step": first_step}
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -98,7 +110,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     started = time.perf_counter()
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    # Taken before building: instantiate() resolves some interpolations of cfg in place.
+    config_id = config_lib.config_id_of(cfg)
     try:
         module, datamodule, trainer, extra = build(cfg, output_dir)
     except Exception as error:
@@ -106,6 +119,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if problem is None:
             raise
         print(f"ablate: invalid config: {problem}", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # the other jobs of the sweep go on
+            raise InvalidConfig(f"invalid config: {problem}") from None
         raise SystemExit(2) from None
 
     cell = config_lib.cell_of(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
@@ -119,15 +134,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "versions": records.package_versions(),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "output_dir": str(output_dir),
+        "config_id": config_id,
     }
     record.update({f"git_{k}": v for k, v in records.git_state().items()})
+    # An interrupted run continues from its checkpoint: the one a sweep passes, or its own
+    # (a SLURM job requeued into the same directory).
+    resume = resume_point(cfg.get("resume_from"), output_dir, config_id)
+    record.update(resumed_from=resume.path and str(resume.path), resumed_epoch=resume.epoch)
+    if resume.note:
+        log.warning("%s", resume.note)
+        record["resume_note"] = resume.note
+    write_marker(output_dir, record)
+    tracking.start(trainer.loggers, record)
     log.info("%s, %s parameters, cell %s", extra["name"], f"{record['params']:,}", cell)
     log.info("network (%dx%d input):\n%s", cfg.dataset.image_size, cfg.dataset.image_size,
              format_spec(module.network.spec, cfg.dataset.image_size))
 
     status, error_text, failure = "finished", None, None
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume.path, weights_only=True)
         fit_metrics = _metrics(trainer)
         trainer.test(module, datamodule=datamodule, verbose=False)
         metrics = {**fit_metrics, **_metrics(trainer)}
@@ -136,6 +161,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         metrics = _metrics(trainer)
     except BaseException as error:  # KeyboardInterrupt too: the record must still be written
         status, failure = "failed", error
+        # Stopped from outside (Ctrl-C, a SLURM preemption): a sweep resumes it from its
+        # checkpoint instead of training again.
+        record["interrupted"] = isinstance(error, KeyboardInterrupt | SystemExit)
         error_text = "".join(traceback.format_exception_only(type(error), error)).strip()
         record["traceback"] = traceback.format_exc()
         metrics = _metrics(trainer)
@@ -147,10 +175,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         epochs=len(extra["history"].epochs),
         history=extra["history"].epochs,
         wall_seconds=round(time.perf_counter() - started, 3),
+        first_step_at=extra["first_step"].at,
         device=_device_name(trainer),
         ended_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     path = records.write_json_atomic(output_dir / records.RESULT_FILE, record)
+    tracking.finish(trainer.loggers, record)
     if failure is not None:
         log.error("%s %s: %s (record: %s)", extra["name"], status, error_text, path)
         if isinstance(failure, KeyboardInterrupt | SystemExit):
@@ -202,7 +232,7 @@ def main() -> None:
     try:
         _hydra_main()
     except SystemExit as stop:
-        if stop.code not in (0, None, 2):
+        if stop.code not in (0, None, 2) and not isinstance(stop, SweepFailed):
             _print_key_hints(sys.argv[1:])
         raise
 

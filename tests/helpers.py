@@ -16,9 +16,11 @@ from ablate import config as config_lib
 REPO = Path(__file__).resolve().parent.parent
 config_lib.register_configs()
 
-# Keeps CLI tests tiny: CPU, no progress bar, a couple of batches.
+# Keeps CLI tests tiny: CPU, no progress bar, a couple of batches, no W&B (tests/test_wandb.py
+# turns it on where W&B is what is tested).
 TINY = [
     "experiment=quick",
+    "logger=none",
     "trainer.enable_progress_bar=false",
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=2",
@@ -32,12 +34,19 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         return compose(config_lib.CONFIG_NAME, overrides=overrides or [], return_hydra_config=True)
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of CLI runs: this checkout (and tests/, for faults.py) importable."""
+    path = os.pathsep.join([str(REPO), str(REPO / "tests")])
+    return {**os.environ, **(extra or {}), "PYTHONPATH": path, "PYTHONWARNINGS": "ignore"}
+
+
+def run_cli(
+    args: list[str], cwd: Path, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """``python -m ablate.run ARGS`` in ``cwd`` (outputs land under cwd/sweeps)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
         [sys.executable, "-m", "ablate.run", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, env=cli_env(env), capture_output=True, text=True, timeout=timeout,
     )
 
 

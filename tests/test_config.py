@@ -64,7 +64,9 @@ def test_every_option_of_every_other_group_composes():
     with initialize_config_module(config_lib.CONFIG_MODULE, version_base="1.3"):
         for group in others:
             for option in options(group):
-                cfg = compose(config_lib.CONFIG_NAME, overrides=[f"{group}={option}"])
+                # sweep presets are not in the defaults list: they are added with +
+                add = "+" if group == "sweep" else ""
+                cfg = compose(config_lib.CONFIG_NAME, overrides=[f"{add}{group}={option}"])
                 config_lib.validate(cfg)
                 OmegaConf.to_container(cfg.trainer, resolve=True)
                 instantiate(cfg.init)

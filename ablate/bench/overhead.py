@@ -2,7 +2,7 @@
 
 ``python -m ablate.bench.overhead`` trains the same network (same initial weights), on the same
 on-device batches and batch size, once through ``Trainer.fit`` with this project's
-``Classifier`` (metrics, progress bar, callbacks as in a real run) and once through a minimal
+``Classifier`` (metrics and the progress bar as in a real run) and once through a minimal
 loop (forward, loss, backward, step). Both are timed over the same number of steps after the same
 warm-up, alternating, in one process; the best of the repeats is kept. The ratio printed is
 plain-loop time / Lightning time: 1.0 means no overhead. Data loading is excluded (the data is
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import yaml
 
 from ablate import spec
+from ablate.callbacks import progress_bar
 from ablate.data.batches import TensorBatches
 from ablate.init import xavier_uniform
 from ablate.module import Classifier
@@ -89,7 +90,7 @@ def lightning_seconds(network: torch.nn.Module, batches: TensorBatches, warmup: 
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_steps=warmup + steps, max_epochs=-1,
         logger=False, enable_checkpointing=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[clock],
+        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[clock, progress_bar(10)],
         enable_progress_bar=True,
     )
     trainer.fit(module, train_dataloaders=batches)

@@ -1,0 +1,159 @@
+"""How long a run will take, before it runs: multiply-accumulates over a throughput.
+
+The model: a run costs a fixed start-up (process, imports, data, Lightning), plus a fixed cost
+per epoch, plus its arithmetic: every training image costs three forward passes of MACs
+(forward, and a backward pass of about twice that), every validation and test image one. MACs
+come from the layer spec (``ablate.spec``), so the twelve networks, their width and input size
+are priced exactly; the throughput is a per-device constant (``DEVICES``). Once a sweep has
+finished runs, their wall times calibrate the whole model for that machine (one factor).
+
+No torch here: the plan is printed before anything heavy is imported or launched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ablate import spec
+
+# Training images (before the validation split) and test images of the known datasets.
+DATASET_IMAGES = {"digits": (1437, 360), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
+
+
+@dataclass(frozen=True)
+class Device:
+    macs_per_second: float  # sustained, forward MACs counted once
+    run_seconds: float  # process start to first step, and the test at the end
+    epoch_seconds: float  # Lightning's per-epoch work besides the arithmetic
+
+
+# cpu: measured on a 2-core x86 box with torch 2.13 fp32 (All-CNN-C, batch 128: about 160 GMAC/s
+# training, i.e. 200 images/s; see the README). gpu: an assumption for a recent datacenter GPU
+# with bf16, channels_last and torch.compile (hardware=gpu); not measured here. Both are
+# replaced by the calibration as soon as a sweep has finished runs.
+DEVICES = {
+    "cpu": Device(macs_per_second=160e9, run_seconds=6.0, epoch_seconds=0.05),
+    "gpu": Device(macs_per_second=20e12, run_seconds=60.0, epoch_seconds=0.5),
+}
+
+
+def forward_macs(
+    layers: Sequence[Mapping[str, Any]], channels: int, image_size: int, num_classes: int
+) -> int:
+    """Multiply-accumulates of one forward pass of one image (convolutions; the rest is noise)."""
+    sizes = spec.spatial_sizes(layers, image_size)
+    macs, width = 0, channels
+    for layer, size in zip(layers, sizes, strict=True):
+        if layer["type"] == "conv":
+            macs += size * size * layer["k"] ** 2 * width * layer["out"]
+            width = layer["out"]
+        elif layer["type"] == "classifier":
+            k = layer.get("k", 1)
+            macs += size * size * k * k * width * num_classes
+            width = num_classes
+    return macs
+
+
+def _batches(images: int, batch: int, limit: Any) -> int:
+    available = math.ceil(images / batch) if images else 0
+    if limit is None:
+        return available
+    if isinstance(limit, float) and limit <= 1.0:
+        return int(available * limit)
+    return min(int(limit), available)
+
+
+def _held_out(images: int, val_size: Any) -> int:
+    if isinstance(val_size, float) and val_size < 1:
+        return int(round(images * val_size))
+    return int(val_size or 0)
+
+
+@dataclass(frozen=True)
+class Work:
+    """The arithmetic and the epochs of one run."""
+
+    macs: float
+    epochs: int
+    device: str
+
+    def seconds(self, device: Device | None = None) -> float:
+        device = device or DEVICES[self.device]
+        return device.run_seconds + self.epochs * device.epoch_seconds + self.macs / (
+            device.macs_per_second
+        )
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    return OmegaConf.select(cfg, key, default=default)
+
+
+def work_of(cfg: DictConfig | Mapping[str, Any]) -> Work:
+    """The work of the run ``cfg`` describes (a composed config, or a record's ``config``).
+
+    Raises ``SpecError`` when the network cannot take the input, as the run itself would.
+    """
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+    from hydra.utils import get_method
+
+    network = cfg.network
+    layers = spec.normalise(OmegaConf.to_container(network.layers, resolve=True))
+    transform = _get(cfg, "network.transform._target_")
+    if transform:
+        layers = get_method(transform)(layers)
+    layers = spec.scale_width(layers, float(network.width))
+    image_size = int(_get(cfg, "augmentation.transform.size", network.image_size))
+    per_image = forward_macs(layers, int(network.in_channels), image_size,
+                             int(network.num_classes))
+
+    train_pool, test_images = DATASET_IMAGES.get(str(_get(cfg, "dataset.name")), (0, 0))
+    val_images = min(_held_out(train_pool, _get(cfg, "dataset.val_size")), train_pool)
+    train_images = train_pool - val_images
+    batch, eval_batch = int(cfg.batch_size), int(_get(cfg, "eval_batch_size", 1000))
+    train_steps = _batches(train_images, batch, _get(cfg, "trainer.limit_train_batches"))
+    val_steps = _batches(val_images, eval_batch, _get(cfg, "trainer.limit_val_batches"))
+    test_steps = _batches(test_images, eval_batch, _get(cfg, "trainer.limit_test_batches"))
+    epochs = int(_get(cfg, "trainer.max_epochs") or 1)
+    epochs = epochs if epochs > 0 else 1
+    max_steps = _get(cfg, "trainer.max_steps")
+    if max_steps and max_steps > 0 and train_steps:
+        epochs = min(epochs, math.ceil(max_steps / train_steps))
+    images = (epochs * (3 * train_steps * batch + val_steps * eval_batch)
+              + test_steps * eval_batch)
+    accelerator = str(_get(cfg, "trainer.accelerator", "auto"))
+    return Work(macs=float(per_image) * images, epochs=epochs, device=device_kind(accelerator))
+
+
+def device_kind(accelerator: str) -> str:
+    """``cpu`` or ``gpu`` for a Trainer accelerator; ``auto`` asks whether CUDA is there."""
+    if accelerator in ("gpu", "cuda", "mps", "tpu"):
+        return "gpu"
+    if accelerator == "cpu":
+        return "cpu"
+    import shutil
+
+    return "gpu" if shutil.which("nvidia-smi") else "cpu"
+
+
+def calibration(finished: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Measured / modelled wall time of finished records, per device kind (one factor each)."""
+    measured: dict[str, float] = {}
+    modelled: dict[str, float] = {}
+    for record in finished:
+        seconds, config = record.get("wall_seconds"), record.get("config")
+        if not seconds or not isinstance(config, Mapping):
+            continue
+        try:
+            work = work_of(config)
+        except Exception:  # a record from another version of the config: not comparable
+            continue
+        kind = "gpu" if "cuda" in str(record.get("device", "")) else "cpu"
+        work = Work(work.macs, work.epochs, kind)
+        measured[kind] = measured.get(kind, 0.0) + float(seconds)
+        modelled[kind] = modelled.get(kind, 0.0) + work.seconds()
+    return {kind: measured[kind] / modelled[kind] for kind in measured if modelled[kind] > 0}

@@ -1,0 +1,202 @@
+"""A sweep as a list of jobs: what each will do, the plan printed before launching, the summary
+printed after, and the sweep's own directory.
+
+Pure data and text; the Hydra sweeper (``hydra_plugins/ablate_sweeper``) fills it in.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablate.sweep.state import RESUME, RUN, SKIP, Decision
+
+# Axes that repeat a cell rather than define one: the learning rate is selected per cell on
+# validation error, seeds are averaged. A cell is one value of every other axis.
+REPLICATE_AXES = ("lr", "seed")
+SWEEP_FILE = "sweep.json"
+LISTED = 30  # a launch lists every job up to this many (a dry run always lists all)
+
+
+class SweepFailed(SystemExit):
+    """Raised after the summary when runs failed: the command exits with status 1."""
+
+    def __init__(self, failed: int) -> None:
+        super().__init__(1)
+        self.failed = failed
+
+
+class SweepInvalid(SystemExit):
+    """Raised before launching when jobs of the grid have an invalid config: status 2."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+
+@dataclass
+class Job:
+    """One run of the grid: its overrides, identity, what this launch does with it, and how."""
+
+    index: int  # position in the grid
+    overrides: list[str]
+    label: str  # the swept values, for people
+    config_id: str
+    decision: Decision
+    seconds: float | None = None  # estimated run time
+    problem: str | None = None  # an invalid config: nothing is launched
+    # filled in by the launch
+    output_dir: Path | None = None
+    launched_at: float | None = None
+    state: str | None = None  # finished, failed, diverged or skipped
+    error: str | None = None
+    record: dict[str, Any] | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        previous = self.decision.previous
+        return {
+            "index": self.index,
+            "overrides": self.overrides,
+            "config_id": self.config_id,
+            "action": self.decision.action,
+            "reason": self.decision.reason,
+            "resume_from": str(self.decision.checkpoint) if self.decision.checkpoint else None,
+            "previous": str(previous.directory) if previous else None,
+            "estimated_seconds": self.seconds,
+            "output_dir": str(self.output_dir) if self.output_dir else None,
+            "launched_at": self.launched_at,
+            "state": self.state,
+            "error": self.error,
+            "first_step_at": (self.record or {}).get("first_step_at"),
+        }
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _relative(path: Path | None) -> str:
+    if path is None:
+        return "-"
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def grid_line(axes: list[tuple[str, list[str]]], runs: int) -> str:
+    """``model (3) x downsample (4) = 12 cells x 4 lr x 1 seed = 48 runs``."""
+    swept = [(key, values) for key, values in axes if len(values) > 1]
+    cells = math.prod(len(v) for k, v in swept if k.lstrip("+") not in REPLICATE_AXES)
+    parts = [f"{k} ({len(v)}: {', '.join(v)})" for k, v in swept
+             if k.lstrip("+") not in REPLICATE_AXES]
+    text = " x ".join(parts) if parts else "1 cell"
+    if parts:
+        text += f" = {cells} cell{'s' if cells != 1 else ''}"
+    for axis in REPLICATE_AXES:
+        values = next((v for k, v in axes if k.lstrip("+") == axis), None)
+        count = len(values) if values else 1
+        shown = f" ({', '.join(values)})" if values and count > 1 else ""
+        text += f" x {count} {axis}{shown}"
+    return f"{text} = {runs} run{'s' if runs != 1 else ''}"
+
+
+def _job_line(job: Job) -> str:
+    action = "invalid" if job.problem else job.decision.action
+    line = f"  {action:<7} #{job.index:<3} {job.label}"
+    if job.problem:
+        return f"{line}: {job.problem}"
+    previous = job.decision.previous
+    if job.decision.action == SKIP and previous is not None:
+        return f"{line}  {job.decision.reason}: {_relative(previous.directory)}"
+    if job.decision.action == RESUME:
+        return f"{line}  from {_relative(job.decision.checkpoint)}"
+    if previous is not None:
+        return f"{line}  ~{duration(job.seconds)} ({job.decision.reason})"
+    return f"{line}  ~{duration(job.seconds)}"
+
+
+def format_plan(
+    name: str,
+    sweep_dir: Path,
+    root: Path,
+    axes: list[tuple[str, list[str]]],
+    jobs: list[Job],
+    estimate_note: str,
+    dry_run: bool,
+) -> str:
+    counts = {action: sum(j.decision.action == action for j in jobs) for action in (RUN, RESUME,
+                                                                                   SKIP)}
+    todo = [j for j in jobs if j.decision.action != SKIP]
+    total = sum(j.seconds or 0.0 for j in todo)
+    per_run = sorted(j.seconds for j in todo if j.seconds)
+    lines = [
+        f"[ablate] sweep '{name}'" + (" (dry run: nothing is launched)" if dry_run else "")
+        + f" -> {_relative(sweep_dir)}",
+        f"  grid: {grid_line(axes, len(jobs))}",
+        f"  this launch: {counts[RUN]} to run, {counts[RESUME]} to resume, {counts[SKIP]} "
+        f"skipped (earlier runs looked up by config under {_relative(root)})",
+    ]
+    if todo:
+        typical = per_run[len(per_run) // 2] if per_run else None
+        lines.append(f"  estimated time: {duration(typical)} per run, {duration(total)} for "
+                     f"the {len(todo)} to run one after another ({estimate_note})")
+    if dry_run or len(jobs) <= LISTED:
+        lines += [_job_line(job) for job in jobs]
+    else:
+        shown = [job for job in jobs if job.decision.action != RUN or job.problem]
+        lines += [_job_line(job) for job in shown[:LISTED]]
+        hidden = len(jobs) - min(len(shown), LISTED)
+        lines.append(f"  ... and {hidden} more (hydra.sweeper.dry_run=true lists them all)")
+    return "\n".join(lines)
+
+
+def format_summary(name: str, sweep_dir: Path, jobs: list[Job], seconds: float) -> str:
+    finished = [j for j in jobs if j.state == "finished"]
+    skipped = [j for j in jobs if j.state == "skipped"]
+    failed = [j for j in jobs if j.state not in ("finished", "skipped")]
+    resumed = sum(1 for j in finished if j.decision.action == RESUME)
+    lines = [
+        f"[ablate] sweep '{name}' done in {duration(seconds)}: {len(finished)} finished"
+        + (f" ({resumed} resumed)" if resumed else "")
+        + f", {len(skipped)} skipped (finished before), {len(failed)} failed"
+        + f" -> {_relative(sweep_dir)}"
+    ]
+    for job in sorted(jobs, key=lambda j: j.index):
+        if job.state == "skipped":
+            where = job.decision.previous.directory if job.decision.previous else None
+        else:
+            where = job.output_dir
+        line = f"  {job.state:<9} #{job.index:<3} {job.label}  {_relative(where)}"
+        if job.state not in ("finished", "skipped"):
+            line += f"\n            {job.error}"
+        lines.append(line)
+    if failed:
+        lines.append(f"  {len(failed)} failed: relaunching the same command reruns them and "
+                     "skips the rest")
+    return "\n".join(lines)
+
+
+def unique_dir(path: Path) -> Path:
+    """Create ``path``, or ``path_2``, ``path_3``... if taken: never a directory in use.
+
+    ``mkdir`` is atomic, so two sweeps started in the same second (the default directory name
+    has a resolution of one second) cannot both get the same one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate, number = path, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = path.with_name(f"{path.name}_{number}")

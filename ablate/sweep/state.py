@@ -1,0 +1,186 @@
+"""What earlier launches of a sweep left behind, and what a new launch should do with each run.
+
+A run leaves up to three things in its directory: ``cell.json`` (the marker, written when it
+starts), ``checkpoints/last.ckpt`` (after each epoch) and ``result.json`` (the record, when it
+ends, whatever happened). Runs are matched to the grid by ``config_id``, the hash of their
+effective config, never by directory names or job numbers: the same grid relaunched with its
+axes in another order, or with other job numbers, still finds its finished runs.
+
+No torch here: planning a sweep must not need the training stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ablate import records
+
+# What an earlier run of a config can be found in.
+FINISHED, FAILED, DIVERGED = records.STATUSES
+INTERRUPTED = "interrupted"  # started, stopped without a record (killed) or by a signal
+RUNNING = "running"  # its process is alive on this host: another launch is still at it
+
+RUN, RESUME, SKIP = "run", "resume", "skip"
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux clock ticks since boot), None if there is none.
+
+    A pid alone can be reused after a reboot or a long time; pid and start time cannot.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        if Path("/proc/self/stat").exists():
+            return None  # Linux, and no such process
+        try:  # elsewhere: whether the pid exists at all
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "unknown"
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _slurm_job_id() -> str | None:
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and task:
+        return f"{array_job}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def write_marker(output_dir: Path, record: Mapping[str, Any]) -> Path:
+    """Mark ``output_dir`` as holding a started run of ``record['config_id']``."""
+    keys = ("config_id", "cell_id", "cell", "name", "started_at", "resumed_from", "resumed_epoch")
+    marker = {key: record.get(key) for key in keys}
+    marker.update(
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        pid_start=_process_start(os.getpid()),
+        slurm_job_id=_slurm_job_id(),
+        started_time=time.time(),
+    )
+    return records.write_json_atomic(Path(output_dir) / records.MARKER_FILE, marker)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _alive(marker: Mapping[str, Any]) -> bool:
+    """Whether the process that wrote ``marker`` still runs (only knowable on its own host)."""
+    pid = marker.get("pid")
+    if marker.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    if pid == os.getpid():
+        return False
+    start = _process_start(pid)
+    return start is not None and marker.get("pid_start") in (None, "unknown", start)
+
+
+@dataclass(frozen=True)
+class PastRun:
+    """One directory of an earlier launch, as found on disk."""
+
+    directory: Path
+    config_id: str
+    state: str  # FINISHED, FAILED, DIVERGED, INTERRUPTED or RUNNING
+    checkpoint: Path | None
+    error: str | None
+    record: dict[str, Any] | None
+    time: float  # when it last changed: for picking the newest of several
+
+    @property
+    def record_path(self) -> Path:
+        return self.directory / records.RESULT_FILE
+
+
+def read_run(directory: Path) -> PastRun | None:
+    """The state of one run directory; None if it holds no run of a known config."""
+    result, marker_path = directory / records.RESULT_FILE, directory / records.MARKER_FILE
+    record = None
+    if result.is_file():
+        try:
+            record = records.read_record(result)
+        except records.RecordError:
+            record = None  # a damaged record counts as none: the run is done again
+    marker = _read_json(marker_path) if marker_path.is_file() else None
+    config_id = (record or {}).get("config_id") or (marker or {}).get("config_id")
+    if not config_id:
+        return None
+    checkpoint = directory / records.CHECKPOINT_FILE
+    checkpoint = checkpoint if checkpoint.is_file() else None
+    changed = max(p.stat().st_mtime for p in (result, marker_path, checkpoint) if p and p.exists())
+    # A marker newer than the record: the run was started again in the same directory (a
+    # requeued SLURM job); the record describes an earlier attempt.
+    stale = (
+        record is not None
+        and marker is not None
+        and marker_path.stat().st_mtime > result.stat().st_mtime
+    )
+    if record is not None and not stale:
+        state = record["status"]
+        if state == FAILED and record.get("interrupted"):
+            state = INTERRUPTED
+        return PastRun(directory, config_id, state, checkpoint, record.get("error"), record,
+                       changed)
+    state = RUNNING if marker is not None and _alive(marker) else INTERRUPTED
+    return PastRun(directory, config_id, state, checkpoint, None, None, changed)
+
+
+def scan(root: Path) -> dict[str, list[PastRun]]:
+    """Every run under ``root`` (any depth), grouped by config id."""
+    found: dict[str, list[PastRun]] = {}
+    if not root.is_dir():
+        return found
+    directories = {p.parent for p in root.rglob(records.MARKER_FILE)}
+    directories |= {p.parent for p in root.rglob(records.RESULT_FILE)}
+    for directory in sorted(directories):
+        run = read_run(directory)
+        if run is not None:
+            found.setdefault(run.config_id, []).append(run)
+    return found
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a launch does with one run of the grid, and why."""
+
+    action: str  # RUN, RESUME or SKIP
+    reason: str
+    checkpoint: Path | None = None
+    previous: PastRun | None = None
+
+
+def decide(past: list[PastRun]) -> Decision:
+    """Skip what finished or still runs, resume what was interrupted, rerun what failed."""
+
+    def newest(state: str, with_checkpoint: bool = False) -> PastRun | None:
+        runs = [r for r in past if r.state == state and (r.checkpoint or not with_checkpoint)]
+        return max(runs, key=lambda r: r.time) if runs else None
+
+    if run := newest(FINISHED):
+        return Decision(SKIP, "finished", previous=run)
+    if run := newest(RUNNING):
+        return Decision(SKIP, "running now (another launch)", previous=run)
+    if run := newest(INTERRUPTED, with_checkpoint=True):
+        return Decision(RESUME, "interrupted", checkpoint=run.checkpoint, previous=run)
+    failed = [r for r in past if r.state in (FAILED, DIVERGED)]
+    if failed:
+        run = max(failed, key=lambda r: r.time)
+        return Decision(RUN, f"{run.state} before: {run.error}", previous=run)
+    if run := newest(INTERRUPTED):
+        return Decision(RUN, "interrupted before its first checkpoint", previous=run)
+    return Decision(RUN, "new")

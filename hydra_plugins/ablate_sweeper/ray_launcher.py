@@ -1,0 +1,128 @@
+"""``hydra/launcher=ablate_ray``: hydra-ray-launcher's jobs, placed one GPU (or 1/k) each.
+
+The presets ``conf/hydra/launcher/ray_local.yaml`` and ``ray_cluster.yaml`` build on it. Jobs run
+through hydra-ray-launcher's own remote job runner; this class adds what a grid of small,
+independent trainings needs and the stock launcher leaves to the user:
+
+- placement: ``num_gpus`` per job is 1 (Ray then sets ``CUDA_VISIBLE_DEVICES`` to a GPU of its
+  own), ``1/jobs_per_gpu`` to pack several small jobs on one GPU, and 0 where the runtime has
+  no GPU at all: the jobs then run side by side on CPU cores (``num_cpus`` each) instead of
+  waiting forever for a GPU;
+- a fresh worker process for every job (``max_calls: 1``): no CUDA context, W&B run or global
+  state is carried from one job to the next;
+- isolation: a job whose worker dies (killed, out of memory) is returned as failed, and the
+  other jobs' results are still collected.
+"""
+
+# No `from __future__ import annotations`: see sweeper.py.
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RayConf:
+    init: dict[str, Any] = field(default_factory=lambda: {"address": None})  # ray.init(...)
+    remote: dict[str, Any] = field(default_factory=dict)  # ray.remote(...) of every job
+
+
+@dataclass
+class AblateRayLauncherConf:
+    _target_: str = "hydra_plugins.ablate_sweeper.ray_launcher.AblateRayLauncher"
+    jobs_per_gpu: int = 1  # k > 1: k jobs share each GPU (num_gpus = 1/k per job)
+    ray: RayConf = field(default_factory=RayConf)
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="ablate_ray", node=AblateRayLauncherConf, provider="ablate"
+)
+
+
+class AblateRayLauncher(Launcher):
+    def __init__(self, ray: DictConfig, jobs_per_gpu: int = 1) -> None:
+        if jobs_per_gpu < 1:
+            raise ValueError(f"hydra.launcher.jobs_per_gpu={jobs_per_gpu} must be 1 or more")
+        self.ray_cfg = ray
+        self.jobs_per_gpu = jobs_per_gpu
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def _start(self) -> dict[str, Any]:
+        """Start or join the Ray runtime; the ``ray.remote`` options of every job."""
+        import ray
+
+        init = OmegaConf.to_container(self.ray_cfg.init, resolve=True)
+        init = {key: value for key, value in init.items() if value is not None}
+        if init.get("address") in (None, "local"):
+            # As hydra-ray-launcher does: a small object store, enough for job results.
+            init.setdefault("object_store_memory", 78643200)
+        if not ray.is_initialized():
+            log.info("Starting Ray with %s", init)
+            ray.init(**init)
+        remote = OmegaConf.to_container(self.ray_cfg.remote, resolve=True)
+        resources = ray.cluster_resources()
+        gpus = resources.get("GPU", 0)
+        if "num_gpus" not in remote or remote["num_gpus"] is None:
+            remote["num_gpus"] = 1 / self.jobs_per_gpu if gpus else 0
+        remote.setdefault("max_calls", 1)
+        cpus = remote.get("num_cpus") or 1
+        slots = min(resources.get("CPU", 0) // cpus,
+                    gpus // remote["num_gpus"] if remote["num_gpus"] else float("inf"))
+        where = (f"{remote['num_gpus']:g} GPU and {cpus:g} CPU each" if remote["num_gpus"]
+                 else f"no GPU in the Ray runtime, {cpus:g} CPU each")
+        log.info("Ray: %s; %d jobs at once on %g CPUs, %g GPUs", where, slots,
+                 resources.get("CPU", 0), gpus)
+        return remote
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        import ray
+        from hydra_plugins.hydra_ray_launcher._launcher_util import launch_job_on_ray
+
+        assert self.config is not None and self.hydra_context is not None
+        assert self.task_function is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        remote = OmegaConf.create(self._start())
+        log.info("Ray launcher: %d jobs -> %s", len(job_overrides), self.config.hydra.sweep.dir)
+
+        pending: list[Any] = []
+        for offset, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + offset
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = f"job_id_for_{idx}"
+                sweep_config.hydra.job.num = idx
+            pending.append(launch_job_on_ray(self.hydra_context, remote, sweep_config,
+                                             self.task_function, Singleton.get_state()))
+
+        results: list[JobReturn] = []
+        for overrides, reference in zip(job_overrides, pending, strict=True):
+            try:
+                results.append(ray.get(reference))
+            except Exception as error:  # the worker died, or its result could not come back
+                log.error("job %s failed in Ray: %s", " ".join(overrides), error)
+                results.append(JobReturn(overrides=list(overrides), status=JobStatus.FAILED,
+                                         _return_value=error))
+        return results

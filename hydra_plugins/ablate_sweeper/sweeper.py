@@ -1,0 +1,262 @@
+"""``hydra/sweeper=ablate`` (the default of ``conf/config.yaml``): Hydra's basic grid, plus
+
+- a plan printed before launching: the grid's cells and runs, what is skipped or resumed, an
+  estimated time (``hydra.sweeper.dry_run=true`` prints it and stops);
+- resume: earlier runs of the same sweep name are looked up by config id; finished ones are
+  skipped, interrupted ones continue from their checkpoint (``resume_from=...``), failed ones
+  run again (``hydra.sweeper.resume=false`` runs everything again);
+- failure isolation: a job that fails is recorded and the others go on, whatever the launcher;
+  the summary lists every job with its directory, and the command exits 1 if any failed;
+- a sweep directory of its own, even for two sweeps started in the same second.
+
+The decisions and the text are in ``ablate.sweep`` (no Hydra there); this class wires them to
+Hydra's composition and to whichever launcher is configured.
+"""
+
+# No `from __future__ import annotations`: Hydra loads plugin modules outside sys.modules, where
+# dataclasses cannot resolve string annotations.
+import logging
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AblateSweeperConf:
+    _target_: str = "hydra_plugins.ablate_sweeper.sweeper.AblateSweeper"
+    max_batch_size: int | None = None  # jobs handed to the launcher at once (None: all)
+    params: dict[str, str] | None = None  # the grid, as in Hydra's basic sweeper
+    dry_run: bool = False  # print the plan (what would run, resume, be skipped) and stop
+    resume: bool = True  # false: ignore earlier runs and run every job again
+    # where earlier runs are looked for; None: the parent of hydra.sweep.dir (sweeps/<name>)
+    records_root: str | None = None
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="ablate", node=AblateSweeperConf, provider="ablate"
+)
+
+
+def _quoted(value: str) -> str:
+    """An override value that Hydra's grammar reads back as exactly this string."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class AblateSweeper(BasicSweeper):
+    def __init__(
+        self,
+        max_batch_size: int | None = None,
+        params: dict[str, str] | None = None,
+        dry_run: bool = False,
+        resume: bool = True,
+        records_root: str | None = None,
+    ) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.dry_run = dry_run
+        self.resume = resume
+        self.records_root = records_root
+        self.requested_dir: Path | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        # The sweep directory is claimed before the launcher is built: launchers read it (the
+        # submitit folder lives in it) when they are instantiated.
+        self.requested_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        if not self.dry_run:
+            self._claim_sweep_dir(config)
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    @staticmethod
+    def _claim_sweep_dir(config: DictConfig) -> None:
+        from ablate.sweep import unique_dir
+
+        claimed = unique_dir(Path(str(config.hydra.sweep.dir)).absolute())
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.sweep.dir = str(claimed)
+            # Jobs are composed again from hydra.overrides.hydra (by the launcher, possibly in
+            # another process or on another machine): the claimed directory goes there too.
+            kept = [o for o in config.hydra.overrides.hydra
+                    if not str(o).startswith("hydra.sweep.dir=")]
+            config.hydra.overrides.hydra = [*kept, f"hydra.sweep.dir={_quoted(str(claimed))}"]
+
+    # ---------------------------------------------------------------------------------- plan
+
+    def _grid(self, arguments: list[str]) -> tuple[list[list[str]], list[tuple[str, list[str]]]]:
+        assert self.hydra_context is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+        [grid] = self.split_arguments(overrides, None)
+        axes: OrderedDict[str, list[str]] = OrderedDict()
+        for override in overrides:  # later ones replace earlier ones, as in split_arguments
+            key = override.get_key_element()
+            if override.is_sweep_override():
+                axes[key] = [str(v) for v in override.sweep_string_iterator()]
+            else:
+                axes[key] = [override.get_value_element_as_str()]
+        return grid, list(axes.items())
+
+    def _plan(self, grid: list[list[str]], axes: list[tuple[str, list[str]]], root: Path):
+        from ablate import config as config_lib
+        from ablate.spec import SpecError
+        from ablate.sweep import estimate, plan, state
+
+        assert self.hydra_context is not None and self.config is not None
+        past = state.scan(root) if self.resume else {}
+        finished = [run.record for runs in past.values() for run in runs
+                    if run.state == state.FINISHED and run.record]
+        factors = estimate.calibration(finished)
+        swept = {key for key, values in axes if len(values) > 1}
+        jobs, kinds = [], set()
+        loader = self.hydra_context.config_loader
+        for index, overrides in enumerate(grid):
+            cfg = loader.load_sweep_config(self.config, list(overrides))
+            label = " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or "(no axes)"
+            config_id = config_lib.config_id_of(cfg)
+            decision = state.decide(past.get(config_id, []))
+            job = plan.Job(index, list(overrides), label, config_id, decision)
+            try:
+                config_lib.validate(cfg)
+                work = estimate.work_of(cfg)
+            except (config_lib.ConfigError, SpecError) as error:
+                job.problem = str(error)
+            except Exception as error:  # an estimate is best effort, never a reason to stop
+                log.warning("no time estimate for job #%d: %s", index, error)
+            else:
+                kinds.add(work.device)
+                factor = factors.get(work.device)
+                job.seconds = work.seconds() * (factor or 1.0)
+            jobs.append(job)
+        calibrated = [k for k in sorted(kinds) if k in factors]
+        if calibrated:
+            note = f"{'/'.join(sorted(kinds))}; calibrated on {len(finished)} finished runs"
+        else:
+            note = f"{'/'.join(sorted(kinds)) or 'cpu'}; built-in throughput, not yet calibrated"
+        return jobs, note
+
+    # ------------------------------------------------------------------------------- launch
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from ablate import records
+        from ablate.sweep import plan, state
+
+        assert self.config is not None and self.launcher is not None
+        began = time.time()
+        grid, axes = self._grid(arguments)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        assert self.requested_dir is not None
+        root = self.requested_dir.parent
+        if self.records_root:
+            root = Path(self.records_root).absolute()
+        name = str(self.config.get("sweep_name", root.name))
+        jobs, note = self._plan(grid, axes, root)
+        print(plan.format_plan(name, sweep_dir, root, axes, jobs, note, self.dry_run), flush=True)
+        if any(job.problem for job in jobs):
+            print(f"ablate: {sum(bool(j.problem) for j in jobs)} jobs have an invalid config; "
+                  "nothing was launched", file=sys.stderr)
+            raise plan.SweepInvalid()
+        if self.dry_run:
+            return []
+
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        self._save(sweep_dir, name, root, axes, jobs, began, None)
+        todo = [job for job in jobs if job.decision.action != state.SKIP]
+        for job in jobs:
+            if job.decision.action == state.SKIP:
+                job.state = "skipped"
+        returns: list[Sequence[JobReturn]] = []
+        size = self.max_batch_size or len(todo) or 1
+        next_num = 0
+        for start in range(0, len(todo), size):
+            batch = todo[start:start + size]
+            overrides = [self._launch_overrides(job) for job in batch]
+            launched = time.time()
+            for job in batch:
+                job.launched_at = launched
+            try:
+                results: Sequence[JobReturn | None] = self.launcher.launch(
+                    overrides, initial_job_idx=next_num)
+                launch_error = None
+            except Exception as error:  # an engine that lost one job may raise for all
+                log.error("the launcher raised: %s", error)
+                results, launch_error = [None] * len(batch), error
+            for offset, (job, result) in enumerate(zip(batch, results, strict=True)):
+                self._collect(job, next_num + offset, result, launch_error, records)
+            next_num += len(batch)
+            returns.append([r for r in results if r is not None])
+
+        self._save(sweep_dir, name, root, axes, jobs, began, time.time())
+        print(plan.format_summary(name, sweep_dir, jobs, time.time() - began), flush=True)
+        failed = [job for job in jobs if job.state not in ("finished", "skipped")]
+        if failed:
+            raise plan.SweepFailed(len(failed))
+        return returns
+
+    @staticmethod
+    def _launch_overrides(job: Any) -> list[str]:
+        overrides = [o for o in job.overrides if not o.lstrip("+").startswith("resume_from=")]
+        if job.decision.checkpoint is not None:
+            overrides.append(f"resume_from={_quoted(str(job.decision.checkpoint))}")
+        return overrides
+
+    def _output_dir(self, job: Any, num: int, result: JobReturn | None) -> Path:
+        if result is not None and result.hydra_cfg is not None:
+            return Path(str(result.hydra_cfg.hydra.runtime.output_dir))
+        assert self.hydra_context is not None and self.config is not None
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job.overrides))
+        with open_dict(cfg.hydra.job):
+            cfg.hydra.job.num = num
+        return Path(str(cfg.hydra.sweep.dir)).absolute() / str(cfg.hydra.sweep.subdir)
+
+    def _collect(self, job: Any, num: int, result: JobReturn | None,
+                 launch_error: BaseException | None, records: Any) -> None:
+        """The job's outcome, from its record on disk first: it is there whatever the engine."""
+        job.output_dir = self._output_dir(job, num, result)
+        path = job.output_dir / records.RESULT_FILE
+        if path.is_file():
+            try:
+                job.record = records.read_record(path)
+            except records.RecordError as error:
+                job.state, job.error = "failed", str(error)
+                return
+            job.state = job.record["status"]
+            job.error = job.record.get("error")
+            return
+        job.state = "failed"
+        if result is not None and result.status == JobStatus.FAILED:
+            error = result._return_value
+            job.error = f"{type(error).__name__}: {error}"
+        elif launch_error is not None:
+            job.error = f"no record; the launcher failed: {launch_error}"
+        else:
+            job.error = "no record: the job was killed or crashed before writing result.json"
+
+    @staticmethod
+    def _save(sweep_dir: Path, name: str, root: Path, axes: Any, jobs: list, began: float,
+              ended: float | None) -> None:
+        from ablate import records
+        from ablate.sweep import plan
+
+        records.write_json_atomic(sweep_dir / plan.SWEEP_FILE, {
+            "sweep_name": name,
+            "sweep_dir": str(sweep_dir),
+            "records_root": str(root),
+            "command": sys.argv,
+            "axes": [[key, values] for key, values in axes],
+            "started_time": began,
+            "ended_time": ended,
+            "jobs": [job.as_dict() for job in jobs],
+        })

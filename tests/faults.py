@@ -1,0 +1,36 @@
+"""Faults injected through the config, for the sweep tests (on PYTHONPATH beside helpers.py).
+
+``datamodule._target_=faults.FaultyDataModule`` swaps in a data module that fails on purpose
+for some seeds while ``fault_file`` exists: delete the file and the same config runs cleanly,
+which is how the tests show a failed cell being rerun on relaunch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from ablate.data.module import TensorDataModule
+
+# What a seed's run suffers: ``s<seed>: raise|diverge|exit`` in ``faults``.
+MODES = ("raise", "diverge", "exit")
+
+
+class FaultyDataModule(TensorDataModule):
+    def __init__(self, *args, fault_file: str, faults: Mapping[str, str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fault_file = fault_file
+        self.faults = dict(faults)
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        mode = self.faults.get(f"s{self.seed}") if Path(self.fault_file).exists() else None
+        if mode == "raise":
+            raise RuntimeError(f"injected fault for seed {self.seed}")
+        if mode == "diverge":  # the training loss becomes NaN: the run is recorded as diverged
+            module = self.trainer.lightning_module
+            step = module.training_step
+            module.training_step = lambda *args, **kwargs: step(*args, **kwargs) * float("nan")
+        if mode == "exit":  # the process dies with no record, as under the OOM killer
+            os._exit(13)
