@@ -210,7 +210,7 @@ def start(loggers: Iterable[Any], record: dict[str, Any]) -> None:
     group = sweep_group(str(config.get("sweep_name", "default")), record.get("output_dir", "."))
     identity = {
         "name": run_name(record["name"], record["cell"]),
-        "run_id": (resumed_run_id(config.get("resume_from"))
+        "run_id": (resumed_run_id(record.get("resumed_from"))
                    or run_id(record["cell_id"], group)),
         "group": group,
     }

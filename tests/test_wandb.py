@@ -125,6 +125,26 @@ def test_a_resumed_run_continues_the_wandb_run_of_its_checkpoint(wandb_sweep):
 
 
 @pytest.mark.slow
+def test_a_resume_that_cannot_load_its_checkpoint_starts_a_new_wandb_run(
+    wandb_sweep, tmp_path, monkeypatch
+):
+    """Training from scratch must not log into the W&B run of the checkpoint it could not use."""
+    first = wandb_sweep[3][("A", 0.1)]
+    broken = tmp_path / "broken_run"
+    shutil.copytree(first["output_dir"], broken)
+    (broken / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    for key, value in OFFLINE_ENV.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "work").mkdir()
+    done = run_cli([*WANDB_TINY, "model=A", "downsample=conv", "dataset.val_size=0.1",
+                    f"resume_from={broken / 'checkpoints' / 'last.ckpt'}"], tmp_path / "work")
+    assert done.returncode == 0, done.stderr[-3000:]
+    [record] = map(load, result_files(tmp_path / "work"))
+    assert record["resumed_from"] is None and record["resume_note"]
+    assert record["wandb"]["id"] != first["wandb"]["id"]
+
+
+@pytest.mark.slow
 def test_the_api_key_lands_in_no_file(wandb_sweep):
     workdir = wandb_sweep[0]
     files = [p for p in workdir.rglob("*") if p.is_file() and not p.is_symlink()]
