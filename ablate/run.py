@@ -145,15 +145,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.warning("%s", resume.note)
         record["resume_note"] = resume.note
     write_marker(output_dir, record)
-    tracking.start(trainer.loggers, record)
     log.info("%s, %s parameters, cell %s", extra["name"], f"{record['params']:,}", cell)
     log.info("network (%dx%d input):\n%s", cfg.dataset.image_size, cfg.dataset.image_size,
              format_spec(module.network.spec, cfg.dataset.image_size))
 
     status, error_text, failure = "finished", None, None
     try:
+        tracking.start(trainer.loggers, record)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume.path, weights_only=True)
-        fit_metrics = _metrics(trainer)
+        # A run resumed after its last epoch fits nothing: its train/val metrics come from the
+        # history restored with the checkpoint.
+        last_epoch = extra["history"].epochs[-1] if extra["history"].epochs else {}
+        fit_metrics = {key: value for key, value in last_epoch.items()
+                       if key.startswith(("train_", "val_"))}
+        fit_metrics.update(_metrics(trainer))
         trainer.test(module, datamodule=datamodule, verbose=False)
         metrics = {**fit_metrics, **_metrics(trainer)}
     except Diverged as error:
