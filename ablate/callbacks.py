@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_info
 
+from ablate.sweep.plan import duration
+
 
 def _planned_batches(limit: int | float | None, available: int) -> int:
     if limit is None:
@@ -71,17 +73,9 @@ class TimeEstimate(pl.Callback):
         per_epoch = step * (train_batches + val_batches * eval_ratio)
         self.seconds = per_epoch * epochs
         rank_zero_info(
-            f"[ablate] estimated training time: {_duration(self.seconds)} "
+            f"[ablate] estimated training time: {duration(self.seconds)} "
             f"({epochs} epochs x {train_batches} steps at {step * 1000:.0f} ms/step, measured)"
         )
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 class EpochHistory(pl.Callback):
