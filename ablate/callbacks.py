@@ -78,6 +78,12 @@ class TimeEstimate(pl.Callback):
         )
 
 
+def epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The per-epoch training and validation values among Lightning's logged metrics."""
+    return {key: float(value) for key, value in sorted(metrics.items())
+            if key.startswith(("train_", "val_"))}
+
+
 class EpochHistory(pl.Callback):
     """Keeps the logged metrics of each epoch, for the learning curves in the result record.
 
@@ -93,11 +99,7 @@ class EpochHistory(pl.Callback):
     def _take(self, trainer: pl.Trainer) -> None:
         if self._pending is None:
             return
-        row = self._pending
-        for key, value in sorted(trainer.callback_metrics.items()):
-            if key.startswith(("train_", "val_")):
-                row[key] = float(value)
-        self.epochs.append(row)
+        self.epochs.append({**self._pending, **epoch_metrics(trainer.callback_metrics)})
         self._pending = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -118,11 +120,7 @@ class EpochHistory(pl.Callback):
         # complete, so a resumed run's record carries the whole curve, not just its own epochs.
         rows = [dict(row) for row in self.epochs]
         if self._pending is not None:
-            row = dict(self._pending)
-            for key, value in sorted(trainer.callback_metrics.items()):
-                if key.startswith(("train_", "val_")):
-                    row[key] = float(value)
-            rows.append(row)
+            rows.append({**self._pending, **epoch_metrics(trainer.callback_metrics)})
         checkpoint["ablate_history"] = rows
 
     def on_load_checkpoint(

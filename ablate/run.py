@@ -27,7 +27,14 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ablate import config as config_lib
 from ablate import records, tracking
-from ablate.callbacks import EpochHistory, FirstStep, RandomState, TimeEstimate, progress_bar
+from ablate.callbacks import (
+    EpochHistory,
+    FirstStep,
+    RandomState,
+    TimeEstimate,
+    epoch_metrics,
+    progress_bar,
+)
 from ablate.data.splits import DatasetError
 from ablate.module import Classifier, Diverged
 from ablate.network import count_parameters, paper_name
@@ -156,9 +163,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         # A run resumed after its last epoch fits nothing: its train/val metrics come from the
         # history restored with the checkpoint.
         last_epoch = extra["history"].epochs[-1] if extra["history"].epochs else {}
-        fit_metrics = {key: value for key, value in last_epoch.items()
-                       if key.startswith(("train_", "val_"))}
-        fit_metrics.update(_metrics(trainer))
+        fit_metrics = {**epoch_metrics(last_epoch), **_metrics(trainer)}
         trainer.test(module, datamodule=datamodule, verbose=False)
         metrics = {**fit_metrics, **_metrics(trainer)}
     except Diverged as error:
