@@ -1,4 +1,9 @@
-"""Lightning callbacks the runner adds to every run: a time estimate and a learning curve."""
+"""The Lightning callbacks of every run (``conf/callbacks/default.yaml``).
+
+A time estimate, the learning curve and random state kept for an exact resume, the time of the
+first step, the progress bar and the checkpoint a resumed run continues from. The factories
+return None where the Trainer turns the feature off, so one config serves both cases.
+"""
 
 from __future__ import annotations
 
@@ -9,27 +14,31 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_info
 
-from ablate.sweep.plan import duration
+from ablate.budget import duration, planned_batches
 
 
-def _planned_batches(limit: int | float | None, available: int) -> int:
-    if limit is None:
-        return available
-    if isinstance(limit, float) and limit <= 1.0:
-        return int(math.floor(available * limit)) if limit < 1.0 else available
-    return min(int(limit), available)
-
-
-def progress_bar(refresh_rate: int) -> TQDMProgressBar:
-    """Lightning's bar, redrawn every ``refresh_rate`` steps.
+def progress_bar(refresh_rate: int, enabled: bool = True) -> TQDMProgressBar | None:
+    """Lightning's bar, redrawn every ``refresh_rate`` steps; None with the bar turned off.
 
     At the quick preset's ~15 ms steps, collecting the bar's metrics on every step costs about as
     much as the rest of Lightning's per-step work (see ``ablate.bench.overhead``).
     """
-    return TQDMProgressBar(refresh_rate=refresh_rate)
+    return TQDMProgressBar(refresh_rate=refresh_rate) if enabled else None
+
+
+def last_checkpoint(dirpath: str, enabled: bool = True) -> ModelCheckpoint | None:
+    """``<dirpath>/last.ckpt``, overwritten after every epoch: what a resumed run continues from.
+
+    ``save_last`` with ``save_top_k=0`` would write it only at the end of training, hence a top-1
+    checkpoint named ``last``. None where the Trainer's checkpointing is turned off.
+    """
+    if not enabled:
+        return None
+    return ModelCheckpoint(dirpath=dirpath, filename="last", save_top_k=1,
+                           enable_version_counter=False)
 
 
 class TimeEstimate(pl.Callback):
@@ -64,8 +73,8 @@ class TimeEstimate(pl.Callback):
                 step_seconds.append(time.perf_counter() - start)
         pl_module.zero_grad(set_to_none=True)
         step = min(step_seconds[1:])  # the first step pays for allocation and kernel selection
-        train_batches = _planned_batches(trainer.limit_train_batches, len(loader))
-        val_batches = _planned_batches(trainer.limit_val_batches, len(datamodule.val_dataloader()))
+        train_batches = planned_batches(len(loader), trainer.limit_train_batches)
+        val_batches = planned_batches(len(datamodule.val_dataloader()), trainer.limit_val_batches)
         epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
         if trainer.max_steps and trainer.max_steps > 0:
             epochs = min(epochs, math.ceil(trainer.max_steps / max(train_batches, 1)))

@@ -1,83 +1,77 @@
-"""What the composed config means: Trainer arguments, validation, the cell a run belongs to.
+"""What a composed config may hold, beyond what Hydra itself checks.
 
-Hydra composes ``conf/``; this module adds the parts a YAML file cannot hold: every argument of
-Lightning's ``Trainer`` as an overridable default (read from its signature, so ``trainer.<arg>``
-works for any Lightning version without a hand-kept list), checks of values Hydra cannot type,
-and hints for misspelt keys.
+Hydra composes ``conf/``; this module adds the checks a YAML file cannot express (positive
+learning rates, Trainer argument names, ...) and hints for misspelt keys. It knows nothing of
+sweeps, records or the report.
+
+The ``trainer`` node holds only what the project sets (``conf/trainer/*.yaml``), so a
+Lightning upgrade never changes a run's config or its ``config_id``. Any other Trainer argument
+is still a plain ``trainer.<arg>=...`` override: :func:`register` makes the node open to new
+keys, and :func:`validate` checks every key against ``pytorch_lightning.Trainer``'s signature,
+with "did you mean" for misspellings.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from ablate import records
+from ablate.errors import ConfigError
 
 CONFIG_MODULE = "ablate.conf"
 CONFIG_NAME = "config"
 # Trainer arguments that the runner builds itself from other config groups.
-MANAGED_TRAINER_ARGS = ("logger", "callbacks", "plugins", "default_root_dir")
-GROUP_CELL_KEYS = ("model", "downsample", "dataset", "augmentation")
-# Overrides that say how a run is launched, not what it trains: never part of its cell.
-NOT_CELL_KEYS = ("sweep", *records.CONTROL_KEYS)
+MANAGED_TRAINER_ARGS = ("logger", "callbacks", "default_root_dir")
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key, the valid values, the fix."""
-
-
-def lightning_trainer_defaults() -> dict[str, Any]:
-    """Every ``pytorch_lightning.Trainer`` argument with a plain default, as a config node."""
-    import pytorch_lightning as pl
-
-    defaults: dict[str, Any] = {}
-    for name, parameter in inspect.signature(pl.Trainer.__init__).parameters.items():
-        if name == "self" or name in MANAGED_TRAINER_ARGS:
-            continue
-        value = parameter.default
-        if value is inspect.Parameter.empty:
-            continue
-        if value is None or isinstance(value, bool | int | float | str):
-            defaults[name] = value
-    return defaults
-
-
-def register_configs() -> None:
-    """Make ``trainer/lightning`` (all Trainer arguments) available to ``conf/trainer/*.yaml``,
-    and this project's Hydra plugins (sweeper, Ray launcher) known to Hydra."""
+def register() -> None:
+    """Store ``trainer/open``, the base of ``conf/trainer/*.yaml``: an empty node that accepts new
+    keys, so ``trainer.gradient_clip_val=1.0`` works without Hydra's ``+`` (no YAML can set that
+    flag). Called once by the entry point and by tests that compose configs; idempotent."""
     from hydra.core.config_store import ConfigStore
 
-    store = ConfigStore.instance()
-    store.store(group="trainer", name="lightning", node=lightning_trainer_defaults())
-    register_plugins()
+    node = OmegaConf.create({})
+    OmegaConf.set_struct(node, False)
+    ConfigStore.instance().store(group="trainer", name="open", node=node)
 
 
-def register_plugins() -> None:
-    """Register ``hydra_plugins/ablate_sweeper`` with Hydra by hand.
+@functools.cache
+def trainer_arguments() -> tuple[str, ...]:
+    """The keyword arguments of ``pytorch_lightning.Trainer`` that a config may set."""
+    import pytorch_lightning as pl
 
-    Hydra finds plugins by listing the ``hydra_plugins`` namespace package on disk, which does
-    not see them in a (default, strict) editable install: importing them works everywhere.
-    Importing also stores their configs (``hydra/sweeper=ablate``, ``hydra/launcher=ablate_ray``).
-    """
-    from hydra.core.plugins import Plugins
-
-    plugins = Plugins.instance()  # scans first: whatever discovery finds is kept as found
-    from hydra_plugins.ablate_sweeper.ray_launcher import AblateRayLauncher
-    from hydra_plugins.ablate_sweeper.sweeper import AblateSweeper
-
-    for plugin in (AblateSweeper, AblateRayLauncher):
-        if f"{plugin.__module__}.{plugin.__name__}" not in plugins.class_name_to_class:
-            plugins.register(plugin)
+    names = inspect.signature(pl.Trainer.__init__).parameters
+    return tuple(sorted(n for n in names if n != "self" and n not in MANAGED_TRAINER_ARGS))
 
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def did_you_mean(leaf: str, valid: Sequence[str], prefix: str = "") -> str:
+    """`` Did you mean 'trainer.max_epochs'?`` for the closest valid keys; empty if none is."""
+    close = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.6)
+    return (" Did you mean " + " or ".join(f"'{prefix}{c}'" for c in close) + "?") if close else ""
+
+
+def validate_trainer(trainer: DictConfig) -> None:
+    """Every key of ``trainer`` must be an argument of ``Trainer`` (``_target_`` aside)."""
+    valid = trainer_arguments()
+    for key in trainer:
+        if key == "_target_" or key in valid:
+            continue
+        if key in MANAGED_TRAINER_ARGS:
+            raise ConfigError(f"trainer.{key} is built by ablate from its own config group "
+                              f"({key} -> the '{key}' group); set it there instead")
+        hint = did_you_mean(str(key), valid, "trainer.")
+        raise ConfigError(f"unknown config key 'trainer.{key}': not an argument of "
+                          f"pytorch_lightning.Trainer.{hint} Valid keys: {', '.join(valid)}.")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -112,42 +106,8 @@ def validate(cfg: DictConfig) -> None:
         epochs is None or (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)),
         f"trainer.max_epochs={epochs!r} must be a positive integer (or -1 for no limit)",
     )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, DictConfig) or OmegaConf.is_config(value):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
-def cell_of(cfg: DictConfig, choices: Mapping[str, Any], task_overrides: Sequence[str]) -> dict:
-    """The values that identify a run in its grid, as the user typed them.
-
-    Always the four study axes and ``seed``/``lr``; then every override of this job (a swept
-    value, or a fixed one such as ``trainer.max_epochs=2``), so that runs made under different
-    settings can never be mistaken for the same cell.
-    """
-    cell: dict[str, Any] = {key: choices.get(key) for key in GROUP_CELL_KEYS}
-    cell["seed"] = cfg.seed
-    cell["lr"] = cfg.lr
-    for override in task_overrides:
-        key, _, raw = override.partition("=")
-        key = key.lstrip("+~")
-        if key in cell or key.startswith("hydra") or key in NOT_CELL_KEYS:
-            continue
-        if key in choices:
-            cell[key] = choices[key]
-        else:
-            value = OmegaConf.select(cfg, key, default=raw)
-            cell[key] = _plain(value)
-    return cell
-
-
-def config_id_of(cfg: DictConfig) -> str:
-    """``records.config_id`` of a composed config (Hydra's node, if present, is left out)."""
-    container = OmegaConf.to_container(cfg, resolve=False)
-    assert isinstance(container, dict)
-    return records.config_id(container)
+    if isinstance(cfg.get("trainer"), DictConfig):
+        validate_trainer(cfg.trainer)
 
 
 def _key_of(override: str) -> str | None:
@@ -173,12 +133,8 @@ def unknown_key_hints(
         if not isinstance(node, DictConfig):
             continue
         valid = sorted(str(k) for k in node.keys())
-        close = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.6)
-        where = f"'{parent}'" if parent else "the top level"
         prefix = f"{parent}." if parent else ""
-        hint = f"unknown config key '{key}'."
-        if close:
-            hint += " Did you mean " + " or ".join(f"'{prefix}{c}'" for c in close) + "?"
-        hint += f" Valid keys in {where}: {', '.join(valid)}."
-        hints.append(hint)
+        where = f"'{parent}'" if parent else "the top level"
+        hints.append(f"unknown config key '{key}'.{did_you_mean(leaf, valid, prefix)} "
+                     f"Valid keys in {where}: {', '.join(valid)}.")
     return hints

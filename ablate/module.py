@@ -17,12 +17,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from ablate.errors import Diverged
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
-
-
-class Diverged(RuntimeError):
-    """The training loss stopped being a finite number: the run is recorded as diverged."""
 
 
 class Classifier(pl.LightningModule):
@@ -35,14 +33,14 @@ class Classifier(pl.LightningModule):
         scheduler: SchedulerFactory | None = None,
         num_classes: int = 10,
         channels_last: bool = False,
-        compile: bool = False,
+        compile_network: bool = False,
     ) -> None:
         super().__init__()
         self.network = network
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.channels_last = channels_last
-        self.compile = compile
+        self.compile_network = compile_network
         # Training loss is summed in a plain device tensor: it is updated every step, where a
         # metric object's checks cost more than the sum; a NaN stays NaN for the divergence check.
         self.register_buffer("_loss_sum", torch.zeros(()), persistent=False)
@@ -58,7 +56,7 @@ class Classifier(pl.LightningModule):
         """Memory format and compilation are applied once the module sits on its device."""
         if self.channels_last:
             self.network.to(memory_format=torch.channels_last)
-        if self.compile and self._compiled is None:
+        if self.compile_network and self._compiled is None:
             # Kept out of the module tree so checkpoints hold each weight once, uncompiled.
             object.__setattr__(self, "_compiled", torch.compile(self.network))
 

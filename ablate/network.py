@@ -18,14 +18,6 @@ from ablate import spec
 Transform = Callable[[Sequence[spec.Layer]], list[spec.Layer]]
 Initialiser = Callable[[nn.Module], None]
 
-PAPER_NAMES = {
-    "pool": "Model {m}",
-    "stride": "Strided-CNN-{m}",
-    "convpool": "ConvPool-CNN-{m}",
-    "conv": "All-CNN-{m}",
-}
-
-
 class AllConvNet(nn.Sequential):
     """A plain ``nn.Sequential`` that remembers the spec it was built from."""
 
@@ -38,13 +30,10 @@ class AllConvNet(nn.Sequential):
         return self.name
 
 
-def paper_name(model: str, downsample: str) -> str:
-    """The row label the paper's Table 3 uses for this cell (e.g. ``All-CNN-C``)."""
-    template = PAPER_NAMES.get(downsample, "{m}-" + downsample)
-    return template.format(m=model)
-
-
 def _module(layer: spec.Layer, in_channels: int, num_classes: int) -> tuple[list[nn.Module], int]:
+    # Each ReLU is its own module and not in place: attribution methods (guided backprop,
+    # deconvnet) replace the backward pass of every ReLU module through hooks, which needs
+    # distinct modules whose input is still there when the gradient arrives.
     kind = layer["type"]
     if kind == "conv":
         conv = nn.Conv2d(
@@ -54,10 +43,10 @@ def _module(layer: spec.Layer, in_channels: int, num_classes: int) -> tuple[list
             stride=layer.get("stride", 1),
             padding=spec.padding(layer),
         )
-        return [conv, nn.ReLU(inplace=True)], layer["out"]
+        return [conv, nn.ReLU()], layer["out"]
     if kind == "classifier":
         conv = nn.Conv2d(in_channels, num_classes, kernel_size=layer.get("k", 1))
-        return [conv, nn.ReLU(inplace=True)], num_classes
+        return [conv, nn.ReLU()], num_classes
     if kind == "maxpool":
         pool = nn.MaxPool2d(
             layer["k"],
@@ -111,9 +100,3 @@ def count_parameters(network: nn.Module) -> int:
     """Weights plus biases, the number the paper's tables count."""
     return sum(p.numel() for p in network.parameters())
 
-
-def map_size_before_average(network: AllConvNet, image_size: int) -> int:
-    """Side of the feature map that the global average pools over (6 for the paper's nets)."""
-    sizes = spec.spatial_sizes(network.spec, image_size)
-    last = max(i for i, layer in enumerate(network.spec) if layer["type"] == "global_avg")
-    return sizes[last - 1]

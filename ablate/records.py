@@ -1,8 +1,13 @@
 """Result records: the one interface between running a cell and reporting on it.
 
-Every run leaves ``result.json`` in its output directory, written atomically (temporary file in
-the same directory, fsync, ``os.replace``), so a reader sees either the whole record or none.
-This module must stay free of torch: the report side imports it.
+Every run leaves ``result.json`` in its output directory (started with :func:`start_record`,
+completed and written by :func:`end_record`), written atomically (temporary file in the same
+directory, fsync, ``os.replace``), so a reader sees either the whole record or none. A start
+marker, ``started.json``, is written when the run begins, so that a sweep can tell an
+interrupted run from one that never started. What identifies a run (its cell and its config)
+is defined here too, once, for the runner, the sweeper and the report alike.
+
+This module must stay free of torch: the report and the sweep planner import it.
 """
 
 from __future__ import annotations
@@ -10,21 +15,46 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ablate.errors import RecordError
 
 RESULT_FILE = "result.json"
 # Written when a run starts, so that a sweep can tell an interrupted run (marker, checkpoint, no
 # record) from one that never started; it is not a record and carries no status.
-MARKER_FILE = "cell.json"
+START_FILE = "started.json"
 CHECKPOINT_FILE = "checkpoints/last.ckpt"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: start marker renamed, trainer config holds only the keys set
 STATUSES = ("finished", "failed", "diverged")
-CELL_KEYS = ("model", "downsample", "dataset", "augmentation", "seed", "lr")
+# The study's axes: config groups whose choice names a cell in every table. Together with
+# ``seed`` and ``lr`` (replicates, see ``REPLICATE_KEYS``) they open every cell.
+CELL_AXES = ("model", "downsample", "dataset", "augmentation")
+REPLICATE_KEYS = ("lr", "seed")
+# Launch controls: how a run is started, not what it trains (never part of a cell either).
+CONTROL_KEYS = ("resume_from", "sweep_name")
+# Overrides that select a grid rather than a value of it: never part of a cell.
+NOT_CELL_KEYS = ("sweep", *CONTROL_KEYS)
+# Left out of ``config_id`` besides the controls: how a run is shown and logged. Relaunching a
+# grid with another logger or progress bar finds its finished runs instead of training again.
+PRESENTATION_KEYS = (
+    "logger",
+    "callbacks",
+    "progress_refresh_rate",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+)
 PACKAGES = (
     "ablate",
     "torch",
@@ -39,8 +69,45 @@ PACKAGES = (
 )
 
 
-class RecordError(ValueError):
-    """A result file that cannot be read as a record (truncated, corrupt, wrong schema)."""
+# ---------------------------------------------------------------- writing files
+
+
+def umask_mode(base: int = 0o666) -> int:
+    """The mode ``open()`` (0o666) or ``mkdir`` (0o777) would give: ``base`` less the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """A binary stream whose content appears at ``path`` whole, or not at all.
+
+    The temporary file sits beside ``path`` (same filesystem, so the rename is atomic) and is
+    fsynced before it replaces ``path``; on any error it is removed and ``path`` is untouched.
+    The file gets the mode a plain ``open()`` would (the umask decides), not ``mkstemp``'s
+    private 0600: teammates sharing a sweep or data folder must be able to read it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, umask_mode())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
+    """Write text or bytes so that ``path`` is never seen half-written (see ``atomic_file``)."""
+    with atomic_file(path) as stream:
+        stream.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
@@ -49,22 +116,16 @@ def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any]) -> 
     return write_atomic(path, text)
 
 
-def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
-    """Write text or bytes so that ``path`` is never seen half-written (temp file + rename)."""
-    path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+# ---------------------------------------------------------------- reading files
+
+
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A JSON object from ``path``; None when it is missing, unreadable or not an object."""
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -86,34 +147,56 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     return record
 
 
+# ---------------------------------------------------------------- identity
+
+
 def cell_id(cell: Mapping[str, Any]) -> str:
     """A stable short hash of a cell's values, independent of key order or directory names."""
     canonical = json.dumps(dict(cell), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-# Launch controls: how a run is started, not what it trains (never part of a cell either).
-CONTROL_KEYS = ("resume_from", "sweep_name")
-# Left out of ``config_id`` besides the controls: how a run is shown and logged. Relaunching a
-# grid with another logger or progress bar finds its finished runs instead of training again.
-PRESENTATION_KEYS = (
-    "logger",
-    "progress_refresh_rate",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.log_every_n_steps",
-)
+def _plain(value: Any) -> Any:
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
-def config_id(config: Mapping[str, Any]) -> str:
+def cell_of(cfg: DictConfig, choices: Mapping[str, Any], task_overrides: Sequence[str]) -> dict:
+    """The values that identify a run in its grid, as the user typed them.
+
+    Always the study's axes and ``seed``/``lr``; then every override of this job (a swept
+    value, or a fixed one such as ``trainer.max_epochs=2``), so that runs made under different
+    settings can never be mistaken for the same cell.
+    """
+    cell: dict[str, Any] = {key: choices.get(key) for key in CELL_AXES}
+    cell["seed"] = cfg.seed
+    cell["lr"] = cfg.lr
+    for override in task_overrides:
+        key, _, raw = override.partition("=")
+        key = key.lstrip("+~")
+        if key in cell or key.startswith("hydra") or key in NOT_CELL_KEYS:
+            continue
+        if key in choices:
+            cell[key] = choices[key]
+        else:
+            cell[key] = _plain(OmegaConf.select(cfg, key, default=raw))
+    return cell
+
+
+def config_id(config: Mapping[str, Any] | DictConfig) -> str:
     """A stable short hash of a run's effective config, the identity a resumed sweep matches on.
 
-    ``config`` is the composed config as a plain mapping, interpolations left unresolved: a
-    value such as ``${oc.env:ABLATE_DATA,data}`` or ``${hydra:runtime.output_dir}`` enters as
-    written, so the same grid gives the same ids on another machine or in another directory,
-    while any change to a value that reaches training (a default in a YAML file included)
-    gives a new id. Hydra's own node, ``CONTROL_KEYS`` and ``PRESENTATION_KEYS`` are left out.
+    ``config`` is the composed config (a ``DictConfig``, or the same as a plain mapping),
+    interpolations left unresolved: a value such as ``${oc.env:ABLATE_DATA,data}`` or
+    ``${hydra:runtime.output_dir}`` enters as written, so the same grid gives the same ids on
+    another machine or in another directory, while any change to a value that reaches training
+    (a default in a YAML file included) gives a new id. Only what the config itself says
+    counts: a library's defaults never enter, so upgrading Lightning keeps every id. Hydra's own
+    node, ``CONTROL_KEYS`` and ``PRESENTATION_KEYS`` are left out.
     """
+    if OmegaConf.is_config(config):
+        config = OmegaConf.to_container(config, resolve=False)
     kept = json.loads(json.dumps(dict(config), default=str))
     kept.pop("hydra", None)
     for dotted in (*CONTROL_KEYS, *PRESENTATION_KEYS):
@@ -124,6 +207,103 @@ def config_id(config: Mapping[str, Any]) -> str:
         if isinstance(node, dict):
             node.pop(leaf, None)
     return cell_id(kept)
+
+
+# ---------------------------------------------------------------- a run's record
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def start_record(
+    *,
+    name: str,
+    cell: Mapping[str, Any],
+    params: int,
+    config: Mapping[str, Any],
+    config_id: str,
+    output_dir: str | os.PathLike[str],
+) -> dict[str, Any]:
+    """The part of a record known before training: identity, config, provenance."""
+    record: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "name": name,
+        "cell": dict(cell),
+        "cell_id": cell_id(cell),
+        "params": params,
+        "config": dict(config),
+        "config_id": config_id,
+        "versions": package_versions(),
+        "started_at": _now(),
+        "output_dir": str(output_dir),
+    }
+    record.update({f"git_{key}": value for key, value in git_state().items()})
+    return record
+
+
+def end_record(record: dict[str, Any], *, status: str, **fields: Any) -> Path:
+    """Complete ``record`` with its outcome and write ``result.json``; returns its path.
+
+    ``fields`` are the outcome's own keys (``error``, ``metrics``, ``epochs``, ``history``,
+    ``wall_seconds``, ...): whatever the run could measure, also when it failed.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"status {status!r} is not one of {STATUSES}")
+    record.update(status=status, ended_at=_now(), **fields)
+    return write_json_atomic(Path(record["output_dir"]) / RESULT_FILE, record)
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux clock ticks since boot), None if there is none.
+
+    A pid alone can be reused after a reboot or a long time; pid and start time cannot.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        if Path("/proc/self/stat").exists():
+            return None  # Linux, and no such process
+        try:  # elsewhere: whether the pid exists at all
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "unknown"
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_alive(host: Any, pid: Any, pid_start: Any) -> bool:
+    """Whether the process that wrote a start marker still runs (knowable on its own host)."""
+    if host != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    start = process_start(pid)
+    return start is not None and pid_start in (None, "unknown", start)
+
+
+def _slurm_job_id() -> str | None:
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and task:
+        return f"{array_job}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def write_start(record: Mapping[str, Any]) -> Path:
+    """Mark the record's output directory as holding a started run of its ``config_id``."""
+    keys = ("config_id", "cell_id", "cell", "name", "started_at", "resumed_from", "resumed_epoch")
+    marker = {key: record.get(key) for key in keys}
+    marker.update(
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        pid_start=process_start(os.getpid()),
+        slurm_job_id=_slurm_job_id(),
+        started_time=time.time(),
+    )
+    return write_json_atomic(Path(record["output_dir"]) / START_FILE, marker)
+
+
+# ---------------------------------------------------------------- provenance
 
 
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:

@@ -10,7 +10,6 @@ is reported and the run starts from scratch instead of failing deep inside ``Tra
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,11 +37,8 @@ def checkpoint_epochs(path: Path) -> int:
 
 def _same_config(output_dir: Path, config_id: str) -> bool:
     """Whether the run that left ``output_dir``'s checkpoint had this config (its marker says)."""
-    try:
-        marker = json.loads((output_dir / records.MARKER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(marker, dict) and marker.get("config_id") == config_id
+    marker = records.read_json(output_dir / records.START_FILE)
+    return marker is not None and marker.get("config_id") == config_id
 
 
 def resume_point(requested: str | None, output_dir: Path, config_id: str) -> Resume:

@@ -22,13 +22,11 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ablate.errors import SpecError
+
 Layer = dict[str, Any]
 
 KINDS = ("conv", "maxpool", "dropout", "classifier", "global_avg")
-
-
-class SpecError(ValueError):
-    """A layer spec that cannot describe a network (or not for the given input)."""
 
 
 def normalise(layers: Iterable[Any]) -> list[Layer]:
@@ -151,7 +149,7 @@ def minimum_input_size(layers: Sequence[Layer], limit: int = 4096) -> int:
             continue
         if all(s >= 1 for s in sizes):
             return size
-    raise SpecError("no input size up to {limit} fits this network")
+    raise SpecError(f"no input size up to {limit} fits this network")
 
 
 def scale_width(layers: Sequence[Layer], width: float) -> list[Layer]:

@@ -1,8 +1,9 @@
 """Weights & Biases tracking of every run, through Lightning's ``WandbLogger``.
 
-``conf/logger/wandb.yaml`` builds a :class:`CellWandbLogger`; the runner then calls
-:func:`start` once the run's record (cell, name, resolved config) exists and :func:`finish`
-once ``result.json`` is on disk. That is all ``ablate.run`` knows of W&B.
+``conf/logger/wandb.yaml`` builds a :class:`CellWandbLogger` from the run's started record (the
+runner passes ``record=``, as it does to every logger), so the W&B run is named after its cell
+before ``wandb.init`` runs, through ``WandbLogger``'s own arguments; :func:`finish` closes it
+once ``result.json`` is on disk. ``ablate.run`` itself never touches W&B.
 
 Identity of a W&B run (so that the W&B side and ``result.json`` agree, and a resumed cell
 continues its own W&B run instead of opening a new one):
@@ -37,7 +38,7 @@ from urllib.parse import urlsplit
 
 from pytorch_lightning.loggers import WandbLogger
 
-from ablate.config import ConfigError
+from ablate.errors import ConfigError
 
 log = logging.getLogger("ablate")
 
@@ -89,15 +90,17 @@ def resolve_mode(mode: str, environ: Mapping[str, str] | None = None) -> str:
 
 
 class CellWandbLogger(WandbLogger):
-    """A ``WandbLogger`` whose run identity is filled in from the cell by :func:`start`.
+    """A ``WandbLogger`` whose run identity (name, id, group, tags, config) comes from the cell.
 
-    ``wandb.init`` only happens when Lightning first touches ``experiment`` (at the start of
-    ``fit``), so :meth:`bind` can still set name, id, group, tags and config after the Trainer
-    has been built.
+    ``record`` is the run's started record (``ablate.records.start_record``); this logger notes
+    the W&B run it opens in ``record["wandb"]``. A W&B run still open in this process (an
+    earlier job of a multirun that could not finish it) is finished first, as failed, so that
+    this job never logs into it.
     """
 
     def __init__(
         self,
+        record: dict[str, Any],
         project: str = "ablate",
         entity: str | None = None,
         mode: str = "auto",
@@ -110,25 +113,41 @@ class CellWandbLogger(WandbLogger):
     ) -> None:
         self.mode = resolve_mode(mode)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
+        _finish_stale_run()
+        config = record.get("config") or {}
+        group = sweep_group(str(config.get("sweep_name", "default")), record["output_dir"])
+        name = run_name(record["name"], record["cell"])
+        wandb_id = resumed_run_id(record.get("resumed_from")) or run_id(record["cell_id"], group)
         # mode goes to wandb.init; WandbLogger's own offline=True would set WANDB_MODE for the
         # whole process, leaking into every later job of a multirun.
-        super().__init__(project=project, save_dir=str(save_dir), log_model=log_model,
-                         entity=entity, mode=self.mode, job_type=job_type, notes=notes,
-                         tags=list(tags), **kwargs)
-        self.extra_tags = [str(tag) for tag in tags]
+        super().__init__(
+            project=project, save_dir=str(save_dir), log_model=log_model, entity=entity,
+            mode=self.mode, job_type=job_type, notes=notes, name=name, id=wandb_id, group=group,
+            tags=sorted({_tag(t) for t in [*run_tags(record["cell"]), *map(str, tags)]}),
+            config={**config, "cell": record["cell"], "cell_id": record["cell_id"],
+                    "name": record["name"], "params": record.get("params"), "sweep": group},
+            **kwargs,
+        )
+        record["wandb"] = {
+            "id": wandb_id, "name": name, "group": group, "project": project, "entity": entity,
+            "mode": self.mode, "dir": str(Path(save_dir) / "wandb"),
+        }
 
-    def bind(self, *, name: str, run_id: str, group: str, tags: Iterable[str],
-             config: Mapping[str, Any]) -> None:
-        """Set the W&B run's identity before ``wandb.init`` runs."""
-        if self._experiment is not None:
-            raise RuntimeError("the W&B run has already started; bind() must come before fit")
-        tags = sorted({_tag(tag) for tag in [*tags, *self.extra_tags]})
-        self._wandb_init.update(name=name, id=run_id, group=group, tags=tags, config=dict(config))
-        self._name, self._id = name, run_id
 
-    @property
-    def started(self) -> bool:
-        return self._experiment is not None
+def _finish_stale_run() -> None:
+    import wandb
+
+    if wandb.run is not None:
+        log.warning("W&B run %s of an earlier job was still open; finishing it as failed",
+                    wandb.run.id)
+        wandb.run.finish(exit_code=1)
+
+
+def csv_logger(record: dict[str, Any], save_dir: str, **kwargs: Any) -> Any:
+    """Lightning's ``CSVLogger``; takes (and ignores) the record every logger is built from."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    return CSVLogger(save_dir=save_dir, **kwargs)
 
 
 def _tag(text: str) -> str:
@@ -189,42 +208,6 @@ def sweep_group(sweep_name: str, output_dir: str | os.PathLike[str]) -> str:
 
 def _wandb_loggers(loggers: Iterable[Any]) -> list[CellWandbLogger]:
     return [logger for logger in loggers if isinstance(logger, CellWandbLogger)]
-
-
-def start(loggers: Iterable[Any], record: dict[str, Any]) -> None:
-    """Give each W&B logger the run's identity; notes it in ``record["wandb"]``.
-
-    A W&B run still open in this process (a previous job of a multirun that could not finish
-    it) is finished first, as failed, so that this job never logs into it.
-    """
-    trackers = _wandb_loggers(loggers)
-    if not trackers:
-        return
-    import wandb
-
-    if wandb.run is not None:
-        log.warning("W&B run %s of an earlier job was still open; finishing it as failed",
-                    wandb.run.id)
-        wandb.run.finish(exit_code=1)
-    config = record.get("config") or {}
-    group = sweep_group(str(config.get("sweep_name", "default")), record.get("output_dir", "."))
-    identity = {
-        "name": run_name(record["name"], record["cell"]),
-        "run_id": (resumed_run_id(record.get("resumed_from"))
-                   or run_id(record["cell_id"], group)),
-        "group": group,
-    }
-    for tracker in trackers:
-        tracker.bind(**identity, tags=run_tags(record["cell"]), config={
-            **config, "cell": record["cell"], "cell_id": record["cell_id"],
-            "name": record["name"], "params": record.get("params"), "sweep": group,
-        })
-    tracker = trackers[0]
-    record["wandb"] = {
-        "id": identity["run_id"], "name": identity["name"], "group": group,
-        "project": tracker._wandb_init.get("project"), "entity": tracker._wandb_init.get("entity"),
-        "mode": tracker.mode, "dir": str(Path(tracker.save_dir or ".") / "wandb"),
-    }
 
 
 def summary_of(record: Mapping[str, Any]) -> dict[str, Any]:

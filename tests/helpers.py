@@ -12,9 +12,11 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from ablate import config as config_lib
+from hydra_plugins.ablate_sweeper import register_plugins
 
 REPO = Path(__file__).resolve().parent.parent
-config_lib.register_configs()
+config_lib.register()  # what ablate.run.main() does before Hydra composes
+register_plugins()
 
 # Keeps CLI tests tiny: CPU, no progress bar, a couple of batches, no W&B (tests/test_wandb.py
 # turns it on where W&B is what is tested).

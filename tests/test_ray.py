@@ -31,7 +31,7 @@ def test_local_ray_runs_jobs_in_parallel_fresh_processes_and_isolates_a_dead_wor
     finished = [load(p) for p in result_files(workdir)]
     assert sorted(r["cell"]["seed"] for r in finished) == [0, 1]
     markers = {p.parent: json.loads(p.read_text())
-               for p in workdir.glob(f"sweeps/**/{records.MARKER_FILE}")}
+               for p in workdir.glob(f"sweeps/**/{records.START_FILE}")}
     assert len(markers) == 3
     assert len({m["pid"] for m in markers.values()}) == 3  # max_calls=1: a process per job
     # the first two jobs ran at the same time: the second started before the first ended

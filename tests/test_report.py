@@ -21,7 +21,6 @@ from ablate.report import load, reference, stats, tables
 from ablate.report.__main__ import main as report_main
 
 SWEEP = "table3/2026-01-01_00-00-00"
-config_lib.register_configs()
 
 
 @functools.cache
@@ -29,7 +28,7 @@ def _config(dataset: str, overrides: tuple[str, ...]) -> str:
     with initialize_config_module(config_lib.CONFIG_MODULE, version_base="1.3"):
         cfg = compose(config_lib.CONFIG_NAME,
                       overrides=[f"dataset={dataset}", "logger=none", "sweep_name=table3",
-                                 *overrides])
+                                 "~callbacks", *overrides])
     return json.dumps(OmegaConf.to_container(cfg, resolve=True))
 
 
@@ -102,7 +101,8 @@ def grid(tmp_path: Path) -> Path:
         "model": "B", "downsample": "conv", "dataset": "cifar10", "augmentation": "none"}}}},
         job / "hydra.yaml")
     OmegaConf.save(OmegaConf.create({"seed": 0, "lr": 0.05, "sweep_name": "table3",
-                                     **json.loads(_config("cifar10", ()))}), job / "config.yaml")
+                                     **json.loads(_config("cifar10", ("model=B",)))}),
+                   job / "config.yaml")
     # another protocol in the same folder (10 epochs instead of 350)
     write_record(root, "11", name="All-CNN-C", **c, downsample="conv", lr=0.05, seed=0,
                  test=0.30, val=0.30, overrides=("trainer.max_epochs=10",))

@@ -39,7 +39,7 @@ def test_grid_runs_as_a_slurm_job_array(slurm, workdir):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2 finished, 0 skipped (finished before), 0 failed" in done.stdout
     assert sorted(load(p)["cell"]["model"] for p in result_files(workdir)) == ["A", "B"]
-    markers = [json.loads(p.read_text()) for p in workdir.glob(f"sweeps/**/{records.MARKER_FILE}")]
+    markers = [json.loads(p.read_text()) for p in workdir.glob(f"sweeps/**/{records.START_FILE}")]
     assert all(m["slurm_job_id"] for m in markers)  # they ran inside SLURM jobs
     assert len({m["slurm_job_id"].split("_")[0] for m in markers}) == 1  # one array
 

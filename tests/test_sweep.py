@@ -83,7 +83,7 @@ def _run_dir(root: Path, name: str, *, marker: dict | None = None, record: dict 
     directory = root / name
     directory.mkdir(parents=True)
     if marker is not None:
-        (directory / records.MARKER_FILE).write_text(json.dumps(marker))
+        (directory / records.START_FILE).write_text(json.dumps(marker))
     if record is not None:
         time.sleep(0.01)  # the record is newer than the marker, as when a run ends
         (directory / records.RESULT_FILE).write_text(json.dumps(record))
@@ -102,7 +102,7 @@ def test_scan_reads_each_run_directory_state(tmp_path):
         _run_dir(tmp_path, "1", marker={**marker, "config_id": "c2", "pid": 2**22 + 7},
                  checkpoint=True)  # a dead pid: interrupted
         _run_dir(tmp_path, "2", marker={**marker, "config_id": "c3", "pid": alive.pid,
-                                        "pid_start": state._process_start(alive.pid)})
+                                        "pid_start": records.process_start(alive.pid)})
         _run_dir(tmp_path, "3", marker={**marker, "config_id": "c4"},
                  record={"status": "failed", "cell": {}, "config_id": "c4", "interrupted": True,
                          "error": "KeyboardInterrupt"}, checkpoint=True)

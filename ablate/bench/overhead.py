@@ -14,27 +14,37 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-import yaml
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
-from ablate import spec
+from ablate import records
 from ablate.callbacks import progress_bar
 from ablate.data.batches import TensorBatches
-from ablate.init import xavier_uniform
 from ablate.module import Classifier
-from ablate.network import build_network
 
-CONF = Path(__file__).resolve().parent.parent.parent / "conf"
+# name: the overrides that make the setting, read from the composed config (not restated here)
 SETTINGS = {
-    # name: (width, image size, batch size, channels)
-    "paper": (1.0, 32, 128, 3),   # the default config: full All-CNN-C on CIFAR-sized input
-    "half": (0.5, 32, 64, 3),
-    "quick": (0.25, 16, 32, 1),   # experiment=quick: ~15 ms steps, where per-step cost shows
+    "paper": ["dataset=cifar10"],  # the default network on CIFAR-sized input
+    "half": ["dataset=cifar10", "width=0.5", "batch_size=64"],
+    "quick": ["experiment=quick"],  # ~15 ms steps, where per-step cost shows
 }
+
+
+def setting(name: str) -> DictConfig:
+    """The composed config of a setting: All-CNN-C with the setting's overrides."""
+    from hydra import compose, initialize_config_module
+
+    from ablate import config
+
+    config.register()
+    with initialize_config_module(config.CONFIG_MODULE, version_base="1.3"):
+        cfg = compose(config.CONFIG_NAME, overrides=["model=C", "downsample=conv",
+                                                     *SETTINGS[name]])
+    return cfg
 
 
 class _StepClock(pl.Callback):
@@ -98,11 +108,10 @@ def lightning_seconds(network: torch.nn.Module, batches: TensorBatches, warmup: 
 
 
 def measure(name: str, warmup: int, steps: int, repeats: int) -> dict[str, float]:
-    width, size, batch, channels = SETTINGS[name]
-    layers = yaml.safe_load((CONF / "model" / "C.yaml").read_text())["layers"]
+    cfg = setting(name)
+    size, batch, channels = cfg.dataset.image_size, cfg.batch_size, cfg.dataset.channels
     torch.manual_seed(0)
-    template = build_network(layers, spec.all_conv, channels, size, 10, width=width,
-                             init=xavier_uniform, name="All-CNN-C")
+    template = instantiate(cfg.network)
     batches = _batches(batch * 8, size, channels, batch)
     plain, lightning = [], []
     for _ in range(repeats):
@@ -131,16 +140,15 @@ def main(argv: list[str] | None = None) -> None:
     ]
     for name in args.settings:
         result = measure(name, args.warmup, args.steps, args.repeats)
-        width, size, batch, _ = SETTINGS[name]
+        cfg = setting(name)
+        width, size, batch = cfg.width, cfg.dataset.image_size, cfg.batch_size
         lines.append(
             f"{name:<8} {width:>5} {size:>3} {batch:>5} {result['plain_ms']:>14.1f} "
             f"{result['lightning_ms']:>18.1f} {result['ratio']:>6.3f}"
         )
     text = "\n".join(lines) + "\n"
     print(text, end="")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    records.write_atomic(args.out, text)
 
 
 if __name__ == "__main__":

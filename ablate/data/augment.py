@@ -28,19 +28,6 @@ def _uniform(
     ) + low
 
 
-def random_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
-    """Mirror each image left-right with probability ``p``."""
-    flip = torch.rand(len(x), generator=generator, device=x.device) < p
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-
-
-def random_translate(
-    x: torch.Tensor, generator: torch.Generator, max_shift: int = 5
-) -> torch.Tensor:
-    """Shift each image by integers (dy, dx) drawn uniformly from [-max_shift, max_shift]."""
-    return FlipTranslate(max_shift=max_shift, flip=False)(x, generator)
-
-
 class FlipTranslate:
     """The paper's small augmentation (7.25 % on CIFAR-10): flips and shifts of up to 5 px.
 

@@ -2,9 +2,9 @@
 
 No Dataset, DataLoader or worker processes: shuffling is one ``randperm`` per epoch, a batch is
 one index operation, and augmentation (when given) is applied to the whole batch on the device.
-An augmentation that also has ``prepare(images)`` and ``select(prepared, index, generator)``
-(``FlipTranslate``) gets the whole tensor once and then cuts augmented batches straight out of
-its prepared form: batching and augmenting in one copy.
+An augmentation that is also a ``FusedAugment`` (``prepare(images)`` and
+``select(prepared, index, generator)``, as ``FlipTranslate``) gets the whole tensor once and
+then cuts augmented batches straight out of its prepared form: batching and augmenting in one copy.
 The order of epoch ``e`` depends only on ``(seed, e)``, so a run resumed at epoch ``e`` sees the
 same batches as one that never stopped.
 """
@@ -12,10 +12,35 @@ same batches as one that never stopped.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Protocol, runtime_checkable
 
 import torch
 
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+class Augment(Protocol):
+    """A batch in, the augmented batch out; every random draw from ``generator``."""
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class FusedAugment(Protocol):
+    """An augmentation that cuts augmented batches out of a form of the whole set made once."""
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def select(self, prepared: torch.Tensor, index: torch.Tensor,
+               generator: torch.Generator) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class EvalGeometry(Protocol):
+    """An augmentation that changes the image geometry (a larger canvas): evaluation images
+    must be placed the same way once, or the network would see two kinds of input."""
+
+    def eval_transform(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 class TensorBatches:
@@ -42,8 +67,7 @@ class TensorBatches:
         self.drop_last = drop_last
         self._epoch = epoch
         self._iterations = 0
-        fused = hasattr(augment, "prepare") and hasattr(augment, "select")
-        self._prepared = augment.prepare(images) if fused else None
+        self._prepared = augment.prepare(images) if isinstance(augment, FusedAugment) else None
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.images), self.batch_size)

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 import torch
 
+from ablate import records
 from ablate.data.splits import ImageSplits
 
 log = logging.getLogger(__name__)
@@ -126,12 +126,12 @@ def load_or_prepare(
             if hit is None:
                 log.info("preprocessing %s (cache miss, will write %s)", splits.name, path)
                 prepared = prepare()
-                state = getattr(preprocess, "state_dict", dict)()
+                state = preprocess.state_dict()
                 _write(path, key, identity, prepared, state)
                 return prepared
     log.info("loaded prepared %s from cache %s", splits.name, path)
     prepared, state = hit
-    if state and hasattr(preprocess, "load_state_dict"):
+    if state:
         preprocess.load_state_dict(state)
     return prepared
 
@@ -170,17 +170,8 @@ def _write(
         "tensors": tensors,
         "preprocess_state": dict(state),
     }
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            torch.save(payload, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a cache dir may be shared
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    with records.atomic_file(path) as out:
+        torch.save(payload, out)
 
 
 @contextmanager

@@ -44,7 +44,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ablate.data.splits import DatasetError, ImageSplits
+from ablate import records
+from ablate.data.splits import ImageSplits
+from ablate.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,6 @@ ENV_VAR = "ABLATE_DATA"
 IMAGE_SHAPE = (3, 32, 32)
 ROW_LENGTH = 3 * 32 * 32
 CHUNK = 1 << 20
-SHARED_FILE, SHARED_FOLDER = 0o644, 0o755  # what a plain download and tar -x would leave
 
 
 @dataclass(frozen=True)
@@ -202,38 +203,29 @@ def download_file(
     nothing at ``target`` that a later run could mistake for the archive. ``on_error`` turns the
     network failure into the message the user sees.
     """
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".part", dir=target.parent
-    )
     digest = hashlib.md5(usedforsecurity=False)
+    log.info("downloading %s to %s", url, target)
     try:
-        log.info("downloading %s to %s", url, target)
-        try:
-            with (
-                os.fdopen(handle, "wb") as out,
-                urllib.request.urlopen(url, timeout=timeout) as response,
-            ):
-                for block in iter(lambda: response.read(CHUNK), b""):
-                    digest.update(block)
-                    out.write(block)
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            # HTTPError's text has the status code; URLError's reason is the socket error.
-            http = isinstance(error, urllib.error.HTTPError)
-            reason = error if http else getattr(error, "reason", error)
-            why = f"and the download from {url} failed ({reason})"
-            raise DatasetError(on_error(why)) from error
-        found = digest.hexdigest()
-        if found != md5:
-            raise DatasetError(
-                f"checksum mismatch for the download from {url}: MD5 {found}, expected {md5}. "
-                f"The transfer was truncated or the file is not the official archive; nothing was "
-                f"kept. Try again, or download it by hand into {target.parent}"
-            )
-        os.chmod(temporary, SHARED_FILE)  # mkstemp makes it private; the data dir may be shared
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        with (
+            records.atomic_file(target) as out,
+            urllib.request.urlopen(url, timeout=timeout) as response,
+        ):
+            for block in iter(lambda: response.read(CHUNK), b""):
+                digest.update(block)
+                out.write(block)
+            found = digest.hexdigest()
+            if found != md5:  # raised inside: the partial file is removed, never kept
+                raise DatasetError(
+                    f"checksum mismatch for the download from {url}: MD5 {found}, expected "
+                    f"{md5}. The transfer was truncated or the file is not the official archive; "
+                    f"nothing was kept. Try again, or download it by hand into {target.parent}"
+                )
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        # HTTPError's text has the status code; URLError's reason is the socket error.
+        http = isinstance(error, urllib.error.HTTPError)
+        reason = error if http else getattr(error, "reason", error)
+        why = f"and the download from {url} failed ({reason})"
+        raise DatasetError(on_error(why)) from error
 
 
 def extract(spec: CifarFormat, archive: Path, folder: Path, url: str) -> None:
@@ -270,7 +262,7 @@ def extract(spec: CifarFormat, archive: Path, folder: Path, url: str) -> None:
                 f"Python-format archive (wanted {', '.join(spec.train_files + spec.test_files)})"
             )
         try:
-            os.chmod(staging, SHARED_FOLDER)  # mkdtemp makes it private
+            os.chmod(staging, records.umask_mode(0o777))  # mkdtemp makes it private
             os.replace(staging, folder)
         except OSError:
             if not folder.is_dir():  # another process extracting at the same time wins the race

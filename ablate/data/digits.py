@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ablate.data.splits import DatasetError, ImageSplits
+from ablate.data.splits import ImageSplits
+from ablate.errors import DatasetError
 
 
 def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> ImageSplits:

@@ -8,10 +8,11 @@ from collections.abc import Callable
 import pytorch_lightning as pl
 import torch
 
-from ablate.data.batches import Augment, TensorBatches
+from ablate.data.batches import Augment, EvalGeometry, TensorBatches
 from ablate.data.cache import Prepared, load_or_prepare
 from ablate.data.preprocess import Preprocessor, Standardize, apply_preprocess
-from ablate.data.splits import DatasetError, ImageSplits
+from ablate.data.splits import ImageSplits
+from ablate.errors import DatasetError
 
 
 def split_validation(
@@ -34,9 +35,10 @@ class TensorDataModule(pl.LightningDataModule):
 
     ``cache_dir`` (None: no cache) keeps the split and preprocessed tensors on disk, keyed by the
     source's data and every parameter that shapes them (``ablate.data.cache``), so the runs of a
-    grid fit the paper's GCN + ZCA once. An ``augment`` with an ``eval_transform`` method (the
-    ``large`` augmentation, whose canvas is larger than the images) has it applied once to the
-    validation and test images, so that evaluation sees the geometry training sees.
+    grid fit the paper's GCN + ZCA once. An ``augment`` that is an ``EvalGeometry`` (the
+    ``large`` augmentation, whose canvas is larger than the images) has its ``eval_transform``
+    applied once to the validation and test images, so that evaluation sees the geometry
+    training sees.
     """
 
     def __init__(
@@ -86,11 +88,12 @@ class TensorDataModule(pl.LightningDataModule):
                 self.cache_dir, splits, split, self.preprocess, lambda: self._prepare(splits)
             )
         device = self._device()
-        eval_transform = getattr(self.augment, "eval_transform", None)
+        geometry = self.augment if isinstance(self.augment, EvalGeometry) else None
         for name, (x, y) in prepared.items():
             x = x.to(device)
-            if eval_transform is not None and name != "train":
-                x = torch.cat([eval_transform(part) for part in x.split(self.eval_batch_size)])
+            if geometry is not None and name != "train":
+                x = torch.cat([geometry.eval_transform(part)
+                               for part in x.split(self.eval_batch_size)])
             self.tensors[name] = (x.contiguous(), y.to(device))
 
     def _prepare(self, splits: ImageSplits) -> Prepared:

@@ -1,12 +1,12 @@
 """Input preprocessing fitted on the training split only, then applied to every split.
 
-A preprocessor has ``fit(train_x)`` and ``__call__(x)``; ``apply_preprocess`` runs it over the
-three splits. ``Standardize`` (per-channel mean and std) is the cheap default for small data; the
-paper's GCN + ZCA lives in ``ablate.data.whiten``.
+A preprocessor (the ``Preprocessor`` protocol) has ``fit(train_x)``, ``__call__(x)`` and its
+fitted state as ``state_dict()`` / ``load_state_dict(state)``; ``apply_preprocess`` runs it over
+the three splits. ``Standardize`` (per-channel mean and std) is the cheap default for small
+data; the paper's GCN + ZCA lives in ``ablate.data.whiten``.
 
-Preprocessors may also offer ``state_dict()`` / ``load_state_dict(state)`` (tensors only), so that
-the on-disk cache (``ablate.data.cache``) can restore a fitted transform without refitting. Their
-constructor arguments, stored as plain attributes, are part of the cache key.
+The state lets the on-disk cache (``ablate.data.cache``) restore a fitted transform without
+refitting. Constructor arguments, stored as plain attributes, are part of the cache key.
 """
 
 from __future__ import annotations
@@ -17,12 +17,37 @@ import torch
 
 
 class Preprocessor(Protocol):
+    """Fitted on the training split, applied to every split; its fitted state is tensors only,
+    so that the on-disk cache can restore it without fitting again."""
+
     def fit(self, train_x: torch.Tensor) -> None: ...
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
 
-class Identity:
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+
+
+class FittedState:
+    """The state methods of a preprocessor whose fitted tensors are the attributes in ``STATE``.
+
+    Before ``fit`` (any of them None) there is nothing to store; a preprocessor that fits
+    nothing has an empty ``STATE``.
+    """
+
+    STATE: tuple[str, ...] = ()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        values = {name: getattr(self, name, None) for name in self.STATE}
+        return {} if any(value is None for value in values.values()) else values
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name in self.STATE:
+            setattr(self, name, state[name])
+
+
+class Identity(FittedState):
     """No preprocessing: images stay in [0, 1]."""
 
     def fit(self, train_x: torch.Tensor) -> None:
@@ -31,15 +56,11 @@ class Identity:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        return None
-
-
-class Standardize:
+class Standardize(FittedState):
     """Zero mean and unit variance per channel, with statistics of the training split."""
+
+    STATE = ("mean", "std")
 
     def __init__(self, eps: float = 1e-6) -> None:
         self.eps = eps
@@ -54,14 +75,6 @@ class Standardize:
         if self.mean is None or self.std is None:
             raise RuntimeError("Standardize.fit must run on the training split first")
         return (x - self.mean) / self.std
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        if self.mean is None or self.std is None:
-            return {}
-        return {"mean": self.mean, "std": self.std}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.mean, self.std = state["mean"], state["std"]
 
 
 def apply_preprocess(

@@ -7,9 +7,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-
-class DatasetError(RuntimeError):
-    """A dataset that is missing, corrupt or does not match its config; the message says the fix."""
+from ablate.errors import DatasetError
 
 
 @dataclass(frozen=True)

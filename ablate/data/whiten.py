@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import torch
 
+from ablate.data.preprocess import FittedState
+
 CHUNK = 4096
 
 
@@ -32,7 +34,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(len(x), -1)
 
 
-class GlobalContrastNormalize:
+class GlobalContrastNormalize(FittedState):
     """Per image: subtract its mean, divide by its L2 norm (or std), multiply by ``scale``.
 
     Needs no fitting (every image is normalised on its own); ``fit`` exists for the protocol.
@@ -68,15 +70,11 @@ class GlobalContrastNormalize:
             flat_out[start : start + CHUNK] = rows / divisor
         return out
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        return None
-
-
-class ZCAWhiten:
+class ZCAWhiten(FittedState):
     """ZCA whitening with a ``filter_bias`` added to the covariance's eigenvalues."""
+
+    STATE = ("mean", "matrix", "eigenvalues")
 
     def __init__(self, filter_bias: float = 0.1) -> None:
         if filter_bias < 0:
@@ -124,15 +122,6 @@ class ZCAWhiten:
             centred = (_rows(x[start : start + CHUNK]).to(torch.float64) - self.mean).float()
             flat_out[start : start + CHUNK] = centred @ matrix
         return out
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        if self.mean is None or self.matrix is None or self.eigenvalues is None:
-            return {}
-        return {"mean": self.mean, "matrix": self.matrix, "eigenvalues": self.eigenvalues}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.mean, self.matrix = state["mean"], state["matrix"]
-        self.eigenvalues = state["eigenvalues"]
 
 
 class GCNWhiten:

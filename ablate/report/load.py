@@ -30,12 +30,11 @@ from typing import Any
 import pandas as pd
 
 from ablate import records
-from ablate.report.reference import paper_name
 
 METRICS = ("test_error", "val_error", "train_error", "train_loss", "val_loss", "test_loss")
 COLUMNS = (
-    "source", "path", "sweep", "wandb_id", "cell_id", "name", "model", "downsample", "dataset",
-    "augmentation", "lr", "seed", "status", *METRICS, "params", "epochs", "wall_seconds",
+    "source", "path", "sweep", "wandb_id", "cell_id", "name", *records.CELL_AXES, "lr", "seed",
+    "status", *METRICS, "params", "epochs", "wall_seconds",
     "started_at", "ended_at", "protocol", "protocol_spec", "cell", "error", "history",
     "superseded",
 )
@@ -157,9 +156,10 @@ def _row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, Any], 
     row.update(
         source=source, path=path, sweep=sweep, status=status,
         cell_id=records.cell_id(cell), cell=json.dumps(dict(cell), sort_keys=True, default=str),
-        name=name or (paper_name(model, downsample) if model and downsample else None),
-        model=model, downsample=downsample, dataset=cell.get("dataset"),
-        augmentation=cell.get("augmentation"), lr=_float(cell.get("lr")), seed=cell.get("seed"),
+        # every ablate run records the paper's name of its network; a foreign one gets its axes
+        name=name or (f"{model}-{downsample}" if model and downsample else None),
+        **{axis: cell.get(axis) for axis in records.CELL_AXES},
+        lr=_float(cell.get("lr")), seed=cell.get("seed"),
         protocol=protocol_id(protocol) if protocol is not None else None,
         protocol_spec=json.dumps(protocol, sort_keys=True) if protocol is not None else None,
         superseded=False,
@@ -371,20 +371,19 @@ def _in_progress_row(job_dir: Path, issues: Issues) -> dict[str, Any] | None:
     except Exception as error:  # noqa: BLE001 - a half-written folder is what we expect here
         issues.add(IN_PROGRESS, f"{_display(job_dir)} (unreadable: {error})")
         return None
+    for key in ("logger", "callbacks"):  # ${hydra:...} only resolves inside the job
+        config.pop(key, None)
     try:
         resolved = OmegaConf.to_container(config, resolve=True)
-    except Exception:  # noqa: BLE001 - ${hydra:...} only resolves inside the job
-        config.pop("logger", None)
-        try:
-            resolved = OmegaConf.to_container(config, resolve=True)
-        except Exception:  # noqa: BLE001
-            resolved = None
-    cell = {key: choices.get(key) for key in ("model", "downsample", "dataset", "augmentation")}
+    except Exception:  # noqa: BLE001
+        resolved = None
+    cell = {key: choices.get(key) for key in records.CELL_AXES}
     cell.update(seed=config.get("seed"), lr=config.get("lr"))
     issues.add(IN_PROGRESS, _display(job_dir))
+    name = ((resolved or {}).get("network") or {}).get("name")
     return _row(source="job folder", path=_display(job_dir),
                 sweep=_sweep_of(job_dir / records.RESULT_FILE, config.get("sweep_name")),
-                cell=cell, name=None, status=RUNNING, metrics={}, config=resolved)
+                cell=cell, name=name, status=RUNNING, metrics={}, config=resolved)
 
 
 # ---------------------------------------------------------------- all together

@@ -10,8 +10,6 @@ import pandas as pd
 REFERENCE_FILE = "paper_reference.csv"
 MODELS = ("A", "B", "C")
 DOWNSAMPLES = ("pool", "stride", "convpool", "conv")  # the paper's column order in Table 3
-_NAME_TEMPLATES = {"pool": "Model {m}", "stride": "Strided-CNN-{m}",
-                   "convpool": "ConvPool-CNN-{m}", "conv": "All-CNN-{m}"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,16 +43,6 @@ def table3() -> pd.DataFrame:
     """The 12 models of Table 3 in the paper's order."""
     frame = reference()
     return frame[frame["kind"] == "table3"].reset_index(drop=True)
-
-
-def paper_name(model: str, downsample: str) -> str:
-    """The paper's row label (``All-CNN-C``) for a cell, without importing the training side."""
-    row = table3()
-    match = row[(row["model"] == model) & (row["downsample"] == downsample)]
-    if len(match):
-        return str(match["name"].iloc[0])
-    template = _NAME_TEMPLATES.get(downsample, "{m}-" + str(downsample))
-    return template.format(m=model)
 
 
 def lookup(name: str, dataset: str, augmentation: str) -> pd.Series | None:

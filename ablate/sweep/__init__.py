@@ -6,7 +6,7 @@ and after. The Hydra side (a Sweeper and a Ray launcher) lives in ``hydra_plugin
 and only wires these to Hydra. Nothing here imports torch.
 """
 
-from ablate.sweep.plan import SweepFailed, SweepInvalid, unique_dir
-from ablate.sweep.state import decide, scan, write_marker
+from ablate.sweep.plan import unique_dir
+from ablate.sweep.state import decide, scan
 
-__all__ = ["SweepFailed", "SweepInvalid", "decide", "scan", "unique_dir", "write_marker"]
+__all__ = ["decide", "scan", "unique_dir"]

@@ -19,10 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ablate import spec
-
-# Training images (before the validation split) and test images of the known datasets.
-DATASET_IMAGES = {"digits": (1437, 360), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
+from ablate import budget, spec
 
 
 @dataclass(frozen=True)
@@ -60,12 +57,7 @@ def forward_macs(
 
 
 def _batches(images: int, batch: int, limit: Any) -> int:
-    available = math.ceil(images / batch) if images else 0
-    if limit is None:
-        return available
-    if isinstance(limit, float) and limit <= 1.0:
-        return int(available * limit)
-    return min(int(limit), available)
+    return budget.planned_batches(budget.batches_of(images, batch), limit)
 
 
 def _held_out(images: int, val_size: Any) -> int:
@@ -111,7 +103,9 @@ def work_of(cfg: DictConfig | Mapping[str, Any]) -> Work:
     per_image = forward_macs(layers, int(network.in_channels), image_size,
                              int(network.num_classes))
 
-    train_pool, test_images = DATASET_IMAGES.get(str(_get(cfg, "dataset.name")), (0, 0))
+    # dataset.images: the source's training (before the validation split) and test counts
+    train_pool = int(_get(cfg, "dataset.images.train", 0) or 0)
+    test_images = int(_get(cfg, "dataset.images.test", 0) or 0)
     val_images = min(_held_out(train_pool, _get(cfg, "dataset.val_size")), train_pool)
     train_images = train_pool - val_images
     batch, eval_batch = int(cfg.batch_size), int(_get(cfg, "eval_batch_size", 1000))

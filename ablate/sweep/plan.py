@@ -12,28 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ablate import records
+from ablate.budget import duration
 from ablate.sweep.state import RESUME, RUN, SKIP, Decision
 
-# Axes that repeat a cell rather than define one: the learning rate is selected per cell on
-# validation error, seeds are averaged. A cell is one value of every other axis.
-REPLICATE_AXES = ("lr", "seed")
 SWEEP_FILE = "sweep.json"
 LISTED = 30  # a launch lists every job up to this many (a dry run always lists all)
-
-
-class SweepFailed(SystemExit):
-    """Raised after the summary when runs failed: the command exits with status 1."""
-
-    def __init__(self, failed: int) -> None:
-        super().__init__(1)
-        self.failed = failed
-
-
-class SweepInvalid(SystemExit):
-    """Raised before launching when jobs of the grid have an invalid config: status 2."""
-
-    def __init__(self) -> None:
-        super().__init__(2)
 
 
 @dataclass
@@ -73,16 +57,6 @@ class Job:
         }
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _relative(path: Path | None) -> str:
     if path is None:
         return "-"
@@ -95,13 +69,13 @@ def _relative(path: Path | None) -> str:
 def grid_line(axes: list[tuple[str, list[str]]], runs: int) -> str:
     """``model (3) x downsample (4) = 12 cells x 4 lr x 1 seed = 48 runs``."""
     swept = [(key, values) for key, values in axes if len(values) > 1]
-    cells = math.prod(len(v) for k, v in swept if k.lstrip("+") not in REPLICATE_AXES)
+    cells = math.prod(len(v) for k, v in swept if k.lstrip("+") not in records.REPLICATE_KEYS)
     parts = [f"{k} ({len(v)}: {', '.join(v)})" for k, v in swept
-             if k.lstrip("+") not in REPLICATE_AXES]
+             if k.lstrip("+") not in records.REPLICATE_KEYS]
     text = " x ".join(parts) if parts else "1 cell"
     if parts:
         text += f" = {cells} cell{'s' if cells != 1 else ''}"
-    for axis in REPLICATE_AXES:
+    for axis in records.REPLICATE_KEYS:
         values = next((v for k, v in axes if k.lstrip("+") == axis), None)
         count = len(values) if values else 1
         shown = f" ({', '.join(values)})" if values and count > 1 else ""

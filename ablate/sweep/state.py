@@ -1,8 +1,8 @@
 """What earlier launches of a sweep left behind, and what a new launch should do with each run.
 
-A run leaves up to three things in its directory: ``cell.json`` (the marker, written when it
-starts), ``checkpoints/last.ckpt`` (after each epoch) and ``result.json`` (the record, when it
-ends, whatever happened). Runs are matched to the grid by ``config_id``, the hash of their
+A run leaves up to three things in its directory: ``started.json`` (the start marker, written
+when it starts), ``checkpoints/last.ckpt`` (after each epoch) and ``result.json`` (the record,
+when it ends, whatever happened). Runs are matched to the grid by ``config_id``, the hash of their
 effective config, never by directory names or job numbers: the same grid relaunched with its
 axes in another order, or with other job numbers, still finds its finished runs.
 
@@ -11,11 +11,6 @@ No torch here: planning a sweep must not need the training stack.
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,66 +23,6 @@ INTERRUPTED = "interrupted"  # started, stopped without a record (killed) or by 
 RUNNING = "running"  # its process is alive on this host: another launch is still at it
 
 RUN, RESUME, SKIP = "run", "resume", "skip"
-
-
-def _process_start(pid: int) -> str | None:
-    """The start time of process ``pid`` (Linux clock ticks since boot), None if there is none.
-
-    A pid alone can be reused after a reboot or a long time; pid and start time cannot.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        if Path("/proc/self/stat").exists():
-            return None  # Linux, and no such process
-        try:  # elsewhere: whether the pid exists at all
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return "unknown"
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _slurm_job_id() -> str | None:
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and task:
-        return f"{array_job}_{task}"
-    return os.environ.get("SLURM_JOB_ID")
-
-
-def write_marker(output_dir: Path, record: Mapping[str, Any]) -> Path:
-    """Mark ``output_dir`` as holding a started run of ``record['config_id']``."""
-    keys = ("config_id", "cell_id", "cell", "name", "started_at", "resumed_from", "resumed_epoch")
-    marker = {key: record.get(key) for key in keys}
-    marker.update(
-        host=socket.gethostname(),
-        pid=os.getpid(),
-        pid_start=_process_start(os.getpid()),
-        slurm_job_id=_slurm_job_id(),
-        started_time=time.time(),
-    )
-    return records.write_json_atomic(Path(output_dir) / records.MARKER_FILE, marker)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _alive(marker: Mapping[str, Any]) -> bool:
-    """Whether the process that wrote ``marker`` still runs (only knowable on its own host)."""
-    pid = marker.get("pid")
-    if marker.get("host") != socket.gethostname() or not isinstance(pid, int):
-        return False
-    if pid == os.getpid():
-        return False
-    start = _process_start(pid)
-    return start is not None and marker.get("pid_start") in (None, "unknown", start)
 
 
 @dataclass(frozen=True)
@@ -109,14 +44,14 @@ class PastRun:
 
 def read_run(directory: Path) -> PastRun | None:
     """The state of one run directory; None if it holds no run of a known config."""
-    result, marker_path = directory / records.RESULT_FILE, directory / records.MARKER_FILE
+    result, marker_path = directory / records.RESULT_FILE, directory / records.START_FILE
     record = None
     if result.is_file():
         try:
             record = records.read_record(result)
         except records.RecordError:
             record = None  # a damaged record counts as none: the run is done again
-    marker = _read_json(marker_path) if marker_path.is_file() else None
+    marker = records.read_json(marker_path) if marker_path.is_file() else None
     config_id = (record or {}).get("config_id") or (marker or {}).get("config_id")
     if not config_id:
         return None
@@ -136,7 +71,9 @@ def read_run(directory: Path) -> PastRun | None:
             state = INTERRUPTED
         return PastRun(directory, config_id, state, checkpoint, record.get("error"), record,
                        changed)
-    state = RUNNING if marker is not None and _alive(marker) else INTERRUPTED
+    alive = marker is not None and records.process_alive(
+        marker.get("host"), marker.get("pid"), marker.get("pid_start"))
+    state = RUNNING if alive else INTERRUPTED
     return PastRun(directory, config_id, state, checkpoint, None, None, changed)
 
 
@@ -145,7 +82,7 @@ def scan(root: Path) -> dict[str, list[PastRun]]:
     found: dict[str, list[PastRun]] = {}
     if not root.is_dir():
         return found
-    directories = {p.parent for p in root.rglob(records.MARKER_FILE)}
+    directories = {p.parent for p in root.rglob(records.START_FILE)}
     directories |= {p.parent for p in root.rglob(records.RESULT_FILE)}
     for directory in sorted(directories):
         run = read_run(directory)

@@ -96,7 +96,8 @@ class AblateRayLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         import ray
-        from hydra_plugins.hydra_ray_launcher._launcher_util import launch_job_on_ray
+
+        from hydra_plugins.ablate_sweeper._hydra_internals import launch_job_on_ray
 
         assert self.config is not None and self.hydra_context is not None
         assert self.task_function is not None

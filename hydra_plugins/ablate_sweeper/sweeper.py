@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from hydra_plugins.ablate_sweeper._hydra_internals import BasicSweeper
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ class AblateSweeper(BasicSweeper):
 
     def _plan(self, grid: list[list[str]], axes: list[tuple[str, list[str]]], root: Path):
         from ablate import config as config_lib
-        from ablate.spec import SpecError
+        from ablate import records
+        from ablate.errors import ConfigError, SpecError
         from ablate.sweep import estimate, plan, state
 
         assert self.hydra_context is not None and self.config is not None
@@ -125,13 +127,13 @@ class AblateSweeper(BasicSweeper):
         for index, overrides in enumerate(grid):
             cfg = loader.load_sweep_config(self.config, list(overrides))
             label = " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or "(no axes)"
-            config_id = config_lib.config_id_of(cfg)
+            config_id = records.config_id(cfg)
             decision = state.decide(past.get(config_id, []))
             job = plan.Job(index, list(overrides), label, config_id, decision)
             try:
                 config_lib.validate(cfg)
                 work = estimate.work_of(cfg)
-            except (config_lib.ConfigError, SpecError) as error:
+            except (ConfigError, SpecError) as error:
                 job.problem = str(error)
             except Exception as error:  # an estimate is best effort, never a reason to stop
                 log.warning("no time estimate for job #%d: %s", index, error)
@@ -151,6 +153,7 @@ class AblateSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         from ablate import records
+        from ablate.errors import SweepFailed, SweepInvalid
         from ablate.sweep import plan, state
 
         assert self.config is not None and self.launcher is not None
@@ -167,7 +170,7 @@ class AblateSweeper(BasicSweeper):
         if any(job.problem for job in jobs):
             print(f"ablate: {sum(bool(j.problem) for j in jobs)} jobs have an invalid config; "
                   "nothing was launched", file=sys.stderr)
-            raise plan.SweepInvalid()
+            raise SweepInvalid()
         if self.dry_run:
             return []
 
@@ -202,7 +205,7 @@ class AblateSweeper(BasicSweeper):
         print(plan.format_summary(name, sweep_dir, jobs, time.time() - began), flush=True)
         failed = [job for job in jobs if job.state not in ("finished", "skipped")]
         if failed:
-            raise plan.SweepFailed(len(failed))
+            raise SweepFailed(len(failed))
         return returns
 
     @staticmethod

@@ -1,0 +1,35 @@
+"""How much a run does and how long that is, in the terms of Lightning's Trainer.
+
+Both the estimate printed by a sweep's plan (before anything is built) and the one printed by
+a run (after timing real steps) count batches the way Lightning does and show seconds the same
+way; this module is that one definition. No torch here: the planner must not need it.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def planned_batches(available: int, limit: int | float | None) -> int:
+    """Batches an epoch runs of ``available``, under ``limit_*_batches`` (a fraction or count)."""
+    if limit is None:
+        return available
+    if isinstance(limit, float) and limit <= 1.0:
+        return int(math.floor(available * limit)) if limit < 1.0 else available
+    return min(int(limit), available)
+
+
+def batches_of(images: int, batch_size: int) -> int:
+    """Batches in one pass over ``images`` (the last one may be short)."""
+    return math.ceil(images / batch_size) if images else 0
+
+
+def duration(seconds: float | None) -> str:
+    """A wall time for people: seconds, minutes or hours, whichever reads best."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

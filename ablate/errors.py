@@ -1,0 +1,57 @@
+"""Every exception this project raises on purpose, in one place.
+
+Callers catch by meaning, not by origin: the runner turns a :class:`ConfigError` (and the
+config-like :class:`SpecError` and :class:`DatasetError`) into a one-line message and no record;
+a :class:`Diverged` into a ``diverged`` record; anything else into a ``failed`` one. No imports
+here, so every side of the project (training, sweeps, report) can use it without pulling in the
+others.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key, the valid values, the fix."""
+
+
+class SpecError(ValueError):
+    """A layer spec that cannot describe a network (or not for the given input)."""
+
+
+class DatasetError(RuntimeError):
+    """A dataset that is missing, corrupt or does not match its config; the message says the fix."""
+
+
+class RecordError(ValueError):
+    """A result file that cannot be read as a record (truncated, corrupt, wrong schema)."""
+
+
+class Diverged(RuntimeError):
+    """The training loss stopped being a finite number: the run is recorded as diverged."""
+
+
+class RunFailed(RuntimeError):
+    """Raised after the record of a failed or diverged run is safely on disk."""
+
+
+class InvalidConfig(RuntimeError):
+    """A config problem in one job of a sweep: reported in the sweep's summary, no record."""
+
+
+# Errors that mean "this config cannot run": reported in one line, no record is written.
+CONFIG_ERRORS = (ConfigError, SpecError, DatasetError)
+
+
+class SweepFailed(SystemExit):
+    """Raised after the summary when runs failed: the command exits with status 1."""
+
+    def __init__(self, failed: int) -> None:
+        super().__init__(1)
+        self.failed = failed
+
+
+class SweepInvalid(SystemExit):
+    """Raised before launching when jobs of the grid have an invalid config: status 2."""
+
+    def __init__(self) -> None:
+        super().__init__(2)

@@ -1,0 +1,133 @@
+"""One run's life around ``Trainer.fit`` and ``Trainer.test``: its record, resume point, tracking.
+
+The runner (``ablate.run``) builds the pieces and calls fit and test; this module is what
+happens before and after, so that the record tells the truth whatever happens in between:
+:meth:`Job.begin` starts the record, decides where training continues from and marks the
+directory as started; :meth:`Job.end` collects the metrics, writes ``result.json`` and closes
+the loggers; :meth:`Job.fail` does the same for a run that raised, and says what to raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ablate import records, tracking
+from ablate.callbacks import EpochHistory, FirstStep, epoch_metrics
+from ablate.errors import Diverged, RunFailed
+from ablate.network import count_parameters
+from ablate.resume import resume_point
+from ablate.spec import format_spec
+
+log = logging.getLogger("ablate")
+
+
+def _callback(trainer: pl.Trainer | None, kind: type) -> Any:
+    callbacks = trainer.callbacks if trainer is not None else []
+    return next((c for c in callbacks if isinstance(c, kind)), None)
+
+
+def _device_name(trainer: pl.Trainer | None) -> str | None:
+    if trainer is None:
+        return None
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def _metrics(trainer: pl.Trainer | None) -> dict[str, float]:
+    if trainer is None:
+        return {}
+    return {key: float(value) for key, value in sorted(trainer.callback_metrics.items())}
+
+
+@dataclass
+class Job:
+    """A started run: its record so far and the checkpoint it continues from (None: scratch)."""
+
+    record: dict[str, Any]
+    resume_path: Path | None
+    started: float = field(default_factory=time.perf_counter)
+    fit_metrics: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def begin(cls, cfg: DictConfig, network: Any, cell: dict[str, Any], config_id: str,
+              output_dir: Path) -> Job:
+        """Start the record and mark the directory; an interrupted run finds its checkpoint.
+
+        The checkpoint is the one a sweep passes (``resume_from``) or the directory's own (a
+        SLURM job requeued into the same directory).
+        """
+        record = records.start_record(
+            name=network.name, cell=cell, params=count_parameters(network),
+            config=OmegaConf.to_container(cfg, resolve=True), config_id=config_id,
+            output_dir=output_dir)
+        resume = resume_point(cfg.get("resume_from"), output_dir, config_id)
+        record.update(resumed_from=resume.path and str(resume.path), resumed_epoch=resume.epoch)
+        if resume.note:
+            log.warning("%s", resume.note)
+            record["resume_note"] = resume.note
+        records.write_start(record)
+        log.info("%s, %s parameters, cell %s", network.name, f"{record['params']:,}", cell)
+        log.info("network (%dx%d input):\n%s", cfg.dataset.image_size, cfg.dataset.image_size,
+                 format_spec(network.spec, cfg.dataset.image_size))
+        return cls(record, resume.path)
+
+    def fitted(self, trainer: pl.Trainer) -> None:
+        """Keep the train/val metrics of the fit; a run resumed after its last epoch fits nothing,
+        so they come from the history restored with its checkpoint."""
+        history = _callback(trainer, EpochHistory)
+        last_epoch = history.epochs[-1] if history is not None and history.epochs else {}
+        self.fit_metrics = {**epoch_metrics(last_epoch), **_metrics(trainer)}
+
+    def end(self, trainer: pl.Trainer | None, status: str = "finished",
+            **fields: Any) -> dict[str, Any]:
+        """Write ``result.json`` with what the trainer measured, then close the loggers.
+
+        ``trainer`` is None when the run failed before it existed (a logger that could not be
+        built): the record still says why.
+        """
+        history, first_step = _callback(trainer, EpochHistory), _callback(trainer, FirstStep)
+        epochs = history.epochs if history is not None else []
+        path = records.end_record(
+            self.record, status=status, metrics={**self.fit_metrics, **_metrics(trainer)},
+            epochs=len(epochs), history=epochs, device=_device_name(trainer),
+            wall_seconds=round(time.perf_counter() - self.started, 3),
+            first_step_at=first_step.at if first_step is not None else None,
+            **{"error": None, **fields})
+        tracking.finish(trainer.loggers if trainer is not None else [], self.record)
+        name, metrics = self.record["name"], self.record["metrics"]
+        if status == "finished":
+            log.info("%s finished: test_error %.4f, val_error %.4f in %.0f s (record: %s)",
+                     name, metrics.get("test_error", float("nan")),
+                     metrics.get("val_error", float("nan")), self.record["wall_seconds"], path)
+        else:
+            log.error("%s %s: %s (record: %s)", name, status, self.record["error"], path)
+        return self.record
+
+    def fail(self, trainer: pl.Trainer | None, error: BaseException) -> BaseException:
+        """Record a run that raised; returns the exception the command should end with."""
+        if isinstance(error, Diverged):
+            self.end(trainer, "diverged", error=str(error))
+        else:
+            # Stopped from outside (Ctrl-C, a SLURM preemption): a sweep resumes it from its
+            # checkpoint instead of training again.
+            interrupted = isinstance(error, KeyboardInterrupt | SystemExit)
+            text = "".join(traceback.format_exception_only(type(error), error)).strip()
+            self.end(trainer, "failed", error=text, interrupted=interrupted,
+                     traceback=traceback.format_exc())
+            if interrupted:
+                return error
+        failure = RunFailed(f"{self.record['name']} {self.record['status']}: "
+                            f"{self.record['error']}")
+        failure.__cause__ = error
+        return failure

@@ -1,0 +1,71 @@
+"""The runner in-process, as lightning-hydra-template tests its train(): the real composed config,
+shrunk, through the real ``run()`` with a real ``Trainer.fit``; and the direction of imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO, compose_config
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from ablate import records
+from ablate.run import run
+
+FAST = ["experiment=quick", "logger=none", "trainer.enable_progress_bar=false",
+        "trainer.fast_dev_run=true", "model=A", "downsample=stride"]
+
+
+@pytest.fixture
+def hydra_run(tmp_path):
+    """Compose ``overrides`` and make it the running Hydra job, writing into ``tmp_path``."""
+
+    def make(overrides: list[str]):
+        cfg = compose_config(overrides)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path)
+            cfg.hydra.job.num = 0
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]  # a job's own config has no Hydra node, as under @hydra.main
+        return cfg
+
+    yield make
+    HydraConfig.instance().cfg = None
+
+
+def test_fast_dev_run_in_process_leaves_a_finished_record(hydra_run, tmp_path):
+    cfg = hydra_run(FAST)
+    record = run(cfg)
+    on_disk = json.loads((tmp_path / records.RESULT_FILE).read_text())
+    assert on_disk == json.loads(json.dumps(record, default=str))
+    assert record["status"] == "finished" and record["error"] is None
+    assert record["name"] == "Strided-CNN-A" and record["params"] == 53_098
+    assert record["cell"]["model"] == "A" and record["cell"]["downsample"] == "stride"
+    assert 0.0 <= record["metrics"]["test_error"] <= 1.0
+    assert record["epochs"] == 1 and len(record["history"]) == 1
+    assert record["config_id"] == records.config_id(compose_config(FAST))
+    assert record["config"]["trainer"]["fast_dev_run"] is True
+    marker = json.loads((tmp_path / records.START_FILE).read_text())
+    assert marker["config_id"] == record["config_id"]
+
+
+def test_a_diverging_run_is_recorded_in_process(hydra_run, tmp_path):
+    cfg = hydra_run([*FAST, "lr=1e12", "init=gaussian", "init.std=10",
+                     "trainer.fast_dev_run=5"])
+    with pytest.raises(Exception, match="diverged"):
+        run(cfg)
+    record = records.read_record(tmp_path / records.RESULT_FILE)
+    assert record["status"] == "diverged" and "training loss became nan" in record["error"]
+
+
+def test_importing_the_runner_does_not_import_the_sweep_side():
+    code = ("import sys, ablate.run; print(sorted(m for m in sys.modules "
+            "if m.startswith(('ablate.sweep', 'hydra_plugins'))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
