@@ -52,9 +52,8 @@ def run(root: Path, job: str, *, model: str, downsample: str, seed: int, lr: flo
     return path
 
 
-@pytest.fixture
-def study(tmp_path: Path) -> Path:
-    root = tmp_path / "sweeps"
+def make_study(root: Path) -> Path:
+    """Model C's four variants at 3 seeds and 2 lrs, Model A at one seed, some instability."""
     for mode, errors in ERRORS.items():
         for seed, error in enumerate(errors):
             run(root, f"C-{mode}-{seed}", model="C", downsample=mode, seed=seed, lr=0.05,
@@ -71,6 +70,11 @@ def study(tmp_path: Path) -> Path:
     run(root, "A-pool-diverged", model="A", downsample="pool", seed=1, lr=0.1, test=None,
         status="diverged")
     return root
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> Path:
+    return make_study(tmp_path / "sweeps")
 
 
 def render(root: Path) -> str:
