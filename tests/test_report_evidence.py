@@ -203,9 +203,12 @@ def test_records_without_predictions_get_seed_level_tests_only(tmp_path):
     root = tmp_path / "sweeps"
     for seed in range(3):
         for mode in ("pool", "conv"):
+            # how a run was logged is in its cell but never splits a comparison
             run(root, f"{mode}{seed}", model="C", downsample=mode, seed=seed, lr=0.05,
-                test=ERRORS[mode][seed], with_predictions=False)
+                test=ERRORS[mode][seed], with_predictions=False,
+                cell={"logger": "none" if mode == "pool" else "wandb"})
     text = render(root)
+    assert "### Along `logger`" not in text
     assert "## Warnings\n\nNone." in text
     [pool_conv] = named(section(text, "## Comparisons"), "Model C vs All-CNN-C")
     assert pool_conv[6] == "0.074" and pool_conv[8] == per_example.NA

@@ -22,12 +22,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ablate import records
 from ablate.report import evidence, per_example, reference, stats
 from ablate.report.load import RUNNING
 
 # Never compared along: seed pairs the runs, lr is chosen per side on validation error, and
 # runs on different datasets have different test sets (and chance levels) to be paired on.
 NOT_AXES = ("seed", "lr", "dataset")
+# Overrides that cannot change a result (how a run is shown, logged or launched): they are in
+# a run's cell when typed on the command line, but never split a context nor form an axis.
+IGNORED_KEYS = (*records.PRESENTATION_KEYS, *records.CONTROL_KEYS)
 # Left out of a table's grouping: each per-model table lists its variants as rows.
 ROW_KEYS = ("downsample",)
 
@@ -92,7 +96,8 @@ def contexts(frame: pd.DataFrame, axis: str) -> list[Context]:
     for index, cell, spec in _parsed(runs):
         if axis not in cell:
             continue
-        keyed = {k: text(v) for k, v in cell.items() if k not in (axis, "seed", "lr")}
+        keyed = {k: text(v) for k, v in cell.items()
+                 if k not in (axis, "seed", "lr", *IGNORED_KEYS)}
         protocol = {k: v for k, v in spec.items() if not _related(k, axis)}
         key = json.dumps([keyed, protocol], sort_keys=True)
         grouped.setdefault(key, (keyed, {}))[1].setdefault(text(cell[axis]), []).append(index)
@@ -109,7 +114,7 @@ def contexts(frame: pd.DataFrame, axis: str) -> list[Context]:
 def axes(frame: pd.DataFrame) -> list[str]:
     """Cell keys with two or more values within some context: ``downsample`` first."""
     keys = sorted({k for _, cell, _ in _parsed(comparable_runs(frame)) for k in cell}
-                  - set(NOT_AXES))
+                  - set(NOT_AXES) - set(IGNORED_KEYS))
     found = [k for k in keys if any(len(c.sides) > 1 for c in contexts(frame, k))]
     return sorted(found, key=lambda k: (k != "downsample", k))
 
