@@ -156,26 +156,28 @@ def test_table3_layout_matches_hand_computed_values(grid):
     protocol = _main_protocol(frame)
     main = text.split(f"## Protocol `{protocol}`", 1)[1]
     [allc] = _rows(main, heading, "All-CNN-C")
-    header = ["model", "lr (by val)", "val error %", "test error % (mean ± std)", "n", "failed",
+    header = ["model", "lr (by val)", "val error %", "test error % (mean ± 95 % CI)", "n",
+              "failed",
               "diverged", "running", "paper % (CIFAR-10)", "difference", "params",
               "paper params (exact)", "paper params (printed)"]
     row = dict(zip(header, allc, strict=True))
     assert row["lr (by val)"] == "0.05"  # val 11 % beats 13 %, although lr 0.1 tests better
     assert row["val error %"] == "11.00"
-    assert row["test error % (mean ± std)"] == "9.50 ± 0.71"  # mean(9, 10), std 0.7071
+    # mean(9, 10); std 0.7071; 95 % t half-width t(0.975, 1) * std / sqrt(2) = 12.706 * 0.5
+    assert row["test error % (mean ± 95 % CI)"] == "9.50 ± 6.35"
     assert row["n"] == "2"
     assert row["paper % (CIFAR-10)"] == "9.08" and row["difference"] == "+0.42"
     assert row["paper params (exact)"] == "1,369,738" and row["paper params (printed)"] == "~1.4 M"
     [modelc] = _rows(main, heading, "Model C")
     row = dict(zip(header, modelc, strict=True))
-    assert row["lr (by val)"] == "0.05" and row["test error % (mean ± std)"] == "15.00"
+    assert row["lr (by val)"] == "0.05" and row["test error % (mean ± 95 % CI)"] == "15.00"
     assert row["diverged"] == "1" and row["difference"] == "+5.26"  # 15.00 - 9.74
     [strided] = _rows(main, heading, "Strided-CNN-C")
     row = dict(zip(header, strided, strict=True))
-    assert row["test error % (mean ± std)"] == "no finished run" and row["failed"] == "1"
+    assert row["test error % (mean ± 95 % CI)"] == "no finished run" and row["failed"] == "1"
     [allb] = _rows(main, heading, "All-CNN-B")
     row = dict(zip(header, allb, strict=True))
-    assert row["test error % (mean ± std)"] == "running" and row["running"] == "1"
+    assert row["test error % (mean ± 95 % CI)"] == "running" and row["running"] == "1"
     [alla] = _rows(main, heading, "All-CNN-A")
     assert alla[3] == "missing" and alla[4] == "0"
     # the 12 models in the paper's order, missing ones shown
@@ -184,8 +186,8 @@ def test_table3_layout_matches_hand_computed_values(grid):
     assert names == list(reference.table3()["name"])
     # pivot: model x downsampling
     [pivot_c] = _rows(main, "#### Model x downsampling", "C")
-    assert pivot_c == ["C", "15.00 (1)", "no finished run (1 failed/diverged)", "missing",
-                       "9.50 ± 0.71 (2)"]
+    assert pivot_c == ["C", "15.00 (n = 1)", "no finished run (1 failed/diverged)", "missing",
+                       "9.50 ± 6.35 (n = 2)"]
     # lr selection evidence: chosen lr in bold, the diverged run noted
     [lr_c] = _rows(main, "#### Learning rate chosen", "Model C")
     assert lr_c == ["Model C", "**20.00 (1)**", "10.00 (1) +1 diverged"]

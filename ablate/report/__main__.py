@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     text = _scrub(tables.render(frame, issues, sources=sources, figure_links=links))
     records.write_atomic(args.out, text)
     if args.csv:
-        records.write_atomic(args.csv, _scrub(frame.drop(columns=["history"]).to_csv(index=False)))
+        table = frame.drop(columns=["history", "correct"])  # per-epoch and per-example arrays
+        records.write_atomic(args.csv, _scrub(table.to_csv(index=False)))
     log.info("%d runs -> %s", len(frame), args.out)
     return 0
 

@@ -30,13 +30,18 @@ def _save(figure, path: Path) -> Path:
 
 def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
                           paper: bool) -> Path | None:
-    """Grouped bars: one group per base model, one bar per downsampling mode, ± std."""
+    """Grouped bars: one group per base model, one bar per downsampling mode.
+
+    Every seed is a point on its bar; the 95 % t interval of the mean is drawn only where
+    there are two seeds or more (one seed has no interval, and a bar without a whisker says so).
+    """
     from matplotlib.figure import Figure
 
     chosen = stats.selected(runs)
     if not any(v["chosen"] for v in chosen.values()):
         return None
     by_cell = {(str(v["model"]), str(v["downsample"])): v["chosen"] for v in chosen.values()}
+    names = {(str(v["model"]), str(v["downsample"])): name for name, v in chosen.items()}
     models = list(reference.MODELS) + sorted({m for m, _ in by_cell} - set(reference.MODELS))
     modes = list(reference.DOWNSAMPLES) + sorted({d for _, d in by_cell}
                                                  - set(reference.DOWNSAMPLES))
@@ -44,28 +49,40 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
     figure = Figure(figsize=(7.5, 4.2))
     axes = figure.add_subplot()
     width = 0.8 / len(modes)
+    seed_label = "seed"  # once in the legend
     for j, mode in enumerate(modes):
-        xs, means, stds, refs = [], [], [], []
+        xs, means, refs, intervals, points = [], [], [], [], []
         for i, model in enumerate(models):
             x = i + (j - (len(modes) - 1) / 2) * width
             pick = by_cell.get((model, mode))
             if pick is not None:
                 xs.append(x)
                 means.append(100 * pick["test_mean"])
-                stds.append(0.0 if math.isnan(pick["test_std"]) else 100 * pick["test_std"])
+                if pick["n"] >= 2:
+                    intervals.append((x, 100 * pick["test_mean"], 100 * pick["test_ci"]))
+                seeds = runs[(runs["name"] == names[(model, mode)]) & (runs["lr"] == pick["lr"])
+                             & (runs["status"] == "finished") & runs["test_error"].notna()]
+                points += [(x, 100 * float(e)) for e in seeds["test_error"]]
             else:
                 axes.text(x, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=7,
                           color="0.5")
             match = table3[(table3["model"] == model) & (table3["downsample"] == mode)]
             if paper and len(match):
                 refs.append((x, float(match["error"].iloc[0])))
-        axes.bar(xs, means, width=width * 0.9, yerr=stds, capsize=3, label=mode,
-                 color=COLORS.get(mode, "0.6"))
+        axes.bar(xs, means, width=width * 0.9, label=mode, color=COLORS.get(mode, "0.6"))
+        if intervals:
+            axes.errorbar([c[0] for c in intervals], [c[1] for c in intervals],
+                          yerr=[c[2] for c in intervals], fmt="none", ecolor="black", capsize=3,
+                          zorder=3)
+        if points:
+            axes.scatter([p[0] for p in points], [p[1] for p in points], s=9, color="0.15",
+                         zorder=4, label=seed_label)
+            seed_label = None
         if refs:
             axes.scatter([r[0] for r in refs], [r[1] for r in refs], marker="_", s=200,
                          color="black", zorder=3, label="paper" if j == 0 else None)
     axes.set_xticks(range(len(models)), [f"Model {m}" for m in models])
-    axes.set_ylabel("test error % (mean ± std over seeds)")
+    axes.set_ylabel("test error % (mean, 95 % CI where n ≥ 2, seeds)")
     axes.set_title(title, fontsize=10)
     axes.legend(fontsize=8, ncols=2)
     figure.tight_layout()

@@ -30,13 +30,14 @@ from typing import Any
 import pandas as pd
 
 from ablate import records
+from ablate.report import per_example
 
 METRICS = ("test_error", "val_error", "train_error", "train_loss", "val_loss", "test_loss")
 COLUMNS = (
     "source", "path", "sweep", "wandb_id", "cell_id", "name", *records.CELL_AXES, "lr", "seed",
     "status", *METRICS, "params", "epochs", "wall_seconds",
     "started_at", "ended_at", "protocol", "protocol_spec", "cell", "error", "history",
-    "superseded",
+    "superseded", "test_fingerprint", "correct",
 )
 RUNNING = "running"
 
@@ -284,7 +285,9 @@ def load_records(paths: Sequence[Path], issues: Issues) -> list[tuple[Path, dict
             record = records.read_record(path)
             if not isinstance(record.get("cell"), Mapping):
                 raise records.RecordError(f"{path}: 'cell' is not an object")
-            loaded.append((path, row_from_record(record, path)))
+            row = row_from_record(record, path)
+            row.update(per_example.row_fields(record, path, issues, _display(path)))
+            loaded.append((path, row))
         except (records.RecordError, KeyError, TypeError, AttributeError, ValueError) as error:
             text = str(error).splitlines()[0] if str(error) else type(error).__name__
             text = text.removeprefix(f"{path}: ")  # RecordError names the path already

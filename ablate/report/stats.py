@@ -2,7 +2,8 @@
 
 A *group* is one (protocol, dataset, augmentation): the runs that one Table 3 layout compares.
 Within a group, each model's learning rate is chosen on mean validation error over its seeds,
-as the paper did; its test error is then the mean and sample std over the seeds at that lr.
+as the paper did; its test error is then the mean over the seeds at that lr, with the sample
+std and the half-width of the 95 % t interval (``evidence.summarize``).
 A learning rate at which any run failed or diverged is only chosen when no lr is free of
 failures (the table still counts every failed and diverged run).
 """
@@ -14,12 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.report import reference
+from ablate.report import evidence, reference
 from ablate.report.load import RUNNING
 
 GROUP = ["protocol", "dataset", "augmentation"]
-STAT_COLUMNS = ["name", "lr", "n", "val_mean", "test_mean", "test_std", "failed", "diverged",
-                "running"]
+STAT_COLUMNS = ["name", "lr", "n", "val_mean", "test_mean", "test_std", "test_ci", "failed",
+                "diverged", "running"]
 
 
 def current(frame: pd.DataFrame) -> pd.DataFrame:
@@ -52,6 +53,7 @@ def lr_stats(runs: pd.DataFrame) -> pd.DataFrame:
             "val_mean": float(done["val_error"].mean()) if n else math.nan,
             "test_mean": float(done["test_error"].mean()) if n else math.nan,
             "test_std": float(done["test_error"].std(ddof=1)) if n > 1 else math.nan,
+            "test_ci": evidence.summarize(done["test_error"]).half_width,
             "failed": int(((cell["status"] == "failed")
                            | ((cell["status"] == "finished") & cell["test_error"].isna())).sum()),
             "diverged": int((cell["status"] == "diverged").sum()),

@@ -1,12 +1,15 @@
 """DataFrame of runs -> ``reports/tables.md``: pure functions, no I/O, no clock.
 
 The same runs always give the same bytes: rows and columns in fixed orders, fixed float
-formats, no timestamps. Errors are shown in %, two decimals; ``mean ± std`` is over seeds (the
-sample std, ddof 1), with ``n`` the number of finished seeds.
+formats, no timestamps. Errors are shown in %, two decimals; ``mean ± CI`` is over seeds (the
+half-width of the 95 % Student-t interval; none for one seed), with ``n`` the number of
+finished seeds. The evidence sections (Claims first, per-seed detail, instability, paired
+comparisons) are rendered by ``evidence_tables``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -14,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.report import reference, stats
+from ablate.report import claims, evidence_tables, per_example, reference, stats
 from ablate.report.load import COLUMNS, INFO, PROTOCOL_KEYS, RUNNING, Issues
 
 PAPER_DATASET, PAPER_AUGMENTATION = "cifar10", "none"
@@ -40,9 +43,10 @@ def lr_text(value: Any) -> str:
         float(value), "g")
 
 
-def mean_std(chosen: Mapping[str, Any]) -> str:
+def mean_ci(chosen: Mapping[str, Any]) -> str:
+    """``mean ± half-width of the 95 % t interval``; the mean alone for one seed."""
     if chosen["n"] > 1:
-        return f"{pct(chosen['test_mean'])} ± {pct(chosen['test_std'])}"
+        return f"{pct(chosen['test_mean'])} ± {pct(chosen['test_ci'])}"
     return pct(chosen["test_mean"])
 
 
@@ -118,7 +122,7 @@ def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
     chosen = stats.selected(runs)
     paper = reference.table3().set_index("name")
     comparable = (dataset, augmentation) == (PAPER_DATASET, PAPER_AUGMENTATION)
-    header = ["model", "lr (by val)", "val error %", "test error % (mean ± std)", "n", "failed",
+    header = ["model", "lr (by val)", "val error %", "test error % (mean ± 95 % CI)", "n", "failed",
               "diverged", *(["running"] if show_running else []), "paper % (CIFAR-10)",
               "difference", "params", "paper params (exact)", "paper params (printed)"]
     rows = []
@@ -131,7 +135,7 @@ def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
                     if mine["failed"] + mine["diverged"] else "running")
             lr, val, n, diff = "–", "–", 0, "–"
         else:
-            test, lr, val, n = mean_std(pick), lr_text(pick["lr"]), pct(pick["val_mean"]), pick[
+            test, lr, val, n = mean_ci(pick), lr_text(pick["lr"]), pct(pick["val_mean"]), pick[
                 "n"]
             diff = "n/a" if ref is None else (
                 signed(100 * pick["test_mean"] - ref["error"]) if comparable else "n/a")
@@ -208,13 +212,13 @@ def pivot_section(runs: pd.DataFrame) -> str:
                 bad = mine["failed"] + mine["diverged"]
                 row.append(f"no finished run ({bad} failed/diverged)" if bad else "running")
             else:
-                row.append(f"{mean_std(mine['chosen'])} ({mine['chosen']['n']})")
+                row.append(f"{mean_ci(mine['chosen'])} (n = {mine['chosen']['n']})")
         rows.append(row)
     return "\n".join([
         "#### Model x downsampling",
         "",
-        "Test error % (mean ± std over seeds, n) at each model's chosen lr; pool = Model X, "
-        "stride = Strided-CNN-X, convpool = ConvPool-CNN-X, conv = All-CNN-X.",
+        "Test error % (mean ± 95 % t interval over seeds, n) at each model's chosen lr; "
+        "pool = Model X, stride = Strided-CNN-X, convpool = ConvPool-CNN-X, conv = All-CNN-X.",
         "",
         table(["model", *modes], rows),
     ])
@@ -236,7 +240,7 @@ def augmentation_section(frame: pd.DataFrame, protocol: str, dataset: str,
             diff = (signed(100 * pick["test_mean"] - ref["error"])
                     if pick is not None and ref is not None else "–")
             rows.append([name, aug, lr_text(pick["lr"]) if pick else "–",
-                         mean_std(pick) if pick else ("missing" if not mine else "no finished run"),
+                         mean_ci(pick) if pick else ("missing" if not mine else "no finished run"),
                          pick["n"] if pick else 0, mine["failed"] if mine else 0,
                          mine["diverged"] if mine else 0,
                          f"{ref['error']:.2f}" if ref is not None else "–", diff])
@@ -269,7 +273,7 @@ def cifar100_section(frame: pd.DataFrame, protocol: str) -> str:
         p100 = c100[name]["chosen"]
         p10 = c10.get(name, {}).get("chosen") if name in c10 else None
         rows.append([
-            name, mean_std(p10) if p10 else "missing", mean_std(p100) if p100 else
+            name, mean_ci(p10) if p10 else "missing", mean_ci(p100) if p100 else
             "no finished run", p100["n"] if p100 else 0,
             c100[name]["failed"], c100[name]["diverged"],
             f"{ref10['error']:.2f}" if ref10 is not None else "–",
@@ -284,7 +288,8 @@ def cifar100_section(frame: pd.DataFrame, protocol: str) -> str:
 
 
 def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
-                     figure_links: FigureLinks, show_running: bool) -> str:
+                     figure_links: FigureLinks, show_running: bool,
+                     stalled_margin: float) -> str:
     runs = stats.current(frame)
     mine = runs[runs["protocol"] == protocol]
     spec = json.loads(mine["protocol_spec"].dropna().iloc[0])
@@ -305,7 +310,9 @@ def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
         group = stats.runs_of(frame, protocol, dataset, augmentation)
         parts += ["", f"### {dataset}, augmentation {augmentation}", "",
                   table3_section(group, dataset, augmentation, show_running), "",
-                  lr_section(group), "", pivot_section(group)]
+                  lr_section(group), "", pivot_section(group), "",
+                  evidence_tables.seeds_section(group), "",
+                  evidence_tables.instability_section(group, stalled_margin)]
         for title, link in figure_links.get((protocol, dataset, augmentation), ()):
             parts += ["", f"![{title}]({link})"]
     datasets = sorted({d for _, d, _ in keys})
@@ -326,12 +333,21 @@ def render(frame: pd.DataFrame, issues: Issues, sources: Sequence[str] = (),
     if missing:
         raise ValueError(f"not a runs DataFrame: columns {missing} missing")
     command = "python -m ablate.report " + " ".join(sources)
+    # The comparisons add their own warnings (test sets that differ): to a copy, so that
+    # rendering twice never counts a warning twice.
+    issues = copy.deepcopy(issues)
+    outcomes, comparisons, refused = evidence_tables.analyse(frame)
+    for message in sorted(refused):
+        issues.add(per_example.TEST_SETS_DIFFER, message)
+    settings = claims.settings()
     parts = [
         "# All-CNN pooling ablation: results beside the paper",
         "",
         f"Generated by `{command.strip()}`; do not edit, regenerate. Errors are test errors "
-        "in %, mean ± sample std over seeds, at the learning rate chosen per model by "
-        "validation error. Paper: " + reference.source(),
+        "in %, mean ± the half-width of the 95 % Student-t interval over seeds (n), at the "
+        "learning rate chosen per model by validation error. Paper: " + reference.source(),
+        "",
+        evidence_tables.claims_section(outcomes, settings),
         "",
         inputs_section(frame, issues, sources),
         "",
@@ -343,7 +359,9 @@ def render(frame: pd.DataFrame, issues: Issues, sources: Sequence[str] = (),
     show_running = bool((runs["status"] == RUNNING).any())
     for index, protocol in enumerate(protocols, start=1):
         parts += ["", protocol_section(frame, protocol, index, len(protocols),
-                                       figure_links or {}, show_running)]
+                                       figure_links or {}, show_running,
+                                       settings.stalled_margin)]
     if not protocols:
         parts += ["", "No runs with a readable config were found."]
+    parts += ["", comparisons]
     return "\n".join(parts) + "\n"

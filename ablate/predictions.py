@@ -1,0 +1,131 @@
+"""Per-example test predictions: one ``predictions.npz`` beside a run's ``result.json``.
+
+The run side writes it with :func:`write_predictions` and stores the returned entry in the
+record under ``"predictions"``; the report side reads it back with :func:`read_predictions`.
+One implementation for both sides, so the checksum and the test-set fingerprint can never be
+computed two ways. Like :mod:`ablate.records`, numpy only: no torch, the report imports it.
+
+The file holds ``predicted`` (int64, [N]), ``logits`` (float16, [N, K]: half the bytes of
+float32, and enough to re-rank or calibrate later) and ``labels`` (int64, [N]). The entry names
+the file, the SHA-256 of its bytes (a truncated or replaced file is caught before use) and the
+test-set fingerprint (two runs are compared example by example only when they saw the same
+test examples in the same order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ablate.records import write_atomic
+
+PREDICTIONS_FILE = "predictions.npz"
+ARRAYS = {"predicted": (np.int64, 1), "logits": (np.float16, 2), "labels": (np.int64, 1)}
+
+
+class PredictionsError(ValueError):
+    """A predictions file that cannot be trusted (missing, truncated, altered, malformed)."""
+
+
+@dataclass(frozen=True)
+class Predictions:
+    predicted: np.ndarray
+    logits: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Per-example correctness: what McNemar's test pairs between two runs."""
+        return self.predicted == self.labels
+
+
+def fingerprint(labels: np.ndarray) -> str:
+    """SHA-256 of the labels as little-endian int64 bytes, in order.
+
+    Two runs with equal fingerprints saw test sets with the same labels in the same order, the
+    precondition for pairing their predictions example by example. The dtype and byte order are
+    fixed so that the same labels give the same hex on every machine.
+    """
+    array = np.asarray(labels)
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise PredictionsError(
+            f"labels must be a 1-d integer array, got shape {array.shape} dtype {array.dtype}; "
+            "pass the test labels in the order the predictions were made")
+    return hashlib.sha256(array.astype("<i8").tobytes()).hexdigest()
+
+
+def _checked(name: str, value: Any, n: int | None) -> np.ndarray:
+    dtype, ndim = ARRAYS[name]
+    array = np.asarray(value)
+    if array.ndim != ndim:
+        raise PredictionsError(f"{name} has {array.ndim} dimensions, expected {ndim} "
+                               f"({'[N]' if ndim == 1 else '[N, K]'})")
+    if n is not None and len(array) != n:
+        raise PredictionsError(f"{name} has {len(array)} rows but labels has {n}; "
+                               "all three arrays describe the same test examples")
+    return array.astype(dtype)
+
+
+def write_predictions(directory: str | os.PathLike[str], predicted: Any, logits: Any,
+                      labels: Any) -> dict[str, str]:
+    """Write ``predictions.npz`` atomically; return the record's ``"predictions"`` entry."""
+    labels_array = _checked("labels", labels, None)
+    arrays = {"predicted": _checked("predicted", predicted, len(labels_array)),
+              "logits": _checked("logits", logits, len(labels_array)),
+              "labels": labels_array}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    payload = buffer.getvalue()
+    write_atomic(Path(directory) / PREDICTIONS_FILE, payload)
+    return {"file": PREDICTIONS_FILE, "sha256": hashlib.sha256(payload).hexdigest(),
+            "test_fingerprint": fingerprint(labels_array)}
+
+
+def read_predictions(directory: str | os.PathLike[str], entry: Any) -> Predictions:
+    """The predictions a record's entry names, after checking checksum, arrays and fingerprint.
+
+    Every problem raises :class:`PredictionsError` saying what is wrong, so the report can
+    mark that run "n/a (no predictions)" and carry on.
+    """
+    if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) for k in ("file", "sha256", "test_fingerprint")):
+        raise PredictionsError(f"predictions entry {entry!r} is malformed; expected "
+                               "{'file': ..., 'sha256': ..., 'test_fingerprint': ...}")
+    name = entry["file"]
+    if Path(name).name != name:
+        raise PredictionsError(f"predictions file {name!r} must be a plain file name beside "
+                               "result.json")
+    path = Path(directory) / name
+    try:
+        payload = path.read_bytes()
+    except OSError as error:
+        raise PredictionsError(f"{name} cannot be read ({error.strerror or error})") from error
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != entry["sha256"]:
+        raise PredictionsError(f"{name} has sha256 {digest[:12]}…, the record says "
+                               f"{entry['sha256'][:12]}… (truncated or replaced after the run)")
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as data:
+            missing = sorted(set(ARRAYS) - set(data.files))
+            if missing:
+                raise PredictionsError(f"{name} lacks {', '.join(missing)}; expected "
+                                       f"{', '.join(ARRAYS)}")
+            labels = _checked("labels", data["labels"], None)
+            predictions = Predictions(_checked("predicted", data["predicted"], len(labels)),
+                                      _checked("logits", data["logits"], len(labels)), labels)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        if isinstance(error, PredictionsError):
+            raise
+        raise PredictionsError(f"{name} is not a readable .npz ({error})") from error
+    actual = fingerprint(predictions.labels)
+    if actual != entry["test_fingerprint"]:
+        raise PredictionsError(f"{name}: labels have fingerprint {actual[:12]}…, the record says "
+                               f"{entry['test_fingerprint'][:12]}…")
+    return predictions

@@ -1,0 +1,200 @@
+"""The paper's claims (``claims.yaml``) judged on the runs at hand.
+
+A claim is data: an axis, two values of it (A and B), the runs it is about (``where``) and what
+the paper expects (``lower``, ``higher``, ``no_worse``; the rules are written beside them in
+``claims.yaml``). Each context of runs that has both sides gives one line of evidence, with
+the numbers behind it and a note when those runs are not the paper's setting. Holm's
+correction runs over every line of the Claims table, as it does within every other table.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from ablate.report import compare, evidence
+
+CLAIMS_FILE = "claims.yaml"
+EXPECTATIONS = ("lower", "higher", "no_worse")
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+NOT_TESTED = "not tested (no runs)"
+
+
+class ClaimsError(ValueError):
+    """A claims file that does not follow the schema documented in ``claims.yaml``."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: str
+    alpha: float
+    stalled_margin: float
+    paper_setting: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    statement: str
+    cites: str
+    axis: str
+    a: str
+    b: str
+    expect: str
+    where: dict[str, Any] = field(default_factory=dict)
+    margin: float | None = None
+
+
+def _require(entry: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in entry:
+        raise ClaimsError(f"{where} lacks {key!r}; every claim needs id, statement, cites, axis, "
+                          f"a, b and expect (see the comments in {CLAIMS_FILE})")
+    return entry[key]
+
+
+def _expand(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``for_each: {model: [A, B, C]}`` -> one claim per value, ``{model}`` filled in."""
+    loops = entry.get("for_each") or {}
+    if not isinstance(loops, Mapping) or len(loops) > 1:
+        raise ClaimsError(f"claim {entry.get('id')!r}: for_each {loops!r} must map one key to a "
+                          "list of values, e.g. {model: [A, B, C]}")
+    base = {k: v for k, v in entry.items() if k != "for_each"}
+    if not loops:
+        return [base]
+    [(key, values)] = loops.items()
+    expanded = []
+    for value in values:
+        claim = {k: v.replace("{" + key + "}", str(value)) if isinstance(v, str) else v
+                 for k, v in base.items()}
+        claim["id"] = f"{base.get('id')}-{value}"
+        claim["where"] = {**dict(base.get("where") or {}), key: value}
+        expanded.append(claim)
+    return expanded
+
+
+def parse(data: Any) -> tuple[Settings, list[Claim]]:
+    """Settings and claims from the parsed YAML, each problem named with its fix."""
+    if not isinstance(data, Mapping):
+        raise ClaimsError(f"{CLAIMS_FILE} must hold a mapping with source, alpha, "
+                          "stalled_margin, paper_setting and claims")
+    for key in ("source", "alpha", "stalled_margin", "paper_setting", "claims"):
+        _require(data, key, CLAIMS_FILE)
+    settings = Settings(str(data["source"]), float(data["alpha"]),
+                        float(data["stalled_margin"]), dict(data["paper_setting"]))
+    if not 0 < settings.alpha < 1 or not 0 <= settings.stalled_margin < 1:
+        raise ClaimsError(f"alpha {settings.alpha} and stalled_margin {settings.stalled_margin} "
+                          "must be fractions (e.g. 0.05 and 0.02)")
+    claims = []
+    for entry in data["claims"]:
+        for item in _expand(entry):
+            where = f"claim {item.get('id')!r}"
+            expect = _require(item, "expect", where)
+            if expect not in EXPECTATIONS:
+                raise ClaimsError(f"{where}: expect {expect!r} is not one of {EXPECTATIONS}")
+            if _require(item, "axis", where) in compare.NOT_AXES:
+                raise ClaimsError(f"{where}: axis {item['axis']!r} cannot be compared along "
+                                  f"(none of {compare.NOT_AXES}); use a swept key such as "
+                                  "downsample, augmentation or init")
+            margin = item.get("margin")
+            if expect == "no_worse" and margin is None:
+                raise ClaimsError(f"{where}: expect no_worse needs a margin (the error, as a "
+                                  "fraction, by which A may be worse), e.g. margin: 0.005")
+            claims.append(Claim(
+                id=str(_require(item, "id", where)), statement=str(_require(item, "statement",
+                                                                            where)),
+                cites=str(_require(item, "cites", where)), axis=str(_require(item, "axis", where)),
+                a=compare.text(_require(item, "a", where)),
+                b=compare.text(_require(item, "b", where)), expect=expect,
+                where=dict(item.get("where") or {}),
+                margin=None if margin is None else float(margin)))
+    ids = [c.id for c in claims]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ClaimsError(f"claim ids {duplicates} appear twice; give each claim its own id")
+    return settings, claims
+
+
+@functools.lru_cache(maxsize=1)
+def packaged() -> tuple[Settings, list[Claim]]:
+    """The claims and settings shipped with the package."""
+    text = importlib.resources.files("ablate.report").joinpath(CLAIMS_FILE).read_text("utf-8")
+    return parse(yaml.safe_load(text))
+
+
+def settings() -> Settings:
+    return packaged()[0]
+
+
+@dataclass
+class Outcome:
+    claim: Claim
+    comparison: compare.Comparison | None
+    result: str = NOT_TESTED
+    p_adjusted: float | None = None
+    note: str = ""
+
+
+def judge(claim: Claim, comparison: compare.Comparison, p_adjusted: float | None,
+          alpha: float) -> str:
+    """supported / contradicted / inconclusive by the claim's rule (see ``claims.yaml``)."""
+    result = comparison.paired
+    if result.n == 0:
+        return f"{INCONCLUSIVE} (no seed finished on both sides)"
+    if result.n < 2:
+        return f"{INCONCLUSIVE} ({evidence.ONE_SEED})"
+    if claim.expect == "no_worse":
+        if result.ci_high < claim.margin:
+            return SUPPORTED
+        if result.ci_low > claim.margin:
+            return CONTRADICTED
+        return INCONCLUSIVE
+    if p_adjusted is None or p_adjusted >= alpha or result.mean_diff == 0:
+        return INCONCLUSIVE
+    a_lower = result.mean_diff < 0
+    return SUPPORTED if a_lower == (claim.expect == "lower") else CONTRADICTED
+
+
+def _same(actual: Any, expected: Any) -> bool:
+    try:
+        return math.isclose(float(actual), float(expected))
+    except (TypeError, ValueError):
+        return str(actual) == str(expected)
+
+
+def setting_note(claim: Claim, comparison: compare.Comparison, paper: Mapping[str, Any]) -> str:
+    """How these runs differ from the paper's setting (the claim's own axis aside)."""
+    differences = [f"{key} {compare.text(comparison.setting[key])} (paper: {expected})"
+                   for key, expected in paper.items()
+                   if key != claim.axis and key in comparison.setting
+                   and not _same(comparison.setting[key], expected)]
+    return "not the paper's setting: " + ", ".join(differences) if differences else ""
+
+
+def evaluate(frame: pd.DataFrame, claims: Sequence[Claim], config: Settings,
+             warnings: set[str]) -> list[Outcome]:
+    """One outcome per claim and context with runs; a claim with none is "not tested"."""
+    outcomes = []
+    for claim in claims:
+        found = [c for c in compare.contexts(frame, claim.axis)
+                 if c.matches(claim.where) and claim.a in c.sides and claim.b in c.sides]
+        if not found:
+            outcomes.append(Outcome(claim, None))
+        for context in found:
+            comparison = compare.compare(
+                claim.axis, context.cell, compare.side(claim.a, context.sides[claim.a]),
+                compare.side(claim.b, context.sides[claim.b]), warnings)
+            outcomes.append(Outcome(claim, comparison,
+                                    note=setting_note(claim, comparison, config.paper_setting)))
+    tested = [o for o in outcomes if o.comparison is not None]
+    adjusted = evidence.holm([o.comparison.paired.t_p for o in tested])
+    for outcome, p in zip(tested, adjusted, strict=True):
+        outcome.p_adjusted = p
+        outcome.result = judge(outcome.claim, outcome.comparison, p, config.alpha)
+    return outcomes

@@ -1,0 +1,239 @@
+"""Paired comparisons along any swept axis, among runs that are otherwise identical.
+
+For an axis (``downsample``, ``init``, ``augmentation``, any key a sweep varied), two runs
+belong to one *context* when everything but that axis, the seed and the lr is the same: every
+other key of their cells and every protocol key (``load.PROTOCOL_KEYS``) except those the axis
+itself sets. So ``init=xavier,kaiming``, which lands in two protocol sections of the tables, is
+still compared: its protocol keys are left out of the grouping along ``init`` only.
+
+Within a context, each side (one value of the axis) gets its own lr, chosen on validation error
+by ``stats.choose_lr`` exactly as the tables choose it; the two sides are then paired by seed
+and compared with :mod:`ablate.report.evidence`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ablate import records
+from ablate.report import evidence, per_example, reference, stats
+from ablate.report.load import RUNNING
+
+# Never compared along: seed pairs the runs, lr is chosen per side on validation error, and
+# runs on different datasets have different test sets (and chance levels) to be paired on.
+NOT_AXES = ("seed", "lr", "dataset")
+# Overrides that cannot change a result (how a run is shown, logged or launched): they are in
+# a run's cell when typed on the command line, but never split a context nor form an axis.
+IGNORED_KEYS = (*records.PRESENTATION_KEYS, *records.CONTROL_KEYS)
+# Left out of a table's grouping: each per-model table lists its variants as rows.
+ROW_KEYS = ("downsample",)
+
+
+def text(value: Any) -> str:
+    """A cell value as the report shows it (and groups on it)."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def value_order(axis: str, values: Iterable[str]) -> list[str]:
+    """The paper's order where it has one, numbers numerically, anything else alphabetically."""
+    values = set(values)
+    known = {"downsample": reference.DOWNSAMPLES, "model": reference.MODELS,
+             "augmentation": ("none", "flip_translate", "large")}.get(axis, ())
+    first = [v for v in known if v in values]
+
+    def key(value: str) -> tuple[int, float, str]:
+        try:
+            return 0, float(value), value
+        except ValueError:
+            return 1, 0.0, value
+
+    return first + sorted(values - set(first), key=key)
+
+
+def _related(protocol_key: str, axis: str) -> bool:
+    """Whether setting ``axis`` changes ``protocol_key`` (``optimizer.momentum`` changes
+    ``optimizer``; ``dataset`` changes ``dataset.image_size``)."""
+    return (protocol_key == axis or protocol_key.startswith(axis + ".")
+            or axis.startswith(protocol_key + "."))
+
+
+def comparable_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Runs that count and have a config: not superseded, not running."""
+    runs = stats.current(frame)
+    return runs[(runs["status"] != RUNNING) & runs["protocol_spec"].notna()
+                & runs["cell"].notna()]
+
+
+def _parsed(runs: pd.DataFrame) -> list[tuple[Any, dict[str, Any], dict[str, Any]]]:
+    return [(index, json.loads(cell), json.loads(spec))
+            for index, cell, spec in zip(runs.index, runs["cell"], runs["protocol_spec"],
+                                         strict=True)]
+
+
+@dataclass
+class Context:
+    """The runs of one context along one axis, split by the axis' value."""
+
+    axis: str
+    cell: dict[str, str]  # the context's cell keys (axis, seed and lr left out)
+    sides: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def matches(self, where: Mapping[str, Any]) -> bool:
+        return all(self.cell.get(k) == text(v) for k, v in where.items())
+
+
+def contexts(frame: pd.DataFrame, axis: str) -> list[Context]:
+    """Every context with runs along ``axis``, in a fixed order."""
+    runs = comparable_runs(frame)
+    grouped: dict[str, tuple[dict[str, str], dict[str, list[Any]]]] = {}
+    for index, cell, spec in _parsed(runs):
+        if axis not in cell:
+            continue
+        keyed = {k: text(v) for k, v in cell.items()
+                 if k not in (axis, "seed", "lr", *IGNORED_KEYS)}
+        protocol = {k: v for k, v in spec.items() if not _related(k, axis)}
+        key = json.dumps([keyed, protocol], sort_keys=True)
+        grouped.setdefault(key, (keyed, {}))[1].setdefault(text(cell[axis]), []).append(index)
+    found = []
+    for key in sorted(grouped):
+        keyed, by_value = grouped[key]
+        context = Context(axis, keyed)
+        for value in value_order(axis, by_value):
+            context.sides[value] = runs.loc[by_value[value]]
+        found.append(context)
+    return found
+
+
+def axes(frame: pd.DataFrame) -> list[str]:
+    """Cell keys with two or more values within some context: ``downsample`` first."""
+    keys = sorted({k for _, cell, _ in _parsed(comparable_runs(frame)) for k in cell}
+                  - set(NOT_AXES) - set(IGNORED_KEYS))
+    found = [k for k in keys if any(len(c.sides) > 1 for c in contexts(frame, k))]
+    return sorted(found, key=lambda k: (k != "downsample", k))
+
+
+@dataclass
+class Side:
+    value: str
+    name: str
+    lr: float | None
+    by_seed: dict[Any, pd.Series]  # finished runs at the chosen lr
+    protocols: tuple[str, ...]
+
+
+@dataclass
+class Comparison:
+    axis: str
+    cell: dict[str, str]
+    a: Side
+    b: Side
+    seeds: list[Any]
+    paired: evidence.Paired
+    mcnemar: evidence.McNemar | None
+    mcnemar_seeds: int  # seed pairs the McNemar test used
+    mcnemar_note: str | None  # why there is none (or why some seeds are missing)
+    setting: dict[str, Any]  # cell + protocol of a run of side A: for notes on the setting
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+
+def side(value: str, runs: pd.DataFrame) -> Side:
+    """One side at its own validation-chosen lr."""
+    chosen = stats.choose_lr(stats.lr_stats(runs))
+    name = str(runs["name"].dropna().iloc[0]) if runs["name"].notna().any() else value
+    protocols = tuple(sorted({str(p) for p in runs["protocol"].dropna()}))
+    if chosen is None:
+        return Side(value, name, None, {}, protocols)
+    at_lr = runs[(runs["lr"] == chosen["lr"]) & (runs["status"] == "finished")
+                 & runs["test_error"].notna()]
+    by_seed = {row["seed"]: row for _, row in at_lr.sort_values("seed", kind="stable").iterrows()}
+    return Side(value, name, float(chosen["lr"]), by_seed, protocols)
+
+
+def _refusal(axis: str, cell: Mapping[str, str], seed: Any, runs: dict[str, pd.Series]) -> str:
+    """One message per seed pair, whichever side a claim or a table calls A."""
+    (first, run_1), (second, run_2) = [(v, runs[v]) for v in value_order(axis, runs)]
+    where = ", ".join(f"{k} {v}" for k, v in sorted(cell.items()))
+    return (f"{axis} {first} vs {second} ({where}), seed {seed}: {run_1['path']} has test set "
+            f"{run_1['test_fingerprint']}, {run_2['path']} has {run_2['test_fingerprint']}; "
+            "McNemar refused for this pair (compare runs made on the same test split)")
+
+
+def compare(axis: str, cell: Mapping[str, str], a: Side, b: Side,
+            warnings: set[str]) -> Comparison:
+    """A minus B, paired by seed; McNemar on the seed pairs that share a test set.
+
+    A seed pair whose fingerprints differ is refused for McNemar and named in ``warnings``
+    (both fingerprints in full); a pair where either run has no usable predictions is "n/a".
+    """
+    seeds = sorted(set(a.by_seed) & set(b.by_seed), key=lambda s: (str(type(s)), s))
+    result = evidence.paired([a.by_seed[s]["test_error"] for s in seeds],
+                             [b.by_seed[s]["test_error"] for s in seeds])
+    pairs, missing, differ = [], 0, 0
+    for seed in seeds:
+        run_a, run_b = a.by_seed[seed], b.by_seed[seed]
+        correct_a, correct_b = run_a.get("correct"), run_b.get("correct")
+        if not isinstance(correct_a, np.ndarray) or not isinstance(correct_b, np.ndarray):
+            missing += 1
+        elif run_a["test_fingerprint"] != run_b["test_fingerprint"]:
+            differ += 1
+            warnings.add(_refusal(axis, cell, seed, {a.value: run_a, b.value: run_b}))
+        else:
+            pairs.append(evidence.discordant(correct_a, correct_b))
+    mcnemar, note = None, None
+    if len(seeds) < 2:
+        note = evidence.ONE_SEED if seeds else None
+    elif pairs:
+        mcnemar = evidence.mcnemar_pooled(pairs)
+        if len(pairs) < len(seeds):
+            note = f"{len(pairs)} of {len(seeds)} seeds"
+    else:
+        note = "n/a (test sets differ)" if differ else per_example.NA
+    first = next(iter(a.by_seed.values()), None)
+    setting = {} if first is None else {**json.loads(first["protocol_spec"]),
+                                        **json.loads(first["cell"])}
+    return Comparison(axis, dict(cell), a, b, seeds, result, mcnemar, len(pairs), note, setting)
+
+
+def comparisons(context: Context, warnings: set[str]) -> list[Comparison]:
+    """Every pair of values in a context, each once, A before B in ``value_order``."""
+    sides = {value: side(value, runs) for value, runs in context.sides.items()}
+    return [compare(context.axis, context.cell, sides[a], sides[b], warnings)
+            for a, b in combinations(list(sides), 2)]
+
+
+def table_key(context: Context) -> str:
+    """Contexts that share one table (and one Holm family): equal but for ``ROW_KEYS``."""
+    return json.dumps({k: v for k, v in context.cell.items() if k not in ROW_KEYS},
+                      sort_keys=True)
+
+
+def tables(frame: pd.DataFrame, axis: str,
+           warnings: set[str]) -> list[tuple[dict[str, str], list[Comparison]]]:
+    """Comparison tables along ``axis``: one per model and setting, rows in a fixed order."""
+    grouped: dict[str, list[Comparison]] = {}
+    cells: dict[str, dict[str, str]] = {}
+    for context in contexts(frame, axis):
+        if len(context.sides) < 2:
+            continue
+        key = table_key(context)
+        cells[key] = {k: v for k, v in context.cell.items() if k not in ROW_KEYS}
+        grouped.setdefault(key, []).extend(comparisons(context, warnings))
+    models = {m: i for i, m in enumerate(reference.MODELS)}
+    keys = sorted(grouped, key=lambda k: (models.get(cells[k].get("model", ""), len(models)), k))
+
+    def row_rank(comparison: Comparison) -> tuple[int, str]:
+        mode = comparison.cell.get("downsample", "")
+        ranks = reference.DOWNSAMPLES
+        return (ranks.index(mode) if mode in ranks else len(ranks), mode)
+
+    return [(cells[key], sorted(grouped[key], key=row_rank)) for key in keys]

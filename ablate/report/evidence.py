@@ -1,0 +1,180 @@
+"""The statistics behind every claim the report makes, computed by scipy and statsmodels.
+
+Pure functions of numbers: no DataFrames, no files. Errors are fractions; a *difference* is
+always side A minus side B, so a negative difference means A has the lower error.
+
+Choices, stated once (the README quotes them):
+
+- A cell's uncertainty is the 95 % Student-t interval of the mean over seeds,
+  ``mean ± t(0.975, n-1) · s / sqrt(n)`` with the sample std ``s``. One seed gives no interval.
+- Two sides are paired by seed. The verdict rests on the paired t-test of the per-seed errors
+  (seed-to-seed variation is the noise a rerun would see), Holm-adjusted within its table.
+  The Wilcoxon signed-rank test is shown from n = 6 on: below that its smallest two-sided p
+  (2/2^n) cannot reach 0.05, so it could only ever say "no difference".
+- McNemar's exact test uses the per-example predictions of each seed pair: b = examples only
+  A got right, c = examples only B got right; p = two-sided binomial(b, b + c, 1/2). Across
+  seeds the discordant counts are summed and one exact test is run on the totals (a
+  Mantel-Haenszel-style pooling over the seed strata). Summing keeps the direction: a seed
+  where A wins and one where B wins cancel, where Fisher's or Stouffer's combination of
+  two-sided p-values would add them up. Caveat: the seeds reuse one test set, so the totals
+  are not independent trials; the pooled p speaks for these trained networks on this test
+  set, not for a rerun with new seeds. That is why the verdict uses the paired t-test.
+- One seed: no interval, no test, no p-value at all, verdict "one seed: no claim".
+- The same non-zero difference on every seed: no t-test (zero spread), verdict says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
+
+CONFIDENCE = 0.95
+ALPHA = 0.05
+WILCOXON_MIN_N = 6
+ONE_SEED = "one seed: no claim"
+A_BETTER, B_BETTER = "A better", "B better"
+# Every seed differs by exactly the same amount (errors on a small test set are multiples of
+# 1/N): the t statistic is undefined, and "no detectable difference" would misstate it.
+NO_TEST = "no test: the same difference on every seed"
+
+
+def no_difference(n: int) -> str:
+    return f"no detectable difference at n = {n}"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One cell over its seeds."""
+
+    n: int
+    mean: float
+    std: float  # sample std (ddof 1); nan for n < 2
+    ci_low: float  # nan for n < 2
+    ci_high: float
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci_high - self.ci_low) / 2
+
+
+def t_interval(mean: float, std: float, n: int,
+               confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Student-t interval of a mean; (nan, nan) below two values, (mean, mean) for zero spread."""
+    if n < 2:
+        return math.nan, math.nan
+    if std == 0:
+        return mean, mean
+    low, high = scipy_stats.t.interval(confidence, n - 1, loc=mean, scale=std / math.sqrt(n))
+    return float(low), float(high)
+
+
+def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
+    """n, mean, sample std and t interval of a cell's per-seed values."""
+    array = np.asarray(values, dtype=float)
+    n = len(array)
+    if n == 0:
+        return Summary(0, math.nan, math.nan, math.nan, math.nan)
+    mean = float(array.mean())
+    std = float(array.std(ddof=1)) if n > 1 else math.nan
+    return Summary(n, mean, std, *t_interval(mean, std, n, confidence))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A minus B over seeds present on both sides."""
+
+    n: int
+    mean_diff: float
+    ci_low: float
+    ci_high: float
+    t_p: float | None  # None for n < 2 (no test), or when the differences cannot be tested
+    wilcoxon_p: float | None  # None for n < WILCOXON_MIN_N
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def paired(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Paired:
+    """Mean difference with its t interval, paired t-test and (n >= 6) Wilcoxon signed-rank."""
+    a_array, b_array = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a_array.shape != b_array.shape:
+        raise ValueError(f"paired samples differ in length ({len(a_array)} vs {len(b_array)}); "
+                         "pair the values by seed first")
+    diff = a_array - b_array
+    n = len(diff)
+    if n == 0:
+        return Paired(0, math.nan, math.nan, math.nan, None, None)
+    summary = summarize(diff, confidence)
+    if n < 2:
+        return Paired(n, summary.mean, math.nan, math.nan, None, None)
+    if summary.std == 0:
+        # constant differences: no spread to test against; zero differences are "no
+        # difference", a constant non-zero one is left untested rather than given p = 0.
+        t_p = 1.0 if summary.mean == 0 else None
+    else:
+        t_p = _finite(scipy_stats.ttest_rel(a_array, b_array).pvalue)
+    wilcoxon_p = None
+    if n >= WILCOXON_MIN_N:
+        wilcoxon_p = 1.0 if not diff.any() else _finite(
+            scipy_stats.wilcoxon(a_array, b_array).pvalue)
+    return Paired(n, summary.mean, summary.ci_low, summary.ci_high, t_p, wilcoxon_p)
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Exact McNemar on discordant counts: b = only A right, c = only B right."""
+
+    b: int
+    c: int
+    p: float
+
+
+def discordant(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int]:
+    """(only A right, only B right) for two runs on the same test examples."""
+    correct_a, correct_b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if correct_a.shape != correct_b.shape:
+        raise ValueError(f"correctness arrays differ in shape ({correct_a.shape} vs "
+                         f"{correct_b.shape}); only runs on the same test set can be paired")
+    return int((correct_a & ~correct_b).sum()), int((~correct_a & correct_b).sum())
+
+
+def mcnemar_exact(b: int, c: int) -> McNemar:
+    """statsmodels' exact McNemar test (two-sided binomial on b of b + c, p = 1/2)."""
+    table = [[0, b], [c, 0]]  # the concordant cells do not enter the test
+    return McNemar(b, c, float(mcnemar(table, exact=True).pvalue))
+
+
+def mcnemar_pooled(pairs: Sequence[tuple[int, int]]) -> McNemar:
+    """Seed pairs combined by summing their discordant counts (see the module docstring)."""
+    if not pairs:
+        raise ValueError("no seed pairs with usable predictions to combine")
+    return mcnemar_exact(sum(b for b, _ in pairs), sum(c for _, c in pairs))
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm-adjusted p-values over the tests that exist; ``None`` (no test) stays ``None``."""
+    present = [i for i, p in enumerate(pvalues) if p is not None]
+    adjusted: list[float | None] = [None] * len(pvalues)
+    if present:
+        values = multipletests([pvalues[i] for i in present], method="holm")[1]
+        for i, value in zip(present, values, strict=True):
+            adjusted[i] = float(value)
+    return adjusted
+
+
+def verdict(n: int, mean_diff: float, p_adjusted: float | None, alpha: float = ALPHA) -> str:
+    """Which side has the lower error, decided on the Holm-adjusted paired-t p."""
+    if n < 2:
+        return ONE_SEED
+    if p_adjusted is None:
+        return NO_TEST
+    if p_adjusted < alpha and mean_diff != 0:
+        return A_BETTER if mean_diff < 0 else B_BETTER
+    return no_difference(n)

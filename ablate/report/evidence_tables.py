@@ -1,0 +1,212 @@
+"""Markdown for the evidence: Claims, paired comparisons, per-seed detail, instability.
+
+Pure functions like ``tables``: fixed orders and formats, so the same runs give the same bytes.
+Errors and differences are in % (percentage points for differences); p-values with three
+decimals, "<0.001" below that; "–" where there is no number (one seed: no test at all).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ablate.report import claims, compare, evidence, instability, per_example, stats
+
+# tables imports this module: its helpers are looked up at call time, through the module.
+from ablate.report import tables as base
+
+
+def p_text(p: float | None) -> str:
+    if p is None:
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def mean_ci(summary: evidence.Summary) -> str:
+    """``9.50 ± 6.35``: mean ± half-width of the 95 % t interval; the mean alone for n = 1."""
+    if summary.n > 1:
+        return f"{base.pct(summary.mean)} ± {base.pct(summary.half_width)}"
+    return base.pct(summary.mean)
+
+
+def difference(result: evidence.Paired) -> str:
+    """``-1.20 [-2.00, -0.40]`` in percentage points (A − B)."""
+    if result.n == 0:
+        return "–"
+    if result.n < 2 or math.isnan(result.ci_low):
+        return base.signed(100 * result.mean_diff)
+    return (f"{base.signed(100 * result.mean_diff)} [{base.signed(100 * result.ci_low)}, "
+            f"{base.signed(100 * result.ci_high)}]")
+
+
+def mcnemar_text(comparison: compare.Comparison) -> str:
+    if comparison.n < 2:
+        return "–"
+    test = comparison.mcnemar
+    if test is None:
+        return comparison.mcnemar_note or "–"
+    extra = f"; {comparison.mcnemar_note}" if comparison.mcnemar_note else ""
+    return f"{p_text(test.p)} (b {test.b}, c {test.c}{extra})"
+
+
+def context_text(cell: Mapping[str, str], skip: Sequence[str] = ()) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(cell.items()) if k not in skip) or "–"
+
+
+# ---------------------------------------------------------------- claims
+
+def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) -> str:
+    rows = []
+    for outcome in outcomes:
+        c = outcome.comparison
+        if c is None:
+            rows.append([outcome.claim.statement, "–", 0, "–", "–", "–", "–", outcome.result,
+                         ""])
+            continue
+        tested = c.n > 1
+        rows.append([
+            outcome.claim.statement, context_text(c.cell, ("model",)), c.n,
+            difference(c.paired), p_text(c.paired.t_p) if tested else "–",
+            p_text(outcome.p_adjusted) if tested else "–", mcnemar_text(c), outcome.result,
+            outcome.note,
+        ])
+    cited = list(dict.fromkeys(o.claim.cites for o in outcomes))
+    return "\n".join([
+        "## Claims",
+        "",
+        f"The paper's claims ({config.source}) as hypotheses, judged on the runs below "
+        "(`ablate/report/claims.yaml`). A − B = error of the claim's first model minus its "
+        "second, in percentage points, paired by seed, each side at its own lr chosen by "
+        "validation error; [95 % t interval]. *lower*/*higher* claims: supported or "
+        f"contradicted when the Holm-adjusted paired-t p (over this table) is below "
+        f"{config.alpha:g}, by the sign of A − B; *no worse*: supported when the interval's "
+        "upper end is below the margin, contradicted when its lower end is above it. McNemar: "
+        "exact, on the per-example discordant counts summed over seeds (b: only A right, "
+        "c: only B right).",
+        "",
+        base.table(["claim", "runs", "n", "A − B (pp) [95 % CI]", "t p", "Holm p", "McNemar p",
+               "result", "note"], rows),
+        "",
+        "Sources: " + "; ".join(cited) + ".",
+    ])
+
+
+# ---------------------------------------------------------------- comparisons
+
+def comparison_table(axis: str, cell: Mapping[str, str],
+                     rows: Sequence[compare.Comparison], alpha: float) -> str:
+    adjusted = evidence.holm([c.paired.t_p for c in rows])
+    body = []
+    for c, p in zip(rows, adjusted, strict=True):
+        tested = c.n > 1
+        names = c.a.name if c.a.name == c.b.name else f"{c.a.name} vs {c.b.name}"
+        verdict = (evidence.verdict(c.n, c.paired.mean_diff, p, alpha) if c.n
+                   else "no seed finished on both sides")
+        body.append([
+            names, c.a.value, c.b.value, f"{base.lr_text(c.a.lr)} / {base.lr_text(c.b.lr)}", c.n,
+            difference(c.paired), p_text(c.paired.t_p) if tested else "–",
+            p_text(c.paired.wilcoxon_p) if tested else "–", mcnemar_text(c),
+            p_text(p) if tested else "–", verdict,
+        ])
+    protocols = sorted({p for c in rows for p in (*c.a.protocols, *c.b.protocols)})
+    title = (f"Model {cell['model']}" if "model" in cell else "All models") + ": " + \
+        context_text(cell, ("model",))
+    return "\n".join([
+        f"#### {title} (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")",
+        "",
+        base.table(["models", "A", "B", "lr A / B (by val)", "n", "A − B (pp) [95 % CI]", "t p",
+               "Wilcoxon p", "McNemar p", "Holm p (t)", "verdict"], body),
+    ])
+
+
+def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -> str:
+    parts = [
+        "## Comparisons",
+        "",
+        "Along every axis the runs vary (other than seed and lr), among runs that are otherwise "
+        "identical: each side at its own lr chosen by validation error, paired by seed. "
+        "A − B in percentage points of test error with its 95 % t interval; t p = paired t-test; "
+        f"Wilcoxon signed-rank from n = {evidence.WILCOXON_MIN_N}; McNemar = exact, on the "
+        "per-example discordant counts summed over seeds (b: only A right, c: only B right; "
+        "only for runs on the same test set); Holm p = the t-test's p, Holm-adjusted within "
+        f"the table. Verdict at Holm p < {alpha:g}; one seed gives no test.",
+    ]
+    for axis in compare.axes(frame):
+        parts += ["", f"### Along `{axis}`"]
+        for cell, rows in compare.tables(frame, axis, warnings):
+            parts += ["", comparison_table(axis, cell, rows, alpha)]
+    if len(parts) == 3:
+        parts += ["", "No axis has two values among otherwise identical runs."]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- per group
+
+def seeds_section(runs: pd.DataFrame) -> str:
+    """Every seed's test error at each model's chosen lr: the numbers behind each interval."""
+    chosen = stats.selected(runs)
+    picked = {}
+    for name in stats.ordered_names(chosen):
+        pick = chosen[name]["chosen"]
+        if pick is None:
+            continue
+        mine = runs[(runs["name"] == name) & (runs["lr"] == pick["lr"])
+                    & (runs["status"] == "finished") & runs["test_error"].notna()]
+        picked[name] = (pick, mine)
+    seeds = sorted({s for _, mine in picked.values() for s in mine["seed"].dropna()},
+                   key=lambda s: (str(type(s)), s))
+    rows = []
+    for name, (pick, mine) in picked.items():
+        by_seed = dict(zip(mine["seed"], mine["test_error"], strict=True))
+        usable = sum(isinstance(c, np.ndarray) for c in mine["correct"])
+        examples = ("ok" if usable == len(mine) else per_example.NA if usable == 0
+                    else f"{usable} of {len(mine)} ({per_example.NA} for the rest)")
+        rows.append([name, base.lr_text(pick["lr"]), *[base.pct(by_seed.get(s)) for s in seeds],
+                     f"{mean_ci(evidence.summarize(mine['test_error']))} (n = {len(mine)})",
+                     examples])
+    return "\n".join([
+        "#### Test error per seed",
+        "",
+        "Each finished seed's test error % at the model's chosen lr; mean ± 95 % t interval; "
+        "per-example = whether its predictions.npz could be used.",
+        "",
+        base.table(["model", "lr", *[f"seed {s}" for s in seeds], "mean ± 95 % CI",
+                    "per-example"], rows),
+    ])
+
+
+def instability_section(runs: pd.DataFrame, margin: float) -> str:
+    found = instability.counts(runs, margin)
+    show_running = bool(found["running"].any())
+    rows = []
+    for name in stats.ordered_names(found["name"]):
+        for _, row in found[found["name"] == name].iterrows():
+            rows.append([name, base.lr_text(row["lr"]), row["runs"], row["finished"],
+                         row["stalled"], row["diverged"], row["failed"],
+                         *([row["running"]] if show_running else [])])
+    chance = {str(d): instability.chance_error(str(d)) for d in runs["dataset"].dropna()}
+    levels = ", ".join(f"{d} {base.pct(c)} %" if c is not None else f"{d} unknown"
+                       for d, c in sorted(chance.items()))
+    return "\n".join([
+        "#### Instability per model and lr",
+        "",
+        "stalled at chance = finished with a final training error within "
+        f"{base.pct(margin)} points of chance ({levels}; the margin is set in "
+        "`ablate/report/claims.yaml`).",
+        "",
+        base.table(["model", "lr", "runs", "finished", "stalled at chance", "diverged",
+                    "failed", *(["running"] if show_running else [])], rows),
+    ])
+
+
+def analyse(frame: pd.DataFrame) -> tuple[list[claims.Outcome], str, set[str]]:
+    """Claims outcomes, the Comparisons section and the fingerprint warnings they raised."""
+    config, claim_list = claims.packaged()
+    warnings: set[str] = set()
+    outcomes = claims.evaluate(frame, claim_list, config, warnings)
+    section = comparisons_section(frame, warnings, config.alpha)
+    return outcomes, section, warnings
+

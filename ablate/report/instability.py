@@ -1,0 +1,71 @@
+"""How often training went wrong, per model and lr: finished, diverged, failed, stalled at chance.
+
+A run *stalled at chance* finished its schedule with a final training error within
+``stalled_margin`` (set once, in ``claims.yaml``) of chance, ``1 - 1/num_classes``: it never
+left the starting plateau. It still counts as finished (its numbers are what that lr gives),
+but an lr where runs stall is the instability reimplementations of the paper report, and the
+reader should see how often it happened.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import math
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from ablate.report.load import RUNNING
+
+COLUMNS = ["name", "lr", "runs", "finished", "stalled", "diverged", "failed", "running"]
+
+
+@functools.cache
+def num_classes(dataset: str) -> int | None:
+    """Classes of a dataset, read from its config file (``conf/dataset/<name>.yaml``)."""
+    try:
+        text = importlib.resources.files("ablate.conf").joinpath(
+            "dataset", f"{dataset}.yaml").read_text("utf-8")
+    except (FileNotFoundError, ModuleNotFoundError, OSError):
+        return None
+    value = (yaml.safe_load(text) or {}).get("num_classes")
+    return int(value) if isinstance(value, int) else None
+
+
+def chance_error(dataset: str) -> float | None:
+    classes = num_classes(str(dataset))
+    return None if not classes else 1 - 1 / classes
+
+
+def final_train_error(run: pd.Series) -> float | None:
+    """The run's last training error: its metrics, else the last epoch of its history."""
+    value = run.get("train_error")
+    if value is not None and not (isinstance(value, float) and math.isnan(value)):
+        return float(value)
+    for entry in reversed(run.get("history") or []):
+        if entry.get("train_error") is not None:
+            return float(entry["train_error"])
+    return None
+
+
+def stalled(run: pd.Series, margin: float) -> bool:
+    chance = chance_error(run["dataset"])
+    error = final_train_error(run)
+    return chance is not None and error is not None and error >= chance - margin
+
+
+def counts(runs: pd.DataFrame, margin: float) -> pd.DataFrame:
+    """One row per (model name, lr) with runs, in name then lr order."""
+    rows: list[dict[str, Any]] = []
+    for (name, lr), cell in runs.groupby(["name", "lr"], sort=True, dropna=True):
+        finished = cell[cell["status"] == "finished"]
+        rows.append({
+            "name": name, "lr": float(lr), "runs": len(cell), "finished": len(finished),
+            "stalled": sum(stalled(run, margin) for _, run in finished.iterrows()),
+            "diverged": int((cell["status"] == "diverged").sum()),
+            "failed": int((cell["status"] == "failed").sum()),
+            "running": int((cell["status"] == RUNNING).sum()),
+        })
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,37 @@
+"""A record's per-example predictions, verified while the runs are loaded.
+
+``load.load_records`` calls :func:`row_fields` for every record: a run whose predictions can be
+trusted gets its test-set fingerprint and its per-example correctness in the runs DataFrame; a
+run whose file is missing, truncated or altered gets neither, one warning in ``load.Issues``,
+and "n/a (no predictions)" wherever a per-example test would have used it. Everything else in
+the report (means, intervals, paired t-tests) does not need the file and is unaffected.
+Records made before predictions existed, and W&B-only runs, have no entry: seed-level tests
+only, and no warning (nothing is wrong with them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ablate import predictions
+
+NA = "n/a (no predictions)"
+UNUSABLE = "runs whose predictions.npz cannot be used (per-example tests n/a)"
+TEST_SETS_DIFFER = "seed pairs on different test sets (per-example test refused)"
+
+
+def row_fields(record: Mapping[str, Any], path: Path, issues: Any,
+               display: str | None = None) -> dict[str, Any]:
+    """``{"test_fingerprint", "correct"}`` for the runs DataFrame; empty when there are none."""
+    entry = record.get("predictions")
+    if entry is None or record.get("status") != "finished":
+        return {}
+    try:
+        loaded = predictions.read_predictions(path.parent, entry)
+    except predictions.PredictionsError as error:
+        issues.add(UNUSABLE, f"{display or path}: {error}; per-example tests for this run are "
+                             "n/a (rerun it to write the file again)")
+        return {}
+    return {"test_fingerprint": entry["test_fingerprint"], "correct": loaded.correct}
