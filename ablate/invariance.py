@@ -36,10 +36,11 @@ DEFAULT_SHIFTS = (1, 2, 3, 4)
 def shift(x: Tensor, dy: int, dx: int) -> Tensor:
     """Move NCHW images down by ``dy`` and right by ``dx`` pixels; zeros come in at the border.
 
-    The convention and the fill are those of ``FlipTranslate`` (``out[y, x] = x[y - dy, x - dx]``,
-    outside is zero). Its code cannot serve here: the shifts are drawn inside ``select`` from
-    a generator, with no way to ask for a given ``(dy, dx)``. A constant pad with negative
-    amounts on the far side is the same exact move (pad one side, crop the other) in one call.
+    The convention and the fill are those of ``FlipTranslate``: ``out[i, j] = x[i - dy, j - dx]``,
+    zero where that falls outside (a test holds the two together). Its code cannot serve here:
+    ``select`` draws the shifts from a generator inside, with no way to ask for a given
+    ``(dy, dx)``. A constant pad with a negative amount on the far side is the same exact move
+    (pad one side, crop the other) in one call.
     """
     h, w = x.shape[-2:]
     if abs(dy) >= h or abs(dx) >= w:
