@@ -1,0 +1,185 @@
+"""Does pooling buy invariance? Test error and prediction consistency under small moves.
+
+Every variant (pool, stride, all-conv, conv-pool) is shown the same perturbed test images: the
+tensors the network sees, i.e. after preprocessing (GCN + ZCA or standardising, and the
+``eval_transform`` of an augmentation that has one). The perturbations are those the training
+augmentation (``ablate.data.augment.FlipTranslate``) draws from: exact integer shifts with zero
+fill (zero is the training mean after preprocessing) and left-right flips. So "invariance"
+here means invariance to moves the networks were trained to expect, and a difference between
+variants is the architecture's, not a difference in inputs.
+
+Two numbers per perturbation: the test error on the perturbed images, and the consistency, the
+fraction of images whose predicted class is the one predicted for the unperturbed image. A
+network can keep its error while changing many predictions, which only consistency shows.
+
+This module knows tensors and a ``predict`` callable, nothing of Lightning, Hydra or records;
+the runner decides where the numbers go (``metrics.invariance`` in ``result.json``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Predict = Callable[[Tensor], Tensor]
+Perturb = Callable[[Tensor], Tensor]
+
+IDENTITY = "identity"
+FLIP = "flip"
+DEFAULT_SHIFTS = (1, 2, 3, 4)
+
+
+def shift(x: Tensor, dy: int, dx: int) -> Tensor:
+    """Move NCHW images down by ``dy`` and right by ``dx`` pixels; zeros come in at the border.
+
+    The convention and the fill are those of ``FlipTranslate``: ``out[i, j] = x[i - dy, j - dx]``,
+    zero where that falls outside (a test holds the two together). Its code cannot serve here:
+    ``select`` draws the shifts from a generator inside, with no way to ask for a given
+    ``(dy, dx)``. A constant pad with a negative amount on the far side is the same exact move
+    (pad one side, crop the other) in one call.
+    """
+    h, w = x.shape[-2:]
+    if abs(dy) >= h or abs(dx) >= w:
+        raise ValueError(
+            f"shift (dy={dy}, dx={dx}) would move a {h}x{w} image entirely out of its frame; "
+            f"use |dy| < {h} and |dx| < {w}"
+        )
+    return F.pad(x, (dx, -dx, dy, -dy))
+
+
+def flip(x: Tensor) -> Tensor:
+    """Mirror left-right, as the training augmentation does."""
+    return x.flip(-1)
+
+
+def direction_key(dy: int, dx: int) -> str:
+    """The record key of one shift, e.g. ``dy=-1,dx=0`` (content moved up by one pixel)."""
+    return f"dy={dy},dx={dx}"
+
+
+def directions(step: int) -> list[tuple[int, int]]:
+    """The 8 moves of ``step`` pixels: along the axes and the diagonals."""
+    return [(dy, dx) for dy in (-step, 0, step) for dx in (-step, 0, step) if (dy, dx) != (0, 0)]
+
+
+def perturbations(shifts: Iterable[int] = DEFAULT_SHIFTS) -> dict[str, Perturb]:
+    """Identity first (the reference for consistency), then every shift, then the flip."""
+    steps = _check_shifts(shifts)
+    table: dict[str, Perturb] = {IDENTITY: lambda x: x}
+    for step in steps:
+        for dy, dx in directions(step):
+            table[direction_key(dy, dx)] = lambda x, dy=dy, dx=dx: shift(x, dy, dx)
+    table[FLIP] = flip
+    return table
+
+
+def predictions(
+    predict: Predict,
+    images: Tensor,
+    shifts: Iterable[int] = DEFAULT_SHIFTS,
+    batch_size: int = 1000,
+) -> dict[str, Tensor]:
+    """Predicted class of every image under every perturbation: ``{key: int64 (N,) on CPU}``.
+
+    Kept separate from ``summarise`` so that the per-example prediction file and the summary
+    come from one set of forward passes. ``predict`` may return scores ``(N, classes)`` (the
+    argmax is taken) or classes ``(N,)``; it should be in evaluation mode (no dropout), which
+    is the caller's business since only the caller knows what ``predict`` wraps.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if images.dim() != 4:
+        raise ValueError(f"images must be NCHW, got shape {tuple(images.shape)}")
+    out: dict[str, Tensor] = {}
+    with torch.inference_mode():
+        for key, perturb in perturbations(shifts).items():
+            parts = [_classes(predict(perturb(batch))) for batch in images.split(batch_size)]
+            out[key] = torch.cat(parts).to("cpu", torch.int64)
+    return out
+
+
+def summarise(predicted: dict[str, Tensor], labels: Tensor) -> dict[str, Any]:
+    """Error and consistency per perturbation, and their means over the 8 moves of each step.
+
+    Layout (plain floats, JSON-ready)::
+
+        {"images": N,
+         "identity": {"error": e, "consistency": 1.0},
+         "flip": {"error": e, "consistency": c},
+         "shift_1": {"error": mean over 8 moves, "consistency": mean}, ..., "shift_4": {...},
+         "directions": {"dy=-1,dx=-1": {"error": e, "consistency": c}, ...}}
+    """
+    if IDENTITY not in predicted:
+        raise ValueError(
+            f"predicted needs the {IDENTITY!r} entry, the reference; got {list(predicted)}"
+        )
+    labels = labels.to("cpu", torch.int64)
+    reference = predicted[IDENTITY]
+    if reference.shape != labels.shape:
+        raise ValueError(
+            f"{len(reference)} predictions per perturbation but {len(labels)} labels; "
+            "pass the labels of the images that were predicted"
+        )
+
+    def scores(classes: Tensor) -> dict[str, float]:
+        return {
+            "error": (classes != labels).double().mean().item(),
+            "consistency": (classes == reference).double().mean().item(),
+        }
+
+    result: dict[str, Any] = {"images": len(labels), IDENTITY: scores(reference)}
+    if FLIP in predicted:
+        result[FLIP] = scores(predicted[FLIP])
+    moves = {key: scores(classes) for key, classes in predicted.items() if key.startswith("dy=")}
+    for step in sorted({_step(key) for key in moves}):
+        group = [moves[direction_key(dy, dx)] for dy, dx in directions(step)]
+        result[f"shift_{step}"] = {
+            name: sum(entry[name] for entry in group) / len(group)
+            for name in ("error", "consistency")
+        }
+    result["directions"] = moves
+    return result
+
+
+def measure(
+    predict: Predict,
+    images: Tensor,
+    labels: Tensor,
+    shifts: Sequence[int] = DEFAULT_SHIFTS,
+    batch_size: int = 1000,
+) -> dict[str, Any]:
+    """The summary for ``metrics.invariance``; use ``predictions`` + ``summarise`` to keep both.
+
+    ``images`` are the preprocessed test tensors (what the network sees), so zero fill is the
+    training mean and every variant is compared on identical inputs.
+    """
+    return summarise(predictions(predict, images, shifts, batch_size), labels)
+
+
+def _classes(output: Tensor) -> Tensor:
+    if output.dim() == 2:
+        return output.argmax(1)
+    if output.dim() == 1:
+        return output
+    raise ValueError(
+        f"predict returned shape {tuple(output.shape)}; return scores (N, classes) or classes (N,)"
+    )
+
+
+def _check_shifts(shifts: Iterable[int]) -> list[int]:
+    steps = list(shifts)
+    bad = [s for s in steps if not isinstance(s, int) or s < 1]
+    if bad or len(set(steps)) != len(steps):
+        raise ValueError(
+            f"shifts must be distinct positive integers (pixels), e.g. (1, 2, 3, 4); got {steps}"
+        )
+    return steps
+
+
+def _step(key: str) -> int:
+    dy, dx = (int(part.split("=")[1]) for part in key.split(","))
+    return max(abs(dy), abs(dx))
