@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -18,6 +19,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_info
 
 from ablate.budget import duration, planned_batches
+from ablate.data.module import TensorDataModule
 
 
 def progress_bar(refresh_rate: int, enabled: bool = True) -> TQDMProgressBar | None:
@@ -165,6 +167,57 @@ class RandomState(pl.Callback):
         cuda = state.get("cuda")
         if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
+
+
+class TestPredictions(pl.Callback):
+    """Every test example's predicted class and logits, and how the predictions change when
+    the test images move (``ablate.invariance``): what the report pairs runs on.
+
+    The per-example file (``ablate.predictions``) is written to ``dirpath`` when testing ends;
+    ``entry`` is then the record's ``predictions`` entry and ``invariance`` the summary for
+    ``metrics.invariance``. ``shifts`` empty (``[]``) skips the invariance measurement. The
+    perturbed images are the test tensors the network sees, after preprocessing.
+    """
+
+    def __init__(self, dirpath: str, shifts: Sequence[int] = (1, 2, 3, 4)) -> None:
+        self.dirpath = dirpath
+        self.shifts = tuple(shifts)
+        self.entry: dict[str, str] | None = None
+        self.invariance: dict[str, Any] | None = None
+        self._logits: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._logits, self._labels = [], []
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                          outputs: Any, batch: Any, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        self._logits.append(outputs.detach().float().cpu())
+        self._labels.append(batch[1].detach().cpu())
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from ablate import invariance
+        from ablate.predictions import write_predictions
+
+        if not self._logits:
+            return
+        logits, labels = torch.cat(self._logits), torch.cat(self._labels)
+        perturbed = {}
+        datamodule = trainer.datamodule
+        if self.shifts and isinstance(datamodule, TensorDataModule) and datamodule.tensors:
+            images, test_labels = datamodule.tensors["test"]
+            if len(test_labels) == len(labels):  # the whole test set was tested
+                was_training = pl_module.training
+                pl_module.eval()
+                perturbed = invariance.predictions(pl_module, images, self.shifts,
+                                                   datamodule.eval_batch_size)
+                pl_module.train(was_training)
+                self.invariance = invariance.summarise(perturbed, labels)
+        self.entry = write_predictions(
+            self.dirpath, logits.argmax(1).numpy(), logits.half().numpy(), labels.numpy(),
+            {key: value.numpy() for key, value in perturbed.items()
+             if key != invariance.IDENTITY})
 
 
 class FirstStep(pl.Callback):

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ablate import records, tracking
-from ablate.callbacks import EpochHistory, FirstStep, epoch_metrics
+from ablate.callbacks import EpochHistory, FirstStep, TestPredictions, epoch_metrics
 from ablate.errors import Diverged, RunFailed
 from ablate.network import count_parameters
 from ablate.resume import resume_point
@@ -98,8 +98,14 @@ class Job:
         """
         history, first_step = _callback(trainer, EpochHistory), _callback(trainer, FirstStep)
         epochs = history.epochs if history is not None else []
+        metrics: dict[str, Any] = {**self.fit_metrics, **_metrics(trainer)}
+        tested = _callback(trainer, TestPredictions)
+        if status == "finished" and tested is not None and tested.entry is not None:
+            fields["predictions"] = tested.entry
+            if tested.invariance is not None:
+                metrics["invariance"] = tested.invariance
         path = records.end_record(
-            self.record, status=status, metrics={**self.fit_metrics, **_metrics(trainer)},
+            self.record, status=status, metrics=metrics,
             epochs=len(epochs), history=epochs, device=_device_name(trainer),
             wall_seconds=round(time.perf_counter() - self.started, 3),
             first_step_at=first_step.at if first_step is not None else None,

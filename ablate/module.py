@@ -87,11 +87,13 @@ class Classifier(pl.LightningModule):
         self._loss_count = 0
         self.train_accuracy.reset()
 
-    def _evaluate(self, batch, loss_metric: MeanMetric, accuracy: MulticlassAccuracy) -> None:
+    def _evaluate(self, batch, loss_metric: MeanMetric,
+                  accuracy: MulticlassAccuracy) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss_metric.update(F.cross_entropy(logits, y), weight=len(y))
         accuracy.update(logits, y)
+        return logits
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, self.val_loss, self.val_accuracy)
@@ -104,8 +106,9 @@ class Classifier(pl.LightningModule):
         self.val_loss.reset()
         self.val_accuracy.reset()
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_loss, self.test_accuracy)
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """The logits, for callbacks that keep per-example predictions."""
+        return self._evaluate(batch, self.test_loss, self.test_accuracy)
 
     def on_test_epoch_end(self) -> None:
         self.log("test_loss", self.test_loss.compute())

@@ -27,6 +27,7 @@ import numpy as np
 from ablate.records import write_atomic
 
 PREDICTIONS_FILE = "predictions.npz"
+PERTURBED = "perturbed/"  # prefix of the per-perturbation predicted classes
 ARRAYS = {"predicted": (np.int64, 1), "logits": (np.float16, 2), "labels": (np.int64, 1)}
 
 
@@ -74,12 +75,19 @@ def _checked(name: str, value: Any, n: int | None) -> np.ndarray:
 
 
 def write_predictions(directory: str | os.PathLike[str], predicted: Any, logits: Any,
-                      labels: Any) -> dict[str, str]:
-    """Write ``predictions.npz`` atomically; return the record's ``"predictions"`` entry."""
+                      labels: Any, perturbed: dict[str, Any] | None = None) -> dict[str, str]:
+    """Write ``predictions.npz`` atomically; return the record's ``"predictions"`` entry.
+
+    ``perturbed`` (optional) maps a perturbation's name (``ablate.invariance``'s keys, e.g.
+    ``dy=-1,dx=0`` or ``flip``) to the predicted class of every test image under it; each is
+    stored as ``perturbed/<name>``, so consistency can be recomputed per example.
+    """
     labels_array = _checked("labels", labels, None)
     arrays = {"predicted": _checked("predicted", predicted, len(labels_array)),
               "logits": _checked("logits", logits, len(labels_array)),
               "labels": labels_array}
+    for key, classes in (perturbed or {}).items():
+        arrays[f"{PERTURBED}{key}"] = _checked("predicted", classes, len(labels_array))
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     payload = buffer.getvalue()

@@ -12,7 +12,7 @@ from helpers import REPO, compose_config
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from ablate import records
+from ablate import predictions, records
 from ablate.run import run
 
 FAST = ["experiment=quick", "logger=none", "trainer.enable_progress_bar=false",
@@ -49,6 +49,14 @@ def test_fast_dev_run_in_process_leaves_a_finished_record(hydra_run, tmp_path):
     assert record["epochs"] == 1 and len(record["history"]) == 1
     assert record["config_id"] == records.config_id(compose_config(FAST))
     assert record["config"]["trainer"]["fast_dev_run"] is True
+    # every test example's prediction, checksummed, and the invariance measurement
+    saved = predictions.read_predictions(tmp_path, record["predictions"])
+    assert len(saved.labels) == 359 and saved.logits.shape == (359, 10)
+    assert 1 - saved.correct.mean() == pytest.approx(record["metrics"]["test_error"], abs=1e-6)
+    invariance = record["metrics"]["invariance"]
+    assert invariance["identity"]["error"] == pytest.approx(record["metrics"]["test_error"],
+                                                            abs=1e-6)
+    assert set(invariance) >= {"shift_1", "shift_4", "flip", "directions"}
     marker = json.loads((tmp_path / records.START_FILE).read_text())
     assert marker["config_id"] == record["config_id"]
 
@@ -69,3 +77,13 @@ def test_importing_the_runner_does_not_import_the_sweep_side():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_dataset_sizes_in_the_config_are_the_sources_own():
+    # dataset.images feeds the time estimate: it must say what the loader really yields
+    from hydra.utils import instantiate
+
+    cfg = compose_config(["dataset=digits"])
+    splits = instantiate(cfg.dataset.source)()
+    assert (len(splits.train_y), len(splits.test_y)) == (cfg.dataset.images.train,
+                                                         cfg.dataset.images.test)
