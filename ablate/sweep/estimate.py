@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from ablate import spec
+from ablate.sweep import measured
 
 # Training images (before the validation split) and test images of the known datasets.
 DATASET_IMAGES = {"digits": (1437, 360), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
@@ -40,6 +41,13 @@ DEVICES = {
     "cpu": Device(macs_per_second=160e9, run_seconds=6.0, epoch_seconds=0.05),
     "gpu": Device(macs_per_second=20e12, run_seconds=60.0, epoch_seconds=0.5),
 }
+
+# Measured beats assumed: the GPU throughput of the latest `python -m ablate.bench.gpu` report
+# (reports/benchmarks/gpu.txt), when there is one, replaces the assumed 20e12 above.
+_gpu_report = measured.latest_gpu_report()
+_gpu_macs = measured.measured_gpu_macs_per_second(_gpu_report) if _gpu_report else None
+if _gpu_macs is not None:
+    DEVICES["gpu"] = replace(DEVICES["gpu"], macs_per_second=_gpu_macs)
 
 
 def forward_macs(
