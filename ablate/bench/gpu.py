@@ -51,6 +51,7 @@ from ablate.sweep.estimate import DATASET_IMAGES, forward_macs
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
 CONF = importlib.resources.files("ablate.conf")
 WORKER_TAG = "ablate-bench-worker"  # prefixes the lines a worker prints for its parent
+SECTIONS = ("steps", "framework", "packing", "end_to_end", "projection")  # in the order run
 GOAL_HOURS = 2.0  # the Table 3 grid on one GPU in at most this long
 
 # Dense (no 2:4 sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's datasheets: an
@@ -489,18 +490,19 @@ def projection(record: dict) -> dict:
     ratio = record["framework"].get("ratio") or 1.0
     arithmetic = work / rate / ratio
     e2e = record["end_to_end"]
-    overhead = 0.0
+    overhead = None
     if "epoch_seconds" in e2e and e2e.get("predicted_epoch_seconds"):
         per_epoch = max(0.0, e2e["epoch_seconds"] - e2e["predicted_epoch_seconds"])
         compiles = e2e["cold_extra_seconds"] or 0.0
         overhead = (runs * (e2e["startup_seconds"] + GRID_EPOCHS * per_epoch)
                     + len(networks) * max(0.0, compiles))
-    total = arithmetic + overhead / best["processes"]
+    shared = None if overhead is None else overhead / best["processes"]
+    total = arithmetic + (shared or 0.0)
     return {
         "runs": runs, "networks": len(networks), "forward_macs": work,
         "processes": best["processes"], "images_per_second": best["total_images_per_second"],
-        "framework_ratio": ratio, "arithmetic_seconds": arithmetic,
-        "overhead_seconds": overhead / best["processes"], "total_seconds": total,
+        "framework_ratio": ratio, "framework_measured": "ratio" in record["framework"],
+        "arithmetic_seconds": arithmetic, "overhead_seconds": shared, "total_seconds": total,
         "goal_seconds": GOAL_HOURS * 3600,
     }
 
@@ -524,9 +526,11 @@ def render(record: dict) -> str:
     lines = [
         "GPU benchmark: python -m ablate.bench.gpu " + " ".join(record["arguments"]),
         f"date {record['date']}; device {dev['name']} ({dev['kind']}); torch {record['torch']}"
-        f" (CUDA {record['cuda'] or 'none'}); python {record['python']}; {record['cpus']} CPUs;"
+        f" (CUDA {record['cuda'] or 'none'}); python {record['python']}; {record['cpus']} CPUs"
+        f" ({record['threads']} torch threads);"
         f" {record['elapsed_seconds']:.0f} s in all"
-        + "".join(f", {k} {v:.0f} s" for k, v in record["sections_seconds"].items()),
+        + "".join(f", {name} {record['sections_seconds'][name]:.0f} s" for name in SECTIONS
+                  if name in record["sections_seconds"]),
         f"All-CNN-C at width {scale['width']}, {scale['size']} px, {scale['channels']} channels: "
         f"{macs / 1e9:.4f} GMAC per forward pass; a training image costs 3 forward passes "
         f"({6 * macs / 1e9:.3f} GFLOP).",
@@ -537,8 +541,9 @@ def render(record: dict) -> str:
         "   data already on the device; best of "
         f"{scale['repeats']} timed repeats after {scale['warmup']} warm-up steps; the first",
         "   step, which compiles, autotunes cuDNN and allocates, is timed apart and excluded).",
-        "   fp32 keeps torch's default (cuDNN may use TF32 for convolutions: "
-        f"{record['cudnn_allow_tf32']}).",
+        *(["   fp32 keeps torch's default: cuDNN may use TF32 for its convolutions "
+           f"(torch.backends.cudnn.allow_tf32 = {record['cudnn_allow_tf32']})."]
+          * (dev["kind"] == "cuda")),
         f"   {'variant':<31} {'batch':>5} {'images/s':>10} {'TFLOP/s':>8} {'MFU':>6} "
         f"{'first step':>11}  compile",
     ]
@@ -546,7 +551,7 @@ def render(record: dict) -> str:
         label = f"   {row['variant']:<31} {row['batch']:>5} "
         if row.get("skipped") or row.get("error"):
             lines.append(label + f"skipped: {row['skipped']}" if row.get("skipped")
-                         else label + f"failed: {row['error']}")
+                         else label + f"not measured: {row['error']}")
             continue
         ips = row["images_per_second"]
         tflops = ips * 6 * macs / 1e12
@@ -567,7 +572,7 @@ def render(record: dict) -> str:
                      f"Lightning + Classifier {fw['lightning_ms']:.2f} ms/step, ratio "
                      f"{fw['ratio']:.3f} (plain / Lightning time; 1.0 = no overhead)")
     else:
-        lines.append(f"   failed: {fw.get('error', 'not measured')}")
+        lines.append(f"   not measured: {fw.get('error')}")
 
     lines += ["", "3. Packing: N worker processes on the one device, released together, each "
               f"training for {scale['window_seconds']:.0f} s",
@@ -577,7 +582,7 @@ def render(record: dict) -> str:
               f"{'overlap':>8}"]
     for row in record["packing"]:
         if "error" in row:
-            lines.append(f"   {row['processes']:>9} failed: {row['error']}")
+            lines.append(f"   {row['processes']:>9} not measured: {row['error']}")
             continue
         lines.append(f"   {row['processes']:>9} {row['total_images_per_second']:>15,.0f} "
                      f"{row['per_process_images_per_second']:>12,.0f} "
@@ -609,18 +614,25 @@ def render(record: dict) -> str:
             lines.append("   the extra epochs took less time than the runs' noise: no verdict")
         elif predicted:
             busy = predicted / e2e["epoch_seconds"]
-            verdict = ("the data path and Lightning kept the device busy" if busy >= 0.8 else
-                       "the device was idle most of each epoch: the per-epoch and per-step work "
-                       "around the arithmetic (validation loop, checkpoint, Lightning) dominates "
-                       "at this epoch size" if busy < 0.5 else
-                       "the device was partly idle: the work around the arithmetic shows")
             lines.append(f"   predicted from 1 ({e2e['variant']}, batch {e2e['batch']}) for the "
-                         f"same images: {predicted:.3f} s per epoch, i.e. the device busy "
-                         f"{busy:.0%} of the epoch: {verdict}.")
+                         f"same images: {predicted:.3f} s per epoch, so the device was busy "
+                         f"{busy:.0%} of each epoch.")
+            # 1 draws its batches through the same on-device TensorBatches (shuffle, one
+            # index_select per batch), so the batching is inside the prediction already.
+            if busy >= 0.8:
+                lines.append("   Verdict: the on-device data path kept the device busy.")
+            else:
+                longer = GRID_TRAIN_IMAGES / max(1, e2e["train_images_per_epoch"])
+                lines.append(
+                    "   Verdict: the device idled, but not for the data: 1 batches the same way. "
+                    "The gap is per-epoch work\n   around the arithmetic (validation set-up, "
+                    "checkpoint, the short last batch, Lightning's epoch hooks),\n   which a "
+                    f"{GRID_TRAIN_IMAGES:,}-image epoch spreads over {longer:.0f}x more steps."
+                )
         else:
             lines.append("   no prediction: 1 has no measurement of the run's variant and batch")
     else:
-        lines.append(f"   failed: {e2e.get('error', 'not measured')}")
+        lines.append(f"   not measured: {e2e.get('error')}")
 
     proj = record["projection"]
     lines += ["", f"5. Projection: Table 3 grid ({proj.get('runs', '?')} runs; {GRID_EPOCHS} "
@@ -632,10 +644,13 @@ def render(record: dict) -> str:
             f"   each network priced by its forward MACs (conf/model, conf/downsample), at the "
             f"MAC rate of All-CNN-C at {proj['processes']} process(es)",
             f"   ({proj['images_per_second']:,.0f} images/s in all), slowed by the framework "
-            f"ratio {proj['framework_ratio']:.3f}: {_hours(proj['arithmetic_seconds'])}",
+            f"ratio {proj['framework_ratio']:.3f}"
+            + ("" if proj["framework_measured"] else " (not measured: assumed)")
+            + f": {_hours(proj['arithmetic_seconds'])}",
             "   plus start-up, cold compilation per network and per-epoch work beyond the "
-            f"arithmetic (from 4), shared by the packed processes: "
-            f"{_hours(proj['overhead_seconds'])}",
+            "arithmetic (from 4), shared by the packed processes: "
+            + (_hours(proj["overhead_seconds"]) if proj["overhead_seconds"] is not None
+               else "not included (4 has no numbers)"),
             f"   projected wall time on this device: {_hours(proj['total_seconds'])}   goal: "
             f"{GOAL_HOURS:.0f} h   "
             + ("(within the goal)" if proj["total_seconds"] <= proj["goal_seconds"]
@@ -673,12 +688,15 @@ def benchmark(args: argparse.Namespace) -> dict:
     scale = SCALES[device.type]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as hardware=gpu does (trainer.benchmark)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     record: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "arguments": args.argv, "device": _device_info(device, args.peak_tflops),
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "python": platform.python_version(), "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32, "scale": asdict(scale),
         "forward_macs": forward_macs(all_cnn_c(scale.width, scale.size, scale.channels).spec,
                                      scale.channels, scale.size, 10),
@@ -686,6 +704,8 @@ def benchmark(args: argparse.Namespace) -> dict:
     }
 
     def section(name: str, work) -> Any:
+        if name not in args.sections:
+            return {"error": "not run (--sections)"}
         clock = time.perf_counter()
         try:
             return work()
@@ -700,7 +720,9 @@ def benchmark(args: argparse.Namespace) -> dict:
         record["steps"] = [{"variant": "all variants", "batch": 0, **record["steps"]}]
     batch = scale.batches[0]
     fastest = _fastest(record["steps"], batch) if isinstance(record["steps"], list) else None
-    variant = VARIANT_BY_NAME[fastest["variant"]] if fastest else VARIANTS[0]
+    # Without 1, what the runs use: hardware=gpu compiles, hardware=cpu does not.
+    variant = (VARIANT_BY_NAME[fastest["variant"]] if fastest
+               else VARIANTS[2] if device.type == "cuda" else VARIANTS[0])
     record["framework"] = section("framework",
                                   lambda: framework_ratio(device, scale, variant, batch))
     if device.type == "cuda":  # the workers get the memory this process no longer needs
@@ -708,7 +730,7 @@ def benchmark(args: argparse.Namespace) -> dict:
     record["packing"] = section("packing", lambda: packing(device, scale, variant, batch,
                                                            args.timeout))
     if isinstance(record["packing"], dict):
-        record["packing"] = [record["packing"]]
+        record["packing"] = [{"processes": "-", **record["packing"]}]
     record["end_to_end"] = section("end_to_end", lambda: end_to_end(scale, args.compile, device,
                                                                     args.timeout))
     e2e = record["end_to_end"]
@@ -746,13 +768,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="include torch.compile on a CPU (always measured on CUDA)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="dense bf16 peak of the device, instead of the built-in table")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads of this process (default: torch's choice); one "
+                             "is steadier on a busy machine")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="run only these (a second try within a device budget)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds allowed to one packing round or one real run")
     worker_args = parser.add_argument_group("worker (internal: one packed process)")
     worker_args.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     worker_args.add_argument("--variant", choices=list(VARIANT_BY_NAME), help=argparse.SUPPRESS)
     for name, kind in (("batch", int), ("width", float), ("size", int), ("channels", int),
-                       ("warmup", int), ("seconds", float), ("threads", int)):
+                       ("warmup", int), ("seconds", float)):
         worker_args.add_argument(f"--{name}", type=kind, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
