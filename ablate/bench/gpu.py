@@ -300,6 +300,9 @@ def pack(device: torch.device, scale: Scale, variant: Variant, batch: int, count
                 if process.poll() is None:
                     process.kill()
                     process.wait()
+                for stream in (process.stdin, process.stdout):
+                    if stream is not None:
+                        stream.close()
     rates = [r["images"] / r["seconds"] for r in results]
     overlap = min(r["ended"] for r in results) - max(r["started"] for r in results)
     return {
