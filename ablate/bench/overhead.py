@@ -17,11 +17,10 @@ import time
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ablate import records
+from ablate.bench.steps import all_cnn_c, plain_seconds, sgd, synchronize, synthetic_batches
 from ablate.callbacks import progress_bar
 from ablate.data.batches import TensorBatches
 from ablate.module import Classifier
@@ -56,49 +55,23 @@ class _StepClock(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup:
+            synchronize(pl_module.device)
             self.start = time.perf_counter()
 
     def on_train_end(self, trainer, pl_module) -> None:
+        synchronize(pl_module.device)
         self.stop = time.perf_counter()
 
 
-def _batches(count: int, size: int, channels: int, batch: int) -> TensorBatches:
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(count, channels, size, size, generator=generator)
-    labels = torch.randint(0, 10, (count,), generator=generator)
-    return TensorBatches(images, labels, batch, shuffle=True, seed=0)
-
-
-def _optimizer(parameters):
-    return torch.optim.SGD(parameters, lr=0.01, momentum=0.9, weight_decay=0.001)
-
-
-def plain_seconds(
-    network: torch.nn.Module, batches: TensorBatches, warmup: int, steps: int
-) -> float:
-    optimizer = _optimizer(network.parameters())
-    network.train()
-    done, start = 0, 0.0
-    while done < warmup + steps:
-        for x, y in batches:
-            if done == warmup:
-                start = time.perf_counter()
-            loss = F.cross_entropy(network(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            done += 1
-            if done == warmup + steps:
-                break
-    return time.perf_counter() - start
-
-
 def lightning_seconds(network: torch.nn.Module, batches: TensorBatches, warmup: int,
-                      steps: int) -> float:
-    module = Classifier(network, optimizer=_optimizer, scheduler=None, num_classes=10)
+                      steps: int, accelerator: str = "cpu", precision: str = "32-true",
+                      channels_last: bool = False, compile: bool = False) -> float:
+    module = Classifier(network, optimizer=sgd, scheduler=None, num_classes=10,
+                        channels_last=channels_last, compile_network=compile)
     clock = _StepClock(warmup)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=warmup + steps, max_epochs=-1,
+        accelerator=accelerator, devices=1, precision=precision, max_steps=warmup + steps,
+        max_epochs=-1,
         logger=False, enable_checkpointing=False, enable_model_summary=False,
         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[clock, progress_bar(10)],
         enable_progress_bar=True,
@@ -110,9 +83,8 @@ def lightning_seconds(network: torch.nn.Module, batches: TensorBatches, warmup: 
 def measure(name: str, warmup: int, steps: int, repeats: int) -> dict[str, float]:
     cfg = setting(name)
     size, batch, channels = cfg.dataset.image_size, cfg.batch_size, cfg.dataset.channels
-    torch.manual_seed(0)
-    template = instantiate(cfg.network)
-    batches = _batches(batch * 8, size, channels, batch)
+    template = all_cnn_c(cfg.width, size, channels)
+    batches = synthetic_batches(batch * 8, size, channels, batch)
     plain, lightning = [], []
     for _ in range(repeats):
         plain.append(plain_seconds(copy.deepcopy(template), batches, warmup, steps))

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from ablate import budget, spec
+from ablate.sweep import measured
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,13 @@ DEVICES = {
     "cpu": Device(macs_per_second=160e9, run_seconds=6.0, epoch_seconds=0.05),
     "gpu": Device(macs_per_second=20e12, run_seconds=60.0, epoch_seconds=0.5),
 }
+
+# Measured beats assumed: the GPU throughput of the latest `python -m ablate.bench.gpu` report
+# (reports/benchmarks/gpu.txt), when there is one, replaces the assumed 20e12 above.
+_gpu_report = measured.latest_gpu_report()
+_gpu_macs = measured.measured_gpu_macs_per_second(_gpu_report) if _gpu_report else None
+if _gpu_macs is not None:
+    DEVICES["gpu"] = replace(DEVICES["gpu"], macs_per_second=_gpu_macs)
 
 
 def forward_macs(
@@ -136,7 +144,7 @@ def device_kind(accelerator: str) -> str:
 
 def calibration(finished: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     """Measured / modelled wall time of finished records, per device kind (one factor each)."""
-    measured: dict[str, float] = {}
+    wall: dict[str, float] = {}
     modelled: dict[str, float] = {}
     for record in finished:
         seconds, config = record.get("wall_seconds"), record.get("config")
@@ -148,6 +156,6 @@ def calibration(finished: Iterable[Mapping[str, Any]]) -> dict[str, float]:
             continue
         kind = "gpu" if "cuda" in str(record.get("device", "")) else "cpu"
         work = Work(work.macs, work.epochs, kind)
-        measured[kind] = measured.get(kind, 0.0) + float(seconds)
+        wall[kind] = wall.get(kind, 0.0) + float(seconds)
         modelled[kind] = modelled.get(kind, 0.0) + work.seconds()
-    return {kind: measured[kind] / modelled[kind] for kind in measured if modelled[kind] > 0}
+    return {kind: wall[kind] / modelled[kind] for kind in wall if modelled[kind] > 0}
