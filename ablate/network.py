@@ -54,10 +54,10 @@ def _module(layer: spec.Layer, in_channels: int, num_classes: int) -> tuple[list
             stride=layer.get("stride", 1),
             padding=spec.padding(layer),
         )
-        return [conv, nn.ReLU(inplace=True)], layer["out"]
+        return [conv, nn.ReLU()], layer["out"]
     if kind == "classifier":
         conv = nn.Conv2d(in_channels, num_classes, kernel_size=layer.get("k", 1))
-        return [conv, nn.ReLU(inplace=True)], num_classes
+        return [conv, nn.ReLU()], num_classes
     if kind == "maxpool":
         pool = nn.MaxPool2d(
             layer["k"],
