@@ -102,9 +102,10 @@ def units_figure(title: str, units: Sequence[tuple[int, torch.Tensor, Sequence[f
     k = max(len(crops) for _, crops, _, _ in units)
     methods = len(units[0][3])
     rows = len(units) * (1 + methods)
-    figure = Figure(figsize=(0.9 * k + 1.2, 0.9 * rows + 0.5))
-    figure.suptitle(title, fontsize=8)
-    grid = figure.add_gridspec(rows, k, wspace=0.06, hspace=0.12)
+    height = 0.95 * rows + 0.5
+    figure = Figure(figsize=(0.9 * k + 1.2, height))
+    figure.suptitle(title, fontsize=8, y=1 - 0.1 / height)
+    grid = figure.add_gridspec(rows, k, wspace=0.06, hspace=0.3, top=1 - 0.4 / height)
     row = 0
     for channel, crops, values, maps in units:
         for j in range(len(crops)):
@@ -130,9 +131,10 @@ def filters_figure(title: str, weights: torch.Tensor) -> bytes:
     count = weights.shape[0]
     columns = min(count, 12)
     rows = -(-count // columns)
-    figure = Figure(figsize=(0.55 * columns + 0.2, 0.55 * rows + 0.45))
-    figure.suptitle(title, fontsize=8)
-    grid = figure.add_gridspec(rows, columns, wspace=0.1, hspace=0.1)
+    height = 0.55 * rows + 0.45
+    figure = Figure(figsize=(max(0.55 * columns + 0.2, 2.5), height))
+    figure.suptitle(title, fontsize=8, y=1 - 0.08 / height)
+    grid = figure.add_gridspec(rows, columns, wspace=0.1, hspace=0.1, top=1 - 0.35 / height)
     for index in range(count):
         axes = figure.add_subplot(grid[index // columns, index % columns])
         _panel(axes, normalise_map(weights[index]))
