@@ -24,7 +24,7 @@ from torch import nn
 
 from ablate import network as network_lib
 from ablate.visualize import attribution, deletion, units
-from ablate.visualize.figures import normalise_map
+from ablate.visualize.figures import filters_figure, normalise_map
 
 
 class Total(nn.Module):
@@ -256,6 +256,26 @@ def test_maps_are_normalised_around_one_half_per_image():
     shown = normalise_map(torch.tensor([[[-2.0, 0.0], [1.0, 2.0]]]))
     assert shown.flatten().tolist() == [0.0, 0.5, 0.75, 1.0]
     assert normalise_map(torch.zeros(1, 2, 2)).unique().tolist() == [0.5]
+
+
+# --- W&B -------------------------------------------------------------------------------------
+
+
+def test_figures_reach_the_runs_offline_wandb_run_and_wandb_trouble_only_warns(tmp_path, caplog):
+    from ablate.visualize.wandb_log import log_figures
+
+    png = tmp_path / "figures" / "visualize_filters_x.png"
+    png.parent.mkdir()
+    png.write_bytes(filters_figure("x", torch.ones(2, 1, 3, 3)))
+    entry = {"id": "vizrun01", "project": "ablate", "mode": "offline",
+             "dir": str(tmp_path / "run" / "wandb")}
+    assert log_figures({"wandb": entry}, {"figures/visualize_filters_x.png": png})
+    (run_folder,) = (tmp_path / "run" / "wandb").glob("offline-run-*-vizrun01")
+    assert list(run_folder.glob("files/media/images/visualize/filters_x_*.png"))
+    assert not log_figures({}, {})  # no W&B entry: nothing to do
+    broken = {**entry, "mode": "no-such-mode"}
+    assert not log_figures({"wandb": broken}, {"figures/visualize_filters_x.png": png})
+    assert "could not log the figures" in caplog.text
 
 
 # --- the real CLI ------------------------------------------------------------------------------

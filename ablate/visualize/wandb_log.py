@@ -35,7 +35,8 @@ def log_figures(record: Mapping[str, Any], figures: Mapping[str, Path]) -> bool:
                          resume="allow", job_type="visualize", settings=wandb.Settings(
                              silent=True, console="off"))
         try:
-            run.log({f"visualize/{Path(name).stem}": wandb.Image(str(path))
+            run.log({f"visualize/{Path(name).stem.removeprefix('visualize_')}":
+                     wandb.Image(str(path))
                      for name, path in sorted(figures.items())})
         finally:
             run.finish()
