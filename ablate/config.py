@@ -138,3 +138,32 @@ def unknown_key_hints(
         hints.append(f"unknown config key '{key}'.{did_you_mean(leaf, valid, prefix)} "
                      f"Valid keys in {where}: {', '.join(valid)}.")
     return hints
+
+
+def print_key_hints(arguments: list[str]) -> None:
+    """After Hydra rejected an override, say which key was probably meant (on stderr)."""
+    import importlib.resources
+    import sys
+
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:
+        return
+    conf_root = importlib.resources.files(CONFIG_MODULE)
+    groups = sorted(entry.name for entry in conf_root.iterdir() if entry.is_dir())
+    choices = [f"{o.key_or_group}={next(iter(o.sweep_string_iterator()))}"
+               if o.is_sweep_override() else f"{o.key_or_group}={o.get_value_element_as_str()}"
+               for o in parsed if o.key_or_group in groups and not (o.is_add() or o.is_delete())]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            cfg = compose(CONFIG_NAME, overrides=choices)
+    except Exception:
+        return
+    for hint in unknown_key_hints(cfg, overrides, groups):
+        print(f"ablate: {hint}", file=sys.stderr)

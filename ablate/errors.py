@@ -55,3 +55,20 @@ class SweepInvalid(SystemExit):
 
     def __init__(self) -> None:
         super().__init__(2)
+
+
+class Interrupted(BaseException):
+    """The job was stopped from outside by a signal (SIGTERM, SIGINT, SIGHUP).
+
+    A ``BaseException``, like ``KeyboardInterrupt``: no ``except Exception`` on the way up (a
+    library's, Hydra's job runner) may swallow it, so the command always ends with
+    ``exit_code``, the shell's convention of 128 + the signal's number (143, 130, 129).
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {self.name}")

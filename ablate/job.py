@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate import records, tracking
 from ablate.callbacks import EpochHistory, FirstStep, TestPredictions, epoch_metrics
-from ablate.errors import Diverged, RunFailed
+from ablate.errors import Diverged, Interrupted, RunFailed
 from ablate.network import count_parameters
 from ablate.resume import resume_point
 from ablate.spec import format_spec
@@ -125,9 +125,9 @@ class Job:
         if isinstance(error, Diverged):
             self.end(trainer, "diverged", error=str(error))
         else:
-            # Stopped from outside (Ctrl-C, a SLURM preemption): a sweep resumes it from its
-            # checkpoint instead of training again.
-            interrupted = isinstance(error, KeyboardInterrupt | SystemExit)
+            # Stopped from outside (a signal, Ctrl-C, a SLURM preemption): a sweep resumes it
+            # from its checkpoint instead of training again.
+            interrupted = isinstance(error, Interrupted | KeyboardInterrupt | SystemExit)
             text = "".join(traceback.format_exception_only(type(error), error)).strip()
             self.end(trainer, "failed", error=text, interrupted=interrupted,
                      traceback=traceback.format_exc())

@@ -6,7 +6,6 @@ Trainer, fit, test, record. What happens around fit and test is ``ablate.job``.
 
 from __future__ import annotations
 
-import importlib.resources
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ablate import config, records
-from ablate.errors import CONFIG_ERRORS, InvalidConfig, SweepFailed
+from ablate.errors import CONFIG_ERRORS, Interrupted, InvalidConfig, SweepFailed
 from ablate.job import Job
 from ablate.module import Classifier
+from ablate.signals import interruptible
 
 
 @dataclass
@@ -67,50 +67,26 @@ def run(cfg: DictConfig) -> dict:
     cell = records.cell_of(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
     job = Job.begin(cfg, parts.module.network, cell, config_id, output_dir)
     trainer = None
-    try:  # loggers are built from the record: W&B names its run after the cell
-        # a partial: Hydra would read a record passed to instantiate() as config
-        logger = cfg.get("logger") and instantiate(cfg.logger, _partial_=True)(record=job.record)
-        trainer = instantiate(cfg.trainer, logger=logger, callbacks=parts.callbacks,
-                              default_root_dir=str(output_dir))
-        trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=job.resume_path,
-                    weights_only=True)
-        job.fitted(trainer)
-        trainer.test(parts.module, datamodule=parts.datamodule, verbose=False)
-    except BaseException as error:  # KeyboardInterrupt too: the record must still be written
-        raise job.fail(trainer, error)  # noqa: B904 - fail() chains the cause itself
-    return job.end(trainer)
+    with interruptible():  # SIGTERM/SIGINT/SIGHUP: a record saying so, then 143/130/129
+        try:  # loggers are built from the record: W&B names its run after the cell
+            # a partial: Hydra would read a record passed to instantiate() as config
+            logger = cfg.get("logger") and instantiate(cfg.logger, _partial_=True)(
+                record=job.record)
+            trainer = instantiate(cfg.trainer, logger=logger, callbacks=parts.callbacks,
+                                  default_root_dir=str(output_dir))
+            trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=job.resume_path,
+                        weights_only=True)
+            job.fitted(trainer)
+            trainer.test(parts.module, datamodule=parts.datamodule, verbose=False)
+        except BaseException as error:  # interrupts too: the record must still be written
+            raise job.fail(trainer, error)  # noqa: B904 - fail() chains the cause itself
+        return job.end(trainer)
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{config.CONFIG_MODULE}",
             config_name=config.CONFIG_NAME)
 def _hydra_main(cfg: DictConfig) -> None:
     run(cfg)
-
-
-def _print_key_hints(arguments: list[str]) -> None:
-    """After Hydra rejected an override, say which key was probably meant."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:
-        return
-    conf_root = importlib.resources.files(config.CONFIG_MODULE)
-    groups = sorted(entry.name for entry in conf_root.iterdir() if entry.is_dir())
-    choices = [f"{o.key_or_group}={next(iter(o.sweep_string_iterator()))}"
-               if o.is_sweep_override() else f"{o.key_or_group}={o.get_value_element_as_str()}"
-               for o in parsed if o.key_or_group in groups and not (o.is_add() or o.is_delete())]
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config.CONFIG_MODULE, version_base="1.3"):
-            cfg = compose(config.CONFIG_NAME, overrides=choices)
-    except Exception:
-        return
-    for hint in config.unknown_key_hints(cfg, overrides, groups):
-        print(f"ablate: {hint}", file=sys.stderr)
 
 
 def main() -> None:
@@ -123,8 +99,10 @@ def main() -> None:
         _hydra_main()
     except SystemExit as stop:
         if stop.code not in (0, None, 2) and not isinstance(stop, SweepFailed):
-            _print_key_hints(sys.argv[1:])
+            config.print_key_hints(sys.argv[1:])
         raise
+    except Interrupted as stop:  # 143, 130, 129: a scheduler must not see a success
+        raise SystemExit(stop.exit_code) from None
 
 
 if __name__ == "__main__":

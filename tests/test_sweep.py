@@ -47,7 +47,7 @@ def test_config_id_ignores_launch_and_display_settings_but_not_training():
     base = config_id("experiment=quick")
     assert base == config_id("experiment=quick", "resume_from=/x/last.ckpt", "sweep_name=other",
                              "logger=none", "trainer.enable_progress_bar=false")
-    assert base == config_id("experiment=quick", "lr=0.02")  # quick's own lr, typed again
+    assert base == config_id("experiment=quick", "lr=0.01")  # quick's own lr, typed again
     assert base != config_id("experiment=quick", "lr=0.05")
     assert base != config_id("experiment=quick", "trainer.max_epochs=3")
 

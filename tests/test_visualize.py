@@ -364,6 +364,7 @@ def _other_dataset(record):
     ],
     ids=["no-record", "no-checkpoint", "failed", "datasets", "layer", "unit", "images"],
 )
+@pytest.mark.slow  # a real training run and seven CLI processes
 def test_bad_input_exits_2_names_the_problem_and_writes_nothing(real_run, tmp_path, make,
                                                                 extra, expected):
     target = make(real_run, tmp_path)

@@ -153,7 +153,8 @@ class AblateSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         from ablate import records
-        from ablate.errors import SweepFailed, SweepInvalid
+        from ablate.errors import Interrupted, SweepFailed, SweepInvalid
+        from ablate.signals import interruptible
         from ablate.sweep import plan, state
 
         assert self.config is not None and self.launcher is not None
@@ -181,6 +182,29 @@ class AblateSweeper(BasicSweeper):
             if job.decision.action == state.SKIP:
                 job.state = "skipped"
         returns: list[Sequence[JobReturn]] = []
+        try:
+            with interruptible():  # between jobs too: a signal never loses the summary
+                self._launch_all(todo, returns, records)
+        except Interrupted as stop:  # stop launching, say what happened, exit 128 + signal
+            for job in todo:
+                if job.state is None and job.launched_at is not None:
+                    job.state, job.error = "failed", f"{stop} (its record says where it stopped)"
+                elif job.state is None:
+                    job.state, job.error = "failed", f"not launched: the sweep was {stop}"
+            self._save(sweep_dir, name, root, axes, jobs, began, time.time())
+            print(plan.format_summary(name, sweep_dir, jobs, time.time() - began), flush=True)
+            raise
+        self._save(sweep_dir, name, root, axes, jobs, began, time.time())
+        print(plan.format_summary(name, sweep_dir, jobs, time.time() - began), flush=True)
+        failed = [job for job in jobs if job.state not in ("finished", "skipped")]
+        if failed:
+            raise SweepFailed(len(failed))
+        return returns
+
+
+    def _launch_all(self, todo: list, returns: list, records: Any) -> None:
+        """Hand the jobs to the launcher in batches; each job's outcome read from its record."""
+        assert self.launcher is not None
         size = self.max_batch_size or len(todo) or 1
         next_num = 0
         for start in range(0, len(todo), size):
@@ -200,13 +224,6 @@ class AblateSweeper(BasicSweeper):
                 self._collect(job, next_num + offset, result, launch_error, records)
             next_num += len(batch)
             returns.append([r for r in results if r is not None])
-
-        self._save(sweep_dir, name, root, axes, jobs, began, time.time())
-        print(plan.format_summary(name, sweep_dir, jobs, time.time() - began), flush=True)
-        failed = [job for job in jobs if job.state not in ("finished", "skipped")]
-        if failed:
-            raise SweepFailed(len(failed))
-        return returns
 
     @staticmethod
     def _launch_overrides(job: Any) -> list[str]:

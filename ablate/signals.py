@@ -1,0 +1,44 @@
+"""Signals that stop a run: each becomes :class:`ablate.errors.Interrupted`, with its exit code.
+
+Without this, SIGTERM (``kill``, ``docker stop``, Kubernetes, a CI timeout) reached Lightning's
+own handler, which ends training with a ``SystemExit`` whose code is None: the process exited 0
+and every scheduler took the stopped job for a success. Ctrl-C became Lightning's
+``sys.exit(1)``. Here each signal raises one exception that the record notes as ``interrupted``
+and that the entry point turns into 143, 130 or 129.
+
+A handler somebody else installed first is left alone: submitit (SLURM) bypasses SIGTERM so that
+a preempted job can be requeued, and that must keep working.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from ablate.errors import Interrupted
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _raise(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Within the block, SIGTERM, SIGINT and SIGHUP raise ``Interrupted``; restored after."""
+    previous = {}
+    for signum in SIGNALS:
+        current = signal.getsignal(signum)
+        if current in (signal.SIG_DFL, signal.default_int_handler, None):
+            try:
+                previous[signum] = signal.signal(signum, _raise)
+            except ValueError:  # not the main thread (a Ray worker's thread): leave it be
+                continue
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
