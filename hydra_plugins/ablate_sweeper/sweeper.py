@@ -186,11 +186,11 @@ class AblateSweeper(BasicSweeper):
             with interruptible():  # between jobs too: a signal never loses the summary
                 self._launch_all(todo, returns, records)
         except Interrupted as stop:  # stop launching, say what happened, exit 128 + signal
-            for job in todo:
-                if job.state is None and job.launched_at is not None:
-                    job.state, job.error = "failed", f"{stop} (its record says where it stopped)"
-                elif job.state is None:
-                    job.state, job.error = "failed", f"not launched: the sweep was {stop}"
+            for num, job in enumerate(todo):  # job numbers follow the order of launch
+                if job.state is None:
+                    self._collect(job, num, None, None, records)
+                if job.error and job.error.startswith("no record"):
+                    job.error = f"not launched: the sweep was {stop}"
             self._save(sweep_dir, name, root, axes, jobs, began, time.time())
             print(plan.format_summary(name, sweep_dir, jobs, time.time() - began), flush=True)
             raise

@@ -1,0 +1,61 @@
+"""Faults from outside, with real processes: signals on a single run and on a multirun.
+
+Each checks the exit code (128 + the signal, never 0), the record, and that a relaunch of the
+sweep ends with exactly one finished record per cell.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+from helpers import TINY, cli_env, load, result_files, run_cli
+from test_sweep import _wait_for
+
+from ablate import records
+
+pytestmark = pytest.mark.slow
+BUDGET = [*TINY, "trainer.max_epochs=30", "trainer.limit_train_batches=10"]
+
+
+def _start(args: list[str], workdir) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ablate.run", *args], cwd=workdir,
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130),
+                                              (signal.SIGHUP, 129)])
+def test_a_signal_ends_a_run_with_its_exit_code_and_an_interrupted_record(workdir, signum, code):
+    run = _start(["model=A", "downsample=stride", *BUDGET], workdir)
+    _wait_for("sweeps/quick/*/checkpoints/last.ckpt", workdir, run)
+    run.send_signal(signum)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == code, err[-3000:]
+    [path] = result_files(workdir)
+    record = load(path)
+    assert record["status"] == "failed" and record["interrupted"] is True
+    assert f"interrupted by {signal.Signals(signum).name}" in record["error"]
+
+
+def test_sigterm_stops_a_multirun_prints_the_summary_and_a_relaunch_finishes_it(workdir):
+    grid = ["-m", "model=A,B", "downsample=stride", *BUDGET]
+    sweep = _start(grid, workdir)
+    _wait_for("sweeps/quick/*/0/checkpoints/last.ckpt", workdir, sweep)
+    sweep.send_signal(signal.SIGTERM)
+    out, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 143, err[-3000:]
+    assert "0 finished, 0 skipped (finished before), 2 failed" in out
+    assert "interrupted by SIGTERM" in out  # the job that ran, from its record
+    assert "not launched: the sweep was interrupted by SIGTERM" in out
+    [first] = [load(p) for p in result_files(workdir)]
+    assert first["interrupted"] is True
+
+    again = run_cli(grid, workdir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 to run, 1 to resume, 0 skipped" in again.stdout
+    finished = [load(p) for p in result_files(workdir) if load(p)["status"] == "finished"]
+    assert sorted(r["cell"]["model"] for r in finished) == ["A", "B"]
+    assert all((p.parent / records.START_FILE).exists() for p in result_files(workdir))
