@@ -24,7 +24,7 @@ from ablate import records, tracking
 from ablate.callbacks import EpochHistory, FirstStep, TestPredictions, epoch_metrics
 from ablate.errors import Diverged, Interrupted, RunFailed
 from ablate.network import count_parameters
-from ablate.resume import resume_point
+from ablate.resume import ConfigStamp, resume_point
 from ablate.spec import format_spec
 
 log = logging.getLogger("ablate")
@@ -56,6 +56,7 @@ class Job:
 
     record: dict[str, Any]
     resume_path: Path | None
+    stamp: ConfigStamp  # the callback that writes this run's identity into its checkpoints
     started: float = field(default_factory=time.perf_counter)
     fit_metrics: dict[str, float] = field(default_factory=dict)
 
@@ -71,7 +72,9 @@ class Job:
             name=network.name, cell=cell, params=count_parameters(network),
             config=OmegaConf.to_container(cfg, resolve=True), config_id=config_id,
             output_dir=output_dir)
-        resume = resume_point(cfg.get("resume_from"), output_dir, config_id)
+        resume = resume_point(cfg.get("resume_from"), output_dir, config_id, record["config"],
+                              resume_any=bool(cfg.get("resume_any")),
+                              fallback=bool(cfg.get("resume_fallback")))
         record.update(resumed_from=resume.path and str(resume.path), resumed_epoch=resume.epoch)
         if resume.note:
             log.warning("%s", resume.note)
@@ -80,7 +83,7 @@ class Job:
         log.info("%s, %s parameters, cell %s", network.name, f"{record['params']:,}", cell)
         log.info("network (%dx%d input):\n%s", cfg.dataset.image_size, cfg.dataset.image_size,
                  format_spec(network.spec, cfg.dataset.image_size))
-        return cls(record, resume.path)
+        return cls(record, resume.path, ConfigStamp(config_id, record["config"]))
 
     def fitted(self, trainer: pl.Trainer) -> None:
         """Keep the train/val metrics of the fit; a run resumed after its last epoch fits nothing,

@@ -42,7 +42,7 @@ STATUSES = ("finished", "failed", "diverged")
 CELL_AXES = ("model", "downsample", "dataset", "augmentation")
 REPLICATE_KEYS = ("lr", "seed")
 # Launch controls: how a run is started, not what it trains (never part of a cell either).
-CONTROL_KEYS = ("resume_from", "sweep_name")
+CONTROL_KEYS = ("resume_from", "resume_any", "resume_fallback", "sweep_name")
 # Overrides that select a grid rather than a value of it: never part of a cell.
 NOT_CELL_KEYS = ("sweep", *CONTROL_KEYS)
 # Left out of ``config_id`` besides the controls: how a run is shown and logged. Relaunching a
@@ -207,6 +207,25 @@ def config_id(config: Mapping[str, Any] | DictConfig) -> str:
         if isinstance(node, dict):
             node.pop(leaf, None)
     return cell_id(kept)
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, Mapping):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flat(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: node}
+
+
+def config_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """The dotted keys whose values differ between two resolved configs (launch controls and
+    presentation aside, as in ``config_id``), sorted: what makes them different runs."""
+    ignored = (*CONTROL_KEYS, *PRESENTATION_KEYS, "hydra")
+    flat_a, flat_b = _flat(a), _flat(b)
+    return sorted(key for key in set(flat_a) | set(flat_b)
+                  if flat_a.get(key) != flat_b.get(key)
+                  and not any(key == i or key.startswith(f"{i}.") for i in ignored))
 
 
 # ---------------------------------------------------------------- a run's record

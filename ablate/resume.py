@@ -1,21 +1,32 @@
 """Which checkpoint a run continues from, checked before Lightning is handed it.
 
-A sweep passes ``resume_from`` for a run that was interrupted in an earlier launch; a SLURM job
-requeued after preemption or timeout starts again in its own directory and finds its own
-``checkpoints/last.ckpt``. Either way the file is opened here first with
-``torch.load(weights_only=True)`` (no code from the file runs), so a truncated or foreign file
-is reported and the run starts from scratch instead of failing deep inside ``Trainer.fit``.
-``Trainer.fit`` then loads it again with ``weights_only=True`` as well.
+Three ways to get here: the user names a checkpoint (``resume_from=...``); a sweep relaunch
+names the checkpoint of an interrupted run of the same config (``resume_from=...`` with
+``resume_fallback=true``); a SLURM job requeued after preemption or timeout starts again in its
+own directory and finds its own ``checkpoints/last.ckpt``.
+
+The file is opened here first with ``torch.load(weights_only=True)`` (no code from the file
+runs), and its identity is checked: every checkpoint carries the ``config_id`` and config of the
+run that wrote it (:class:`ConfigStamp`). A checkpoint of another config would continue under
+its own optimiser state while the record claimed the new cell, so it is refused, naming the keys
+that differ, unless ``resume_any=true``. A checkpoint the user named that cannot be loaded is an
+error; only the sweep's own resumes fall back to a fresh start, with a warning.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pytorch_lightning as pl
 import torch
 
 from ablate import records
+from ablate.errors import ConfigError
+
+IDENTITY_KEY = "ablate_identity"
 
 
 @dataclass(frozen=True)
@@ -27,12 +38,24 @@ class Resume:
     note: str | None = None
 
 
-def checkpoint_epochs(path: Path) -> int:
-    """Completed epochs stored in a Lightning checkpoint; raises if it cannot be read safely."""
+class ConfigStamp(pl.Callback):
+    """Writes the run's ``config_id`` and config into every checkpoint it saves."""
+
+    def __init__(self, config_id: str, config: Mapping[str, Any]) -> None:
+        self.identity = {"config_id": config_id, "config": dict(config)}
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint[IDENTITY_KEY] = self.identity
+
+
+def read_checkpoint(path: Path) -> tuple[int, dict[str, Any] | None]:
+    """Completed epochs and the writer's identity; raises if it cannot be read safely."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError("not a Lightning checkpoint (no state_dict)")
-    return int(checkpoint.get("epoch", -1)) + 1
+    identity = checkpoint.get(IDENTITY_KEY)
+    return int(checkpoint.get("epoch", -1)) + 1, identity if isinstance(identity, dict) else None
 
 
 def _same_config(output_dir: Path, config_id: str) -> bool:
@@ -41,16 +64,48 @@ def _same_config(output_dir: Path, config_id: str) -> bool:
     return marker is not None and marker.get("config_id") == config_id
 
 
-def resume_point(requested: str | None, output_dir: Path, config_id: str) -> Resume:
-    """The checkpoint to continue from: ``requested``, else this directory's own, else none."""
+def _why_unreadable(error: BaseException) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    text = str(error).strip()
+    if isinstance(error, KeyError) or len(text) < 12:  # torch's bare messages ("101", ...)
+        return f"not a readable checkpoint ({type(error).__name__}: {text or 'no detail'})"
+    return text.splitlines()[0]
+
+
+def resume_point(requested: str | None, output_dir: Path, config_id: str,
+                 config: Mapping[str, Any], *, resume_any: bool = False,
+                 fallback: bool = False) -> Resume:
+    """The checkpoint to continue from: ``requested``, else this directory's own, else none.
+
+    Raises ``ConfigError`` for a named checkpoint that cannot be loaded (unless ``fallback``)
+    or that belongs to another config (unless ``resume_any``).
+    """
     if requested:
-        path, origin = Path(requested), "resume_from"
+        path = Path(requested)
     else:
-        path, origin = output_dir / records.CHECKPOINT_FILE, "own"
+        path = output_dir / records.CHECKPOINT_FILE
         if not path.is_file() or not _same_config(output_dir, config_id):
             return Resume()
+        fallback = resume_any = True  # its own checkpoint: the marker proved the config
     try:
-        epochs = checkpoint_epochs(path)
+        epochs, identity = read_checkpoint(path)
     except Exception as error:  # missing, truncated, or not safe to unpickle
-        return Resume(note=f"cannot resume from {path} ({origin}): {error}; starting from scratch")
+        why = _why_unreadable(error)
+        if not fallback:
+            raise ConfigError(f"resume_from={requested}: {why}. Give the path of a run's "
+                              "checkpoints/last.ckpt, or drop resume_from to start afresh"
+                              ) from None
+        return Resume(note=f"cannot resume from {path}: {why}; starting from scratch")
+    if not resume_any and (identity is None or identity.get("config_id") != config_id):
+        if identity is None:
+            differs = "it carries no config id (written by another tool or an older ablate)"
+        else:
+            keys = records.config_differences(identity.get("config") or {}, config)
+            differs = ("its run differs in " + ", ".join(keys[:12])
+                       + (f" and {len(keys) - 12} more" if len(keys) > 12 else "")) if keys \
+                else "its config id differs"
+        raise ConfigError(f"resume_from={path} is a checkpoint of another config: {differs}. "
+                          "Resume it with the overrides of its own run, or set resume_any=true "
+                          "to continue it under this config anyway")
     return Resume(path=path.resolve(), epoch=epochs)

@@ -60,20 +60,20 @@ def run(cfg: DictConfig) -> dict:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     config_id = records.config_id(cfg)  # before instantiate() resolves anything in place
-    try:
+    cell = records.cell_of(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
+    try:  # a config that cannot run, or a checkpoint that cannot be resumed: no record
         parts = build(cfg)
+        job = Job.begin(cfg, parts.module.network, cell, config_id, output_dir)
     except Exception as error:
         _reject(error, hydra_cfg.mode)
-    cell = records.cell_of(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
-    job = Job.begin(cfg, parts.module.network, cell, config_id, output_dir)
     trainer = None
     with interruptible():  # SIGTERM/SIGINT/SIGHUP: a record saying so, then 143/130/129
         try:  # loggers are built from the record: W&B names its run after the cell
             # a partial: Hydra would read a record passed to instantiate() as config
             logger = cfg.get("logger") and instantiate(cfg.logger, _partial_=True)(
                 record=job.record)
-            trainer = instantiate(cfg.trainer, logger=logger, callbacks=parts.callbacks,
-                                  default_root_dir=str(output_dir))
+            trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(output_dir),
+                                  callbacks=[*parts.callbacks, job.stamp])
             trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=job.resume_path,
                         weights_only=True)
             job.fitted(trainer)

@@ -59,3 +59,42 @@ def test_sigterm_stops_a_multirun_prints_the_summary_and_a_relaunch_finishes_it(
     finished = [load(p) for p in result_files(workdir) if load(p)["status"] == "finished"]
     assert sorted(r["cell"]["model"] for r in finished) == ["A", "B"]
     assert all((p.parent / records.START_FILE).exists() for p in result_files(workdir))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One short finished run whose checkpoint the resume tests try to continue."""
+    workdir = tmp_path_factory.mktemp("resume")
+    done = run_cli(["model=A", "downsample=stride", *TINY], workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [path] = result_files(workdir)
+    return path.parent / records.CHECKPOINT_FILE
+
+
+def test_resume_from_a_checkpoint_of_another_config_is_refused_naming_the_keys(
+        finished_run, workdir):
+    other = run_cli(["model=A", "downsample=stride", *TINY, "lr=0.02",
+                     f"resume_from={finished_run}"], workdir)
+    assert other.returncode == 2, other.stderr
+    assert ("is a checkpoint of another config: its run differs in lr, module.optimizer.lr, "
+            "optimizer.lr.") in other.stderr
+    assert "resume_any=true" in other.stderr and "Traceback" not in other.stderr
+    assert result_files(workdir) == []  # refused before anything ran
+    anyway = run_cli(["model=A", "downsample=stride", *TINY, "lr=0.02", "resume_any=true",
+                      f"resume_from={finished_run}"], workdir)
+    assert anyway.returncode == 0, anyway.stderr[-3000:]
+    [record] = [load(p) for p in result_files(workdir)]
+    assert record["status"] == "finished" and record["resumed_from"] == str(finished_run)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", None], ids=["truncated", "missing"])
+def test_an_unreadable_resume_from_is_an_error_not_a_fresh_start(finished_run, workdir,
+                                                                  content):
+    broken = workdir / "broken.ckpt"
+    if content is not None:
+        broken.write_bytes(finished_run.read_bytes()[:len(finished_run.read_bytes()) // 2])
+    done = run_cli(["model=A", "downsample=stride", *TINY, f"resume_from={broken}"], workdir)
+    assert done.returncode == 2
+    assert f"resume_from={broken}:" in done.stderr and "Traceback" not in done.stderr
+    assert "101" not in done.stderr.split(f"resume_from={broken}:")[1].split(".")[0]
+    assert result_files(workdir) == []

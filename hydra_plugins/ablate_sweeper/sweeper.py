@@ -227,9 +227,11 @@ class AblateSweeper(BasicSweeper):
 
     @staticmethod
     def _launch_overrides(job: Any) -> list[str]:
-        overrides = [o for o in job.overrides if not o.lstrip("+").startswith("resume_from=")]
-        if job.decision.checkpoint is not None:
-            overrides.append(f"resume_from={_quoted(str(job.decision.checkpoint))}")
+        overrides = [o for o in job.overrides
+                     if not o.lstrip("+").startswith(("resume_from=", "resume_fallback="))]
+        if job.decision.checkpoint is not None:  # found by config id; unreadable: start afresh
+            overrides += [f"resume_from={_quoted(str(job.decision.checkpoint))}",
+                          "resume_fallback=true"]
         return overrides
 
     def _output_dir(self, job: Any, num: int, result: JobReturn | None) -> Path:
