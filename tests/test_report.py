@@ -25,6 +25,7 @@ SWEEP = "table3/2026-01-01_00-00-00"
 
 @functools.cache
 def _config(dataset: str, overrides: tuple[str, ...]) -> str:
+    config_lib.register()  # trainer/open, the base of conf/trainer/*.yaml (as the runner does)
     with initialize_config_module(config_lib.CONFIG_MODULE, version_base="1.3"):
         cfg = compose(config_lib.CONFIG_NAME,
                       overrides=[f"dataset={dataset}", "logger=none", "sweep_name=table3",

@@ -108,8 +108,8 @@ def test_claims_open_the_report_with_numbers_and_setting_notes(study):
     text = render(study)
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings[0] == "## Claims" and headings[1] == "## Inputs"
-    header = ["claim", "runs", "n", "A − B (pp) [95 % CI]", "t p", "Holm p", "McNemar p",
-              "result", "note"]
+    header = ["claim", "metric", "runs", "n", "A − B (pp) [95 % CI]", "t p", "Holm p",
+              "McNemar p", "result", "note"]
     rows = table_rows(section(text, "## Claims"))
     assert rows[0] == header
     claim_rows = {r[0]: dict(zip(header, r, strict=True)) for r in rows[1:]}

@@ -1,8 +1,9 @@
 """The paper's claims (``claims.yaml``) judged on the runs at hand.
 
-A claim is data: an axis, two values of it (A and B), the runs it is about (``where``) and what
-the paper expects (``lower``, ``higher``, ``no_worse``; the rules are written beside them in
-``claims.yaml``). Each context of runs that has both sides gives one line of evidence, with
+A claim is data: an axis, two values of it (A and B), the runs it is about (``where``), the
+metric it is about (``metric``, test error unless it says otherwise: ``compare.METRICS``) and
+what is expected of it (``lower``, ``higher``, ``no_worse``; the rules are written beside them
+in ``claims.yaml``). Each context of runs that has both sides gives one line of evidence, with
 the numbers behind it and a note when those runs are not the paper's setting. Holm's
 correction runs over every line of the Claims table, as it does within every other table.
 """
@@ -50,6 +51,7 @@ class Claim:
     expect: str
     where: dict[str, Any] = field(default_factory=dict)
     margin: float | None = None
+    metric: str = compare.TEST_ERROR
 
 
 def _require(entry: Mapping[str, Any], key: str, where: str) -> Any:
@@ -102,9 +104,13 @@ def parse(data: Any) -> tuple[Settings, list[Claim]]:
                 raise ClaimsError(f"{where}: axis {item['axis']!r} cannot be compared along "
                                   f"(none of {compare.NOT_AXES}); use a swept key such as "
                                   "downsample, augmentation or init")
+            metric = str(item.get("metric", compare.TEST_ERROR))
+            if metric not in compare.METRICS:
+                raise ClaimsError(f"{where}: metric {metric!r} is not one of "
+                                  f"{tuple(compare.METRICS)}; leave it out for test error")
             margin = item.get("margin")
             if expect == "no_worse" and margin is None:
-                raise ClaimsError(f"{where}: expect no_worse needs a margin (the error, as a "
+                raise ClaimsError(f"{where}: expect no_worse needs a margin (the metric, as a "
                                   "fraction, by which A may be worse), e.g. margin: 0.005")
             claims.append(Claim(
                 id=str(_require(item, "id", where)), statement=str(_require(item, "statement",
@@ -113,7 +119,7 @@ def parse(data: Any) -> tuple[Settings, list[Claim]]:
                 a=compare.text(_require(item, "a", where)),
                 b=compare.text(_require(item, "b", where)), expect=expect,
                 where=dict(item.get("where") or {}),
-                margin=None if margin is None else float(margin)))
+                margin=None if margin is None else float(margin), metric=metric))
     ids = [c.id for c in claims]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -136,23 +142,30 @@ def settings() -> Settings:
 class Outcome:
     claim: Claim
     comparison: compare.Comparison | None
+    paired: evidence.Paired | None = None  # on the claim's metric
     result: str = NOT_TESTED
     p_adjusted: float | None = None
     note: str = ""
 
 
-def judge(claim: Claim, comparison: compare.Comparison, p_adjusted: float | None,
+def judge(claim: Claim, result: evidence.Paired, p_adjusted: float | None,
           alpha: float) -> str:
-    """supported / contradicted / inconclusive by the claim's rule (see ``claims.yaml``)."""
-    result = comparison.paired
+    """supported / contradicted / inconclusive by the claim's rule (see ``claims.yaml``);
+    ``result`` is the paired test on the claim's metric."""
     if result.n == 0:
-        return f"{INCONCLUSIVE} (no seed finished on both sides)"
+        if claim.metric == compare.TEST_ERROR:
+            return f"{INCONCLUSIVE} (no seed finished on both sides)"
+        label = compare.METRICS[claim.metric].label
+        return f"{INCONCLUSIVE} (n/a: no seed has {label} on both sides)"
     if result.n < 2:
         return f"{INCONCLUSIVE} ({evidence.ONE_SEED})"
     if claim.expect == "no_worse":
-        if result.ci_high < claim.margin:
+        # how much worse A is than B: A − B for an error, B − A where higher is better
+        sign = -1 if compare.METRICS[claim.metric].higher_is_better else 1
+        low, high = sorted((sign * result.ci_low, sign * result.ci_high))
+        if high < claim.margin:
             return SUPPORTED
-        if result.ci_low > claim.margin:
+        if low > claim.margin:
             return CONTRADICTED
         return INCONCLUSIVE
     if p_adjusted is None or p_adjusted >= alpha or result.mean_diff == 0:
@@ -190,11 +203,11 @@ def evaluate(frame: pd.DataFrame, claims: Sequence[Claim], config: Settings,
             comparison = compare.compare(
                 claim.axis, context.cell, compare.side(claim.a, context.sides[claim.a]),
                 compare.side(claim.b, context.sides[claim.b]), warnings)
-            outcomes.append(Outcome(claim, comparison,
+            outcomes.append(Outcome(claim, comparison, comparison.on(claim.metric),
                                     note=setting_note(claim, comparison, config.paper_setting)))
-    tested = [o for o in outcomes if o.comparison is not None]
-    adjusted = evidence.holm([o.comparison.paired.t_p for o in tested])
+    tested = [o for o in outcomes if o.paired is not None]
+    adjusted = evidence.holm([o.paired.t_p for o in tested])
     for outcome, p in zip(tested, adjusted, strict=True):
         outcome.p_adjusted = p
-        outcome.result = judge(outcome.claim, outcome.comparison, p, config.alpha)
+        outcome.result = judge(outcome.claim, outcome.paired, p, config.alpha)
     return outcomes

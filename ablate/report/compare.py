@@ -24,7 +24,7 @@ import pandas as pd
 
 from ablate import records
 from ablate.report import evidence, per_example, reference, stats
-from ablate.report.load import RUNNING
+from ablate.report.load import RUNNING, SHIFTS
 
 # Never compared along: seed pairs the runs, lr is chosen per side on validation error, and
 # runs on different datasets have different test sets (and chance levels) to be paired on.
@@ -34,6 +34,36 @@ NOT_AXES = ("seed", "lr", "dataset")
 IGNORED_KEYS = (*records.PRESENTATION_KEYS, *records.CONTROL_KEYS)
 # Left out of a table's grouping: each per-model table lists its variants as rows.
 ROW_KEYS = ("downsample",)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a comparison measures (a numeric column of the runs DataFrame) and which way is
+    better, so that one paired test and one verdict rule serve error and invariance alike."""
+
+    column: str
+    label: str
+    higher_is_better: bool
+    words: tuple[str, str]  # the verdict when A is better, when B is better
+
+    def verdict(self, n: int, mean_diff: float, p_adjusted: float | None, alpha: float) -> str:
+        return evidence.verdict(n, mean_diff, p_adjusted, alpha,
+                                higher_is_better=self.higher_is_better, words=self.words)
+
+
+TEST_ERROR = "test_error"
+INVARIANT = (evidence.MORE_INVARIANT, evidence.LESS_INVARIANT)
+METRICS = {
+    TEST_ERROR: Metric(TEST_ERROR, "test error", False, (evidence.A_BETTER, evidence.B_BETTER)),
+    **{f"consistency_{step}": Metric(f"consistency_{step}", f"consistency at {step} px", True,
+                                     INVARIANT) for step in SHIFTS},
+    "consistency_flip": Metric("consistency_flip", "consistency under a flip", True, INVARIANT),
+}
+# The shift the Comparisons section tests consistency at: 2 px, the stride of every
+# downsampling layer (3x3 max-pooling or convolution with stride 2), the move one pooling stage
+# is said to absorb. One shift keeps one question, one Holm family, per table; the invariance
+# table and figure show every shift.
+COMPARED_CONSISTENCY = "consistency_2"
 
 
 def text(value: Any) -> str:
@@ -144,6 +174,20 @@ class Comparison:
     @property
     def n(self) -> int:
         return len(self.seeds)
+
+    def on(self, column: str) -> evidence.Paired:
+        """The paired test on another column (a consistency), over the seeds where both sides
+        measured it: runs recorded before it existed drop out rather than count as 0."""
+        if column == TEST_ERROR:
+            return self.paired
+        a, b = self.a.by_seed, self.b.by_seed
+        seeds = [s for s in self.seeds if not (pd.isna(a[s][column]) or pd.isna(b[s][column]))]
+        return evidence.paired([a[s][column] for s in seeds], [b[s][column] for s in seeds])
+
+    def measured(self, column: str) -> bool:
+        """Whether any run of either side has ``column`` (none: leave its table out)."""
+        return any(not pd.isna(run[column])
+                   for side in (self.a, self.b) for run in side.by_seed.values())
 
 
 def side(value: str, runs: pd.DataFrame) -> Side:

@@ -39,6 +39,9 @@ ALPHA = 0.05
 WILCOXON_MIN_N = 6
 ONE_SEED = "one seed: no claim"
 A_BETTER, B_BETTER = "A better", "B better"
+# The words for a metric where higher is better and "better" would not say what was measured:
+# prediction consistency under shifts (``compare.METRICS``).
+MORE_INVARIANT, LESS_INVARIANT = "A more invariant", "A less invariant"
 # Every seed differs by exactly the same amount (errors on a small test set are multiples of
 # 1/N): the t statistic is undefined, and "no detectable difference" would misstate it.
 NO_TEST = "no test: the same difference on every seed"
@@ -169,12 +172,17 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     return adjusted
 
 
-def verdict(n: int, mean_diff: float, p_adjusted: float | None, alpha: float = ALPHA) -> str:
-    """Which side has the lower error, decided on the Holm-adjusted paired-t p."""
+def verdict(n: int, mean_diff: float, p_adjusted: float | None, alpha: float = ALPHA, *,
+            higher_is_better: bool = False,
+            words: tuple[str, str] = (A_BETTER, B_BETTER)) -> str:
+    """Which side is better, decided on the Holm-adjusted paired-t p: by default the one with
+    the lower error; ``higher_is_better`` for a metric such as consistency, where a positive
+    A − B favours A. ``words`` name the two outcomes (A wins, B wins)."""
     if n < 2:
         return ONE_SEED
     if p_adjusted is None:
         return NO_TEST
     if p_adjusted < alpha and mean_diff != 0:
-        return A_BETTER if mean_diff < 0 else B_BETTER
+        a_wins = mean_diff > 0 if higher_is_better else mean_diff < 0
+        return words[0] if a_wins else words[1]
     return no_difference(n)

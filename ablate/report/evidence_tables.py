@@ -17,6 +17,7 @@ from ablate.report import claims, compare, evidence, instability, per_example, s
 
 # tables imports this module: its helpers are looked up at call time, through the module.
 from ablate.report import tables as base
+from ablate.report.load import CONSISTENCY, SHIFTS
 
 
 def p_text(p: float | None) -> str:
@@ -61,16 +62,19 @@ def context_text(cell: Mapping[str, str], skip: Sequence[str] = ()) -> str:
 def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) -> str:
     rows = []
     for outcome in outcomes:
-        c = outcome.comparison
-        if c is None:
-            rows.append([outcome.claim.statement, "–", 0, "–", "–", "–", "–", outcome.result,
-                         ""])
+        c, result = outcome.comparison, outcome.paired
+        metric = compare.METRICS[outcome.claim.metric]
+        if c is None or result is None:
+            rows.append([outcome.claim.statement, metric.label, "–", 0, "–", "–", "–", "–",
+                         outcome.result, ""])
             continue
-        tested = c.n > 1
+        tested = result.n > 1
+        # McNemar counts examples one side classifies correctly: evidence on error only
+        per_example = mcnemar_text(c) if metric.column == compare.TEST_ERROR else "–"
         rows.append([
-            outcome.claim.statement, context_text(c.cell, ("model",)), c.n,
-            difference(c.paired), p_text(c.paired.t_p) if tested else "–",
-            p_text(outcome.p_adjusted) if tested else "–", mcnemar_text(c), outcome.result,
+            outcome.claim.statement, metric.label, context_text(c.cell, ("model",)), result.n,
+            difference(result), p_text(result.t_p) if tested else "–",
+            p_text(outcome.p_adjusted) if tested else "–", per_example, outcome.result,
             outcome.note,
         ])
     cited = list(dict.fromkeys(o.claim.cites for o in outcomes))
@@ -78,17 +82,19 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
         "## Claims",
         "",
         f"The paper's claims ({config.source}) as hypotheses, judged on the runs below "
-        "(`ablate/report/claims.yaml`). A − B = error of the claim's first model minus its "
-        "second, in percentage points, paired by seed, each side at its own lr chosen by "
-        "validation error; [95 % t interval]. *lower*/*higher* claims: supported or "
-        f"contradicted when the Holm-adjusted paired-t p (over this table) is below "
-        f"{config.alpha:g}, by the sign of A − B; *no worse*: supported when the interval's "
-        "upper end is below the margin, contradicted when its lower end is above it. McNemar: "
-        "exact, on the per-example discordant counts summed over seeds (b: only A right, "
-        "c: only B right).",
+        "(`ablate/report/claims.yaml`). A − B = the claim's metric for its first model minus "
+        "its second, in percentage points, paired by seed (n: seeds with the metric on both "
+        "sides), each side at its own lr chosen by validation error; [95 % t interval]. "
+        "Consistency at k px = % of test images whose predicted class survives a k-pixel move "
+        "(mean over 8 directions): higher = more invariant. *lower*/*higher* claims: supported "
+        "or contradicted when the Holm-adjusted paired-t p (over this table) is below "
+        f"{config.alpha:g}, by the sign of A − B; *no worse*: supported when the interval "
+        "shows A worse by less than the margin, contradicted when it shows A worse by more. "
+        "McNemar (test error claims only): exact, on the per-example discordant counts summed "
+        "over seeds (b: only A right, c: only B right).",
         "",
-        base.table(["claim", "runs", "n", "A − B (pp) [95 % CI]", "t p", "Holm p", "McNemar p",
-               "result", "note"], rows),
+        base.table(["claim", "metric", "runs", "n", "A − B (pp) [95 % CI]", "t p", "Holm p",
+                    "McNemar p", "result", "note"], rows),
         "",
         "Sources: " + "; ".join(cited) + ".",
     ])
@@ -122,7 +128,33 @@ def comparison_table(axis: str, cell: Mapping[str, str],
     ])
 
 
+def consistency_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison],
+                      alpha: float, metric: compare.Metric) -> str:
+    """The same pairs on a consistency, paired over the seeds that measured it on both sides,
+    with their own Holm family: a second question, not more tests of the first."""
+    results = [c.on(metric.column) for c in rows]
+    adjusted = evidence.holm([r.t_p for r in results])
+    body = []
+    for c, result, p in zip(rows, results, adjusted, strict=True):
+        tested = result.n > 1
+        names = c.a.name if c.a.name == c.b.name else f"{c.a.name} vs {c.b.name}"
+        verdict = (metric.verdict(result.n, result.mean_diff, p, alpha) if result.n
+                   else "n/a" if c.n else "no seed finished on both sides")
+        body.append([names, c.a.value, c.b.value, result.n, difference(result),
+                     p_text(result.t_p) if tested else "–", p_text(p) if tested else "–",
+                     verdict])
+    title = (f"Model {cell['model']}" if "model" in cell else "All models") + ": " + \
+        context_text(cell, ("model",))
+    return "\n".join([
+        f"#### {title}: {metric.label}",
+        "",
+        base.table(["models", "A", "B", "n", "A − B (pp) [95 % CI]", "t p", "Holm p (t)",
+                    "verdict"], body),
+    ])
+
+
 def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -> str:
+    metric = compare.METRICS[compare.COMPARED_CONSISTENCY]
     parts = [
         "## Comparisons",
         "",
@@ -133,12 +165,21 @@ def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -
         "per-example discordant counts summed over seeds (b: only A right, c: only B right; "
         "only for runs on the same test set); Holm p = the t-test's p, Holm-adjusted within "
         f"the table. Verdict at Holm p < {alpha:g}; one seed gives no test.",
+        "",
+        f"Where runs measured invariance, each table is followed by the same pairs on "
+        f"{metric.label} (% of test images whose predicted class survives the move, mean over "
+        "8 directions; higher = more invariant): A − B in percentage points over the seeds "
+        "that measured it on both sides (n), paired t-test, Holm within that table; n/a = "
+        "runs recorded before invariance was measured.",
     ]
+    intro = len(parts)
     for axis in compare.axes(frame):
         parts += ["", f"### Along `{axis}`"]
         for cell, rows in compare.tables(frame, axis, warnings):
             parts += ["", comparison_table(axis, cell, rows, alpha)]
-    if len(parts) == 3:
+            if any(c.measured(metric.column) for c in rows):
+                parts += ["", consistency_table(cell, rows, alpha, metric)]
+    if len(parts) == intro:
         parts += ["", "No axis has two values among otherwise identical runs."]
     return "\n".join(parts)
 
@@ -147,15 +188,8 @@ def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -
 
 def seeds_section(runs: pd.DataFrame) -> str:
     """Every seed's test error at each model's chosen lr: the numbers behind each interval."""
-    chosen = stats.selected(runs)
-    picked = {}
-    for name in stats.ordered_names(chosen):
-        pick = chosen[name]["chosen"]
-        if pick is None:
-            continue
-        mine = runs[(runs["name"] == name) & (runs["lr"] == pick["lr"])
-                    & (runs["status"] == "finished") & runs["test_error"].notna()]
-        picked[name] = (pick, mine)
+    picked = {name: (entry["chosen"], mine)
+              for name, (entry, mine) in stats.at_chosen_lr(runs).items()}
     seeds = sorted({s for _, mine in picked.values() for s in mine["seed"].dropna()},
                    key=lambda s: (str(type(s)), s))
     rows = []
@@ -175,6 +209,42 @@ def seeds_section(runs: pd.DataFrame) -> str:
         "",
         base.table(["model", "lr", *[f"seed {s}" for s in seeds], "mean ± 95 % CI",
                     "per-example"], rows),
+    ])
+
+
+def consistency_cell(values: pd.Series, n: int) -> str:
+    """Mean ± 95 % CI over the seeds that measured it; "n/a" when none did, and how many did
+    when only some did (older records among newer ones)."""
+    measured = values.dropna()
+    if not len(measured):
+        return "n/a"
+    text = mean_ci(evidence.summarize(measured))
+    return text if len(measured) == n else f"{text} ({len(measured)} of {n})"
+
+
+def consistency_section(runs: pd.DataFrame) -> str:
+    """Does pooling buy invariance? Consistency per model at every shift, at the chosen lr and
+    over the same seeds as its test error, so that invariance is never bought with another
+    lr than the one the error is reported at."""
+    picked = stats.at_chosen_lr(runs)
+    heading = ["#### Invariance: prediction consistency under shifts", ""]
+    if not any(mine[list(CONSISTENCY)].notna().to_numpy().any() for _, mine in picked.values()):
+        return "\n".join([*heading, "n/a: no run here measured invariance (records made "
+                           "before metrics.invariance existed, or with "
+                           "`callbacks.test_predictions.shifts=[]`)."])
+    rows = [[name, entry["downsample"], base.lr_text(entry["chosen"]["lr"]), len(mine),
+             *[consistency_cell(mine[column], len(mine)) for column in CONSISTENCY]]
+            for name, (entry, mine) in picked.items()]
+    return "\n".join([
+        *heading,
+        "% of test images whose predicted class stays the one predicted for the unmoved image, "
+        "when the image moves by k px (mean over the 8 directions, zero fill) or is flipped "
+        "left-right; mean ± 95 % t interval over the seeds at the model's chosen lr (n). "
+        "Higher = more invariant; 0 px would be 100. n/a = runs recorded before invariance "
+        "was measured; (k of n) = only k seeds measured it.",
+        "",
+        base.table(["model", "downsampling", "lr", "n", *[f"{step} px" for step in SHIFTS],
+                    "flip"], rows),
     ])
 
 

@@ -1,4 +1,5 @@
-"""Figures beside the tables: error by downsampling mode per model, and learning curves.
+"""Figures beside the tables: error by downsampling mode per model, learning curves, and
+prediction consistency against shift (does pooling buy invariance?).
 
 Matplotlib's object API (no pyplot state, no backend switch); PNGs without a timestamp, written
 atomically, so the same runs give the same files.
@@ -14,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from ablate import records
-from ablate.report import reference, stats
+from ablate.report import evidence, reference, stats
+from ablate.report.load import SHIFTS
 
 COLORS = {"pool": "#4c72b0", "stride": "#dd8452", "convpool": "#55a868", "conv": "#c44e52"}
 
@@ -26,6 +28,21 @@ def _save(figure, path: Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
     return records.write_atomic(path, buffer.getvalue())
+
+
+def _label_panel(axes, model: str, xlabel: str, ylabel: str | None) -> None:
+    """One base model's panel, labelled alike in every per-model figure."""
+    axes.set_title(f"Model {model}", fontsize=10)
+    axes.set_xlabel(xlabel)
+    if ylabel:
+        axes.set_ylabel(ylabel)
+    axes.legend(fontsize=7)
+
+
+def _save_panels(figure, title: str, path: Path) -> Path:
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
 
 
 def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
@@ -126,14 +143,62 @@ def learning_curves(runs: pd.DataFrame, title: str, path: Path) -> Path | None:
                 if xs:
                     axes.plot(xs, ys, style, color=color, linewidth=1.3,
                               label=f"{name} (lr {pick['lr']:g})" if key == "val_error" else None)
-        axes.set_title(f"Model {model}", fontsize=10)
-        axes.set_xlabel("epoch")
-        if i == 1:
-            axes.set_ylabel("error % (val solid, train dashed)")
-        axes.legend(fontsize=7)
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    return _save(figure, path)
+        _label_panel(axes, model, "epoch", "error % (val solid, train dashed)" if i == 1 else None)
+    return _save_panels(figure, title, path)
+
+
+def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | None:
+    """Per base model: consistency % against shift, one line per downsampling mode at its
+    chosen lr, from 100 % at 0 px (an unmoved image keeps its prediction by definition).
+
+    Lines join the means over seeds; the 95 % t interval is drawn only where two seeds or more
+    measured the shift, and every seed is a point, nudged sideways per mode so that modes do
+    not hide each other. Runs recorded before invariance was measured are left out; when no
+    run measured it there is no figure (the table says n/a).
+    """
+    from matplotlib.figure import Figure
+
+    columns = [f"consistency_{step}" for step in SHIFTS]
+    measured = {name: (entry, mine) for name, (entry, mine) in stats.at_chosen_lr(runs).items()
+                if mine[columns].notna().to_numpy().any()}
+    if not measured:
+        return None
+    found = {str(entry["model"]) for entry, _ in measured.values()}
+    models = [m for m in reference.MODELS if m in found] + sorted(found - set(reference.MODELS))
+    modes = list(reference.DOWNSAMPLES) + sorted(
+        {str(entry["downsample"]) for entry, _ in measured.values()} - set(reference.DOWNSAMPLES))
+    figure = Figure(figsize=(4 * len(models), 3.6))
+    for i, model in enumerate(models, start=1):
+        axes = figure.add_subplot(1, len(models), i)
+        for name, (entry, mine) in measured.items():
+            if str(entry["model"]) != model:
+                continue
+            mode = str(entry["downsample"])
+            color = COLORS.get(mode, "0.4")
+            nudge = (modes.index(mode) - (len(modes) - 1) / 2) * 0.06
+            xs, means, intervals, points = [0.0], [100.0], [], []
+            for step, column in zip(SHIFTS, columns, strict=True):
+                values = mine[column].dropna()
+                if not len(values):
+                    continue
+                summary = evidence.summarize(values)
+                xs.append(step + nudge)
+                means.append(100 * summary.mean)
+                if summary.n >= 2:
+                    intervals.append((step + nudge, 100 * summary.mean, 100 * summary.half_width))
+                points += [(step + nudge, 100 * float(v)) for v in values]
+            axes.plot(xs, means, "-", color=color, linewidth=1.3,
+                      label=f"{name} (lr {entry['chosen']['lr']:g})")
+            if intervals:
+                axes.errorbar([c[0] for c in intervals], [c[1] for c in intervals],
+                              yerr=[c[2] for c in intervals], fmt="none", ecolor=color,
+                              capsize=3, zorder=3)
+            axes.scatter([p[0] for p in points], [p[1] for p in points], s=9, color=color,
+                         edgecolors="0.15", linewidths=0.4, zorder=4)
+        axes.set_xticks(range(0, max(SHIFTS) + 1))
+        _label_panel(axes, model, "shift (px, mean over 8 directions)",
+                     "consistency % (mean, 95 % CI, seeds)" if i == 1 else None)
+    return _save_panels(figure, title, path)
 
 
 def write_figures(frame: pd.DataFrame, directory: Path,
@@ -154,6 +219,9 @@ def write_figures(frame: pd.DataFrame, directory: Path,
             ("learning curves", learning_curves(
                 runs, f"Learning curves at each model's chosen lr ({label})",
                 directory / f"learning_curves_{slug}.png")),
+            ("consistency under shifts", consistency_by_shift(
+                runs, f"Prediction consistency under shifts at each model's chosen lr ({label})",
+                directory / f"consistency_by_shift_{slug}.png")),
         ]
         links[(protocol, dataset, augmentation)] = [
             (title, Path(os.path.relpath(path, link_from)).as_posix())

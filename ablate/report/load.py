@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -33,9 +34,15 @@ from ablate import records
 from ablate.report import per_example
 
 METRICS = ("test_error", "val_error", "train_error", "train_loss", "val_loss", "test_loss")
+# Prediction consistency under the moves of ``metrics.invariance`` (ablate.invariance, which
+# imports torch, hence the shifts written again here): the mean over 8 directions at each
+# shift, and the left-right flip. A shift a run did not measure (older records, or
+# ``callbacks.test_predictions.shifts=[]``) is NaN, which the report shows as "n/a".
+SHIFTS = (1, 2, 3, 4)
+CONSISTENCY = (*(f"consistency_{step}" for step in SHIFTS), "consistency_flip")
 COLUMNS = (
     "source", "path", "sweep", "wandb_id", "cell_id", "name", *records.CELL_AXES, "lr", "seed",
-    "status", *METRICS, "params", "epochs", "wall_seconds",
+    "status", *METRICS, *CONSISTENCY, "params", "epochs", "wall_seconds",
     "started_at", "ended_at", "protocol", "protocol_spec", "cell", "error", "history",
     "superseded", "test_fingerprint", "correct",
 )
@@ -148,6 +155,21 @@ def _float(value: Any) -> float | None:
     return number
 
 
+def consistency_fields(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """``consistency_<step>`` and ``consistency_flip`` from ``metrics.invariance``; NaN where
+    the run has none, so that means and tests over seeds skip it rather than count it as 0."""
+    invariance = metrics.get("invariance")
+    invariance = invariance if isinstance(invariance, Mapping) else {}
+
+    def consistency(key: str) -> float:
+        entry = invariance.get(key)
+        value = _float(entry.get("consistency")) if isinstance(entry, Mapping) else None
+        return math.nan if value is None else value
+
+    return {**{f"consistency_{step}": consistency(f"shift_{step}") for step in SHIFTS},
+            "consistency_flip": consistency("flip")}
+
+
 def _row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, Any], name: str | None,
          status: str, metrics: Mapping[str, Any], config: Mapping[str, Any] | None,
          **extra: Any) -> dict[str, Any]:
@@ -166,6 +188,7 @@ def _row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, Any], 
         superseded=False,
     )
     row.update({key: _float(metrics.get(key)) for key in METRICS})
+    row.update(consistency_fields(metrics))
     row.update({key: value for key, value in extra.items() if key in row and value is not None})
     return row
 

@@ -93,6 +93,20 @@ def selected(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return result
 
 
+def at_chosen_lr(runs: pd.DataFrame) -> dict[str, tuple[dict[str, Any], pd.DataFrame]]:
+    """Per model name with a chosen lr, in the paper's order: ``selected``'s entry and the
+    finished runs at that lr, so that every table and figure that goes beyond test error
+    (per-seed errors, consistency) shows the very seeds the test error is the mean of."""
+    picked = {}
+    for name, mine in selected(runs).items():
+        pick = mine["chosen"]
+        if pick is None:
+            continue
+        picked[name] = (mine, runs[(runs["name"] == name) & (runs["lr"] == pick["lr"])
+                                   & (runs["status"] == "finished") & runs["test_error"].notna()])
+    return picked
+
+
 def ordered_names(names: Any) -> list[str]:
     """The paper's Table 3 order, then any other names alphabetically."""
     paper = list(reference.table3()["name"])

@@ -312,7 +312,8 @@ def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
                   table3_section(group, dataset, augmentation, show_running), "",
                   lr_section(group), "", pivot_section(group), "",
                   evidence_tables.seeds_section(group), "",
-                  evidence_tables.instability_section(group, stalled_margin)]
+                  evidence_tables.instability_section(group, stalled_margin), "",
+                  evidence_tables.consistency_section(group)]
         for title, link in figure_links.get((protocol, dataset, augmentation), ()):
             parts += ["", f"![{title}]({link})"]
     datasets = sorted({d for _, d, _ in keys})
