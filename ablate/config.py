@@ -114,6 +114,14 @@ def validate(cfg: DictConfig) -> None:
         resume is None or isinstance(resume, str),
         f"resume_from={resume!r} must be the path of a checkpoint (a run's checkpoints/last.ckpt)",
     )
+    held_out = OmegaConf.select(cfg, "dataset.val_size", default=None)
+    val_batches = OmegaConf.select(cfg, "trainer.limit_val_batches", default=None)
+    _require(
+        held_out not in (0, 0.0) or val_batches in (0, 0.0),
+        "dataset.val_size=0 holds out no validation images, so there is nothing to validate on: "
+        "add trainer.limit_val_batches=0 (train on every image, as the final stage does: "
+        "+sweep=table3_final), or hold some out (dataset.val_size=0.1)",
+    )
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     _require(
         epochs is None or (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)),
