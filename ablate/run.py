@@ -61,6 +61,10 @@ def run(cfg: DictConfig) -> dict:
     output_dir = Path(hydra_cfg.runtime.output_dir)
     config_id = records.config_id(cfg)  # before instantiate() resolves anything in place
     try:
+        if cfg.get("selection") is not None:  # a final stage: only at the lr its selection chose
+            from ablate import selection
+
+            selection.verify(cfg, hydra_cfg.runtime.choices)
         parts = build(cfg)
     except Exception as error:
         _reject(error, hydra_cfg.mode)
