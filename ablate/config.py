@@ -54,6 +54,12 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _positive_number(value: object) -> bool:
+    """A finite number above zero (not a bool, which Python counts as an int)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
 def did_you_mean(leaf: str, valid: Sequence[str], prefix: str = "") -> str:
     """`` Did you mean 'trainer.max_epochs'?`` for the closest valid keys; empty if none is."""
     close = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.6)
@@ -78,7 +84,7 @@ def validate(cfg: DictConfig) -> None:
     """Reject values that would waste a run or fail deep inside torch with an opaque message."""
     lr = cfg.get("lr")
     _require(
-        isinstance(lr, int | float) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0,
+        _positive_number(lr),
         f"lr={lr!r} is not a positive number; the paper's grid is lr=0.25,0.1,0.05,0.01",
     )
     seed = cfg.get("seed")
@@ -93,13 +99,28 @@ def validate(cfg: DictConfig) -> None:
     )
     width = cfg.get("width")
     _require(
-        isinstance(width, int | float) and not isinstance(width, bool) and width > 0,
+        _positive_number(width),
         f"width={width!r} must be a positive number (1.0 is the paper's network)",
+    )
+    p = OmegaConf.select(cfg, "downsample.p", default=None)
+    _require(
+        p is None or _positive_number(p),
+        f"downsample.p={p!r} must be a positive, finite number (1 = the window's sum, 2 = its "
+        "L2 norm, larger p comes closer to the max); max-pooling, p = infinity, is "
+        "downsample=pool",
     )
     resume = cfg.get("resume_from")
     _require(
         resume is None or isinstance(resume, str),
         f"resume_from={resume!r} must be the path of a checkpoint (a run's checkpoints/last.ckpt)",
+    )
+    held_out = OmegaConf.select(cfg, "dataset.val_size", default=None)
+    val_batches = OmegaConf.select(cfg, "trainer.limit_val_batches", default=None)
+    _require(
+        held_out not in (0, 0.0) or val_batches in (0, 0.0),
+        "dataset.val_size=0 holds out no validation images, so there is nothing to validate on: "
+        "add trainer.limit_val_batches=0 (train on every image, as the final stage does: "
+        "+sweep=table3_final), or hold some out (dataset.val_size=0.1)",
     )
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     _require(

@@ -18,6 +18,11 @@ class SpecError(ValueError):
     """A layer spec that cannot describe a network (or not for the given input)."""
 
 
+class SelectionError(ConfigError):
+    """A final stage whose selection sweep is missing, incomplete, or of another dataset or
+    protocol: it cannot start, and the message names what is missing or different."""
+
+
 class DatasetError(RuntimeError):
     """A dataset that is missing, corrupt or does not match its config; the message says the fix."""
 

@@ -102,6 +102,9 @@ class Job:
         history, first_step = _callback(trainer, EpochHistory), _callback(trainer, FirstStep)
         epochs = history.epochs if history is not None else []
         metrics: dict[str, Any] = {**self.fit_metrics, **_metrics(trainer)}
+        counts = getattr(trainer and trainer.datamodule, "image_counts", None)
+        if counts is not None:  # e.g. the final stage's train count: every training image
+            fields["images"] = counts()
         tested = _callback(trainer, TestPredictions)
         if status == "finished" and tested is not None and tested.entry is not None:
             fields["predictions"] = tested.entry

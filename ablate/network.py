@@ -11,12 +11,59 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ablate import spec
 
 Transform = Callable[[Sequence[spec.Layer]], list[spec.Layer]]
 Initialiser = Callable[[nn.Module], None]
+
+
+def _overhang(size: int, kernel: int, stride: int) -> int:
+    """Pixels a ceil-mode window reaches past the edge (Caffe's rounding up): 1 for 32 and 16."""
+    return (stride - (size - kernel) % stride) % stride if size > kernel else 0
+
+
+class PNormPool2d(nn.Module):
+    """(sum over each window of |x|^p)^(1/p), over max-pooling's windows, safe in any precision.
+
+    Not ``nn.LPPool2d`` itself, for two reasons:
+
+    - its ``ceil_mode`` multiplies the mean over the pixels an edge window covers by the full
+      window size, inflating every window that hangs over the edge; here the overhang is padded
+      with zeros, which add nothing to a p-norm, so the windows are exactly max-pooling's;
+    - x^p overflows: fp16 from x = 2 at p = 16 (2^16 > 65504), fp32 past x ~ 250. So the sum is
+      taken in fp32 with autocast off, each window divided by its largest |x| first (no power
+      then exceeds 1; the largest one is exactly 1, so the sum of a window that is not all zeros
+      is at least 1) and multiplied back after; the input's dtype is handed back.
+    """
+
+    def __init__(self, p: float, kernel_size: int, stride: int, ceil_mode: bool = True) -> None:
+        super().__init__()
+        self.p, self.kernel_size, self.stride = float(p), kernel_size, stride
+        self.ceil_mode = ceil_mode
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:g}, kernel_size={self.kernel_size}, stride={self.stride}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size, self.stride
+        with torch.autocast(x.device.type, enabled=False):
+            y = x.float().abs()
+            if self.ceil_mode:
+                y = F.pad(y, (0, _overhang(y.shape[-1], k, s), 0, _overhang(y.shape[-2], k, s)))
+            n, c, height, width = y.shape
+            windows = F.unfold(y, k, stride=s).view(n, c, k * k, -1)
+            peak = windows.amax(dim=2, keepdim=True)
+            # an all-zero window: its sum, clamped to 1, gives 1 * peak = 0 and a zero gradient
+            # (0^(1/p) would give an infinite one, and NaN through the powers)
+            ratios = windows / peak.clamp_min(torch.finfo(torch.float32).tiny)
+            norms = ratios.pow(self.p).sum(dim=2).clamp_min(1.0).pow(1.0 / self.p)
+            pooled = norms * peak.squeeze(2)
+        return pooled.view(n, c, (height - k) // s + 1, (width - k) // s + 1).to(x.dtype)
+
 
 class AllConvNet(nn.Sequential):
     """A plain ``nn.Sequential`` that remembers the spec it was built from."""
@@ -28,6 +75,22 @@ class AllConvNet(nn.Sequential):
 
     def extra_repr(self) -> str:
         return self.name
+
+
+def _pool(layer: spec.Layer) -> nn.Module:
+    """One downsampling step; all three reductions share max-pooling's windows (``spec``)."""
+    k, stride, pad = layer["k"], layer.get("stride", 2), layer.get("pad", 0)
+    ceil_mode = layer.get("ceil_mode", True)
+    if layer["type"] == "lppool":
+        if pad:
+            raise spec.SpecError("LP-pooling takes no padding (zeros would enter its p-norm "
+                                 "as pixels); use ceil_mode")
+        return PNormPool2d(layer["p"], k, stride, ceil_mode)
+    if layer["type"] == "avgpool":
+        # padding=0: a window that hangs over the edge is averaged over the pixels it covers
+        return nn.AvgPool2d(k, stride=stride, padding=pad, ceil_mode=ceil_mode,
+                            count_include_pad=False)
+    return nn.MaxPool2d(k, stride=stride, padding=pad, ceil_mode=ceil_mode)
 
 
 def _module(layer: spec.Layer, in_channels: int, num_classes: int) -> tuple[list[nn.Module], int]:
@@ -47,14 +110,8 @@ def _module(layer: spec.Layer, in_channels: int, num_classes: int) -> tuple[list
     if kind == "classifier":
         conv = nn.Conv2d(in_channels, num_classes, kernel_size=layer.get("k", 1))
         return [conv, nn.ReLU()], num_classes
-    if kind == "maxpool":
-        pool = nn.MaxPool2d(
-            layer["k"],
-            stride=layer.get("stride", 2),
-            padding=layer.get("pad", 0),
-            ceil_mode=layer.get("ceil_mode", True),
-        )
-        return [pool], in_channels
+    if kind in spec.POOLS:
+        return [_pool(layer)], in_channels
     if kind == "dropout":
         return [nn.Dropout(layer["p"])], in_channels
     return [nn.AdaptiveAvgPool2d(1), nn.Flatten()], in_channels

@@ -42,7 +42,8 @@ STATUSES = ("finished", "failed", "diverged")
 CELL_AXES = ("model", "downsample", "dataset", "augmentation")
 REPLICATE_KEYS = ("lr", "seed")
 # Launch controls: how a run is started, not what it trains (never part of a cell either).
-CONTROL_KEYS = ("resume_from", "resume_any", "resume_fallback", "sweep_name")
+# ``selection`` (a final stage's selection sweep) only decides the lr, which is a key of its own.
+CONTROL_KEYS = ("resume_from", "resume_any", "resume_fallback", "sweep_name", "selection")
 # Overrides that select a grid rather than a value of it: never part of a cell.
 NOT_CELL_KEYS = ("sweep", *CONTROL_KEYS)
 # Left out of ``config_id`` besides the controls: how a run is shown and logged. Relaunching a

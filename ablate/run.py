@@ -37,6 +37,10 @@ class Parts:
 def build(cfg: DictConfig) -> Parts:
     """Everything a run needs besides its logger and Trainer; fails on any config problem."""
     config.validate(cfg)
+    if cfg.get("selection") is not None:  # a final stage: only at the lr its selection chose
+        from ablate import selection
+
+        selection.verify(cfg, HydraConfig.get().runtime.choices)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before any weight is drawn
     callbacks = [instantiate(node) for node in cfg.get("callbacks", {}).values() if node]
     return Parts(module=instantiate(cfg.module), datamodule=instantiate(cfg.datamodule),

@@ -10,6 +10,11 @@ Layer kinds:
 ``conv``        ``out`` channels, kernel ``k``, ``stride`` (1), ``pad`` (``same`` or an int);
                 always followed by a ReLU, as in the paper.
 ``maxpool``     kernel ``k``, ``stride``; ``ceil_mode`` (Caffe's rounding) keeps 32 -> 16 -> 8.
+``lppool``      the same windows as ``maxpool``, each reduced to its p-norm (``p``): the paper's
+                view of pooling as a feature-wise convolution whose activation is a p-norm,
+                max-pooling being p = infinity.
+``avgpool``     the same windows, each reduced to its mean (the p = 1 norm over the window's
+                size: a window that hangs over the edge is averaged over the pixels it covers).
 ``dropout``     probability ``p``.
 ``classifier``  1x1 conv to the dataset's number of classes; the paper keeps its ReLU.
 ``global_avg``  average over the remaining map, giving the class scores.
@@ -26,7 +31,9 @@ from ablate.errors import SpecError
 
 Layer = dict[str, Any]
 
-KINDS = ("conv", "maxpool", "dropout", "classifier", "global_avg")
+KINDS = ("conv", "maxpool", "lppool", "avgpool", "dropout", "classifier", "global_avg")
+# Layers that downsample without weights; all share max-pooling's window arithmetic.
+POOLS = ("maxpool", "lppool", "avgpool")
 
 
 def normalise(layers: Iterable[Any]) -> list[Layer]:
@@ -60,6 +67,32 @@ def _conv_before(layers: Sequence[Layer], index: int) -> int:
 def pool(layers: Sequence[Layer]) -> list[Layer]:
     """The base model itself ("Model X"): 3x3 max-pooling with stride 2."""
     return copy.deepcopy(list(layers))
+
+
+def _repool(layers: Sequence[Layer], **fields: Any) -> list[Layer]:
+    """Each max-pool kept where it is, with the same windows, but another reduction."""
+    result = copy.deepcopy(list(layers))
+    for index in _downsampling_steps(result):
+        result[index].update(fields)
+    return result
+
+
+def lp_pool(layers: Sequence[Layer], p: float = 2.0) -> list[Layer]:
+    """LP-pooling instead of each max-pool: (sum over the 3x3 window of |x|^p)^(1/p), stride 2.
+
+    The paper argues that pooling is a feature-wise convolution whose activation is this p-norm,
+    max-pooling being p = infinity; sweeping p walks from the sum (p = 1) towards max-pooling
+    with the parameter count of Model X (a p-norm has no weights).
+    """
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p < math.inf:
+        raise SpecError(f"LP-pooling needs a positive, finite p (downsample.p), got {p!r}; "
+                        "max-pooling (p = infinity) is downsample=pool")
+    return _repool(layers, type="lppool", p=p)
+
+
+def avg_pool(layers: Sequence[Layer]) -> list[Layer]:
+    """Average pooling instead of each max-pool: the p = 1 norm divided by the window's size."""
+    return _repool(layers, type="avgpool")
 
 
 def strided(layers: Sequence[Layer]) -> list[Layer]:
@@ -112,7 +145,7 @@ def output_size(layer: Layer, size: int) -> int:
         return (size + 2 * padding(layer) - k) // stride + 1
     if kind == "classifier":
         return size - layer.get("k", 1) + 1
-    if kind == "maxpool":
+    if kind in POOLS:
         k, stride = layer["k"], layer.get("stride", 2)
         span = size + 2 * layer.get("pad", 0) - k
         steps = math.ceil(span / stride) if layer.get("ceil_mode", True) else span // stride
@@ -126,9 +159,9 @@ def spatial_sizes(layers: Sequence[Layer], size: int) -> list[int]:
     """Map size after every layer; fails with the first layer that gets nothing to work on."""
     sizes = []
     for index, layer in enumerate(layers):
-        kernel = layer.get("k", 1) if layer["type"] in ("conv", "classifier", "maxpool") else 1
+        kernel = layer.get("k", 1) if layer["type"] in ("conv", "classifier", *POOLS) else 1
         effective = size + 2 * (padding(layer) if layer["type"] == "conv" else 0)
-        if layer["type"] == "maxpool":
+        if layer["type"] in POOLS:
             effective = size + 2 * layer.get("pad", 0)
         if effective < kernel:
             raise SpecError(
@@ -172,8 +205,10 @@ def describe(layer: Layer) -> str:
         return text + (f", stride {stride}" if stride != 1 else "")
     if kind == "classifier":
         return f"{layer.get('k', 1)}x{layer.get('k', 1)} conv num_classes ReLU"
-    if kind == "maxpool":
-        return f"{layer['k']}x{layer['k']} max-pooling, stride {layer.get('stride', 2)}"
+    if kind in POOLS:
+        how = {"maxpool": "max-pooling", "avgpool": "average pooling"}.get(kind) or (
+            f"LP-pooling (p = {layer['p']:g})")
+        return f"{layer['k']}x{layer['k']} {how}, stride {layer.get('stride', 2)}"
     if kind == "dropout":
         return f"dropout {layer['p']:g}"
     return "global averaging, softmax"

@@ -32,7 +32,7 @@ def groups() -> list[str]:
 
 def test_every_axis_has_its_paper_values():
     assert options("model") == ["A", "B", "C"]
-    assert options("downsample") == ["conv", "convpool", "pool", "stride"]
+    assert options("downsample") == ["avgpool", "conv", "convpool", "lppool", "pool", "stride"]
     assert "digits" in options("dataset")
     assert "none" in options("augmentation")
 
@@ -168,11 +168,14 @@ def test_unknown_choices_list_the_valid_ones(override, expected):
         ("seed=-1", "seed=-1 must be a non-negative integer"),
         ("batch_size=0", "batch_size=0 must be a positive integer"),
         ("width=0", "width=0 must be a positive number"),
+        ("downsample=lppool downsample.p=0", "downsample.p=0 must be a positive, finite number"),
+        ("downsample=lppool downsample.p=-2", "downsample.p=-2 must be a positive, finite"),
+        ("downsample=lppool downsample.p=inf", "downsample.p=inf must be a positive, finite"),
     ],
 )
 def test_bad_values_are_named(override, message):
     with pytest.raises(config_lib.ConfigError, match=message.replace(".", r"\.")):
-        config_lib.validate(compose_config([override]))
+        config_lib.validate(compose_config(override.split()))
 
 
 def test_misspelt_key_gets_a_suggestion():

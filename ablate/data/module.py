@@ -104,6 +104,10 @@ class TensorDataModule(pl.LightningDataModule):
         train_x, val_x, test_x = apply_preprocess(self.preprocess, train_x, val_x, splits.test_x)
         return {"train": (train_x, train_y), "val": (val_x, val_y), "test": (test_x, splits.test_y)}
 
+    def image_counts(self) -> dict[str, int]:
+        """Images per split as the run used them: the record says what was trained on."""
+        return {name: int(len(y)) for name, (_, y) in self.tensors.items()}
+
     def _epoch(self) -> int:
         trainer = getattr(self, "trainer", None)
         return trainer.current_epoch if trainer is not None else 0

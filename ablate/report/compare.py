@@ -73,18 +73,9 @@ def text(value: Any) -> str:
 
 def value_order(axis: str, values: Iterable[str]) -> list[str]:
     """The paper's order where it has one, numbers numerically, anything else alphabetically."""
-    values = set(values)
     known = {"downsample": reference.DOWNSAMPLES, "model": reference.MODELS,
              "augmentation": ("none", "flip_translate", "large")}.get(axis, ())
-    first = [v for v in known if v in values]
-
-    def key(value: str) -> tuple[int, float, str]:
-        try:
-            return 0, float(value), value
-        except ValueError:
-            return 1, 0.0, value
-
-    return first + sorted(values - set(first), key=key)
+    return stats.in_order(values, known)
 
 
 def _related(protocol_key: str, axis: str) -> bool:
@@ -275,9 +266,7 @@ def tables(frame: pd.DataFrame, axis: str,
     models = {m: i for i, m in enumerate(reference.MODELS)}
     keys = sorted(grouped, key=lambda k: (models.get(cells[k].get("model", ""), len(models)), k))
 
-    def row_rank(comparison: Comparison) -> tuple[int, str]:
-        mode = comparison.cell.get("downsample", "")
-        ranks = reference.DOWNSAMPLES
-        return (ranks.index(mode) if mode in ranks else len(ranks), mode)
-
-    return [(cells[key], sorted(grouped[key], key=row_rank)) for key in keys]
+    modes = value_order("downsample", {c.cell.get("downsample", "") for key in keys
+                                       for c in grouped[key]})
+    return [(cells[key], sorted(grouped[key], key=lambda c: modes.index(
+        c.cell.get("downsample", "")))) for key in keys]

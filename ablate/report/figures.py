@@ -60,8 +60,8 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
     by_cell = {(str(v["model"]), str(v["downsample"])): v["chosen"] for v in chosen.values()}
     names = {(str(v["model"]), str(v["downsample"])): name for name, v in chosen.items()}
     models = list(reference.MODELS) + sorted({m for m, _ in by_cell} - set(reference.MODELS))
-    modes = list(reference.DOWNSAMPLES) + sorted({d for _, d in by_cell}
-                                                 - set(reference.DOWNSAMPLES))
+    modes = stats.in_order({*reference.DOWNSAMPLES, *(d for _, d in by_cell)},
+                           reference.DOWNSAMPLES)
     table3 = reference.table3()
     figure = Figure(figsize=(7.5, 4.2))
     axes = figure.add_subplot()

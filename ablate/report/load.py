@@ -42,7 +42,7 @@ SHIFTS = (1, 2, 3, 4)
 CONSISTENCY = (*(f"consistency_{step}" for step in SHIFTS), "consistency_flip")
 COLUMNS = (
     "source", "path", "sweep", "wandb_id", "cell_id", "name", *records.CELL_AXES, "lr", "seed",
-    "status", *METRICS, *CONSISTENCY, "params", "epochs", "wall_seconds",
+    "status", *METRICS, *CONSISTENCY, "params", "epochs", "train_images", "wall_seconds",
     "started_at", "ended_at", "protocol", "protocol_spec", "cell", "error", "history",
     "superseded", "test_fingerprint", "correct",
 )
@@ -73,6 +73,16 @@ PROTOCOL_KEYS = (
     "trainer.fast_dev_run", "trainer.precision", "trainer.gradient_clip_val",
     "trainer.accumulate_grad_batches",
 )
+
+
+# The keys in which the final stage differs from the selection stage, by design: it trains on
+# every training image (no validation split, no validation loop). A run without a validation
+# split is a final-stage run.
+STAGE_KEYS = ("dataset.val_size", "trainer.limit_val_batches")
+SELECTION, FINAL = "selection", "final"
+# A downsampling mode's settings besides these name a variant of it: downsample=lppool at
+# p = 4 is the mode "lppool p=4", beside pool and conv in every table and comparison.
+NOT_VARIANT_SETTINGS = ("name", "label", "transform")
 
 
 @dataclass
@@ -137,6 +147,36 @@ def protocol_id(protocol: Mapping[str, Any]) -> str:
     return "p" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:7]
 
 
+def stage_of(protocol: Mapping[str, Any]) -> str:
+    """``final`` for runs trained without a validation split (the final stage), else
+    ``selection``: runs whose validation error can choose an lr."""
+    return FINAL if protocol.get("dataset.val_size") in (0, 0.0) else SELECTION
+
+
+def study_protocol(protocol: Mapping[str, Any]) -> dict[str, Any]:
+    """The protocol without ``STAGE_KEYS``: equal for a selection stage and its final stage."""
+    return {key: value for key, value in protocol.items() if key not in STAGE_KEYS}
+
+
+def downsample_mode(choice: Any, node: Any) -> Any:
+    """The downsampling mode a run used: its choice, with the choice's own settings (``p``)."""
+    if not isinstance(node, Mapping) or choice is None:
+        return choice
+    settings = sorted((key, value) for key, value in node.items()
+                      if key not in NOT_VARIANT_SETTINGS and not isinstance(value, Mapping | list))
+    return " ".join([str(choice), *(f"{key}={_canonical(value)}" for key, value in settings)])
+
+
+def report_cell(cell: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The cell as the report groups it: ``downsample.p=4`` folded into ``downsample``, so that
+    every downsampling mode sits on one axis (and ``p`` left at its default is shown too)."""
+    folded = {key: value for key, value in cell.items() if not key.startswith("downsample.")}
+    if "downsample" in cell:
+        folded["downsample"] = downsample_mode(cell["downsample"],
+                                               (config or {}).get("downsample"))
+    return folded
+
+
 # ---------------------------------------------------------------- rows
 
 def _display(path: Path) -> str:
@@ -174,6 +214,7 @@ def _row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, Any], 
          status: str, metrics: Mapping[str, Any], config: Mapping[str, Any] | None,
          **extra: Any) -> dict[str, Any]:
     protocol = protocol_of(config) if config else None
+    cell = report_cell(cell, config)
     model, downsample = cell.get("model"), cell.get("downsample")
     row = {column: None for column in COLUMNS}
     row.update(
@@ -210,6 +251,7 @@ def row_from_record(record: Mapping[str, Any], path: Path) -> dict[str, Any]:
         metrics=record.get("metrics") or {}, config=config,
         wandb_id=wandb_info.get("id"), cell_id=record.get("cell_id"),
         params=record.get("params"), epochs=record.get("epochs"),
+        train_images=(record.get("images") or {}).get("train"),
         wall_seconds=record.get("wall_seconds"), started_at=record.get("started_at"),
         ended_at=record.get("ended_at"), error=record.get("error"),
         history=record.get("history"),
@@ -500,8 +542,11 @@ def _note_mixtures(frame: pd.DataFrame, issues: Issues) -> None:
         counts = current["dataset"].value_counts()
         issues.add(MIXED_DATASETS,
                    ", ".join(f"{d} ({counts[d]})" for d in datasets))
+    # a selection stage and its final stage differ by design (STAGE_KEYS): one study, no warning
+    studies = {json.dumps(study_protocol(json.loads(spec)), sort_keys=True)
+               for spec in current["protocol_spec"].dropna().unique()}
     protocols = sorted(str(p) for p in current["protocol"].dropna().unique())
-    if len(protocols) > 1:
+    if len(studies) > 1:
         counts = current["protocol"].value_counts()
         issues.add(MIXED_PROTOCOLS,
                    ", ".join(f"{p} ({counts[p]})" for p in protocols))

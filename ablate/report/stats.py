@@ -11,6 +11,8 @@ failures (the table still counts every failed and diverged run).
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -107,8 +109,24 @@ def at_chosen_lr(runs: pd.DataFrame) -> dict[str, tuple[dict[str, Any], pd.DataF
     return picked
 
 
+def _order_key(value: str) -> tuple[int, float, tuple[tuple[int, float, str], ...]]:
+    """Numbers numerically; other text with the numbers inside it compared as numbers, so that
+    ``lppool p=2`` comes before ``lppool p=16`` and ``LP4-CNN-C`` before ``LP16-CNN-C``."""
+    try:
+        return 0, float(value), ()
+    except ValueError:
+        parts = re.split(r"(\d+(?:\.\d+)?)", value)
+        return 1, 0.0, tuple((1, float(part), "") if index % 2 else (0, 0.0, part)
+                             for index, part in enumerate(parts))
+
+
+def in_order(values: Iterable[Any], known: Sequence[str] = ()) -> list[str]:
+    """``known`` first, in its order (those present), then the rest as ``_order_key`` sorts."""
+    values = {str(v) for v in values}
+    first = [v for v in known if v in values]
+    return first + sorted(values - set(first), key=_order_key)
+
+
 def ordered_names(names: Any) -> list[str]:
-    """The paper's Table 3 order, then any other names alphabetically."""
-    paper = list(reference.table3()["name"])
-    names = {str(n) for n in names}
-    return [n for n in paper if n in names] + sorted(names - set(paper))
+    """The paper's Table 3 order, then any other names (``LP2-CNN-C`` before ``LP16-CNN-C``)."""
+    return in_order(names, list(reference.table3()["name"]))

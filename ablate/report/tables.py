@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.report import claims, evidence_tables, per_example, reference, stats
+from ablate.report import claims, compare, evidence_tables, load, per_example, reference, stats
 from ablate.report.load import COLUMNS, INFO, PROTOCOL_KEYS, RUNNING, Issues
 
 PAPER_DATASET, PAPER_AUGMENTATION = "cifar10", "none"
@@ -117,12 +117,16 @@ def warnings_section(issues: Issues) -> str:
 
 
 def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
-                   show_running: bool) -> str:
-    """Table 3's layout: the 12 models in the paper's order, missing ones shown as missing."""
+                   show_running: bool, final: bool = False) -> str:
+    """Table 3's layout: the 12 models in the paper's order, missing ones shown as missing.
+
+    ``final``: the runs are a final stage's, each model at the lr its selection chose (and no
+    validation error of its own), which is what the paper's table reports."""
     chosen = stats.selected(runs)
     paper = reference.table3().set_index("name")
     comparable = (dataset, augmentation) == (PAPER_DATASET, PAPER_AUGMENTATION)
-    header = ["model", "lr (by val)", "val error %", "test error % (mean ± 95 % CI)", "n", "failed",
+    header = ["model", "lr (selected)" if final else "lr (by val)", "val error %",
+              "test error % (mean ± 95 % CI)", "n", "failed",
               "diverged", *(["running"] if show_running else []), "paper % (CIFAR-10)",
               "difference", "params", "paper params (exact)", "paper params (printed)"]
     rows = []
@@ -157,7 +161,8 @@ def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
                  f"{dataset} / augmentation {augmentation}, so no difference is computed.")
     else:
         note += "difference = this table's mean test error − the paper's (percentage points)."
-    return "\n".join([f"#### Table 3 layout: {dataset}, augmentation {augmentation}", "",
+    stage = ", final stage" if final else ""
+    return "\n".join([f"#### Table 3 layout: {dataset}, augmentation {augmentation}{stage}", "",
                       note.strip(), "", table(header, rows)])
 
 
@@ -198,8 +203,8 @@ def pivot_section(runs: pd.DataFrame) -> str:
     chosen = stats.selected(runs)
     models = [m for m in reference.MODELS] + sorted(
         {str(v["model"]) for v in chosen.values()} - set(reference.MODELS))
-    modes = list(reference.DOWNSAMPLES) + sorted(
-        {str(v["downsample"]) for v in chosen.values()} - set(reference.DOWNSAMPLES))
+    modes = compare.value_order("downsample", {*reference.DOWNSAMPLES,
+                                               *(str(v["downsample"]) for v in chosen.values())})
     by_cell = {(str(v["model"]), str(v["downsample"])): v for v in chosen.values()}
     rows = []
     for model in models:
@@ -218,7 +223,9 @@ def pivot_section(runs: pd.DataFrame) -> str:
         "#### Model x downsampling",
         "",
         "Test error % (mean ± 95 % t interval over seeds, n) at each model's chosen lr; "
-        "pool = Model X, stride = Strided-CNN-X, convpool = ConvPool-CNN-X, conv = All-CNN-X.",
+        "pool = Model X, stride = Strided-CNN-X, convpool = ConvPool-CNN-X, conv = All-CNN-X; "
+        "avgpool = average pooling, lppool p=k = LP-pooling, the p-norm of max-pooling's windows "
+        "at p = k (max-pooling is p = ∞).",
         "",
         table(["model", *modes], rows),
     ])
@@ -287,6 +294,42 @@ def cifar100_section(frame: pd.DataFrame, protocol: str) -> str:
                              "difference (CIFAR-100)"], rows)])
 
 
+def stage_partners(runs: pd.DataFrame) -> dict[str, str]:
+    """Protocol -> the protocol of its other stage (selection <-> final), where both have runs:
+    the two differ only in ``load.STAGE_KEYS``."""
+    by_study: dict[str, dict[str, str]] = {}
+    for protocol, spec in runs[["protocol", "protocol_spec"]].dropna().drop_duplicates().itertuples(
+            index=False):
+        parsed = json.loads(spec)
+        study = json.dumps(load.study_protocol(parsed), sort_keys=True)
+        by_study.setdefault(study, {})[load.stage_of(parsed)] = str(protocol)
+    partners = {}
+    for stages in by_study.values():
+        if len(stages) == 2:
+            partners[stages[load.SELECTION]] = stages[load.FINAL]
+            partners[stages[load.FINAL]] = stages[load.SELECTION]
+    return partners
+
+
+def stage_note(runs: pd.DataFrame, final: bool, partner: str | None) -> str:
+    """Which stage of the protocol these runs are, and where the other one is."""
+    if final:
+        images = sorted({int(n) for n in runs["train_images"].dropna()})
+        counted = f"all {' / '.join(f'{n:,}' for n in images)} " if images else "all "
+        chose = f" (protocol `{partner}`)" if partner else ""
+        return (f"**Final stage**: each model retrained on {counted}training images (no "
+                f"validation split) at the lr its validation error chose in the selection "
+                f"stage{chose}, and tested at its last epoch. The Table 3 layout is built from "
+                "these runs.")
+    if partner:
+        return (f"**Selection stage**: trained with a held-out validation split, which chose "
+                f"each model's lr; the final stage (protocol `{partner}`) retrained at those lrs "
+                "on all training images, and its runs make the Table 3 layout.")
+    return ("**Selection stage**: trained with a held-out validation split, which chooses each "
+            "model's lr; no final stage yet (`+sweep=<name>_final selection=<this sweep>` "
+            "retrains at those lrs on all training images, as the paper's recipe does).")
+
+
 def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
                      figure_links: FigureLinks, show_running: bool,
                      stalled_margin: float) -> str:
@@ -296,9 +339,12 @@ def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
     status = mine["status"].value_counts()
     counts = ", ".join(f"{int(status.get(s, 0))} {s}"
                        for s in ("finished", "failed", "diverged", RUNNING) if status.get(s, 0))
-    parts = [f"## Protocol `{protocol}`" + (f" ({index} of {total})" if total > 1 else ""), "",
+    final = load.stage_of(spec) == load.FINAL
+    partner = stage_partners(runs).get(protocol)
+    parts = [f"## Protocol `{protocol}`" + (f" ({index} of {total})" if total > 1 else "")
+             + (": final stage" if final else ""), "",
              f"{len(mine)} run{'' if len(mine) == 1 else 's'}: {counts}.", "",
-             f"Protocol: {describe_protocol(spec)}."]
+             f"Protocol: {describe_protocol(spec)}.", "", stage_note(mine, final, partner)]
     if total > 1:
         others = runs[(runs["protocol"] != protocol) & runs["protocol_spec"].notna()]
         other_specs = [json.loads(s) for s in sorted(others["protocol_spec"].unique())]
@@ -308,9 +354,15 @@ def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
     keys = [g for g in stats.groups(frame) if g[0] == protocol]
     for _, dataset, augmentation in keys:
         group = stats.runs_of(frame, protocol, dataset, augmentation)
-        parts += ["", f"### {dataset}, augmentation {augmentation}", "",
-                  table3_section(group, dataset, augmentation, show_running), "",
-                  lr_section(group), "", pivot_section(group), "",
+        if final:  # no validation error: the lr came from the selection stage
+            layout = table3_section(group, dataset, augmentation, show_running, final=True)
+        elif partner and not stats.runs_of(frame, partner, dataset, augmentation).empty:
+            layout = (f"#### Table 3 layout: {dataset}, augmentation {augmentation}\n\nFrom "
+                      f"the final stage, protocol `{partner}`: these runs chose its lrs.")
+        else:
+            layout = table3_section(group, dataset, augmentation, show_running)
+        parts += ["", f"### {dataset}, augmentation {augmentation}", "", layout, "",
+                  *([] if final else [lr_section(group), ""]), pivot_section(group), "",
                   evidence_tables.seeds_section(group), "",
                   evidence_tables.instability_section(group, stalled_margin), "",
                   evidence_tables.consistency_section(group)]
@@ -355,8 +407,10 @@ def render(frame: pd.DataFrame, issues: Issues, sources: Sequence[str] = (),
         warnings_section(issues),
     ]
     runs = stats.current(frame)
-    protocols = sorted(runs["protocol"].dropna().unique(),
-                       key=lambda p: (-int((runs["protocol"] == p).sum()), p))
+    finals = {str(p) for p, spec in zip(runs["protocol"], runs["protocol_spec"], strict=True)
+              if isinstance(spec, str) and load.stage_of(json.loads(spec)) == load.FINAL}
+    protocols = sorted(runs["protocol"].dropna().unique(),  # final stages first: Table 3's runs
+                       key=lambda p: (p not in finals, -int((runs["protocol"] == p).sum()), p))
     show_running = bool((runs["status"] == RUNNING).any())
     for index, protocol in enumerate(protocols, start=1):
         parts += ["", protocol_section(frame, protocol, index, len(protocols),

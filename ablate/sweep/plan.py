@@ -72,9 +72,12 @@ def grid_line(axes: list[tuple[str, list[str]]], runs: int) -> str:
     cells = math.prod(len(v) for k, v in swept if k.lstrip("+") not in records.REPLICATE_KEYS)
     parts = [f"{k} ({len(v)}: {', '.join(v)})" for k, v in swept
              if k.lstrip("+") not in records.REPLICATE_KEYS]
+    replicates = math.prod(len(v) for k, v in axes if k.lstrip("+") in records.REPLICATE_KEYS)
+    union = runs // max(replicates, 1)  # a union of grids (sweeper variants) has fewer cells
     text = " x ".join(parts) if parts else "1 cell"
     if parts:
-        text += f" = {cells} cell{'s' if cells != 1 else ''}"
+        text += f" = {union} cell{'s' if union != 1 else ''}"
+        text += " (a union of grids)" if union != cells else ""
     for axis in records.REPLICATE_KEYS:
         values = next((v for k, v in axes if k.lstrip("+") == axis), None)
         count = len(values) if values else 1

@@ -118,9 +118,9 @@ def receptive_fields(layers: Sequence[spec_lib.Layer]) -> list[Field]:
     fields = []
     for layer in layers:
         kind = layer["type"]
-        if kind in ("conv", "classifier", "maxpool"):
+        if kind in ("conv", "classifier", *spec_lib.POOLS):
             k = layer.get("k", 1)
-            stride = layer.get("stride", 1 if kind != "maxpool" else 2)
+            stride = layer.get("stride", 2 if kind in spec_lib.POOLS else 1)
             pad = spec_lib.padding(layer) if kind == "conv" else layer.get("pad", 0)
             size += (k - 1) * jump
             start += ((k - 1) / 2 - pad) * jump

@@ -40,6 +40,9 @@ class AblateSweeperConf:
     _target_: str = "hydra_plugins.ablate_sweeper.sweeper.AblateSweeper"
     max_batch_size: int | None = None  # jobs handed to the launcher at once (None: all)
     params: dict[str, str] | None = None  # the grid, as in Hydra's basic sweeper
+    # more grids in the same sweep, each `params` with these axes replaced (a union of grids:
+    # e.g. downsample=pool,conv beside downsample=lppool x downsample.p=1,2,4,16)
+    variants: list[dict[str, str]] | None = None
     dry_run: bool = False  # print the plan (what would run, resume, be skipped) and stop
     resume: bool = True  # false: ignore earlier runs and run every job again
     # where earlier runs are looked for; None: the parent of hydra.sweep.dir (sweeps/<name>)
@@ -64,8 +67,10 @@ class AblateSweeper(BasicSweeper):
         dry_run: bool = False,
         resume: bool = True,
         records_root: str | None = None,
+        variants: list[dict[str, str]] | None = None,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
+        self.variants = [dict(v) for v in variants or []]
         self.dry_run = dry_run
         self.resume = resume
         self.records_root = records_root
@@ -97,17 +102,28 @@ class AblateSweeper(BasicSweeper):
     # ---------------------------------------------------------------------------------- plan
 
     def _grid(self, arguments: list[str]) -> tuple[list[list[str]], list[tuple[str, list[str]]]]:
+        """Every job of the grid (of the union of ``params`` and its ``variants``), and the
+        values each key takes somewhere in it."""
         assert self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
-        [grid] = self.split_arguments(overrides, None)
+        base = self._parse_config()
+        grid: list[list[str]] = []
         axes: OrderedDict[str, list[str]] = OrderedDict()
-        for override in overrides:  # later ones replace earlier ones, as in split_arguments
-            key = override.get_key_element()
-            if override.is_sweep_override():
-                axes[key] = [str(v) for v in override.sweep_string_iterator()]
-            else:
-                axes[key] = [override.get_value_element_as_str()]
+        for variant in [{}, *self.variants]:
+            params = [*base, *(f"{key}={value}" for key, value in variant.items())]
+            overrides = parser.parse_overrides([*params, *arguments])
+            [part] = self.split_arguments(overrides, None)
+            grid += [job for job in part if job not in grid]
+            mine: OrderedDict[str, list[str]] = OrderedDict()
+            for override in overrides:  # later ones replace earlier ones, as in split_arguments
+                key = override.get_key_element()
+                if override.is_sweep_override():
+                    mine[key] = [str(v) for v in override.sweep_string_iterator()]
+                else:
+                    mine[key] = [override.get_value_element_as_str()]
+            for key, values in mine.items():
+                known = axes.setdefault(key, [])
+                known += [value for value in values if value not in known]
         return grid, list(axes.items())
 
     def _plan(self, grid: list[list[str]], axes: list[tuple[str, list[str]]], root: Path):
@@ -149,6 +165,23 @@ class AblateSweeper(BasicSweeper):
             note = f"{'/'.join(sorted(kinds)) or 'cpu'}; built-in throughput, not yet calibrated"
         return jobs, note
 
+    def _final_stage(self, grid: list[list[str]], axes: list[tuple[str, list[str]]]):
+        """A final stage (its config has ``selection``): each job at the lr its selection sweep
+        chose (``ablate.selection``); nothing starts while that sweep is incomplete."""
+        from ablate import selection
+        from ablate.errors import SelectionError, SweepInvalid
+
+        assert self.hydra_context is not None and self.config is not None
+        if "selection" not in self.config:
+            return grid, axes
+        loader, config = self.hydra_context.config_loader, self.config
+        try:
+            grid = selection.final_grid(grid, lambda o: loader.load_sweep_config(config, o))
+        except SelectionError as error:
+            print(f"ablate: the final stage cannot start: {error}", file=sys.stderr)
+            raise SweepInvalid() from None
+        return grid, [(k, [selection.SELECTED] if k == "lr" else v) for k, v in axes]
+
     # ------------------------------------------------------------------------------- launch
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -160,6 +193,7 @@ class AblateSweeper(BasicSweeper):
         assert self.config is not None and self.launcher is not None
         began = time.time()
         grid, axes = self._grid(arguments)
+        grid, axes = self._final_stage(grid, axes)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         assert self.requested_dir is not None
         root = self.requested_dir.parent
