@@ -210,10 +210,13 @@ class TestPredictions(pl.Callback):
             if len(test_labels) == len(labels):  # the whole test set was tested
                 was_training = pl_module.training
                 pl_module.eval()
+                started = time.perf_counter()
                 perturbed = invariance.predictions(pl_module, images, self.shifts,
                                                    datamodule.eval_batch_size)
                 pl_module.train(was_training)
                 self.invariance = invariance.summarise(perturbed, labels)
+                # what the measurement costs, so its share of a run can be read off the record
+                self.invariance["seconds"] = round(time.perf_counter() - started, 3)
         self.entry = write_predictions(
             self.dirpath, logits.argmax(1).numpy(), logits.half().numpy(), labels.numpy(),
             {key: value.numpy() for key, value in perturbed.items()
