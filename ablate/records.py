@@ -52,6 +52,7 @@ PRESENTATION_KEYS = (
     "logger",
     "callbacks",
     "progress_refresh_rate",
+    "verbose",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",

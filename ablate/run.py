@@ -17,8 +17,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ProgressBar
 
-from ablate import config, records
+from ablate import config, console, records
 from ablate.errors import CONFIG_ERRORS, Interrupted, InvalidConfig, SweepFailed
 from ablate.job import Job
 from ablate.module import Classifier
@@ -62,6 +63,7 @@ def _reject(error: Exception, mode: RunMode | None) -> NoReturn:
 def run(cfg: DictConfig) -> dict:
     """Train and test one cell; the returned record is also written to ``result.json``."""
     hydra_cfg = HydraConfig.get()
+    console.configure(bool(cfg.get("verbose")), hydra_cfg.mode == RunMode.MULTIRUN)
     output_dir = Path(hydra_cfg.runtime.output_dir)
     config_id = records.config_id(cfg)  # before instantiate() resolves anything in place
     cell = records.cell_of(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
@@ -76,8 +78,12 @@ def run(cfg: DictConfig) -> dict:
             # a partial: Hydra would read a record passed to instantiate() as config
             logger = cfg.get("logger") and instantiate(cfg.logger, _partial_=True)(
                 record=job.record)
+            # Lightning adds its own bar unless told otherwise: off a terminal the progress
+            # callback is one line per epoch (ablate.callbacks.progress_bar), not a bar.
+            has_bar = any(isinstance(c, ProgressBar) for c in parts.callbacks)
             trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(output_dir),
-                                  callbacks=[*parts.callbacks, job.stamp])
+                                  callbacks=[*parts.callbacks, job.stamp],
+                                  enable_progress_bar=has_bar)
             trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=job.resume_path,
                         weights_only=True)
             job.fitted(trainer)

@@ -114,6 +114,11 @@ class CellWandbLogger(WandbLogger):
         self.mode = resolve_mode(mode)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         _finish_stale_run()
+        import wandb
+
+        # Before any W&B setting is validated: W&B then reads WANDB_SILENT (ablate.console sets
+        # it unless verbose) for its own notes too, e.g. the one on Lightning's `anonymous`.
+        wandb.setup()
         config = record.get("config") or {}
         group = sweep_group(str(config.get("sweep_name", "default")), record["output_dir"])
         name = run_name(record["name"], record["cell"])

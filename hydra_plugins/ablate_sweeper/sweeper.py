@@ -30,7 +30,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hydra_plugins.ablate_sweeper._hydra_internals import BasicSweeper
+from hydra_plugins.ablate_sweeper._hydra_internals import BasicLauncher, BasicSweeper
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class AblateSweeper(BasicSweeper):
         from ablate import records
         from ablate.errors import Interrupted, SweepFailed, SweepInvalid
         from ablate.signals import interruptible
-        from ablate.sweep import plan, state
+        from ablate.sweep import plan, progress, state
 
         assert self.config is not None and self.launcher is not None
         began = time.time()
@@ -216,6 +216,8 @@ class AblateSweeper(BasicSweeper):
             if job.decision.action == state.SKIP:
                 job.state = "skipped"
         returns: list[Sequence[JobReturn]] = []
+        self._quiet_launcher_lines()
+        self.progress = progress.Progress(todo)
         try:
             with interruptible():  # between jobs too: a signal never loses the summary
                 self._launch_all(todo, returns, records)
@@ -236,10 +238,25 @@ class AblateSweeper(BasicSweeper):
         return returns
 
 
+    def _quiet_launcher_lines(self) -> None:
+        """Unless ``verbose``, Hydra's basic launcher keeps its per-job lines (``Launching 1 jobs
+        locally``, ``#4 : ...``) to itself: the ``[k/N]`` line after each job says more."""
+        assert self.config is not None
+        if not self.config.get("verbose"):
+            logging.getLogger(BasicLauncher.__module__).setLevel(logging.WARNING)
+
+    def _batch_size(self, todo: list) -> int:
+        """``max_batch_size``, else all jobs at once; one at a time for Hydra's basic launcher,
+        which runs them one after another anyway: its jobs then end, and are reported, one by
+        one instead of all at the end."""
+        if self.max_batch_size:
+            return self.max_batch_size
+        return 1 if isinstance(self.launcher, BasicLauncher) else len(todo) or 1
+
     def _launch_all(self, todo: list, returns: list, records: Any) -> None:
         """Hand the jobs to the launcher in batches; each job's outcome read from its record."""
         assert self.launcher is not None
-        size = self.max_batch_size or len(todo) or 1
+        size = self._batch_size(todo)
         next_num = 0
         for start in range(0, len(todo), size):
             batch = todo[start:start + size]
@@ -254,8 +271,12 @@ class AblateSweeper(BasicSweeper):
             except Exception as error:  # an engine that lost one job may raise for all
                 log.error("the launcher raised: %s", error)
                 results, launch_error = [None] * len(batch), error
+            took = time.time() - launched
             for offset, (job, result) in enumerate(zip(batch, results, strict=True)):
                 self._collect(job, next_num + offset, result, launch_error, records)
+                # one job at a time: its own launch-to-record time; side by side: its record's
+                seconds = took if len(batch) == 1 else None
+                print(self.progress.finished(job, seconds), flush=True)
             next_num += len(batch)
             returns.append([r for r in results if r is not None])
 
