@@ -31,6 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.errors import RecordError
 
 RESULT_FILE = "result.json"
+# Written by the sweeper into the sweep's directory before its first job: the plan, the axes.
+SWEEP_FILE = "sweep.json"
 # Written when a run starts, so that a sweep can tell an interrupted run (marker, checkpoint, no
 # record) from one that never started; it is not a record and carries no status.
 START_FILE = "started.json"
@@ -41,6 +43,15 @@ STATUSES = ("finished", "failed", "diverged")
 # ``seed`` and ``lr`` (replicates, see ``REPLICATE_KEYS``) they open every cell.
 CELL_AXES = ("model", "downsample", "dataset", "augmentation")
 REPLICATE_KEYS = ("lr", "seed")
+# The other axes of the study, in every cell with their value, defaults included, so that runs
+# that did not override them are not gaps in a W&B table or a parallel-coordinates panel. The
+# downsampling mode's own settings (``downsample.p`` of lppool) join it as ``downsample.<key>``.
+DEFAULT_AXES = ("preprocess", "init", "width", "batch_size")
+# The axes a run's name shows in the paper's terms (``ablate.tracking.run_name``); any other
+# swept axis is added to the name as ``key=value``.
+PAPER_AXES = (*CELL_AXES, *REPLICATE_KEYS)
+# A group's settings that do not make a variant of its choice (see ``cell_of``).
+NOT_VARIANT_SETTINGS = ("name", "label", "transform")
 # Launch controls: how a run is started, not what it trains (never part of a cell either).
 # ``selection`` (a final stage's selection sweep) only decides the lr, which is a key of its own.
 CONTROL_KEYS = ("resume_from", "resume_any", "resume_fallback", "sweep_name", "selection")
@@ -167,13 +178,22 @@ def _plain(value: Any) -> Any:
 def cell_of(cfg: DictConfig, choices: Mapping[str, Any], task_overrides: Sequence[str]) -> dict:
     """The values that identify a run in its grid, as the user typed them.
 
-    Always the study's axes and ``seed``/``lr``; then every override of this job (a swept
-    value, or a fixed one such as ``trainer.max_epochs=2``), so that runs made under different
-    settings can never be mistaken for the same cell.
+    Always the study's axes, ``seed``/``lr`` and ``DEFAULT_AXES`` (defaults included); then
+    every override of this job (a swept value, or a fixed one such as ``trainer.max_epochs=2``),
+    so that runs made under different settings can never be mistaken for the same cell.
     """
     cell: dict[str, Any] = {key: choices.get(key) for key in CELL_AXES}
     cell["seed"] = cfg.seed
     cell["lr"] = cfg.lr
+    for key in DEFAULT_AXES:
+        if key in choices:
+            cell[key] = choices[key]
+        elif key in cfg:
+            cell[key] = _plain(cfg.get(key))
+    mode = cfg.get("downsample")
+    for key, value in (mode.items() if isinstance(mode, DictConfig) else ()):
+        if key not in NOT_VARIANT_SETTINGS and not OmegaConf.is_config(value):
+            cell[f"downsample.{key}"] = value
     for override in task_overrides:
         key, _, raw = override.partition("=")
         key = key.lstrip("+~")
@@ -184,6 +204,15 @@ def cell_of(cfg: DictConfig, choices: Mapping[str, Any], task_overrides: Sequenc
         else:
             cell[key] = _plain(OmegaConf.select(cfg, key, default=raw))
     return cell
+
+
+def swept_axes(sweep_dir: str | os.PathLike[str]) -> list[str] | None:
+    """The keys a sweep varies (two or more values), from its ``sweep.json``; None without one."""
+    plan = read_json(Path(sweep_dir) / SWEEP_FILE)
+    if plan is None or not isinstance(plan.get("axes"), list):
+        return None
+    return [str(key).lstrip("+~") for key, values in plan["axes"]
+            if isinstance(values, list) and len(values) > 1]
 
 
 def config_id(config: Mapping[str, Any] | DictConfig) -> str:
@@ -228,6 +257,60 @@ def config_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     return sorted(key for key in set(flat_a) | set(flat_b)
                   if flat_a.get(key) != flat_b.get(key)
                   and not any(key == i or key.startswith(f"{i}.") for i in ignored))
+
+
+# ---------------------------------------------------------------- protocol
+
+# What makes two runs comparable (the report's sections, a final stage's selection), read
+# from the resolved config. The study's own axes (model, downsample, dataset, augmentation,
+# lr, seed) are left out: the tables pivot over them. Keys
+# that cannot change a result (logger, progress bar, devices, compile, eval batch size) are left
+# out too, so that they never split a table.
+PROTOCOL_KEYS = (
+    "preprocess", "init", "optimizer", "scheduler", "batch_size", "width",
+    "dataset.image_size", "dataset.val_size", "dataset.split_seed",
+    "trainer.max_epochs", "trainer.max_steps", "trainer.min_epochs",
+    "trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches",
+    "trainer.fast_dev_run", "trainer.precision", "trainer.gradient_clip_val",
+    "trainer.accumulate_grad_batches",
+)
+
+
+def select_dotted(config: Mapping[str, Any], dotted: str) -> Any:
+    """``config["a"]["b"]`` for ``a.b`` in a plain (resolved) config; None where it is absent."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def canonical(value: Any) -> Any:
+    """The same config gives the same value from every source: a JSON round trip, with
+    integral floats as ints (W&B's reader turns ``1.0`` into ``1``)."""
+    def integral(node: Any) -> Any:
+        if isinstance(node, float) and node.is_integer():
+            return int(node)
+        if isinstance(node, dict):
+            return {key: integral(item) for key, item in node.items()}
+        if isinstance(node, list):
+            return [integral(item) for item in node]
+        return node
+
+    return integral(json.loads(json.dumps(value, sort_keys=True, default=str)))
+
+
+def protocol_of(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The protocol-defining part of a resolved config (see ``PROTOCOL_KEYS``)."""
+    config = config or {}
+    protocol: dict[str, Any] = {}
+    for key in PROTOCOL_KEYS:
+        value = select_dotted(config, key)
+        if key == "optimizer" and isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if k != "lr"}  # lr is a study axis
+        protocol[key] = canonical(value)
+    return protocol
 
 
 # ---------------------------------------------------------------- a run's record

@@ -48,6 +48,22 @@ def build(cfg: DictConfig) -> Parts:
                  callbacks=[c for c in callbacks if c is not None])
 
 
+def study_of(hydra_cfg: DictConfig) -> dict:
+    """The record's view of the study around this run: every config group's choice (a W&B
+    dashboard shows ``init=xavier``, not ``init._target_``) and the axes its sweep varies (the
+    run's name shows those the paper's name does not)."""
+    choices = {str(k): v for k, v in hydra_cfg.runtime.choices.items()
+               if not str(k).startswith("hydra")}
+    overrides = list(hydra_cfg.overrides.task)
+    swept = None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        swept = records.swept_axes(Path(str(hydra_cfg.sweep.dir)))
+    if swept is None:  # a single run, or a sweep without a plan: what the command line set
+        swept = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
+    return {"choices": choices, "swept": [k for k in swept if not k.startswith("hydra")
+                                           and k not in records.NOT_CELL_KEYS]}
+
+
 def _reject(error: Exception, mode: RunMode | None) -> NoReturn:
     """A config that cannot run is not a run: one line, no record, exit 2 (a sweep goes on)."""
     problem: BaseException | None = error
@@ -69,7 +85,8 @@ def run(cfg: DictConfig) -> dict:
     cell = records.cell_of(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
     try:  # a config that cannot run, or a checkpoint that cannot be resumed: no record
         parts = build(cfg)
-        job = Job.begin(cfg, parts.module.network, cell, config_id, output_dir)
+        job = Job.begin(cfg, parts.module.network, cell, config_id, output_dir,
+                        study=study_of(hydra_cfg))
     except Exception as error:
         _reject(error, hydra_cfg.mode)
     trainer = None
