@@ -126,6 +126,11 @@ def main() -> None:
         _hydra_main()
     except SystemExit as stop:
         if stop.code not in (0, None, 2) and not isinstance(stop, SweepFailed):
+            from hydra_plugins.ablate_sweeper.extras import launcher_hint
+
+            hint = launcher_hint(sys.argv[1:])  # Hydra could not compose a missing launcher
+            if hint:
+                print(f"ablate: {hint}", file=sys.stderr)
             config.print_key_hints(sys.argv[1:])
         raise
     except Interrupted as stop:  # 143, 130, 129: a scheduler must not see a success

@@ -182,6 +182,18 @@ class AblateSweeper(BasicSweeper):
             raise SweepInvalid() from None
         return grid, [(k, [selection.SELECTED] if k == "lr" else v) for k, v in axes]
 
+    def _check_launcher(self) -> None:
+        """A launcher whose package is missing stops the sweep here, with the pip command,
+        not each job later (a dry run included)."""
+        from ablate.errors import SweepInvalid
+        from hydra_plugins.ablate_sweeper.extras import missing
+
+        assert self.config is not None
+        problem = missing(str(self.config.hydra.launcher.get("_target_", "")))
+        if problem:
+            print(f"ablate: {problem}", file=sys.stderr)
+            raise SweepInvalid()
+
     # ------------------------------------------------------------------------------- launch
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -192,6 +204,7 @@ class AblateSweeper(BasicSweeper):
 
         assert self.config is not None and self.launcher is not None
         began = time.time()
+        self._check_launcher()
         grid, axes = self._grid(arguments)
         grid, axes = self._final_stage(grid, axes)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
