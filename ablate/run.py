@@ -50,8 +50,9 @@ def build(cfg: DictConfig) -> Parts:
 
 def study_of(hydra_cfg: DictConfig) -> dict:
     """The record's view of the study around this run: every config group's choice (a W&B
-    dashboard shows ``init=xavier``, not ``init._target_``) and the axes its sweep varies (the
-    run's name shows those the paper's name does not)."""
+    dashboard shows ``init=xavier``, not ``init._target_``), the overrides it was composed from
+    (``resume_from=<run dir>`` composes it again) and the axes its sweep varies (the run's name
+    shows those the paper's name does not)."""
     choices = {str(k): v for k, v in hydra_cfg.runtime.choices.items()
                if not str(k).startswith("hydra")}
     overrides = list(hydra_cfg.overrides.task)
@@ -60,8 +61,9 @@ def study_of(hydra_cfg: DictConfig) -> dict:
         swept = records.swept_axes(Path(str(hydra_cfg.sweep.dir)))
     if swept is None:  # a single run, or a sweep without a plan: what the command line set
         swept = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
-    return {"choices": choices, "swept": [k for k in swept if not k.startswith("hydra")
-                                           and k not in records.NOT_CELL_KEYS]}
+    return {"choices": choices, "overrides": overrides,
+            "swept": [k for k in swept if not k.startswith("hydra")
+                      and k not in records.NOT_CELL_KEYS]}
 
 
 def _reject(error: Exception, mode: RunMode | None) -> NoReturn:
@@ -122,6 +124,13 @@ def main() -> None:
 
     config.register()
     register_plugins()
+    try:
+        from ablate.resume import expand_run_directory
+
+        sys.argv[1:] = expand_run_directory(sys.argv[1:])
+    except CONFIG_ERRORS as error:
+        print(f"ablate: invalid config: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         _hydra_main()
     except SystemExit as stop:
