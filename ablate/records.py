@@ -421,8 +421,14 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
     return versions
 
 
+# What "dirty" means for a record: edits that can change what a run does. Regenerating
+# reports/ or writing sweeps/ must not mark every later run dirty.
+SOURCE_PATHS = ("ablate", "conf", "hydra_plugins", "pyproject.toml")
+
+
 def git_state(directory: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Commit and dirtiness of the project checkout; ``None`` when it is not a git checkout."""
+    """Commit and dirtiness of the project's source (``SOURCE_PATHS``) in its checkout;
+    ``None`` when it is not a git checkout."""
     directory = Path(directory) if directory else Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str | None:
@@ -435,5 +441,12 @@ def git_state(directory: str | os.PathLike[str] | None = None) -> dict[str, Any]
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    status = (git("status", "--porcelain", "--untracked-files=no", "--", *SOURCE_PATHS)
+              if commit else None)
+    # The exact source a run used: its commit plus any uncommitted edit of it, so that a
+    # relaunch after editing ablate/spec.py can tell its earlier runs came from other code.
+    diff = git("diff", "HEAD", "--", *SOURCE_PATHS) if status else ""
+    source = (hashlib.sha256(f"{commit}\n{diff}".encode()).hexdigest()[:12]
+              if commit and diff is not None else None)
+    return {"commit": commit, "dirty": bool(status) if status is not None else None,
+            "source": source}

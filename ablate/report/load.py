@@ -44,8 +44,10 @@ COLUMNS = (
     "source", "path", "sweep", "wandb_id", "cell_id", "name", *records.CELL_AXES, "lr", "seed",
     "status", *METRICS, *CONSISTENCY, "params", "epochs", "train_images", "wall_seconds",
     "started_at", "ended_at", "protocol", "protocol_spec", "cell", "error", "history",
-    "superseded", "test_fingerprint", "correct",
+    "superseded", "test_fingerprint", "correct", "code", "versions",
 )
+# The package versions the report's Inputs name, per run (the record keeps every one).
+KEY_PACKAGES = ("torch", "pytorch-lightning", "hydra-core", "wandb")
 RUNNING = "running"
 
 # Kinds of issue, as the report's counts name them. INFO kinds are bookkeeping, not warnings.
@@ -217,8 +219,25 @@ def row_from_record(record: Mapping[str, Any], path: Path) -> dict[str, Any]:
         train_images=(record.get("images") or {}).get("train"),
         wall_seconds=record.get("wall_seconds"), started_at=record.get("started_at"),
         ended_at=record.get("ended_at"), error=record.get("error"),
-        history=record.get("history"),
+        history=record.get("history"), code=code_of(record),
+        versions=versions_of(record.get("versions")),
     )
+
+
+def code_of(record: Mapping[str, Any]) -> str | None:
+    """The commit a run's code came from, short, with ``+dirty`` where its source was edited."""
+    commit = record.get("git_commit")
+    if not commit:
+        return None
+    return str(commit)[:7] + ("+dirty" if record.get("git_dirty") else "")
+
+
+def versions_of(versions: Any) -> str | None:
+    """``torch 2.13.0, pytorch-lightning 2.6.6, ...`` for ``KEY_PACKAGES``."""
+    if not isinstance(versions, Mapping):
+        return None
+    return ", ".join(f"{name} {versions[name]}" for name in KEY_PACKAGES
+                     if versions.get(name)) or None
 
 
 def _unwrap_config(config: Any) -> dict[str, Any]:

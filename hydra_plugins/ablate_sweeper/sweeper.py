@@ -47,6 +47,7 @@ class AblateSweeperConf:
     resume: bool = True  # false: ignore earlier runs and run every job again
     # where earlier runs are looked for; None: the parent of hydra.sweep.dir (sweeps/<name>)
     records_root: str | None = None
+    rerun_stale: bool = False  # true: rerun finished runs made by other code (another commit)
 
 
 ConfigStore.instance().store(
@@ -68,8 +69,10 @@ class AblateSweeper(BasicSweeper):
         resume: bool = True,
         records_root: str | None = None,
         variants: list[dict[str, str]] | None = None,
+        rerun_stale: bool = False,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
+        self.rerun_stale = rerun_stale
         self.variants = [dict(v) for v in variants or []]
         self.dry_run = dry_run
         self.resume = resume
@@ -182,6 +185,13 @@ class AblateSweeper(BasicSweeper):
             raise SweepInvalid() from None
         return grid, [(k, [selection.SELECTED] if k == "lr" else v) for k, v in axes]
 
+    def _stale(self, jobs: list) -> str | None:
+        """Finished runs of other code: a line for the plan; rerun with ``rerun_stale``."""
+        from ablate import records
+        from ablate.sweep import stale
+
+        return stale.mark(jobs, records.git_state(), self.rerun_stale)
+
     def _check_launcher(self) -> None:
         """A launcher whose package is missing stops the sweep here, with the pip command,
         not each job later (a dry run included)."""
@@ -214,7 +224,10 @@ class AblateSweeper(BasicSweeper):
             root = Path(self.records_root).absolute()
         name = str(self.config.get("sweep_name", root.name))
         jobs, note = self._plan(grid, axes, root)
+        stale_note = self._stale(jobs)
         print(plan.format_plan(name, sweep_dir, root, axes, jobs, note, self.dry_run), flush=True)
+        if stale_note:
+            print(stale_note, flush=True)
         if any(job.problem for job in jobs):
             print(f"ablate: {sum(bool(j.problem) for j in jobs)} jobs have an invalid config; "
                   "nothing was launched", file=sys.stderr)
