@@ -36,6 +36,7 @@ import json
 import logging
 import netrc
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -282,7 +283,8 @@ def finish(loggers: Iterable[Any], record: Mapping[str, Any]) -> None:
     W&B as failed instead of not at all. Errors of W&B itself are logged, never raised: the
     record is already safely on disk.
     """
-    for tracker in _wandb_loggers(loggers):
+    trackers = _wandb_loggers(loggers)
+    for tracker in trackers:
         try:
             experiment = tracker.experiment
             experiment.summary.update(summary_of(record))
@@ -296,3 +298,27 @@ def finish(loggers: Iterable[Any], record: Mapping[str, Any]) -> None:
                     wandb.run.finish(exit_code=1)
             except Exception:  # noqa: BLE001
                 pass
+    if trackers and _in_ray_worker():
+        _teardown()
+
+
+def _in_ray_worker() -> bool:
+    """Whether this process is a Ray worker (Ray imported and connected): it exits right after
+    its job (``max_calls: 1``)."""
+    ray = sys.modules.get("ray")
+    try:
+        return bool(ray is not None and ray.is_initialized())
+    except Exception:  # noqa: BLE001 - a half-imported Ray is no worker of ours
+        return False
+
+
+def _teardown() -> None:
+    """Shut W&B's service down now, while the worker still runs: left to W&B's exit handler,
+    it races the worker's exit and prints a ConnectionResetError traceback after a job that
+    succeeded. In a process that runs more jobs, W&B would start its service again."""
+    import wandb
+
+    try:
+        wandb.teardown()
+    except Exception as error:  # noqa: BLE001 - the record is on disk already
+        log.debug("W&B teardown: %s", error)

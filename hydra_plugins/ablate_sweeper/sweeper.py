@@ -271,6 +271,23 @@ class AblateSweeper(BasicSweeper):
         if not self.config.get("verbose"):
             logging.getLogger(BasicLauncher.__module__).setLevel(logging.WARNING)
 
+    def _report_as_they_end(self, batch: list, first_num: int, records: Any) -> set[int]:
+        """Where the launcher says when each job ends (``job_ended``: the Ray launcher), its
+        ``[k/N]`` line is printed then, not when the whole batch is back; the offsets of the
+        jobs so reported are filled into the returned set."""
+        reported: set[int] = set()
+        if not hasattr(self.launcher, "job_ended"):
+            return reported
+
+        def ended(offset: int, result: JobReturn) -> None:
+            job = batch[offset]
+            self._collect(job, first_num + offset, result, None, records)
+            print(self.progress.finished(job), flush=True)
+            reported.add(offset)
+
+        self.launcher.job_ended = ended  # type: ignore[union-attr]
+        return reported
+
     def _batch_size(self, todo: list) -> int:
         """``max_batch_size``, else all jobs at once; one at a time for Hydra's basic launcher,
         which runs them one after another anyway: its jobs then end, and are reported, one by
@@ -290,6 +307,7 @@ class AblateSweeper(BasicSweeper):
             launched = time.time()
             for job in batch:
                 job.launched_at = launched
+            reported = self._report_as_they_end(batch, next_num, records)
             try:
                 results: Sequence[JobReturn | None] = self.launcher.launch(
                     overrides, initial_job_idx=next_num)
@@ -299,6 +317,8 @@ class AblateSweeper(BasicSweeper):
                 results, launch_error = [None] * len(batch), error
             took = time.time() - launched
             for offset, (job, result) in enumerate(zip(batch, results, strict=True)):
+                if offset in reported:
+                    continue
                 self._collect(job, next_num + offset, result, launch_error, records)
                 # one job at a time: its own launch-to-record time; side by side: its record's
                 seconds = took if len(batch) == 1 else None
