@@ -341,6 +341,7 @@ def start_record(
         "versions": package_versions(),
         "started_at": _now(),
         "output_dir": str(output_dir),
+        "host": socket.gethostname(),  # a sweep calibrates its estimates on this host's runs only
     }
     record.update({f"git_{key}": value for key, value in git_state().items()})
     return record

@@ -90,3 +90,11 @@ def test_the_reports_inputs_name_the_commits_and_package_versions(tmp_path, monk
 @pytest.mark.parametrize("missing", [None, {}])
 def test_runs_without_provenance_are_never_stale(missing):
     assert not stale.is_stale(missing, {"commit": "a", "source": "x"})
+
+
+def test_estimates_are_calibrated_on_this_machines_runs_only():
+    from ablate.sweep import estimate
+
+    mine = {"host": "here", "wall_seconds": 10.0}
+    others = [{"host": "elsewhere", "wall_seconds": 99.0}, {"wall_seconds": 50.0}]
+    assert estimate.this_machine([mine, *others], host="here") == ([mine], 2)

@@ -139,6 +139,7 @@ class AblateSweeper(BasicSweeper):
         past = state.scan(root) if self.resume else {}
         finished = [run.record for runs in past.values() for run in runs
                     if run.state == state.FINISHED and run.record]
+        finished, elsewhere = estimate.this_machine(finished)
         factors = estimate.calibration(finished)
         swept = {key for key, values in axes if len(values) > 1}
         jobs, kinds = [], set()
@@ -163,9 +164,12 @@ class AblateSweeper(BasicSweeper):
             jobs.append(job)
         calibrated = [k for k in sorted(kinds) if k in factors]
         if calibrated:
-            note = f"{'/'.join(sorted(kinds))}; calibrated on {len(finished)} finished runs"
+            note = (f"{'/'.join(sorted(kinds))}; calibrated on {len(finished)} finished runs of "
+                    "this machine")
         else:
             note = f"{'/'.join(sorted(kinds)) or 'cpu'}; built-in throughput, not yet calibrated"
+        if elsewhere:
+            note += f"; {elsewhere} finished runs of other machines not used"
         return jobs, note
 
     def _final_stage(self, grid: list[list[str]], axes: list[tuple[str, list[str]]]):
