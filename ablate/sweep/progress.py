@@ -4,8 +4,9 @@ Between jobs Hydra prints only ``#4 : <overrides>``: no count, no time left. The
 comes from the plan's estimates until a job of this sweep has ended; from then on it comes
 from this sweep's own jobs: the time elapsed, scaled by how much estimated work is left against
 how much is done (so a loaded machine, or a launcher running jobs side by side, is measured, not
-assumed), and shown as a range from the fastest to the slowest of the finished jobs relative to
-their estimates. Nothing from other machines or earlier sweeps enters it.
+assumed), and shown as a range: the spread of the finished jobs' measured / estimated times
+(all of them up to 3 jobs, the middle half from 4 on). Nothing from other machines or earlier
+sweeps enters it.
 
 Pure data and text, no Hydra and no torch: the sweeper feeds it jobs as they end.
 """
@@ -51,11 +52,14 @@ class Progress:
             return left, left
         done_estimate = sum(estimate for estimate, _ in measured)
         middle = (now - self.began) * left / done_estimate
-        ratios = [seconds / estimate for estimate, seconds in measured]
+        ratios = sorted(seconds / estimate for estimate, seconds in measured)
         mean = sum(ratios) / len(ratios)
         if len(ratios) < 3:
             return middle * (1 - SPREAD_FEW), middle * (1 + SPREAD_FEW)
-        return middle * min(ratios) / mean, middle * max(ratios) / mean
+        # the middle half of the jobs once there are 4: the first job pays one-time costs
+        # (W&B's service, caches) that would otherwise widen the range for the whole sweep
+        quarter = len(ratios) // 4
+        return middle * ratios[quarter] / mean, middle * ratios[-quarter - 1] / mean
 
     def line(self, job: Job, seconds: float, now: float) -> str:
         state = job.state or "failed"
