@@ -101,7 +101,9 @@ def test_every_run_has_its_own_finished_offline_wandb_run(wandb_sweep):
         meta = report_load.inspect_wandb_run(run_dir)
         # the run is its cell's, not a neighbour's: one process ran all four jobs
         assert meta["run_id"] == info["id"] and meta["name"] == info["name"]
-        assert meta["name"] == f"{record['name']}/digits/none/lr0.02/s0"
+        # the paper's label, then the swept axis it does not show
+        assert meta["name"] == (f"{record['name']}/digits/none/lr0.01/s0/dataset.val_size="
+                                f"{record['cell']['dataset.val_size']:g}")
         assert meta["config"]["cell"]["model"] == record["cell"]["model"]
         assert meta["config"]["sweep"] == info["group"] == "quick/" + Path(
             record["output_dir"]).parent.name
