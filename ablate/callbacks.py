@@ -7,6 +7,7 @@ return None where the Trainer turns the feature off, so one config serves both c
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -16,19 +17,58 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
-from pytorch_lightning.utilities import rank_zero_info
 
 from ablate.budget import duration, planned_batches
 from ablate.data.module import TensorDataModule
 
+log = logging.getLogger("ablate")
 
-def progress_bar(refresh_rate: int, enabled: bool = True) -> TQDMProgressBar | None:
-    """Lightning's bar, redrawn every ``refresh_rate`` steps; None with the bar turned off.
 
-    At the quick preset's ~15 ms steps, collecting the bar's metrics on every step costs about as
-    much as the rest of Lightning's per-step work (see ``ablate.bench.overhead``).
+def progress_bar(refresh_rate: int, enabled: bool = True,
+                 interactive: bool | None = None) -> pl.Callback | None:
+    """Lightning's bar on a terminal, redrawn every ``refresh_rate`` steps; elsewhere (a log
+    file, a batch job) one line per epoch (:class:`EpochLines`); None with the bar turned off.
+
+    A bar redrawn with carriage returns is one line per redraw in a file. At the quick preset's
+    ~15 ms steps, collecting the bar's metrics on every step costs about as much as the rest of
+    Lightning's per-step work (see ``ablate.bench.overhead``).
     """
-    return TQDMProgressBar(refresh_rate=refresh_rate) if enabled else None
+    if not enabled:
+        return None
+    if interactive is None:
+        from ablate.console import interactive as on_terminal
+
+        interactive = on_terminal()
+    return TQDMProgressBar(refresh_rate=refresh_rate) if interactive else EpochLines()
+
+
+class EpochLines(pl.Callback):
+    """One log line per epoch (``epoch 3/30: train_loss 0.41, val_error 0.052``), for logs that
+    are files: what a bar shows, without a line per redraw. In a quiet multirun the line goes
+    to the job's log file only (``ablate.console``)."""
+
+    def __init__(self) -> None:
+        self._pending: int | None = None
+
+    # As in EpochHistory: callbacks run before the module's own epoch-end logging, so an
+    # epoch's line is written when the next epoch starts, and the last one when training ends.
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._pending = trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._line(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._line(trainer)
+
+    def _line(self, trainer: pl.Trainer) -> None:
+        if self._pending is None:
+            return
+        epoch, self._pending = self._pending, None
+        metrics = epoch_metrics(trainer.callback_metrics)
+        shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items())
+        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+        log.info("epoch %d/%s: %s", epoch + 1, total, shown or "no metrics yet")
 
 
 def last_checkpoint(dirpath: str, enabled: bool = True) -> ModelCheckpoint | None:
@@ -83,10 +123,8 @@ class TimeEstimate(pl.Callback):
         eval_ratio = len(x) and (datamodule.eval_batch_size / len(x)) / 3.0  # forward only
         per_epoch = step * (train_batches + val_batches * eval_ratio)
         self.seconds = per_epoch * epochs
-        rank_zero_info(
-            f"[ablate] estimated training time: {duration(self.seconds)} "
-            f"({epochs} epochs x {train_batches} steps at {step * 1000:.0f} ms/step, measured)"
-        )
+        log.info("estimated training time: %s (%d epochs x %d steps at %.0f ms/step, measured)",
+                 duration(self.seconds), epochs, train_batches, step * 1000)
 
 
 def epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:

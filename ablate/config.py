@@ -112,7 +112,8 @@ def validate(cfg: DictConfig) -> None:
     resume = cfg.get("resume_from")
     _require(
         resume is None or isinstance(resume, str),
-        f"resume_from={resume!r} must be the path of a checkpoint (a run's checkpoints/last.ckpt)",
+        f"resume_from={resume!r} must be the path of a run's directory or of a checkpoint (a "
+        "run's checkpoints/last.ckpt)",
     )
     held_out = OmegaConf.select(cfg, "dataset.val_size", default=None)
     val_batches = OmegaConf.select(cfg, "trainer.limit_val_batches", default=None)

@@ -62,7 +62,7 @@ class Job:
 
     @classmethod
     def begin(cls, cfg: DictConfig, network: Any, cell: dict[str, Any], config_id: str,
-              output_dir: Path) -> Job:
+              output_dir: Path, study: dict[str, Any] | None = None) -> Job:
         """Start the record and mark the directory; an interrupted run finds its checkpoint.
 
         The checkpoint is the one a sweep passes (``resume_from``) or the directory's own (a
@@ -72,6 +72,12 @@ class Job:
             name=network.name, cell=cell, params=count_parameters(network),
             config=OmegaConf.to_container(cfg, resolve=True), config_id=config_id,
             output_dir=output_dir)
+        # The network as built (width applied: 24/48 channels at width 0.25, not the YAML's
+        # 96/192), and what the runner knows of the study: group choices, swept axes.
+        size = int(cfg.dataset.image_size)
+        record["network"] = [line.strip() for line in format_spec(network.spec, size).split("\n")]
+        record["channels"] = [layer["out"] for layer in network.spec if layer["type"] == "conv"]
+        record.update(study or {})
         resume = resume_point(cfg.get("resume_from"), output_dir, config_id, record["config"],
                               resume_any=bool(cfg.get("resume_any")),
                               fallback=bool(cfg.get("resume_fallback")))

@@ -31,6 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.errors import RecordError
 
 RESULT_FILE = "result.json"
+# Written by the sweeper into the sweep's directory before its first job: the plan, the axes.
+SWEEP_FILE = "sweep.json"
 # Written when a run starts, so that a sweep can tell an interrupted run (marker, checkpoint, no
 # record) from one that never started; it is not a record and carries no status.
 START_FILE = "started.json"
@@ -41,6 +43,15 @@ STATUSES = ("finished", "failed", "diverged")
 # ``seed`` and ``lr`` (replicates, see ``REPLICATE_KEYS``) they open every cell.
 CELL_AXES = ("model", "downsample", "dataset", "augmentation")
 REPLICATE_KEYS = ("lr", "seed")
+# The other axes of the study, in every cell with their value, defaults included, so that runs
+# that did not override them are not gaps in a W&B table or a parallel-coordinates panel. The
+# downsampling mode's own settings (``downsample.p`` of lppool) join it as ``downsample.<key>``.
+DEFAULT_AXES = ("preprocess", "init", "width", "batch_size")
+# The axes a run's name shows in the paper's terms (``ablate.tracking.run_name``); any other
+# swept axis is added to the name as ``key=value``.
+PAPER_AXES = (*CELL_AXES, *REPLICATE_KEYS)
+# A group's settings that do not make a variant of its choice (see ``cell_of``).
+NOT_VARIANT_SETTINGS = ("name", "label", "transform")
 # Launch controls: how a run is started, not what it trains (never part of a cell either).
 # ``selection`` (a final stage's selection sweep) only decides the lr, which is a key of its own.
 CONTROL_KEYS = ("resume_from", "resume_any", "resume_fallback", "sweep_name", "selection")
@@ -52,6 +63,7 @@ PRESENTATION_KEYS = (
     "logger",
     "callbacks",
     "progress_refresh_rate",
+    "verbose",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
@@ -166,13 +178,22 @@ def _plain(value: Any) -> Any:
 def cell_of(cfg: DictConfig, choices: Mapping[str, Any], task_overrides: Sequence[str]) -> dict:
     """The values that identify a run in its grid, as the user typed them.
 
-    Always the study's axes and ``seed``/``lr``; then every override of this job (a swept
-    value, or a fixed one such as ``trainer.max_epochs=2``), so that runs made under different
-    settings can never be mistaken for the same cell.
+    Always the study's axes, ``seed``/``lr`` and ``DEFAULT_AXES`` (defaults included); then
+    every override of this job (a swept value, or a fixed one such as ``trainer.max_epochs=2``),
+    so that runs made under different settings can never be mistaken for the same cell.
     """
     cell: dict[str, Any] = {key: choices.get(key) for key in CELL_AXES}
     cell["seed"] = cfg.seed
     cell["lr"] = cfg.lr
+    for key in DEFAULT_AXES:
+        if key in choices:
+            cell[key] = choices[key]
+        elif key in cfg:
+            cell[key] = _plain(cfg.get(key))
+    mode = cfg.get("downsample")
+    for key, value in (mode.items() if isinstance(mode, DictConfig) else ()):
+        if key not in NOT_VARIANT_SETTINGS and not OmegaConf.is_config(value):
+            cell[f"downsample.{key}"] = value
     for override in task_overrides:
         key, _, raw = override.partition("=")
         key = key.lstrip("+~")
@@ -183,6 +204,15 @@ def cell_of(cfg: DictConfig, choices: Mapping[str, Any], task_overrides: Sequenc
         else:
             cell[key] = _plain(OmegaConf.select(cfg, key, default=raw))
     return cell
+
+
+def swept_axes(sweep_dir: str | os.PathLike[str]) -> list[str] | None:
+    """The keys a sweep varies (two or more values), from its ``sweep.json``; None without one."""
+    plan = read_json(Path(sweep_dir) / SWEEP_FILE)
+    if plan is None or not isinstance(plan.get("axes"), list):
+        return None
+    return [str(key).lstrip("+~") for key, values in plan["axes"]
+            if isinstance(values, list) and len(values) > 1]
 
 
 def config_id(config: Mapping[str, Any] | DictConfig) -> str:
@@ -229,6 +259,60 @@ def config_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
                   and not any(key == i or key.startswith(f"{i}.") for i in ignored))
 
 
+# ---------------------------------------------------------------- protocol
+
+# What makes two runs comparable (the report's sections, a final stage's selection), read
+# from the resolved config. The study's own axes (model, downsample, dataset, augmentation,
+# lr, seed) are left out: the tables pivot over them. Keys
+# that cannot change a result (logger, progress bar, devices, compile, eval batch size) are left
+# out too, so that they never split a table.
+PROTOCOL_KEYS = (
+    "preprocess", "init", "optimizer", "scheduler", "batch_size", "width",
+    "dataset.image_size", "dataset.val_size", "dataset.split_seed",
+    "trainer.max_epochs", "trainer.max_steps", "trainer.min_epochs",
+    "trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches",
+    "trainer.fast_dev_run", "trainer.precision", "trainer.gradient_clip_val",
+    "trainer.accumulate_grad_batches",
+)
+
+
+def select_dotted(config: Mapping[str, Any], dotted: str) -> Any:
+    """``config["a"]["b"]`` for ``a.b`` in a plain (resolved) config; None where it is absent."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def canonical(value: Any) -> Any:
+    """The same config gives the same value from every source: a JSON round trip, with
+    integral floats as ints (W&B's reader turns ``1.0`` into ``1``)."""
+    def integral(node: Any) -> Any:
+        if isinstance(node, float) and node.is_integer():
+            return int(node)
+        if isinstance(node, dict):
+            return {key: integral(item) for key, item in node.items()}
+        if isinstance(node, list):
+            return [integral(item) for item in node]
+        return node
+
+    return integral(json.loads(json.dumps(value, sort_keys=True, default=str)))
+
+
+def protocol_of(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The protocol-defining part of a resolved config (see ``PROTOCOL_KEYS``)."""
+    config = config or {}
+    protocol: dict[str, Any] = {}
+    for key in PROTOCOL_KEYS:
+        value = select_dotted(config, key)
+        if key == "optimizer" and isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if k != "lr"}  # lr is a study axis
+        protocol[key] = canonical(value)
+    return protocol
+
+
 # ---------------------------------------------------------------- a run's record
 
 
@@ -257,6 +341,7 @@ def start_record(
         "versions": package_versions(),
         "started_at": _now(),
         "output_dir": str(output_dir),
+        "host": socket.gethostname(),  # a sweep calibrates its estimates on this host's runs only
     }
     record.update({f"git_{key}": value for key, value in git_state().items()})
     return record
@@ -337,8 +422,14 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
     return versions
 
 
+# What "dirty" means for a record: edits that can change what a run does. Regenerating
+# reports/ or writing sweeps/ must not mark every later run dirty.
+SOURCE_PATHS = ("ablate", "conf", "hydra_plugins", "pyproject.toml")
+
+
 def git_state(directory: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Commit and dirtiness of the project checkout; ``None`` when it is not a git checkout."""
+    """Commit and dirtiness of the project's source (``SOURCE_PATHS``) in its checkout;
+    ``None`` when it is not a git checkout."""
     directory = Path(directory) if directory else Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str | None:
@@ -351,5 +442,12 @@ def git_state(directory: str | os.PathLike[str] | None = None) -> dict[str, Any]
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    status = (git("status", "--porcelain", "--untracked-files=no", "--", *SOURCE_PATHS)
+              if commit else None)
+    # The exact source a run used: its commit plus any uncommitted edit of it, so that a
+    # relaunch after editing ablate/spec.py can tell its earlier runs came from other code.
+    diff = git("diff", "HEAD", "--", *SOURCE_PATHS) if status else ""
+    source = (hashlib.sha256(f"{commit}\n{diff}".encode()).hexdigest()[:12]
+              if commit and diff is not None else None)
+    return {"commit": commit, "dirty": bool(status) if status is not None else None,
+            "source": source}

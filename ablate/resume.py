@@ -1,6 +1,7 @@
 """Which checkpoint a run continues from, checked before Lightning is handed it.
 
-Three ways to get here: the user names a checkpoint (``resume_from=...``); a sweep relaunch
+Three ways to get here: the user names a checkpoint or a run's directory (``resume_from=...``;
+a directory brings the run's own overrides with it: :func:`expand_run_directory`); a sweep relaunch
 names the checkpoint of an interrupted run of the same config (``resume_from=...`` with
 ``resume_fallback=true``); a SLURM job requeued after preemption or timeout starts again in its
 own directory and finds its own ``checkpoints/last.ckpt``.
@@ -71,6 +72,47 @@ def _why_unreadable(error: BaseException) -> str:
     if isinstance(error, KeyError) or len(text) < 12:  # torch's bare messages ("101", ...)
         return f"not a readable checkpoint ({type(error).__name__}: {text or 'no detail'})"
     return text.splitlines()[0]
+
+
+def _run_overrides(run_dir: Path) -> list[str]:
+    """The overrides a run was composed from: its record's (``overrides``), else Hydra's copy
+    in ``.hydra/overrides.yaml`` (a killed run has no record)."""
+    record = records.read_json(run_dir / records.RESULT_FILE) or {}
+    overrides = record.get("overrides")
+    if not isinstance(overrides, list):
+        from omegaconf import OmegaConf
+
+        saved = run_dir / ".hydra" / "overrides.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"resume_from={run_dir}: neither a record with its overrides nor "
+                              f"{saved.relative_to(run_dir)}: not a run directory of ablate")
+        overrides = list(OmegaConf.to_container(OmegaConf.load(saved)))
+    return [str(o) for o in overrides
+            if not str(o).lstrip("+").startswith(("resume_from=", "resume_fallback="))]
+
+
+def expand_run_directory(arguments: list[str]) -> list[str]:
+    """``resume_from=<run dir>`` -> that run's own overrides, then ``resume_from=<its
+    checkpoint>``, then the other arguments (which win: ``trainer.max_epochs=60`` with
+    ``resume_any=true`` trains longer). Any other command line comes back as it is.
+
+    The run's identity is then checked as for any checkpoint (:func:`resume_point`): the
+    recomposed config must have the checkpoint's ``config_id``.
+    """
+    if any(a in ("-m", "--multirun") for a in arguments):
+        return arguments
+    for index, argument in enumerate(arguments):
+        key, _, value = argument.partition("=")
+        if key.lstrip("+") != "resume_from" or not value or not Path(value).is_dir():
+            continue
+        run_dir = Path(value)
+        checkpoint = run_dir / records.CHECKPOINT_FILE
+        if not checkpoint.is_file():
+            raise ConfigError(f"resume_from={value}: {records.CHECKPOINT_FILE} is not there (the "
+                              "run ended before its first epoch); run it again instead")
+        rest = arguments[:index] + arguments[index + 1:]
+        return [*_run_overrides(run_dir), f"resume_from={checkpoint}", *rest]
+    return arguments
 
 
 def resume_point(requested: str | None, output_dir: Path, config_id: str,

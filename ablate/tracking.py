@@ -9,15 +9,19 @@ Identity of a W&B run (so that the W&B side and ``result.json`` agree, and a res
 continues its own W&B run instead of opening a new one):
 
 - ``group`` is the sweep: ``<sweep_name>/<sweep time dir>`` (e.g. ``quick/2026-11-30_03-45-09``);
-- ``name`` is the cell, read like the paper: ``All-CNN-C/cifar10/none/lr0.05/s0``;
+- ``name`` is the cell, read like the paper: ``All-CNN-C/cifar10/none/lr0.05/s0``, then every
+  other axis the sweep varies as ``key=value`` (``.../s0/init=kaiming/width=0.5``);
 - ``id`` is ``<cell_id>-<hash of the group>``: the same cell in the same sweep always maps to
   the same W&B run (``resume="allow"``: a requeued job continues it), the same cell in another
   sweep never does; a run resumed from another run's checkpoint (``resume_from``, which a
   resumed sweep sets) takes the id of the W&B run found beside that checkpoint, so it continues
   that W&B run;
 - ``tags`` are ``key=value`` for every value of the cell (the swept ones among them);
-- ``config`` is the fully resolved config plus ``cell``, ``cell_id``, ``name``, ``params`` and
-  ``sweep`` (the group again: offline readers do not show the group);
+- ``config`` is the study in a few dozen keys (:func:`study_config`): group choices, top-level
+  values, the Trainer keys set, the network as built, ``cell``, ``cell_id``, ``name``,
+  ``params``, ``protocol`` and ``sweep`` (the group again: offline readers do not show it);
+- a run resumed from another's checkpoint keeps that W&B run's id and group, and W&B's own
+  ``resume="allow"`` (Lightning's default) continues its step counter;
 - the summary gets the final metrics, ``status``, ``epochs``, ``params`` and ``wall_seconds``.
 
 Mode ``auto`` (the default) is ``offline`` unless a W&B login is present (``WANDB_API_KEY``,
@@ -28,9 +32,11 @@ environment wins over both. The key itself is never read into this module, only 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import netrc
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,7 @@ from urllib.parse import urlsplit
 
 from pytorch_lightning.loggers import WandbLogger
 
+from ablate import records
 from ablate.errors import ConfigError
 
 log = logging.getLogger("ablate")
@@ -114,18 +121,24 @@ class CellWandbLogger(WandbLogger):
         self.mode = resolve_mode(mode)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         _finish_stale_run()
+        import wandb
+
+        # Before any W&B setting is validated: W&B then reads WANDB_SILENT (ablate.console sets
+        # it unless verbose) for its own notes too, e.g. the one on Lightning's `anonymous`.
+        wandb.setup()
         config = record.get("config") or {}
         group = sweep_group(str(config.get("sweep_name", "default")), record["output_dir"])
-        name = run_name(record["name"], record["cell"])
-        wandb_id = resumed_run_id(record.get("resumed_from")) or run_id(record["cell_id"], group)
+        name = run_name(record["name"], record["cell"], record.get("swept", ()))
+        resumed = resumed_run(record.get("resumed_from"))
+        wandb_id = resumed.get("id") or run_id(record["cell_id"], group)
+        group = resumed.get("group") or group  # a resumed W&B run stays in its own group
         # mode goes to wandb.init; WandbLogger's own offline=True would set WANDB_MODE for the
         # whole process, leaking into every later job of a multirun.
         super().__init__(
             project=project, save_dir=str(save_dir), log_model=log_model, entity=entity,
             mode=self.mode, job_type=job_type, notes=notes, name=name, id=wandb_id, group=group,
             tags=sorted({_tag(t) for t in [*run_tags(record["cell"]), *map(str, tags)]}),
-            config={**config, "cell": record["cell"], "cell_id": record["cell_id"],
-                    "name": record["name"], "params": record.get("params"), "sweep": group},
+            config={**study_config(record), "sweep": group},
             **kwargs,
         )
         record["wandb"] = {
@@ -158,12 +171,38 @@ def _format_value(value: Any) -> str:
     return format(value, "g") if isinstance(value, float) else str(value)
 
 
-def run_name(name: str, cell: Mapping[str, Any]) -> str:
-    """``All-CNN-C/cifar10/none/lr0.05/s0``: the paper's row label, then the cell's axes."""
-    return "/".join([
-        name, str(cell.get("dataset")), str(cell.get("augmentation")),
-        f"lr{_format_value(cell.get('lr'))}", f"s{cell.get('seed')}",
-    ])
+def run_name(name: str, cell: Mapping[str, Any], swept: Iterable[str] = ()) -> str:
+    """``All-CNN-C/cifar10/none/lr0.05/s0``: the paper's row label, then the cell's axes, then
+    ``key=value`` for every swept axis the paper's label does not show (``init=kaiming``), so
+    that the runs of a sweep over ``init`` and ``width`` never share a name."""
+    parts = [name, str(cell.get("dataset")), str(cell.get("augmentation")),
+             f"lr{_format_value(cell.get('lr'))}", f"s{cell.get('seed')}"]
+    extra = [key for key in swept if key not in records.PAPER_AXES and key in cell]
+    parts += [f"{key}={_format_value(cell[key])}" for key in dict.fromkeys(extra)]
+    return "/".join(parts)
+
+
+def study_config(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The W&B config: the study in a few dozen keys, not the ~180 of the resolved config.
+
+    Every config group's choice (``init: xavier``), the top-level values, the Trainer keys the
+    config sets, the network as built (one line per layer, and its conv channels), the cell (every
+    axis, defaults included) and the protocol the report groups runs by (one JSON string, so that
+    a W&B run read back alone lands in the same table as its record). The record keeps the
+    whole resolved config.
+    """
+    config = record.get("config") or {}
+    scalars = {key: value for key, value in config.items()
+               if not isinstance(value, Mapping | list) and key not in records.CONTROL_KEYS}
+    trainer = {key: value for key, value in (config.get("trainer") or {}).items()
+               if key != "_target_"}
+    return {
+        **(record.get("choices") or {}), **scalars, "trainer": trainer,
+        "network": record.get("network"), "channels": record.get("channels"),
+        "cell": record["cell"], "cell_id": record["cell_id"], "name": record["name"],
+        "params": record.get("params"),
+        "protocol": json.dumps(records.protocol_of(config), sort_keys=True),
+    }
 
 
 def run_tags(cell: Mapping[str, Any]) -> list[str]:
@@ -174,6 +213,21 @@ def run_tags(cell: Mapping[str, Any]) -> list[str]:
 def run_id(cell_id: str, group: str) -> str:
     """Deterministic: the same cell in the same sweep resumes the same W&B run."""
     return f"{cell_id}-{hashlib.sha256(group.encode('utf-8')).hexdigest()[:8]}"
+
+
+def resumed_run(resume_from: str | os.PathLike[str] | None) -> dict[str, str]:
+    """``id`` and ``group`` of the W&B run whose checkpoint this one continues, where known.
+
+    The id comes from the W&B files beside the checkpoint (:func:`resumed_run_id`); the group
+    from that run's record or, for a killed run, is its sweep's (the W&B files do not say).
+    """
+    wandb_id = resumed_run_id(resume_from)
+    if wandb_id is None:
+        return {}
+    run_dir = Path(resume_from).resolve().parent.parent  # type: ignore[arg-type]
+    earlier = records.read_json(run_dir / records.RESULT_FILE) or {}
+    group = (earlier.get("wandb") or {}).get("group")
+    return {"id": wandb_id, **({"group": group} if group else {})}
 
 
 def resumed_run_id(resume_from: str | os.PathLike[str] | None) -> str | None:
@@ -229,7 +283,8 @@ def finish(loggers: Iterable[Any], record: Mapping[str, Any]) -> None:
     W&B as failed instead of not at all. Errors of W&B itself are logged, never raised: the
     record is already safely on disk.
     """
-    for tracker in _wandb_loggers(loggers):
+    trackers = _wandb_loggers(loggers)
+    for tracker in trackers:
         try:
             experiment = tracker.experiment
             experiment.summary.update(summary_of(record))
@@ -243,3 +298,27 @@ def finish(loggers: Iterable[Any], record: Mapping[str, Any]) -> None:
                     wandb.run.finish(exit_code=1)
             except Exception:  # noqa: BLE001
                 pass
+    if trackers and _in_ray_worker():
+        _teardown()
+
+
+def _in_ray_worker() -> bool:
+    """Whether this process is a Ray worker (Ray imported and connected): it exits right after
+    its job (``max_calls: 1``)."""
+    ray = sys.modules.get("ray")
+    try:
+        return bool(ray is not None and ray.is_initialized())
+    except Exception:  # noqa: BLE001 - a half-imported Ray is no worker of ours
+        return False
+
+
+def _teardown() -> None:
+    """Shut W&B's service down now, while the worker still runs: left to W&B's exit handler,
+    it races the worker's exit and prints a ConnectionResetError traceback after a job that
+    succeeded. In a process that runs more jobs, W&B would start its service again."""
+    import wandb
+
+    try:
+        wandb.teardown()
+    except Exception as error:  # noqa: BLE001 - the record is on disk already
+        log.debug("W&B teardown: %s", error)

@@ -32,7 +32,11 @@ def test_grid_multirun_leaves_one_finished_record_per_cell(workdir):
         assert "git_commit" in record
     # every job of the sweep lives under sweeps/<sweep name>/<time>/<job>/
     assert {p.parts[-4] for p in result_files(workdir)} == {"quick"}
-    assert "estimated training time" in done.stderr + done.stdout
+    # quiet by default: a job's own lines go to its log file, the console gets [k/N] lines
+    logs = "".join(p.read_text() for p in workdir.glob("sweeps/**/*.log"))
+    assert "estimated training time" in logs
+    assert "estimated training time" not in done.stderr + done.stdout
+    assert "[9/9] " in done.stdout
 
 
 def test_same_seed_same_metrics_other_seed_differs(workdir):

@@ -194,4 +194,13 @@ def test_cell_holds_the_values_as_typed():
     choices = cfg.hydra.runtime.choices
     cell = records.cell_of(cfg, choices, ["model=A", "lr=0.1", "trainer.max_epochs=2"])
     assert cell == {"model": "A", "downsample": "stride", "dataset": "digits",
-                    "augmentation": "none", "seed": 3, "lr": 0.1, "trainer.max_epochs": 2}
+                    "augmentation": "none", "seed": 3, "lr": 0.1, "trainer.max_epochs": 2,
+                    # every axis of the study, defaults included (no gaps in W&B tables)
+                    "preprocess": "standardize", "init": "xavier", "width": 1.0,
+                    "batch_size": 128}
+
+
+def test_a_downsampling_modes_settings_are_in_its_cell_with_their_defaults():
+    cfg = compose_config(["downsample=lppool"])
+    cell = records.cell_of(cfg, cfg.hydra.runtime.choices, ["downsample=lppool"])
+    assert cell["downsample"] == "lppool" and cell["downsample.p"] == 2

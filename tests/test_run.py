@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO, compose_config
+from helpers import REPO, TINY, compose_config, load, result_files, run_cli
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
@@ -87,3 +87,24 @@ def test_dataset_sizes_in_the_config_are_the_sources_own():
     splits = instantiate(cfg.dataset.source)()
     assert (len(splits.train_y), len(splits.test_y)) == (cfg.dataset.images.train,
                                                          cfg.dataset.images.test)
+
+
+@pytest.mark.slow
+def test_resume_from_a_run_directory_recomposes_that_runs_config(workdir):
+    """``resume_from=<run dir>``: the run's own overrides come back from its record, the
+    checkpoint's identity check passes (same config_id), and training continues from it."""
+    first = run_cli([*TINY, "model=A", "downsample=stride", "init=kaiming"], workdir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    [path] = result_files(workdir)
+    run_dir = path.parent
+    again = run_cli([f"resume_from={run_dir}"], workdir)  # nothing else on the command line
+    assert again.returncode == 0, again.stderr[-3000:]
+    records = {p.parent: load(p) for p in result_files(workdir)}
+    [(new_dir, resumed)] = [(d, r) for d, r in records.items() if d != run_dir]
+    original = records[run_dir]
+    assert resumed["config_id"] == original["config_id"]
+    assert resumed["cell"] == original["cell"] and resumed["cell"]["init"] == "kaiming"
+    assert resumed["resumed_from"] == str((run_dir / "checkpoints" / "last.ckpt").resolve())
+    assert resumed["resumed_epoch"] == 1
+    missing = run_cli([f"resume_from={new_dir.parent}"], workdir)  # not a run directory
+    assert missing.returncode == 2 and "checkpoints/last.ckpt is not there" in missing.stderr

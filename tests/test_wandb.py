@@ -6,6 +6,7 @@ unreachable W&B host, so nothing can leave the machine whatever W&B decides to d
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -45,8 +46,11 @@ def test_mode_is_offline_without_a_login_and_the_environment_wins(tmp_path, monk
 
 def test_identity_of_a_run_follows_its_cell_and_sweep():
     cell = {"model": "C", "downsample": "conv", "dataset": "cifar10", "augmentation": "none",
-            "seed": 0, "lr": 0.05, "trainer.max_epochs": 350}
+            "seed": 0, "lr": 0.05, "trainer.max_epochs": 350, "init": "kaiming", "width": 0.5}
     assert tracking.run_name("All-CNN-C", cell) == "All-CNN-C/cifar10/none/lr0.05/s0"
+    # swept axes the paper's label does not show are added; paper axes are not repeated
+    assert tracking.run_name("All-CNN-C", cell, ["model", "init", "width", "seed"]) == \
+        "All-CNN-C/cifar10/none/lr0.05/s0/init=kaiming/width=0.5"
     assert "model=C" in tracking.run_tags(cell) and "trainer.max_epochs=350" in tracking.run_tags(
         cell)
     first = tracking.run_id("0123456789abcdef", "table3/2026-01-01_00-00-00")
@@ -97,11 +101,15 @@ def test_every_run_has_its_own_finished_offline_wandb_run(wandb_sweep):
         meta = report_load.inspect_wandb_run(run_dir)
         # the run is its cell's, not a neighbour's: one process ran all four jobs
         assert meta["run_id"] == info["id"] and meta["name"] == info["name"]
-        assert meta["name"] == f"{record['name']}/digits/none/lr0.02/s0"
+        # the paper's label, then the swept axis it does not show
+        assert meta["name"] == (f"{record['name']}/digits/none/lr0.01/s0/dataset.val_size="
+                                f"{record['cell']['dataset.val_size']:g}")
         assert meta["config"]["cell"]["model"] == record["cell"]["model"]
         assert meta["config"]["sweep"] == info["group"] == "quick/" + Path(
             record["output_dir"]).parent.name
-        assert meta["config"]["optimizer"]["momentum"] == 0.9  # the resolved config
+        assert meta["config"]["optimizer"] == "sgd" and meta["config"]["init"] == "xavier"
+        assert meta["config"]["trainer"]["max_epochs"] == 1  # the Trainer keys that were set
+        assert len(meta["config"]) < 40  # the study, not the ~180 keys of the resolved config
         assert "model=" + record["cell"]["model"] in meta["tags"]
         assert meta["summary"]["status"] == record["status"]
         if record["status"] == "finished":
@@ -181,6 +189,34 @@ def test_offline_wandb_runs_alone_give_the_same_tables_as_the_records(wandb_swee
     assert set(frame["source"]) == {"record"} and len(frame) == 5
     assert issues.counts[report_load.WANDB_MIRRORED] == 5
     assert issues.counts[report_load.WANDB_DISAGREES] == 0
+
+
+@pytest.mark.slow
+def test_a_sweep_over_init_and_width_gives_distinct_names_and_no_config_gaps(tmp_path):
+    """Read back with W&B's own reader: 4 runs, 4 names, the same config keys in each, the
+    defaults included, and the channels width 0.25 really built."""
+    tiny = [a for a in WANDB_TINY if not a.startswith("trainer.limit_val")]
+    done = run_cli(["-m", "init=xavier,kaiming", "width=0.25,0.5", *tiny,
+                    "trainer.limit_val_batches=1"], tmp_path, env=OFFLINE_ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metas = [report_load.inspect_wandb_run(d) for d in _wandb_dirs(tmp_path / "sweeps")]
+    assert len(metas) == 4
+    names = {m["name"] for m in metas}
+    assert names == {f"All-CNN-C/digits/none/lr0.01/s0/init={i}/width={w}"
+                     for i in ("xavier", "kaiming") for w in ("0.25", "0.5")}
+    assert len({json.dumps(sorted(m["config"])) for m in metas}) == 1  # no gaps
+    assert len({json.dumps(sorted(m["config"]["cell"])) for m in metas}) == 1
+    for meta in metas:
+        config = meta["config"]
+        assert config["cell"]["init"] == config["init"] in ("xavier", "kaiming")
+        assert config["cell"]["width"] == config["width"]
+        assert config["cell"]["preprocess"] == "standardize"  # a default, still in the cell
+        expected = [24, 24, 24, 48, 48, 48, 48, 48] if config["width"] == 0.25 else \
+            [48, 48, 48, 96, 96, 96, 96, 96]
+        assert config["channels"] == expected
+        assert any("conv 48" in line for line in config["network"])
+    assert report_main([str(tmp_path / "sweeps"), "--out", str(tmp_path / "t.md"),
+                        "--no-figures", "--wandb-offline", "all"]) == 0
 
 
 def test_report_side_never_imports_torch():

@@ -44,8 +44,10 @@ COLUMNS = (
     "source", "path", "sweep", "wandb_id", "cell_id", "name", *records.CELL_AXES, "lr", "seed",
     "status", *METRICS, *CONSISTENCY, "params", "epochs", "train_images", "wall_seconds",
     "started_at", "ended_at", "protocol", "protocol_spec", "cell", "error", "history",
-    "superseded", "test_fingerprint", "correct",
+    "superseded", "test_fingerprint", "correct", "code", "versions",
 )
+# The package versions the report's Inputs name, per run (the record keeps every one).
+KEY_PACKAGES = ("torch", "pytorch-lightning", "hydra-core", "wandb")
 RUNNING = "running"
 
 # Kinds of issue, as the report's counts name them. INFO kinds are bookkeeping, not warnings.
@@ -61,18 +63,12 @@ WANDB_MIRRORED = "W&B runs described by a record (the record is used)"
 WANDB_IGNORED = "W&B run folders not read (--wandb-offline none)"
 INFO = (WANDB_MIRRORED, WANDB_IGNORED)
 
-# What makes two runs comparable, read from the resolved config. The study's own axes (model,
-# downsample, dataset, augmentation, lr, seed) are left out: the tables pivot over them. Keys
-# that cannot change a result (logger, progress bar, devices, compile, eval batch size) are left
-# out too, so that they never split a table.
-PROTOCOL_KEYS = (
-    "preprocess", "init", "optimizer", "scheduler", "batch_size", "width",
-    "dataset.image_size", "dataset.val_size", "dataset.split_seed",
-    "trainer.max_epochs", "trainer.max_steps", "trainer.min_epochs",
-    "trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches",
-    "trainer.fast_dev_run", "trainer.precision", "trainer.gradient_clip_val",
-    "trainer.accumulate_grad_batches",
-)
+# What makes two runs comparable (``records.PROTOCOL_KEYS``, ``records.protocol_of``): defined
+# beside the cell, so that a W&B run can carry its protocol and be read back without its config.
+PROTOCOL_KEYS = records.PROTOCOL_KEYS
+protocol_of = records.protocol_of
+_select = records.select_dotted
+_canonical = records.canonical
 
 
 # The keys in which the final stage differs from the selection stage, by design: it trains on
@@ -82,7 +78,7 @@ STAGE_KEYS = ("dataset.val_size", "trainer.limit_val_batches")
 SELECTION, FINAL = "selection", "final"
 # A downsampling mode's settings besides these name a variant of it: downsample=lppool at
 # p = 4 is the mode "lppool p=4", beside pool and conv in every table and comparison.
-NOT_VARIANT_SETTINGS = ("name", "label", "transform")
+NOT_VARIANT_SETTINGS = records.NOT_VARIANT_SETTINGS
 
 
 @dataclass
@@ -105,42 +101,6 @@ class WandbReadError(RuntimeError):
 
 
 # ---------------------------------------------------------------- protocol
-
-def _select(config: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _canonical(value: Any) -> Any:
-    """The same config gives the same value from every source: a JSON round trip, with
-    integral floats as ints (W&B's reader turns ``1.0`` into ``1``)."""
-    def integral(node: Any) -> Any:
-        if isinstance(node, float) and node.is_integer():
-            return int(node)
-        if isinstance(node, dict):
-            return {key: integral(item) for key, item in node.items()}
-        if isinstance(node, list):
-            return [integral(item) for item in node]
-        return node
-
-    return integral(json.loads(json.dumps(value, sort_keys=True, default=str)))
-
-
-def protocol_of(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The protocol-defining part of a resolved config (see ``PROTOCOL_KEYS``)."""
-    config = config or {}
-    protocol: dict[str, Any] = {}
-    for key in PROTOCOL_KEYS:
-        value = _select(config, key)
-        if key == "optimizer" and isinstance(value, Mapping):
-            value = {k: v for k, v in value.items() if k != "lr"}  # lr is a study axis
-        protocol[key] = _canonical(value)
-    return protocol
-
 
 def protocol_id(protocol: Mapping[str, Any]) -> str:
     text = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
@@ -171,9 +131,12 @@ def report_cell(cell: Mapping[str, Any], config: Mapping[str, Any] | None) -> di
     """The cell as the report groups it: ``downsample.p=4`` folded into ``downsample``, so that
     every downsampling mode sits on one axis (and ``p`` left at its default is shown too)."""
     folded = {key: value for key, value in cell.items() if not key.startswith("downsample.")}
+    node = (config or {}).get("downsample")
+    if not isinstance(node, Mapping):  # a compact W&B config: the mode's settings are in the cell
+        node = {key.removeprefix("downsample."): value for key, value in cell.items()
+                if key.startswith("downsample.")}
     if "downsample" in cell:
-        folded["downsample"] = downsample_mode(cell["downsample"],
-                                               (config or {}).get("downsample"))
+        folded["downsample"] = downsample_mode(cell["downsample"], node)
     return folded
 
 
@@ -214,6 +177,8 @@ def _row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, Any], 
          status: str, metrics: Mapping[str, Any], config: Mapping[str, Any] | None,
          **extra: Any) -> dict[str, Any]:
     protocol = protocol_of(config) if config else None
+    if config and isinstance(config.get("protocol"), str):  # a compact W&B config carries it
+        protocol = json.loads(config["protocol"])
     cell = report_cell(cell, config)
     model, downsample = cell.get("model"), cell.get("downsample")
     row = {column: None for column in COLUMNS}
@@ -254,8 +219,25 @@ def row_from_record(record: Mapping[str, Any], path: Path) -> dict[str, Any]:
         train_images=(record.get("images") or {}).get("train"),
         wall_seconds=record.get("wall_seconds"), started_at=record.get("started_at"),
         ended_at=record.get("ended_at"), error=record.get("error"),
-        history=record.get("history"),
+        history=record.get("history"), code=code_of(record),
+        versions=versions_of(record.get("versions")),
     )
+
+
+def code_of(record: Mapping[str, Any]) -> str | None:
+    """The commit a run's code came from, short, with ``+dirty`` where its source was edited."""
+    commit = record.get("git_commit")
+    if not commit:
+        return None
+    return str(commit)[:7] + ("+dirty" if record.get("git_dirty") else "")
+
+
+def versions_of(versions: Any) -> str | None:
+    """``torch 2.13.0, pytorch-lightning 2.6.6, ...`` for ``KEY_PACKAGES``."""
+    if not isinstance(versions, Mapping):
+        return None
+    return ", ".join(f"{name} {versions[name]}" for name in KEY_PACKAGES
+                     if versions.get(name)) or None
 
 
 def _unwrap_config(config: Any) -> dict[str, Any]:

@@ -99,6 +99,11 @@ def inputs_section(frame: pd.DataFrame, issues: Issues, sources: Sequence[str]) 
                                         for p in sorted(protocols.index)) or "–"])
     sweeps = runs["sweep"].value_counts()
     rows.append(["sweeps", ", ".join(f"{s} ({sweeps[s]})" for s in sorted(sweeps.index)) or "–"])
+    # where the runs came from: a table mixing commits or library versions says so here
+    for label, column in (("commits", "code"), ("package versions", "versions")):
+        counts = runs[column].fillna("unknown").value_counts()
+        rows.append([label, "; ".join(f"{value} ({counts[value]})"
+                                      for value in sorted(counts.index)) or "–"])
     return "## Inputs\n\n" + table(["", "count"], rows)
 
 

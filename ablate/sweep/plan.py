@@ -16,7 +16,7 @@ from ablate import records
 from ablate.budget import duration
 from ablate.sweep.state import RESUME, RUN, SKIP, Decision
 
-SWEEP_FILE = "sweep.json"
+SWEEP_FILE = records.SWEEP_FILE
 LISTED = 30  # a launch lists every job up to this many (a dry run always lists all)
 
 

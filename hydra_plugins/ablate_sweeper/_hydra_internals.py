@@ -5,6 +5,8 @@ Why they are needed, and why nothing public serves:
 - ``BasicSweeper``: Hydra's grid expansion (``split_arguments``, ``_parse_config``, batching).
   ``hydra.plugins.sweeper.Sweeper`` is only the abstract interface; re-implementing the grid
   grammar (``choice``, ``range``, ``glob``, sweeps in ``hydra.sweeper.params``) would copy it.
+- ``BasicLauncher``: Hydra's default launcher (jobs one after another in this process), only to
+  recognise it: the sweeper then hands it one job at a time, to report each as it ends.
 - ``launch_job_on_ray``: hydra-ray-launcher's remote job runner (it sets up Hydra's globals and
   logging in the worker and returns a ``JobReturn``); its public launcher class offers no way
   to give each job its own ``ray.remote`` options, which the GPU packing needs.
@@ -19,9 +21,10 @@ moves them, this module is the one place to change.
 
 from typing import Any
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-__all__ = ["BasicSweeper", "launch_job_on_ray"]
+__all__ = ["BasicLauncher", "BasicSweeper", "launch_job_on_ray"]
 
 
 def launch_job_on_ray(*args: Any, **kwargs: Any) -> Any:

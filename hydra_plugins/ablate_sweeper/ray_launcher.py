@@ -16,7 +16,7 @@ independent trainings needs and the stock launcher leaves to the user:
 
 # No `from __future__ import annotations`: see sweeper.py.
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,8 @@ class AblateRayLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
+        # called with (offset in the batch, result) as each job ends: the sweeper's progress
+        self.job_ended: Callable[[int, JobReturn], None] | None = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -95,7 +97,6 @@ class AblateRayLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        import ray
 
         from hydra_plugins.ablate_sweeper._hydra_internals import launch_job_on_ray
 
@@ -118,12 +119,27 @@ class AblateRayLauncher(Launcher):
             pending.append(launch_job_on_ray(self.hydra_context, remote, sweep_config,
                                              self.task_function, Singleton.get_state()))
 
-        results: list[JobReturn] = []
-        for overrides, reference in zip(job_overrides, pending, strict=True):
+        return self._gather(job_overrides, pending)
+
+    def _gather(self, job_overrides: Sequence[Sequence[str]],
+                pending: list[Any]) -> list[JobReturn]:
+        """Every job's result, in order; ``job_ended`` (set by the sweeper, to report progress)
+        hears of each as it ends, whatever the order."""
+        import ray
+
+        position = {reference: offset for offset, reference in enumerate(pending)}
+        results: list[JobReturn | None] = [None] * len(pending)
+        waiting = list(pending)
+        while waiting:
+            [reference], waiting = ray.wait(waiting, num_returns=1)
+            offset = position[reference]
             try:
-                results.append(ray.get(reference))
+                results[offset] = ray.get(reference)
             except Exception as error:  # the worker died, or its result could not come back
+                overrides = job_overrides[offset]
                 log.error("job %s failed in Ray: %s", " ".join(overrides), error)
-                results.append(JobReturn(overrides=list(overrides), status=JobStatus.FAILED,
-                                         _return_value=error))
-        return results
+                results[offset] = JobReturn(overrides=list(overrides), status=JobStatus.FAILED,
+                                            _return_value=error)
+            if self.job_ended is not None:
+                self.job_ended(offset, results[offset])
+        return [result for result in results if result is not None]

@@ -30,7 +30,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hydra_plugins.ablate_sweeper._hydra_internals import BasicSweeper
+from hydra_plugins.ablate_sweeper._hydra_internals import BasicLauncher, BasicSweeper
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class AblateSweeperConf:
     resume: bool = True  # false: ignore earlier runs and run every job again
     # where earlier runs are looked for; None: the parent of hydra.sweep.dir (sweeps/<name>)
     records_root: str | None = None
+    rerun_stale: bool = False  # true: rerun finished runs made by other code (another commit)
 
 
 ConfigStore.instance().store(
@@ -68,8 +69,10 @@ class AblateSweeper(BasicSweeper):
         resume: bool = True,
         records_root: str | None = None,
         variants: list[dict[str, str]] | None = None,
+        rerun_stale: bool = False,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
+        self.rerun_stale = rerun_stale
         self.variants = [dict(v) for v in variants or []]
         self.dry_run = dry_run
         self.resume = resume
@@ -136,6 +139,7 @@ class AblateSweeper(BasicSweeper):
         past = state.scan(root) if self.resume else {}
         finished = [run.record for runs in past.values() for run in runs
                     if run.state == state.FINISHED and run.record]
+        finished, elsewhere = estimate.this_machine(finished)
         factors = estimate.calibration(finished)
         swept = {key for key, values in axes if len(values) > 1}
         jobs, kinds = [], set()
@@ -160,9 +164,12 @@ class AblateSweeper(BasicSweeper):
             jobs.append(job)
         calibrated = [k for k in sorted(kinds) if k in factors]
         if calibrated:
-            note = f"{'/'.join(sorted(kinds))}; calibrated on {len(finished)} finished runs"
+            note = (f"{'/'.join(sorted(kinds))}; calibrated on {len(finished)} finished runs of "
+                    "this machine")
         else:
             note = f"{'/'.join(sorted(kinds)) or 'cpu'}; built-in throughput, not yet calibrated"
+        if elsewhere:
+            note += f"; {elsewhere} finished runs of other machines not used"
         return jobs, note
 
     def _final_stage(self, grid: list[list[str]], axes: list[tuple[str, list[str]]]):
@@ -182,16 +189,36 @@ class AblateSweeper(BasicSweeper):
             raise SweepInvalid() from None
         return grid, [(k, [selection.SELECTED] if k == "lr" else v) for k, v in axes]
 
+    def _stale(self, jobs: list) -> str | None:
+        """Finished runs of other code: a line for the plan; rerun with ``rerun_stale``."""
+        from ablate import records
+        from ablate.sweep import stale
+
+        return stale.mark(jobs, records.git_state(), self.rerun_stale)
+
+    def _check_launcher(self) -> None:
+        """A launcher whose package is missing stops the sweep here, with the pip command,
+        not each job later (a dry run included)."""
+        from ablate.errors import SweepInvalid
+        from hydra_plugins.ablate_sweeper.extras import missing
+
+        assert self.config is not None
+        problem = missing(str(self.config.hydra.launcher.get("_target_", "")))
+        if problem:
+            print(f"ablate: {problem}", file=sys.stderr)
+            raise SweepInvalid()
+
     # ------------------------------------------------------------------------------- launch
 
     def sweep(self, arguments: list[str]) -> Any:
         from ablate import records
         from ablate.errors import Interrupted, SweepFailed, SweepInvalid
         from ablate.signals import interruptible
-        from ablate.sweep import plan, state
+        from ablate.sweep import plan, progress, state
 
         assert self.config is not None and self.launcher is not None
         began = time.time()
+        self._check_launcher()
         grid, axes = self._grid(arguments)
         grid, axes = self._final_stage(grid, axes)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
@@ -201,7 +228,10 @@ class AblateSweeper(BasicSweeper):
             root = Path(self.records_root).absolute()
         name = str(self.config.get("sweep_name", root.name))
         jobs, note = self._plan(grid, axes, root)
+        stale_note = self._stale(jobs)
         print(plan.format_plan(name, sweep_dir, root, axes, jobs, note, self.dry_run), flush=True)
+        if stale_note:
+            print(stale_note, flush=True)
         if any(job.problem for job in jobs):
             print(f"ablate: {sum(bool(j.problem) for j in jobs)} jobs have an invalid config; "
                   "nothing was launched", file=sys.stderr)
@@ -216,6 +246,8 @@ class AblateSweeper(BasicSweeper):
             if job.decision.action == state.SKIP:
                 job.state = "skipped"
         returns: list[Sequence[JobReturn]] = []
+        self._quiet_launcher_lines()
+        self.progress = progress.Progress(todo)
         try:
             with interruptible():  # between jobs too: a signal never loses the summary
                 self._launch_all(todo, returns, records)
@@ -236,10 +268,42 @@ class AblateSweeper(BasicSweeper):
         return returns
 
 
+    def _quiet_launcher_lines(self) -> None:
+        """Unless ``verbose``, Hydra's basic launcher keeps its per-job lines (``Launching 1 jobs
+        locally``, ``#4 : ...``) to itself: the ``[k/N]`` line after each job says more."""
+        assert self.config is not None
+        if not self.config.get("verbose"):
+            logging.getLogger(BasicLauncher.__module__).setLevel(logging.WARNING)
+
+    def _report_as_they_end(self, batch: list, first_num: int, records: Any) -> set[int]:
+        """Where the launcher says when each job ends (``job_ended``: the Ray launcher), its
+        ``[k/N]`` line is printed then, not when the whole batch is back; the offsets of the
+        jobs so reported are filled into the returned set."""
+        reported: set[int] = set()
+        if not hasattr(self.launcher, "job_ended"):
+            return reported
+
+        def ended(offset: int, result: JobReturn) -> None:
+            job = batch[offset]
+            self._collect(job, first_num + offset, result, None, records)
+            print(self.progress.finished(job), flush=True)
+            reported.add(offset)
+
+        self.launcher.job_ended = ended  # type: ignore[union-attr]
+        return reported
+
+    def _batch_size(self, todo: list) -> int:
+        """``max_batch_size``, else all jobs at once; one at a time for Hydra's basic launcher,
+        which runs them one after another anyway: its jobs then end, and are reported, one by
+        one instead of all at the end."""
+        if self.max_batch_size:
+            return self.max_batch_size
+        return 1 if isinstance(self.launcher, BasicLauncher) else len(todo) or 1
+
     def _launch_all(self, todo: list, returns: list, records: Any) -> None:
         """Hand the jobs to the launcher in batches; each job's outcome read from its record."""
         assert self.launcher is not None
-        size = self.max_batch_size or len(todo) or 1
+        size = self._batch_size(todo)
         next_num = 0
         for start in range(0, len(todo), size):
             batch = todo[start:start + size]
@@ -247,6 +311,7 @@ class AblateSweeper(BasicSweeper):
             launched = time.time()
             for job in batch:
                 job.launched_at = launched
+            reported = self._report_as_they_end(batch, next_num, records)
             try:
                 results: Sequence[JobReturn | None] = self.launcher.launch(
                     overrides, initial_job_idx=next_num)
@@ -254,8 +319,14 @@ class AblateSweeper(BasicSweeper):
             except Exception as error:  # an engine that lost one job may raise for all
                 log.error("the launcher raised: %s", error)
                 results, launch_error = [None] * len(batch), error
+            took = time.time() - launched
             for offset, (job, result) in enumerate(zip(batch, results, strict=True)):
+                if offset in reported:
+                    continue
                 self._collect(job, next_num + offset, result, launch_error, records)
+                # one job at a time: its own launch-to-record time; side by side: its record's
+                seconds = took if len(batch) == 1 else None
+                print(self.progress.finished(job, seconds), flush=True)
             next_num += len(batch)
             returns.append([r for r in results if r is not None])
 

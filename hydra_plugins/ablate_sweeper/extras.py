@@ -1,0 +1,46 @@
+"""The optional packages each launcher needs, checked before anything is launched.
+
+Without them ``hydra/launcher=ray_local`` used to pass its dry run and then fail every job with
+"No module named 'ray'"; ``hydra/launcher=slurm`` fails to compose with Hydra's "Could not
+load 'hydra/launcher/submitit_slurm'". Both now name the pip command that fixes them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+
+# launcher (a word of its _target_ or of its config name) -> (extra, modules it imports)
+EXTRAS = {
+    "ray": ("ray", ("ray", "hydra_plugins.hydra_ray_launcher")),
+    "submitit": ("slurm", ("submitit", "hydra_plugins.hydra_submitit_launcher")),
+    "slurm": ("slurm", ("submitit", "hydra_plugins.hydra_submitit_launcher")),
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing(launcher: str) -> str | None:
+    """What to install for ``launcher`` (its ``_target_`` or config name); None if nothing."""
+    for word, (extra, modules) in EXTRAS.items():
+        if word in launcher.lower():
+            absent = [m for m in modules if not _installed(m)]
+            if absent:
+                return (f"the launcher {launcher} needs {', '.join(absent)}, which is not "
+                        f"installed: pip install -e \".[{extra}]\" (or pip install "
+                        f"\"ablate[{extra}]\")")
+    return None
+
+
+def launcher_hint(arguments: Sequence[str]) -> str | None:
+    """For a command line that chose a launcher (``hydra/launcher=...``): what it lacks."""
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if key.lstrip("+") == "hydra/launcher" and value:
+            return missing(value)
+    return None
