@@ -108,7 +108,7 @@ def test_trainer_config_holds_only_what_the_project_sets():
     cfg = compose_config()
     assert set(cfg.trainer) == {"_target_", "max_epochs", "accelerator", "devices", "precision",
                                 "deterministic", "num_sanity_val_steps", "log_every_n_steps",
-                                "enable_model_summary"}
+                                "enable_model_summary", "plugins"}
     assert set(cfg.trainer) - {"_target_"} <= set(config_lib.trainer_arguments())
 
 
