@@ -98,3 +98,27 @@ def test_an_unreadable_resume_from_is_an_error_not_a_fresh_start(finished_run, w
     assert f"resume_from={broken}:" in done.stderr and "Traceback" not in done.stderr
     assert "101" not in done.stderr.split(f"resume_from={broken}:")[1].split(".")[0]
     assert result_files(workdir) == []
+
+
+def test_two_launches_at_once_run_every_cell_exactly_once(workdir):
+    grid = ["-m", "model=A,B", "downsample=stride", *TINY]
+    launches = [_start(grid, workdir) for _ in range(2)]
+    outputs = [launch.communicate(timeout=600) for launch in launches]
+    codes = [launch.returncode for launch in launches]
+    # The launch that claimed a cell runs it; the other reports it as running elsewhere and
+    # exits 3 (both exit 3 if the claims interleave, each having run one cell).
+    assert set(codes) <= {0, 3} and 3 in codes, [err[-3000:] for _, err in outputs]
+    for (out, _), code in zip(outputs, codes, strict=True):
+        if code == 3:
+            assert "running elsewhere: claimed by" in out or "running elsewhere:" in out, out
+            assert "running elsewhere (another launch of this sweep holds them)" in out
+    records_ = [load(p) for p in result_files(workdir)]
+    assert sorted(r["cell"]["model"] for r in records_) == ["A", "B"]  # each trained once
+    assert all(r["status"] == "finished" for r in records_)
+    assert len(list(workdir.glob("sweeps/quick/*/*/started.json"))) == 2
+    assert list(workdir.glob("sweeps/quick/.claims/*.json")) == []  # released at the end
+
+    again = run_cli(grid, workdir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 to run, 0 to resume, 2 skipped" in again.stdout
+    assert len(result_files(workdir)) == 2
