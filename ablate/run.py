@@ -6,6 +6,7 @@ Trainer, fit, test, record. What happens around fit and test is ``ablate.job``.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ablate import config, records
-from ablate.errors import CONFIG_ERRORS, Interrupted, InvalidConfig, SweepFailed
+from ablate.errors import (
+    CONFIG_ERRORS,
+    Interrupted,
+    InvalidConfig,
+    SweepFailed,
+    SweepIncomplete,
+)
 from ablate.job import Job
 from ablate.module import Classifier
 from ablate.signals import interruptible
@@ -47,14 +54,27 @@ def build(cfg: DictConfig) -> Parts:
                  callbacks=[c for c in callbacks if c is not None])
 
 
-def _reject(error: Exception, mode: RunMode | None) -> NoReturn:
-    """A config that cannot run is not a run: one line, no record, exit 2 (a sweep goes on)."""
+def _discard(output_dir: Path, job_name: str) -> None:
+    """Remove a rejected run's directory if it holds only what Hydra wrote before the run began
+    (``.hydra/``, the job's log): a folder there would look like a run to the report."""
+    hydra_files = {".hydra", f"{job_name}.log"}
+    try:
+        if output_dir.is_dir() and {p.name for p in output_dir.iterdir()} <= hydra_files:
+            shutil.rmtree(output_dir)
+    except OSError:  # best effort: what is left is only Hydra's own files
+        pass
+
+
+def _reject(error: Exception, mode: RunMode | None, output_dir: Path, job_name: str) -> NoReturn:
+    """A config that cannot run is not a run: one line, no record, no folder, exit 2 (a sweep
+    goes on)."""
     problem: BaseException | None = error
     while problem is not None and not isinstance(problem, CONFIG_ERRORS):
         problem = problem.__cause__  # Hydra wraps errors raised while instantiating
     if problem is None:
         raise error
     print(f"ablate: invalid config: {problem}", file=sys.stderr)
+    _discard(output_dir, job_name)
     raise (InvalidConfig(f"invalid config: {problem}") if mode == RunMode.MULTIRUN
            else SystemExit(2)) from None
 
@@ -69,7 +89,7 @@ def run(cfg: DictConfig) -> dict:
         parts = build(cfg)
         job = Job.begin(cfg, parts.module.network, cell, config_id, output_dir)
     except Exception as error:
-        _reject(error, hydra_cfg.mode)
+        _reject(error, hydra_cfg.mode, output_dir, hydra_cfg.job.name)
     trainer = None
     with interruptible():  # SIGTERM/SIGINT/SIGHUP: a record saying so, then 143/130/129
         try:  # loggers are built from the record: W&B names its run after the cell
@@ -95,6 +115,12 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point: registers this project's Hydra pieces once, then runs Hydra."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+
     from hydra_plugins.ablate_sweeper import register_plugins  # the sweep side, only from here
 
     config.register()
@@ -102,8 +128,13 @@ def main() -> None:
     try:
         _hydra_main()
     except SystemExit as stop:
-        if stop.code not in (0, None, 2) and not isinstance(stop, SweepFailed):
+        if stop.code not in (0, None, 2) and not isinstance(stop, SweepFailed | SweepIncomplete):
             config.print_key_hints(sys.argv[1:])
+        # Hydra printed its message and exits 1 for a config it cannot compose (``model=D``,
+        # a misspelt key): the same kind of problem as the ones this project rejects with 2.
+        composition = (ConfigCompositionException, MissingConfigException, OverrideParseException)
+        if stop.code == 1 and isinstance(stop.__context__, composition):
+            raise SystemExit(2) from None
         raise
     except Interrupted as stop:  # 143, 130, 129: a scheduler must not see a success
         raise SystemExit(stop.exit_code) from None
