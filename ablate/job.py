@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate import records, tracking
 from ablate.callbacks import EpochHistory, FirstStep, TestPredictions, epoch_metrics
-from ablate.errors import Diverged, Interrupted, RunFailed
+from ablate.errors import CheckpointError, Diverged, Interrupted, RunFailed
 from ablate.network import count_parameters
 from ablate.resume import ConfigStamp, resume_point
 from ablate.spec import format_spec
@@ -131,11 +131,13 @@ class Job:
         if isinstance(error, Diverged):
             self.end(trainer, "diverged", error=str(error))
         else:
-            # Stopped from outside (a signal, Ctrl-C, a SLURM preemption): a sweep resumes it
-            # from its checkpoint instead of training again.
+            # Stopped from outside (a signal, Ctrl-C, a SLURM preemption), or by a disk that
+            # filled up (its last checkpoint is intact, ablate.checkpoint_io): a sweep resumes
+            # it from its checkpoint instead of training again.
             interrupted = isinstance(error, Interrupted | KeyboardInterrupt | SystemExit)
             text = "".join(traceback.format_exception_only(type(error), error)).strip()
-            self.end(trainer, "failed", error=text, interrupted=interrupted,
+            self.end(trainer, "failed", error=text,
+                     interrupted=interrupted or isinstance(error, CheckpointError),
                      traceback=traceback.format_exc())
             if interrupted:
                 return error

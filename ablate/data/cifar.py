@@ -137,17 +137,22 @@ def load_cifar(
 
 def check_available(dataset: str = "cifar10", root: str | os.PathLike[str] = "data",
                     download: bool = True, **_: Any) -> None:
-    """Fail now if loading cannot even start: no folder, no archive, and no download allowed.
+    """Fail now if loading cannot even start: no folder, no archive and no download allowed,
+    or an archive that cannot be extracted anywhere (a read-only root, no writable cache).
 
     The data module calls this when it is built (``TensorDataModule.__init__``, through
     ``load_cifar.check``), so such a run is rejected in one line with no record, before a
     Trainer exists, instead of failing inside ``fit``.
     """
     spec = FORMATS.get(dataset)
-    if spec is None or download:
-        return  # an unknown variant is named by load_cifar; a download is tried there
+    if spec is None:
+        return  # named by load_cifar, with the valid variants
     root = Path(root).expanduser()
-    if not ((root / spec.folder).is_dir() or (root / spec.archive).is_file()):
+    if (root / spec.folder).is_dir():
+        return
+    if (root / spec.archive).is_file():
+        _extraction_folder(spec, root, root / spec.archive)
+    elif not download:
         raise DatasetError(_missing(spec, root, spec.url, "and dataset.download=false"))
 
 
@@ -158,6 +163,20 @@ def _extracted_elsewhere(spec: CifarFormat, archive: Path) -> Path:
     identity = f"{archive.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     key = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return user_cache_dir() / "extracted" / f"{spec.name}-{key}" / spec.folder
+
+
+def _extraction_folder(spec: CifarFormat, root: Path, archive: Path) -> Path:
+    """Where ``archive`` is (or was) extracted: beside it, or in the user's cache folder when
+    ``root`` is read-only (a shared data disk); a ``DatasetError`` when neither can be written."""
+    if writable(root):
+        return root / spec.folder
+    folder = _extracted_elsewhere(spec, archive)
+    if folder.is_dir() or writable(folder.parent):
+        return folder
+    raise DatasetError(
+        f"{root} holds the {spec.title} archive but is read-only, so it cannot be extracted "
+        f"there, nor into {folder.parent} (not writable either). Extract {archive} into a "
+        f"writable folder and set dataset.root to it, or set XDG_CACHE_HOME to a writable folder")
 
 
 def ensure_folder(
@@ -173,18 +192,12 @@ def ensure_folder(
     folder, archive = root / spec.folder, root / spec.archive
     if folder.is_dir():
         return folder
-    if archive.is_file() and not writable(root):  # a read-only data disk: extract elsewhere
-        folder = _extracted_elsewhere(spec, archive)
-        if folder.is_dir():
-            return folder
-        if not writable(folder.parent):
-            raise DatasetError(
-                f"{root} holds the {spec.title} archive but is read-only, so it cannot be "
-                f"extracted there, nor into {folder.parent} (not writable either). Extract "
-                f"{archive} into a writable folder and set dataset.root to it, or set "
-                f"XDG_CACHE_HOME to a writable folder")
-        log.warning("%s is read-only: extracting %s into %s", root, archive.name, folder)
     if archive.is_file():
+        folder = _extraction_folder(spec, root, archive)
+        if folder.is_dir():  # extracted into the user's cache by an earlier run
+            return folder
+        if folder.parent != root:
+            log.warning("%s is read-only: extracting %s into %s", root, archive.name, folder)
         if verify_checksum:
             found = file_md5(archive)
             if found != md5:
