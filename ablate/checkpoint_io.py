@@ -12,6 +12,7 @@ any error the temporary file is removed and the previous checkpoint is untouched
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:  # as Lightning's own: nothing here would use them
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         path = Path(path)
+        # Serialised in memory first (as Lightning does): torch's zip writer reports a failed
+        # write as a RuntimeError with no errno, while a plain write raises the OSError that
+        # says what happened (ENOSPC).
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
         try:
             with records.atomic_file(path) as stream:
-                torch.save(checkpoint, stream)
+                stream.write(buffer.getbuffer())
         except OSError as error:  # ENOSPC, EDQUOT, EROFS, EIO: the run cannot go on
             kept = "the previous one is kept" if path.is_file() else "there is none yet"
             raise CheckpointError(
