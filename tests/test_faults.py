@@ -144,7 +144,9 @@ def _fill(disk, room: int) -> None:
 @pytest.mark.parametrize("room", [256 * 1024, 0], ids=["room-for-the-record", "nothing-fits"])
 def test_a_full_disk_fails_the_run_clearly_and_keeps_the_good_checkpoint(workdir, room):
     with mounted("tmpfs", workdir / "disk", size="4m") as disk:
-        grid = ["-m", "model=A", "downsample=stride", *BUDGET]
+        # short: the disk fills right after the first checkpoint, and the relaunch trains the rest
+        grid = ["-m", "model=A", "downsample=stride", *TINY, "trainer.max_epochs=6",
+                "trainer.limit_train_batches=5"]
         sweep = _start(grid, disk)
         checkpoint = _wait_for("sweeps/quick/*/0/checkpoints/last.ckpt", disk, sweep)
         _fill(disk, room)  # the next checkpoint (716 kB) cannot be written
