@@ -37,7 +37,7 @@ def test_grid_multirun_leaves_one_finished_record_per_cell(workdir):
 
 def test_same_seed_same_metrics_other_seed_differs(workdir):
     budget = ["trainer.max_epochs=2", "trainer.limit_train_batches=4"]
-    done = run_cli(["-m", "seed=1,1,2", "model=A", "downsample=stride", *TINY, *budget], workdir)
+    done = run_cli(["-m", "model=A", "downsample=stride", *TINY, *budget, "seed=1,1,2"], workdir)
     assert done.returncode == 0, done.stderr[-3000:]
     records = sorted((load(p) for p in result_files(workdir)), key=lambda r: r["output_dir"])
     assert [r["cell"]["seed"] for r in records] == [1, 1, 2]
