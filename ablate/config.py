@@ -17,11 +17,15 @@ import difflib
 import functools
 import inspect
 import math
+import shutil
+import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.errors import ConfigError
+from ablate.errors import CONFIG_ERRORS, ConfigError, InvalidConfig
 
 CONFIG_MODULE = "ablate.conf"
 CONFIG_NAME = "config"
@@ -162,10 +166,9 @@ def unknown_key_hints(
     return hints
 
 
-def print_key_hints(arguments: list[str]) -> None:
-    """After Hydra rejected an override, say which key was probably meant (on stderr)."""
+def key_hints(arguments: list[str]) -> list[str]:
+    """After Hydra rejected an override, which key was probably meant."""
     import importlib.resources
-    import sys
 
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
@@ -175,7 +178,7 @@ def print_key_hints(arguments: list[str]) -> None:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:
-        return
+        return []
     conf_root = importlib.resources.files(CONFIG_MODULE)
     groups = sorted(entry.name for entry in conf_root.iterdir() if entry.is_dir())
     choices = [f"{o.key_or_group}={next(iter(o.sweep_string_iterator()))}"
@@ -186,6 +189,42 @@ def print_key_hints(arguments: list[str]) -> None:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
             cfg = compose(CONFIG_NAME, overrides=choices)
     except Exception:
-        return
-    for hint in unknown_key_hints(cfg, overrides, groups):
-        print(f"ablate: {hint}", file=sys.stderr)
+        return []
+    return unknown_key_hints(cfg, overrides, groups)
+
+
+def _discard(output_dir: Path, job_name: str) -> None:
+    """Remove a rejected run's directory if it holds only what Hydra wrote before the run began
+    (``.hydra/``, the job's log): a folder there would look like a run to the report."""
+    hydra_files = {".hydra", f"{job_name}.log"}
+    try:
+        if output_dir.is_dir() and {p.name for p in output_dir.iterdir()} <= hydra_files:
+            shutil.rmtree(output_dir)
+    except OSError:  # best effort: what is left is only Hydra's own files
+        pass
+
+
+def reject(error: Exception, multirun: bool, output_dir: Path, job_name: str) -> NoReturn:
+    """A config that cannot run is not a run: one line, no record, no folder, exit 2 (a sweep
+    goes on)."""
+    problem: BaseException | None = error
+    while problem is not None and not isinstance(problem, CONFIG_ERRORS):
+        problem = problem.__cause__  # Hydra wraps errors raised while instantiating
+    if problem is None:
+        raise error
+    print(f"ablate: invalid config: {problem}", file=sys.stderr)
+    _discard(output_dir, job_name)
+    raise (InvalidConfig(f"invalid config: {problem}") if multirun else SystemExit(2)) from None
+
+
+def exit_for(stop: SystemExit) -> SystemExit:
+    """The exit the command ends with: Hydra exits 1 for a config it cannot compose
+    (``model=D``, a misspelt key), the same kind of problem this project rejects with 2."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+
+    composition = (ConfigCompositionException, MissingConfigException, OverrideParseException)
+    return SystemExit(2) if stop.code == 1 and isinstance(stop.__context__, composition) else stop

@@ -27,6 +27,11 @@ class DatasetError(RuntimeError):
     """A dataset that is missing, corrupt or does not match its config; the message says the fix."""
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that could not be written (a full disk, a read-only one); the one before it,
+    if any, is intact, and the message says where to make room."""
+
+
 class RecordError(ValueError):
     """A result file that cannot be read as a record (truncated, corrupt, wrong schema)."""
 
@@ -53,6 +58,15 @@ class SweepFailed(SystemExit):
     def __init__(self, failed: int) -> None:
         super().__init__(1)
         self.failed = failed
+
+
+class SweepIncomplete(SystemExit):
+    """Raised after the summary when no run failed but some cells are held by another launch of
+    the same sweep (``ablate.sweep.claims``): status 3, so a wrapper can wait and relaunch."""
+
+    def __init__(self, elsewhere: int) -> None:
+        super().__init__(3)
+        self.elsewhere = elsewhere
 
 
 class SweepInvalid(SystemExit):

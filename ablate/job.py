@@ -18,11 +18,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ablate import records, tracking
 from ablate.callbacks import EpochHistory, FirstStep, TestPredictions, epoch_metrics
-from ablate.errors import Diverged, Interrupted, RunFailed
+from ablate.errors import CheckpointError, Diverged, Interrupted, RunFailed
 from ablate.network import count_parameters
 from ablate.resume import ConfigStamp, resume_point
 from ablate.spec import format_spec
@@ -137,11 +138,13 @@ class Job:
         if isinstance(error, Diverged):
             self.end(trainer, "diverged", error=str(error))
         else:
-            # Stopped from outside (a signal, Ctrl-C, a SLURM preemption): a sweep resumes it
-            # from its checkpoint instead of training again.
+            # Stopped from outside (a signal, Ctrl-C, a SLURM preemption), or by a disk that
+            # filled up (its last checkpoint is intact, ablate.checkpoint_io): a sweep resumes
+            # it from its checkpoint instead of training again.
             interrupted = isinstance(error, Interrupted | KeyboardInterrupt | SystemExit)
             text = "".join(traceback.format_exception_only(type(error), error)).strip()
-            self.end(trainer, "failed", error=text, interrupted=interrupted,
+            self.end(trainer, "failed", error=text,
+                     interrupted=interrupted or isinstance(error, CheckpointError),
                      traceback=traceback.format_exc())
             if interrupted:
                 return error
@@ -149,3 +152,21 @@ class Job:
                             f"{self.record['error']}")
         failure.__cause__ = error
         return failure
+
+
+def study_of(hydra_cfg: DictConfig) -> dict:
+    """The record's view of the study around this run: every config group's choice (a W&B
+    dashboard shows ``init=xavier``, not ``init._target_``), the overrides it was composed from
+    (``resume_from=<run dir>`` composes it again) and the axes its sweep varies (the run's name
+    shows those the paper's name does not)."""
+    choices = {str(k): v for k, v in hydra_cfg.runtime.choices.items()
+               if not str(k).startswith("hydra")}
+    overrides = list(hydra_cfg.overrides.task)
+    swept = None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        swept = records.swept_axes(Path(str(hydra_cfg.sweep.dir)))
+    if swept is None:  # a single run, or a sweep without a plan: what the command line set
+        swept = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
+    return {"choices": choices, "overrides": overrides,
+            "swept": [k for k in swept if not k.startswith("hydra")
+                      and k not in records.NOT_CELL_KEYS]}

@@ -68,6 +68,9 @@ PRESENTATION_KEYS = (
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
 )
+# Left out of ``config_id`` too: how a run stores its files (``ablate.checkpoint_io``), which
+# never changes what it trains; adding the atomic checkpoint writer kept every earlier id.
+STORAGE_KEYS = ("trainer.plugins",)
 PACKAGES = (
     "ablate",
     "torch",
@@ -224,13 +227,13 @@ def config_id(config: Mapping[str, Any] | DictConfig) -> str:
     another machine or in another directory, while any change to a value that reaches training
     (a default in a YAML file included) gives a new id. Only what the config itself says
     counts: a library's defaults never enter, so upgrading Lightning keeps every id. Hydra's own
-    node, ``CONTROL_KEYS`` and ``PRESENTATION_KEYS`` are left out.
+    node, ``CONTROL_KEYS``, ``PRESENTATION_KEYS`` and ``STORAGE_KEYS`` are left out.
     """
     if OmegaConf.is_config(config):
         config = OmegaConf.to_container(config, resolve=False)
     kept = json.loads(json.dumps(dict(config), default=str))
     kept.pop("hydra", None)
-    for dotted in (*CONTROL_KEYS, *PRESENTATION_KEYS):
+    for dotted in (*CONTROL_KEYS, *PRESENTATION_KEYS, *STORAGE_KEYS):
         *parents, leaf = dotted.split(".")
         node = kept
         for key in parents:
@@ -252,7 +255,7 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """The dotted keys whose values differ between two resolved configs (launch controls and
     presentation aside, as in ``config_id``), sorted: what makes them different runs."""
-    ignored = (*CONTROL_KEYS, *PRESENTATION_KEYS, "hydra")
+    ignored = (*CONTROL_KEYS, *PRESENTATION_KEYS, *STORAGE_KEYS, "hydra")
     flat_a, flat_b = _flat(a), _flat(b)
     return sorted(key for key in set(flat_a) | set(flat_b)
                   if flat_a.get(key) != flat_b.get(key)

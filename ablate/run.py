@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import hydra
 import pytorch_lightning as pl
@@ -20,8 +19,8 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ProgressBar
 
 from ablate import config, console, records
-from ablate.errors import CONFIG_ERRORS, Interrupted, InvalidConfig, SweepFailed
-from ablate.job import Job
+from ablate.errors import CONFIG_ERRORS, Interrupted, SweepFailed, SweepIncomplete
+from ablate.job import Job, study_of
 from ablate.module import Classifier
 from ablate.signals import interruptible
 
@@ -48,36 +47,6 @@ def build(cfg: DictConfig) -> Parts:
                  callbacks=[c for c in callbacks if c is not None])
 
 
-def study_of(hydra_cfg: DictConfig) -> dict:
-    """The record's view of the study around this run: every config group's choice (a W&B
-    dashboard shows ``init=xavier``, not ``init._target_``), the overrides it was composed from
-    (``resume_from=<run dir>`` composes it again) and the axes its sweep varies (the run's name
-    shows those the paper's name does not)."""
-    choices = {str(k): v for k, v in hydra_cfg.runtime.choices.items()
-               if not str(k).startswith("hydra")}
-    overrides = list(hydra_cfg.overrides.task)
-    swept = None
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        swept = records.swept_axes(Path(str(hydra_cfg.sweep.dir)))
-    if swept is None:  # a single run, or a sweep without a plan: what the command line set
-        swept = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
-    return {"choices": choices, "overrides": overrides,
-            "swept": [k for k in swept if not k.startswith("hydra")
-                      and k not in records.NOT_CELL_KEYS]}
-
-
-def _reject(error: Exception, mode: RunMode | None) -> NoReturn:
-    """A config that cannot run is not a run: one line, no record, exit 2 (a sweep goes on)."""
-    problem: BaseException | None = error
-    while problem is not None and not isinstance(problem, CONFIG_ERRORS):
-        problem = problem.__cause__  # Hydra wraps errors raised while instantiating
-    if problem is None:
-        raise error
-    print(f"ablate: invalid config: {problem}", file=sys.stderr)
-    raise (InvalidConfig(f"invalid config: {problem}") if mode == RunMode.MULTIRUN
-           else SystemExit(2)) from None
-
-
 def run(cfg: DictConfig) -> dict:
     """Train and test one cell; the returned record is also written to ``result.json``."""
     hydra_cfg = HydraConfig.get()
@@ -90,7 +59,7 @@ def run(cfg: DictConfig) -> dict:
         job = Job.begin(cfg, parts.module.network, cell, config_id, output_dir,
                         study=study_of(hydra_cfg))
     except Exception as error:
-        _reject(error, hydra_cfg.mode)
+        config.reject(error, hydra_cfg.mode == RunMode.MULTIRUN, output_dir, hydra_cfg.job.name)
     trainer = None
     with interruptible():  # SIGTERM/SIGINT/SIGHUP: a record saying so, then 143/130/129
         try:  # loggers are built from the record: W&B names its run after the cell
@@ -134,14 +103,13 @@ def main() -> None:
     try:
         _hydra_main()
     except SystemExit as stop:
-        if stop.code not in (0, None, 2) and not isinstance(stop, SweepFailed):
+        if stop.code not in (0, None, 2) and not isinstance(stop, SweepFailed | SweepIncomplete):
             from hydra_plugins.ablate_sweeper.extras import launcher_hint
 
-            hint = launcher_hint(sys.argv[1:])  # Hydra could not compose a missing launcher
-            if hint:
-                print(f"ablate: {hint}", file=sys.stderr)
-            config.print_key_hints(sys.argv[1:])
-        raise
+            for hint in [launcher_hint(sys.argv[1:]), *config.key_hints(sys.argv[1:])]:
+                if hint:  # a missing launcher package; a misspelt key
+                    print(f"ablate: {hint}", file=sys.stderr)
+        raise config.exit_for(stop) from None
     except Interrupted as stop:  # 143, 130, 129: a scheduler must not see a success
         raise SystemExit(stop.exit_code) from None
 

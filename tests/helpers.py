@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
@@ -59,3 +63,33 @@ def result_files(root: Path) -> list[Path]:
 
 def load(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def _mount(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["mount", *args], capture_output=True, text=True)
+
+
+@contextmanager
+def mounted(kind: str, target: Path, source: Path | None = None,
+            size: str = "2m") -> Iterator[Path]:
+    """``target`` as a real read-only bind mount of ``source`` (``kind="ro"``; chmod does not
+    stop root, which the tests run as) or a small tmpfs (``kind="tmpfs"``, a disk that fills);
+    unmounted after. Skips visibly where mounting is not permitted (not root, no CAP_SYS_ADMIN,
+    no ``mount``)."""
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command: cannot make a read-only or full filesystem")
+    target.mkdir(parents=True, exist_ok=True)
+    if kind == "ro":
+        done = _mount("--bind", str(source), str(target))
+        if done.returncode == 0:
+            done = _mount("-o", "remount,ro,bind", str(target))
+            if done.returncode != 0:
+                subprocess.run(["umount", str(target)], capture_output=True)
+    else:
+        done = _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target))
+    if done.returncode != 0:
+        pytest.skip(f"mounting is not permitted here ({done.stderr.strip()})")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)

@@ -162,3 +162,22 @@ def test_key_covers_constructor_values_but_not_fitted_state():
     assert cache_module.cache_key(splits, split, fitted)[0] == key
     assert cache_module.cache_key(splits, split, GCNWhiten(scale=50.0))[0] != key
     assert '"filter_bias": 0.1' in identity and "GCNWhiten" in identity
+
+
+def test_a_read_only_cache_folder_is_read_and_misses_go_to_the_user_cache(tmp_path, monkeypatch,
+                                                                          caplog):
+    from helpers import mounted
+
+    shared = tmp_path / "shared"
+    module(shared)  # prepared once while the disk was writable
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    fallback = tmp_path / "xdg" / "ablate" / "prepared"
+    with mounted("ro", tmp_path / "ro", shared) as read_only:
+        module(read_only)
+        assert CountingStandardize.fits == 1 and not fallback.exists()  # a hit: just read
+        with caplog.at_level("WARNING"):
+            module(read_only, val_size=9)  # a miss: written to the user's cache, named
+        assert f"the cache folder {read_only} is not writable" in caplog.text
+        assert str(fallback) in caplog.text and len(entries(fallback)) == 1
+        module(read_only, val_size=9)
+        assert CountingStandardize.fits == 2  # the fallback's entry is found again

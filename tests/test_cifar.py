@@ -274,3 +274,57 @@ def test_data_module_batches_cifar_on_the_device(tmp_path):
     assert [len(x) for x, _ in batches] == [8, 8, 8]
     assert batches[0][0].shape == (8, 3, 32, 32)
     assert len(module.tensors["val"][0]) == 6 and len(module.tensors["test"][0]) == 8
+
+
+# ------------------------------------------------------------------ labels of the wrong type
+
+
+@pytest.mark.parametrize(("labels", "found"), [
+    ([b"\x01"] * 6, "str"),  # Python 2 byte strings come back as text (latin1)
+    (None, "NoneType"),
+    ([1.0, 2.7, 3.0, 4.0, 5.0, 6.0], "float"),  # never truncated to 2
+    (np.arange(6, dtype=np.float64), "float64"),
+])
+def test_labels_of_the_wrong_type_are_refused_naming_the_file(tmp_path, labels, found):
+    from cifar_archives import py2_pickle, random_images
+
+    write_cifar10(tmp_path / "src")
+    batch = tmp_path / "src" / CIFAR10_FOLDER / "data_batch_2"
+    batch.write_bytes(py2_pickle({b"data": random_images(6, 1), b"labels": labels}))
+    root = tmp_path / "root"
+    root.mkdir()
+    make_archive(tmp_path / "src", CIFAR10_FOLDER, CIFAR10_ARCHIVE).rename(root / CIFAR10_ARCHIVE)
+    with pytest.raises(DatasetError) as error:
+        load_cifar("cifar10", root=root, download=False, verify_checksum=False)
+    assert "data_batch_2" in str(error.value) and found in str(error.value)
+
+
+# ------------------------------------------------------------------ a read-only data root
+
+
+def test_an_archive_on_a_read_only_root_is_extracted_into_the_user_cache(tmp_path, monkeypatch,
+                                                                         caplog):
+    from helpers import mounted
+
+    source, arrays, _ = archived(tmp_path, write_cifar10, CIFAR10_FOLDER, CIFAR10_ARCHIVE)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    with mounted("ro", tmp_path / "ro", source) as root:
+        with caplog.at_level("WARNING"):
+            splits = load_cifar("cifar10", root=root, download=False, verify_checksum=False)
+        assert f"{root} is read-only: extracting {CIFAR10_ARCHIVE} into" in caplog.text
+        assert torch.equal(splits.train_x, expected_images(arrays["train_data"]))
+        [extracted] = (tmp_path / "xdg" / "ablate" / "extracted").glob(f"*/{CIFAR10_FOLDER}")
+        caplog.clear()
+        load_cifar("cifar10", root=root, download=False, verify_checksum=False)
+        assert "extracting" not in caplog.text  # once per archive
+        monkeypatch.setenv("XDG_CACHE_HOME", str(root / "xdg"))  # read-only as well
+        with pytest.raises(DatasetError, match="set XDG_CACHE_HOME to a writable folder"):
+            load_cifar("cifar10", root=root, download=False, verify_checksum=False)
+    assert list(source.iterdir()) == [source / CIFAR10_ARCHIVE]
+
+
+def test_a_missing_archive_with_download_off_is_refused_when_the_data_module_is_built(tmp_path):
+    with pytest.raises(DatasetError, match="dataset.download=false"):
+        TensorDataModule(source=functools.partial(load_cifar, "cifar10", root=tmp_path,
+                                                  download=False),
+                         channels=3, image_size=32, num_classes=10)

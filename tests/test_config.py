@@ -108,7 +108,7 @@ def test_trainer_config_holds_only_what_the_project_sets():
     cfg = compose_config()
     assert set(cfg.trainer) == {"_target_", "max_epochs", "accelerator", "devices", "precision",
                                 "deterministic", "num_sanity_val_steps", "log_every_n_steps",
-                                "enable_model_summary"}
+                                "enable_model_summary", "plugins"}
     assert set(cfg.trainer) - {"_target_"} <= set(config_lib.trainer_arguments())
 
 
@@ -171,11 +171,16 @@ def test_unknown_choices_list_the_valid_ones(override, expected):
         ("downsample=lppool downsample.p=0", "downsample.p=0 must be a positive, finite number"),
         ("downsample=lppool downsample.p=-2", "downsample.p=-2 must be a positive, finite"),
         ("downsample=lppool downsample.p=inf", "downsample.p=inf must be a positive, finite"),
+        ("dataset.val_size=0", "dataset.val_size=0 holds out no validation images"),
     ],
 )
 def test_bad_values_are_named(override, message):
     with pytest.raises(config_lib.ConfigError, match=message.replace(".", r"\.")):
         config_lib.validate(compose_config(override.split()))
+
+
+def test_no_validation_split_is_fine_without_a_validation_loop():
+    config_lib.validate(compose_config(["dataset.val_size=0", "trainer.limit_val_batches=0"]))
 
 
 def test_misspelt_key_gets_a_suggestion():

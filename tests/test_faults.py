@@ -6,12 +6,15 @@ sweep ends with exactly one finished record per cell.
 
 from __future__ import annotations
 
+import errno
 import signal
 import subprocess
 import sys
 
 import pytest
-from helpers import TINY, cli_env, load, result_files, run_cli
+import torch
+from cifar_archives import CIFAR10_ARCHIVE, CIFAR10_FOLDER, make_archive, write_cifar10
+from helpers import TINY, cli_env, load, mounted, result_files, run_cli
 from test_sweep import _wait_for
 
 from ablate import records
@@ -20,9 +23,9 @@ pytestmark = pytest.mark.slow
 BUDGET = [*TINY, "trainer.max_epochs=30", "trainer.limit_train_batches=10"]
 
 
-def _start(args: list[str], workdir) -> subprocess.Popen:
+def _start(args: list[str], workdir, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ablate.run", *args], cwd=workdir,
-                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
 
@@ -98,3 +101,109 @@ def test_an_unreadable_resume_from_is_an_error_not_a_fresh_start(finished_run, w
     assert f"resume_from={broken}:" in done.stderr and "Traceback" not in done.stderr
     assert "101" not in done.stderr.split(f"resume_from={broken}:")[1].split(".")[0]
     assert result_files(workdir) == []
+
+
+def test_two_launches_at_once_run_every_cell_exactly_once(workdir):
+    grid = ["-m", "model=A,B", "downsample=stride", *TINY]
+    launches = [_start(grid, workdir) for _ in range(2)]
+    outputs = [launch.communicate(timeout=600) for launch in launches]
+    codes = [launch.returncode for launch in launches]
+    # The launch that claimed a cell runs it; the other reports it as running elsewhere and
+    # exits 3 (both exit 3 if the claims interleave, each having run one cell).
+    assert set(codes) <= {0, 3} and 3 in codes, [err[-3000:] for _, err in outputs]
+    for (out, _), code in zip(outputs, codes, strict=True):
+        if code == 3:
+            assert "running elsewhere: claimed by" in out or "running elsewhere:" in out, out
+            assert "running elsewhere (another launch of this sweep holds them)" in out
+    records_ = [load(p) for p in result_files(workdir)]
+    assert sorted(r["cell"]["model"] for r in records_) == ["A", "B"]  # each trained once
+    assert all(r["status"] == "finished" for r in records_)
+    assert len(list(workdir.glob("sweeps/quick/*/*/started.json"))) == 2
+    assert list(workdir.glob("sweeps/quick/.claims/*.json")) == []  # released at the end
+
+    again = run_cli(grid, workdir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 to run, 0 to resume, 2 skipped" in again.stdout
+    assert len(result_files(workdir)) == 2
+
+
+def _fill(disk, room: int) -> None:
+    """Fill the filesystem of ``disk`` up to ``room`` free bytes (a file of zeros)."""
+    filler = disk / "filler"
+    with open(filler, "wb") as stream:
+        try:
+            while True:
+                stream.write(b"\0" * 65536)
+                stream.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+    with open(filler, "r+b") as stream:
+        stream.truncate(max(filler.stat().st_size - room, 0))
+
+
+@pytest.mark.parametrize("room", [256 * 1024, 0], ids=["room-for-the-record", "nothing-fits"])
+def test_a_full_disk_fails_the_run_clearly_and_keeps_the_good_checkpoint(workdir, room):
+    with mounted("tmpfs", workdir / "disk", size="4m") as disk:
+        # short: the disk fills right after the first checkpoint, and the relaunch trains the rest
+        grid = ["-m", "model=A", "downsample=stride", *TINY, "trainer.max_epochs=6",
+                "trainer.limit_train_batches=5"]
+        sweep = _start(grid, disk)
+        checkpoint = _wait_for("sweeps/quick/*/0/checkpoints/last.ckpt", disk, sweep)
+        _fill(disk, room)  # the next checkpoint (716 kB) cannot be written
+        epochs = torch.load(checkpoint, weights_only=True)["epoch"]
+        out, err = sweep.communicate(timeout=300)
+        assert sweep.returncode == 1, err[-3000:]
+        assert "No space left on device" in out  # the summary says why
+        assert "1 failed" in out
+        # the good checkpoint was never replaced by a partial one, and no temporary is left
+        assert torch.load(checkpoint, weights_only=True)["epoch"] >= epochs
+        assert [p.name for p in checkpoint.parent.iterdir()] == ["last.ckpt"]
+        if room:  # the record says why; a disk full counts as stopped from outside
+            [record] = [load(p) for p in result_files(disk)]
+            assert record["status"] == "failed" and record["interrupted"] is True
+            assert "CheckpointError: could not write the checkpoint" in record["error"]
+            assert "No space left on device" in record["error"]
+        else:  # not even the record fits: the summary says why, from the job's exception
+            assert result_files(disk) == []
+
+        (disk / "filler").unlink()  # room again: the relaunch resumes from the checkpoint
+        again = run_cli(grid, disk)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "0 to run, 1 to resume" in again.stdout
+        finished = [load(p) for p in result_files(disk) if load(p)["status"] == "finished"]
+        assert len(finished) == 1 and finished[0]["resumed_from"] == str(checkpoint.resolve())
+
+
+def test_a_read_only_data_root_is_read_and_written_around(workdir):
+    source = workdir / "src"
+    write_cifar10(source)
+    make_archive(source, CIFAR10_FOLDER, CIFAR10_ARCHIVE)
+    (source / CIFAR10_ARCHIVE).rename(workdir / CIFAR10_ARCHIVE)
+    for path in sorted((source / CIFAR10_FOLDER).iterdir()):
+        path.unlink()
+    (source / CIFAR10_FOLDER).rmdir()
+    (workdir / CIFAR10_ARCHIVE).rename(source / CIFAR10_ARCHIVE)  # the archive only
+    env = {"XDG_CACHE_HOME": str(workdir / "xdg")}
+    with mounted("ro", workdir / "data", source) as root:
+        data = ["dataset=cifar10", f"dataset.root={root}", "dataset.download=false",
+                "dataset.verify_checksum=false", "dataset.val_size=6"]
+        grid = ["-m", "model=A", "downsample=stride,pool", *TINY, *data]
+        done = run_cli(grid, workdir, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        said = done.stdout + done.stderr
+        assert f"{root} is read-only: extracting {CIFAR10_ARCHIVE} into {workdir / 'xdg'}" in said
+        assert f"the cache folder {root / 'cache'} is not writable" in said
+        records_ = [load(p) for p in result_files(workdir)]
+        assert sorted(r["cell"]["downsample"] for r in records_) == ["pool", "stride"]
+        assert all(r["status"] == "finished" for r in records_)
+
+        again = run_cli(grid, workdir, env=env)
+        assert again.returncode == 0 and "0 to run, 0 to resume, 2 skipped" in again.stdout
+
+        # nowhere to extract to: refused before training, one line, no record, exit 2
+        stuck = run_cli(["model=A", "downsample=stride", *TINY, *data], workdir,
+                        env={"XDG_CACHE_HOME": str(root / "xdg")})
+        assert stuck.returncode == 2, stuck.stderr[-3000:]
+        assert "set XDG_CACHE_HOME to a writable folder" in stuck.stderr
+        assert "Traceback" not in stuck.stderr and len(result_files(workdir)) == 2
+    assert sorted(p.name for p in source.iterdir()) == [CIFAR10_ARCHIVE]

@@ -259,3 +259,22 @@ def test_regeneration_is_byte_identical_and_scrubs_the_api_key(grid, tmp_path, m
 def test_missing_path_is_a_clear_error(tmp_path, capsys):
     assert report_main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "t.md")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_a_finished_run_with_a_nan_or_inf_test_error_counts_as_failed_everywhere(tmp_path):
+    root = tmp_path / "sweeps"
+    c = {"model": "C", "downsample": "conv"}
+    write_record(root, "0", name="All-CNN-C", **c, lr=0.05, seed=0, test=0.09, val=0.10)
+    write_record(root, "1", name="All-CNN-C", **c, lr=0.05, seed=1, test=float("inf"), val=0.1)
+    write_record(root, "2", name="All-CNN-C", **c, lr=0.05, seed=2, test=float("nan"), val=0.1)
+    frame, issues = load.load_runs([root])
+    assert issues.counts[load.WITHOUT_METRICS] == 2
+    assert sorted(frame["status"]) == ["failed", "failed", "finished"]
+    text = tables.render(frame, issues, sources=["sweeps"])
+    inputs = text.split("## Inputs", 1)[1].split("\n## ", 1)[0]
+    assert "| finished (counted) | 1 |" in inputs and "| failed (counted) | 2 |" in inputs
+    assert f"**{load.WITHOUT_METRICS}**: 2" in text  # named in the warnings
+    assert "test_error is inf" in text and "test_error is nan" in text
+    [allc] = _rows(text, "#### Table 3 layout: cifar10, augmentation none", "All-CNN-C")
+    assert allc[3:6] == ["9.00", "1", "2"]  # the one finite seed; n 1; 2 failed
+    assert "inf" not in text.replace("test_error is inf", "")  # never printed as an error %

@@ -184,7 +184,7 @@ def _faulty(flag: Path) -> list[str]:
 def test_failures_are_isolated_summarised_and_rerun_on_relaunch(workdir):
     flag = workdir / "faults-on"
     flag.touch()
-    grid = ["-m", "seed=0,1,2", *TINY, *_faulty(flag)]
+    grid = ["-m", *TINY, "seed=0,1,2", *_faulty(flag)]  # after TINY, whose seed=0 would win
     first = run_cli(grid, workdir)
     assert first.returncode == 1, first.stderr[-3000:]
     assert "1 finished, 0 skipped (finished before), 2 failed" in first.stdout
@@ -293,3 +293,23 @@ def test_sweep_presets_set_the_grid_and_the_sweep_name():
     assert params.model == "A,B,C" and params.downsample == "pool,stride,convpool,conv"
     assert params.lr == "0.25,0.1,0.05,0.01"
     assert compose_config(["+sweep=cifar100"]).dataset.num_classes == 100
+
+
+def test_a_full_disk_under_the_sweep_costs_sweep_json_not_the_summary(tmp_path):
+    from helpers import mounted
+
+    from hydra_plugins.ablate_sweeper.sweeper import AblateSweeper
+
+    with mounted("tmpfs", tmp_path / "disk", size="64k") as disk:
+        (disk / "filler").write_bytes(b"\0" * 60 * 1024)
+        with open(disk / "filler", "ab") as stream:
+            try:
+                stream.write(b"\0" * 64 * 1024)
+            except OSError:
+                pass  # full
+        sweeper = AblateSweeper()
+        job = plan.Job(0, ["seed=0"], "seed=0", "id", state.Decision(state.RUN, "new"))
+        sweeper._save(disk, "full", disk, [("seed", ["0"])], [job] * 200, 0.0, None)
+        assert sweeper.unsaved is not None and "No space left on device" in sweeper.unsaved
+        assert not (disk / plan.SWEEP_FILE).exists() and sorted(disk.iterdir()) == [
+            disk / "filler"]  # no temporary file left either

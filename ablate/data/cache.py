@@ -14,6 +14,11 @@ Files are written to a temporary name and renamed into place (``os.replace``), s
 leaves no half-written cache; the full key is stored inside and checked on load, so a file copied
 or renamed by hand is never taken for another configuration's. Parallel runs of a grid take a
 lock (``fcntl``, where the platform has it) while they compute, so only the first one does.
+
+A cache folder that cannot be written (``<dataset.root>/cache`` on a read-only data disk) is
+still read; a miss is then written to the user's cache folder (``$XDG_CACHE_HOME/ablate``, else
+``~/.cache/ablate``; :func:`user_cache_dir`), named in a warning, and without any writable
+folder the run preprocesses without a cache.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,6 +104,40 @@ def cache_key(splits: ImageSplits, split: dict[str, Any], preprocess: Any) -> tu
     return hashlib.sha256(identity.encode()).hexdigest(), identity
 
 
+def user_cache_dir() -> Path:
+    """This user's writable folder for ablate's derived files: ``$XDG_CACHE_HOME/ablate``, else
+    ``~/.cache/ablate``; where a read-only data disk sends what cannot be written beside it."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ablate"
+
+
+def writable(directory: str | os.PathLike[str]) -> bool:
+    """Whether a file can be created in ``directory`` (created if missing), found by creating
+    one: permission bits say nothing on a read-only mount, and root ignores them."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".ablate-probe.", dir=directory)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError:
+        return False
+    return True
+
+
+def _writable_or_fallback(directory: Path) -> Path | None:
+    if writable(directory):
+        return directory
+    fallback = user_cache_dir() / "prepared"
+    if writable(fallback):
+        log.warning("the cache folder %s is not writable (a read-only data disk?): prepared "
+                    "splits are cached in %s instead (set dataset.cache_dir to choose)",
+                    directory, fallback)
+        return fallback
+    log.warning("neither the cache folder %s nor %s is writable: preprocessing without a cache "
+                "(set dataset.cache_dir to a writable folder)", directory, fallback)
+    return None
+
+
 def cache_path(directory: str | os.PathLike[str], name: str, key: str) -> Path:
     """Where the entry for ``key`` lives; the dataset name is only there for humans."""
     label = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "data"
@@ -120,7 +160,12 @@ def load_or_prepare(
     path = cache_path(directory, splits.name, key)
     hit = _read(path, key)
     if hit is None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        usable = _writable_or_fallback(Path(directory))
+        if usable is None:
+            return prepare()
+        path = cache_path(usable, splits.name, key)
+        hit = _read(path, key)  # an earlier run that fell back too
+    if hit is None:
         with _locked(path.with_suffix(".lock")):
             hit = _read(path, key)  # a parallel run may have written it while we waited
             if hit is None:

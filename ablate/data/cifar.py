@@ -18,7 +18,9 @@ Where the data comes from, first match wins:
 ``ABLATE_DATA`` (falling back to ``./data`` relative to the launch directory), so a machine with
 a shared data disk sets it once. Extraction writes into a temporary folder beside the target and
 renames it into place at the end, so a truncated or corrupt archive never leaves a half-extracted
-folder that a later run would trust.
+folder that a later run would trust. A read-only ``root`` holding only the archive (a shared,
+read-only data disk) is extracted into the user's cache folder instead
+(``ablate.data.cache.user_cache_dir``), named in a warning, once per archive.
 
 The batches are unpickled with an unpickler that only resolves the few globals a numpy array
 needs: a private copy (``verify_checksum: false``) cannot run code on load.
@@ -45,6 +47,7 @@ import numpy as np
 import torch
 
 from ablate import records
+from ablate.data.cache import user_cache_dir, writable
 from ablate.data.splits import ImageSplits
 from ablate.errors import DatasetError
 
@@ -132,6 +135,50 @@ def load_cifar(
     return ImageSplits(spec.name, train_x, train_y, test_x, test_y, spec.num_classes)
 
 
+def check_available(dataset: str = "cifar10", root: str | os.PathLike[str] = "data",
+                    download: bool = True, **_: Any) -> None:
+    """Fail now if loading cannot even start: no folder, no archive and no download allowed,
+    or an archive that cannot be extracted anywhere (a read-only root, no writable cache).
+
+    The data module calls this when it is built (``TensorDataModule.__init__``, through
+    ``load_cifar.check``), so such a run is rejected in one line with no record, before a
+    Trainer exists, instead of failing inside ``fit``.
+    """
+    spec = FORMATS.get(dataset)
+    if spec is None:
+        return  # named by load_cifar, with the valid variants
+    root = Path(root).expanduser()
+    if (root / spec.folder).is_dir():
+        return
+    if (root / spec.archive).is_file():
+        _extraction_folder(spec, root, root / spec.archive)
+    elif not download:
+        raise DatasetError(_missing(spec, root, spec.url, "and dataset.download=false"))
+
+
+def _extracted_elsewhere(spec: CifarFormat, archive: Path) -> Path:
+    """Where an archive in a read-only folder is extracted: the user's cache folder, keyed by
+    the archive's path, size and date, so another copy is never taken for this one."""
+    stat = archive.stat()
+    identity = f"{archive.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return user_cache_dir() / "extracted" / f"{spec.name}-{key}" / spec.folder
+
+
+def _extraction_folder(spec: CifarFormat, root: Path, archive: Path) -> Path:
+    """Where ``archive`` is (or was) extracted: beside it, or in the user's cache folder when
+    ``root`` is read-only (a shared data disk); a ``DatasetError`` when neither can be written."""
+    if writable(root):
+        return root / spec.folder
+    folder = _extracted_elsewhere(spec, archive)
+    if folder.is_dir() or writable(folder.parent):
+        return folder
+    raise DatasetError(
+        f"{root} holds the {spec.title} archive but is read-only, so it cannot be extracted "
+        f"there, nor into {folder.parent} (not writable either). Extract {archive} into a "
+        f"writable folder and set dataset.root to it, or set XDG_CACHE_HOME to a writable folder")
+
+
 def ensure_folder(
     spec: CifarFormat,
     root: Path,
@@ -146,6 +193,11 @@ def ensure_folder(
     if folder.is_dir():
         return folder
     if archive.is_file():
+        folder = _extraction_folder(spec, root, archive)
+        if folder.is_dir():  # extracted into the user's cache by an earlier run
+            return folder
+        if folder.parent != root:
+            log.warning("%s is read-only: extracting %s into %s", root, archive.name, folder)
         if verify_checksum:
             found = file_md5(archive)
             if found != md5:
@@ -317,7 +369,7 @@ def _read_batch(spec: CifarFormat, path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         )
         raise DatasetError(f"{path}: 'data' must be uint8 of shape (N, {ROW_LENGTH}), got {found}")
-    labels = np.asarray(batch[spec.label_key], dtype=np.int64)
+    labels = _labels(path, spec.label_key, batch[spec.label_key])
     if labels.shape != (len(data),):
         raise DatasetError(
             f"{path}: {len(data)} images but {labels.size} entries in {spec.label_key!r}"
@@ -327,6 +379,24 @@ def _read_batch(spec: CifarFormat, path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: labels span {labels.min()}..{labels.max()}, outside 0..{spec.num_classes - 1}"
         )
     return np.ascontiguousarray(data), labels
+
+
+def _labels(path: Path, key: str, raw: Any) -> np.ndarray:
+    """Integer labels, or a ``DatasetError`` naming the file: a float label is never truncated
+    to an int, and bytes, None or text never reach numpy's conversions."""
+    if isinstance(raw, np.ndarray):
+        if raw.dtype.kind not in "iu" or raw.ndim != 1:
+            raise DatasetError(f"{path}: {key!r} must hold integer labels, got an array of "
+                               f"{raw.dtype} {raw.shape}; the file is not a CIFAR batch")
+        return raw.astype(np.int64)
+    if not isinstance(raw, list | tuple):
+        raise DatasetError(f"{path}: {key!r} must be a list of integer labels, got "
+                           f"{type(raw).__name__}; the file is not a CIFAR batch")
+    for value in raw:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise DatasetError(f"{path}: {key!r} must hold integer labels, found {value!r} "
+                               f"({type(value).__name__}); the file is not a CIFAR batch")
+    return np.asarray(raw, dtype=np.int64)
 
 
 def _reconstruct() -> Callable[..., Any]:
@@ -346,3 +416,6 @@ class _BatchUnpickler(pickle.Unpickler):
         if (module, name) in (("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
+
+
+load_cifar.check = check_available  # type: ignore[attr-defined]  # see TensorDataModule

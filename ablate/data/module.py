@@ -57,6 +57,12 @@ class TensorDataModule(pl.LightningDataModule):
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
+        # A source that can tell cheaply whether its data is there (``load_cifar.check``): a
+        # missing archive with download=false is then a rejected config (one line, no record),
+        # not a run that fails inside fit.
+        check = getattr(getattr(source, "func", source), "check", None)
+        if callable(check):
+            check(*getattr(source, "args", ()), **getattr(source, "keywords", {}))
         self.source = source
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
         self.batch_size = batch_size

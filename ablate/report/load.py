@@ -61,6 +61,7 @@ MIXED_PROTOCOLS = "protocols mixed (one section each)"
 WANDB_DISAGREES = "W&B runs that disagree with their record"
 WANDB_MIRRORED = "W&B runs described by a record (the record is used)"
 WANDB_IGNORED = "W&B run folders not read (--wandb-offline none)"
+WITHOUT_METRICS = "finished runs without a finite test_error (counted as failed)"
 INFO = (WANDB_MIRRORED, WANDB_IGNORED)
 
 # What makes two runs comparable (``records.PROTOCOL_KEYS``, ``records.protocol_of``): defined
@@ -158,6 +159,12 @@ def _float(value: Any) -> float | None:
     return number
 
 
+def _finite(value: Any) -> float:
+    """A metric as a number the tables can use: NaN for missing, NaN and inf alike."""
+    number = _float(value)
+    return number if number is not None and math.isfinite(number) else math.nan
+
+
 def consistency_fields(metrics: Mapping[str, Any]) -> dict[str, float]:
     """``consistency_<step>`` and ``consistency_flip`` from ``metrics.invariance``; NaN where
     the run has none, so that means and tests over seeds skip it rather than count it as 0."""
@@ -193,7 +200,12 @@ def _row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, Any], 
         protocol_spec=json.dumps(protocol, sort_keys=True) if protocol is not None else None,
         superseded=False,
     )
-    row.update({key: _float(metrics.get(key)) for key in METRICS})
+    row.update({key: _finite(metrics.get(key)) for key in METRICS})
+    if status == "finished" and math.isnan(row["test_error"]):
+        # NaN or inf (a run whose test loop broke): no number to average, so it counts as
+        # failed in every count and table alike, and is named in the warnings (load_runs)
+        row.update(status="failed", error=f"{WITHOUT_METRICS}: test_error is "
+                                          f"{metrics.get('test_error', 'missing')}")
     row.update(consistency_fields(metrics))
     row.update({key: value for key, value in extra.items() if key in row and value is not None})
     return row
@@ -509,6 +521,9 @@ def load_runs(
             if row is not None:
                 rows.append(row)
 
+    for row in rows:
+        if str(row["error"] or "").startswith(WITHOUT_METRICS):
+            issues.add(WITHOUT_METRICS, f"{row['path']}: {row['error'].split(': ', 1)[1]}")
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame = frame.sort_values(["sweep", "path"], na_position="last", kind="stable")
     frame = frame.reset_index(drop=True)

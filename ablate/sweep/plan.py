@@ -17,6 +17,9 @@ from ablate.budget import duration
 from ablate.sweep.state import RESUME, RUN, SKIP, Decision
 
 SWEEP_FILE = records.SWEEP_FILE
+# A job's state when another launch of the sweep holds its cell (ablate.sweep.claims) or runs it
+# now: not run here, not done either.
+ELSEWHERE = "elsewhere"
 LISTED = 30  # a launch lists every job up to this many (a dry run always lists all)
 
 
@@ -139,16 +142,18 @@ def format_plan(
 def format_summary(name: str, sweep_dir: Path, jobs: list[Job], seconds: float) -> str:
     finished = [j for j in jobs if j.state == "finished"]
     skipped = [j for j in jobs if j.state == "skipped"]
-    failed = [j for j in jobs if j.state not in ("finished", "skipped")]
+    elsewhere = [j for j in jobs if j.state == ELSEWHERE]
+    failed = [j for j in jobs if j.state not in ("finished", "skipped", ELSEWHERE)]
     resumed = sum(1 for j in finished if j.decision.action == RESUME)
     lines = [
         f"[ablate] sweep '{name}' done in {duration(seconds)}: {len(finished)} finished"
         + (f" ({resumed} resumed)" if resumed else "")
         + f", {len(skipped)} skipped (finished before), {len(failed)} failed"
+        + (f", {len(elsewhere)} running elsewhere" if elsewhere else "")
         + f" -> {_relative(sweep_dir)}"
     ]
     for job in sorted(jobs, key=lambda j: j.index):
-        if job.state == "skipped":
+        if job.state in ("skipped", ELSEWHERE):
             where = job.decision.previous.directory if job.decision.previous else None
         else:
             where = job.output_dir
@@ -159,6 +164,9 @@ def format_summary(name: str, sweep_dir: Path, jobs: list[Job], seconds: float) 
     if failed:
         lines.append(f"  {len(failed)} failed: relaunching the same command reruns them and "
                      "skips the rest")
+    if elsewhere:
+        lines.append(f"  {len(elsewhere)} running elsewhere (another launch of this sweep holds "
+                     "them): relaunch once it ends to pick up whatever it left undone")
     return "\n".join(lines)
 
 

@@ -48,6 +48,9 @@ class AblateSweeperConf:
     # where earlier runs are looked for; None: the parent of hydra.sweep.dir (sweeps/<name>)
     records_root: str | None = None
     rerun_stale: bool = False  # true: rerun finished runs made by other code (another commit)
+    # a claim (ablate.sweep.claims) older than this is stale even if its process cannot be seen
+    # (another machine): set it above the longest batch of jobs one launch runs
+    claim_timeout_hours: float = 72.0
 
 
 ConfigStore.instance().store(
@@ -70,6 +73,7 @@ class AblateSweeper(BasicSweeper):
         records_root: str | None = None,
         variants: list[dict[str, str]] | None = None,
         rerun_stale: bool = False,
+        claim_timeout_hours: float = 72.0,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.rerun_stale = rerun_stale
@@ -77,7 +81,10 @@ class AblateSweeper(BasicSweeper):
         self.dry_run = dry_run
         self.resume = resume
         self.records_root = records_root
+        self.claim_timeout_hours = claim_timeout_hours
         self.requested_dir: Path | None = None
+        self.claims_root: Path | None = None  # None: no claims (resume=false runs everything)
+        self.unsaved: str | None = None  # sweep.json could not be written (a full disk)
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -212,7 +219,7 @@ class AblateSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         from ablate import records
-        from ablate.errors import Interrupted, SweepFailed, SweepInvalid
+        from ablate.errors import Interrupted, SweepFailed, SweepIncomplete, SweepInvalid
         from ablate.signals import interruptible
         from ablate.sweep import plan, progress, state
 
@@ -239,12 +246,16 @@ class AblateSweeper(BasicSweeper):
         if self.dry_run:
             return []
 
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        try:
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        except OSError as error:  # a full disk: the jobs will say so; the summary still comes
+            log.warning("could not write %s: %s", sweep_dir / "multirun.yaml", error)
         self._save(sweep_dir, name, root, axes, jobs, began, None)
         todo = [job for job in jobs if job.decision.action != state.SKIP]
         for job in jobs:
             if job.decision.action == state.SKIP:
-                job.state = "skipped"
+                self._skipped(job)
+        self.claims_root = root if self.resume else None
         returns: list[Sequence[JobReturn]] = []
         self._quiet_launcher_lines()
         self.progress = progress.Progress(todo)
@@ -262,10 +273,65 @@ class AblateSweeper(BasicSweeper):
             raise
         self._save(sweep_dir, name, root, axes, jobs, began, time.time())
         print(plan.format_summary(name, sweep_dir, jobs, time.time() - began), flush=True)
-        failed = [job for job in jobs if job.state not in ("finished", "skipped")]
-        if failed:
+        failed = [job for job in jobs if job.state not in ("finished", "skipped", plan.ELSEWHERE)]
+        if self.unsaved:
+            print(f"ablate: the sweep's own file could not be written ({self.unsaved}); the "
+                  "runs' records are what counts", file=sys.stderr)
+        if failed or self.unsaved:
             raise SweepFailed(len(failed))
+        elsewhere = [job for job in jobs if job.state == plan.ELSEWHERE]
+        if elsewhere:
+            raise SweepIncomplete(len(elsewhere))
         return returns
+
+    @staticmethod
+    def _skipped(job: Any) -> None:
+        """A job this launch does not run: finished before, or running in another launch (its
+        start marker is alive), which the summary must not count as done."""
+        from ablate.sweep import plan, state
+
+        previous = job.decision.previous
+        if previous is not None and previous.state == state.RUNNING:
+            job.state = plan.ELSEWHERE
+            job.error = f"running elsewhere: {previous.directory}"
+        else:
+            job.state = "skipped"
+
+    def _claim_batch(self, batch: list) -> list:
+        """The jobs of ``batch`` this launch may run: each claimed (``ablate.sweep.claims``), and
+        none finished or started by another launch since this one made its plan. The others
+        are marked as running elsewhere (or finished before) and are not launched."""
+        from ablate.sweep import claims, plan, state
+
+        if self.claims_root is None or self.config is None:
+            return batch
+        root, sweep_dir = self.claims_root, Path(str(self.config.hydra.sweep.dir)).absolute()
+        mine = []
+        for job in batch:
+            holder = claims.claim(root, job.config_id, sweep_dir,
+                                  timeout_hours=self.claim_timeout_hours)
+            if holder is None:
+                mine.append(job)
+            else:
+                job.state, job.error = plan.ELSEWHERE, holder.describe()
+        past = state.scan(root) if mine else {}
+        for job in list(mine):  # a launch that planned at the same time may have finished it
+            others = [run for run in past.get(job.config_id, [])
+                      if sweep_dir not in run.directory.parents]
+            decision = state.decide(others)
+            if decision.action == state.SKIP:
+                mine.remove(job)
+                claims.release(root, job.config_id)
+                job.decision = decision
+                self._skipped(job)
+        return mine
+
+    def _release(self, batch: list) -> None:
+        from ablate.sweep import claims
+
+        if self.claims_root is not None:
+            for job in batch:
+                claims.release(self.claims_root, job.config_id)
 
 
     def _quiet_launcher_lines(self) -> None:
@@ -306,27 +372,33 @@ class AblateSweeper(BasicSweeper):
         size = self._batch_size(todo)
         next_num = 0
         for start in range(0, len(todo), size):
-            batch = todo[start:start + size]
+            batch = self._claim_batch(todo[start:start + size])
+            if not batch:
+                continue
             overrides = [self._launch_overrides(job) for job in batch]
             launched = time.time()
             for job in batch:
                 job.launched_at = launched
             reported = self._report_as_they_end(batch, next_num, records)
             try:
-                results: Sequence[JobReturn | None] = self.launcher.launch(
-                    overrides, initial_job_idx=next_num)
-                launch_error = None
-            except Exception as error:  # an engine that lost one job may raise for all
-                log.error("the launcher raised: %s", error)
-                results, launch_error = [None] * len(batch), error
-            took = time.time() - launched
-            for offset, (job, result) in enumerate(zip(batch, results, strict=True)):
-                if offset in reported:
-                    continue
-                self._collect(job, next_num + offset, result, launch_error, records)
-                # one job at a time: its own launch-to-record time; side by side: its record's
-                seconds = took if len(batch) == 1 else None
-                print(self.progress.finished(job, seconds), flush=True)
+                try:
+                    results: Sequence[JobReturn | None] = self.launcher.launch(
+                        overrides, initial_job_idx=next_num)
+                    launch_error = None
+                except Exception as error:  # an engine that lost one job may raise for all
+                    log.error("the launcher raised: %s", error)
+                    results, launch_error = [None] * len(batch), error
+                took = time.time() - launched
+                for offset, (job, result) in enumerate(zip(batch, results, strict=True)):
+                    if offset in reported:
+                        continue
+                    self._collect(job, next_num + offset, result, launch_error, records)
+                    # one job at a time: its own launch-to-record time; side by side: its
+                    # record's
+                    seconds = took if len(batch) == 1 else None
+                    print(self.progress.finished(job, seconds), flush=True)
+            finally:  # the records are there (or the jobs are lost): the cells are free again
+                self._release(batch)
             next_num += len(batch)
             returns.append([r for r in results if r is not None])
 
@@ -371,9 +443,17 @@ class AblateSweeper(BasicSweeper):
         else:
             job.error = "no record: the job was killed or crashed before writing result.json"
 
-    @staticmethod
-    def _save(sweep_dir: Path, name: str, root: Path, axes: Any, jobs: list, began: float,
+    def _save(self, sweep_dir: Path, name: str, root: Path, axes: Any, jobs: list, began: float,
               ended: float | None) -> None:
+        try:
+            self._write_sweep_file(sweep_dir, name, root, axes, jobs, began, ended)
+        except OSError as error:  # a full disk must not cost the summary: warn, exit non-zero
+            self.unsaved = f"{sweep_dir}: {error}"
+            log.warning("could not write the sweep's state under %s: %s", sweep_dir, error)
+
+    @staticmethod
+    def _write_sweep_file(sweep_dir: Path, name: str, root: Path, axes: Any, jobs: list,
+                          began: float, ended: float | None) -> None:
         from ablate import records
         from ablate.sweep import plan
 

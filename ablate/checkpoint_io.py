@@ -1,0 +1,48 @@
+"""Checkpoints written the way records are: whole, in their own folder, or not at all.
+
+Lightning's ``TorchCheckpointIO`` saves through fsspec's local transaction, which writes a
+temporary file in the system's temporary folder and then *moves* it onto ``last.ckpt``: from
+``/tmp`` to a sweep disk that is a copy across filesystems, so a full disk or a kill during the
+copy can replace a good ``last.ckpt`` with a truncated one, and the run that should resume from
+it starts over (or fails). :class:`AtomicCheckpointIO` serialises into a temporary file beside
+the target (same filesystem), fsyncs it and renames it into place (``records.atomic_file``); on
+any error the temporary file is removed and the previous checkpoint is untouched.
+``conf/trainer/default.yaml`` installs it as the Trainer's ``plugins``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.plugins import TorchCheckpointIO
+
+from ablate import records
+from ablate.errors import CheckpointError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose save is a same-directory write, fsync and rename."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike[str],
+                        storage_options: Any | None = None) -> None:
+        if storage_options is not None:  # as Lightning's own: nothing here would use them
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        # Serialised in memory first (as Lightning does): torch's zip writer reports a failed
+        # write as a RuntimeError with no errno, while a plain write raises the OSError that
+        # says what happened (ENOSPC).
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        try:
+            with records.atomic_file(path) as stream:
+                stream.write(buffer.getbuffer())
+        except OSError as error:  # ENOSPC, EDQUOT, EROFS, EIO: the run cannot go on
+            kept = "the previous one is kept" if path.is_file() else "there is none yet"
+            raise CheckpointError(
+                f"could not write the checkpoint {path} ({error.strerror or error}); {kept}. "
+                f"Free space (or fix the disk) under {path.parent} and relaunch: the run resumes "
+                "from its last good checkpoint") from error

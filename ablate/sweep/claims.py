@@ -1,0 +1,166 @@
+"""Claims: two overlapping launches of one sweep never run the same cell twice.
+
+Planning reads what earlier launches left on disk, but two launches started together both
+plan before either has started a run, so both would run every cell. Hence a claim: before a job
+is handed to the launcher, its sweeper creates ``<records root>/.claims/<config_id>.json``
+(the records root is ``sweeps/<sweep name>``, where every launch of the sweep looks), saying
+which host, process and launch holds it and since when. Creating it is exclusive: the claim is
+written to a private temporary file and hard-linked to its name, which fails if the name exists,
+atomically, on a local disk and on NFS alike (where links are not supported, ``O_EXCL``). Of two
+launches, exactly one gets each cell; the other reports it as running elsewhere.
+
+A claim is released when its launch has collected the job's outcome (the record exists, or the
+job is known lost). A claim left behind by a launch that died is *stale* and may be taken over:
+its process is gone (knowable on its own host: ``records.process_alive``), or it is older than
+``hydra.sweeper.claim_timeout_hours`` (the only evidence from another machine). Taking over
+renames the stale file away first (one renamer wins), then claims as usual.
+
+No torch and no Hydra here: the sweeper calls these; the training side never does.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ablate import records
+
+FOLDER = ".claims"
+DEFAULT_TIMEOUT_HOURS = 72.0  # longer than any one paper run on one GPU (350 epochs, ~10 h)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a claim, as its file says."""
+
+    host: str | None
+    pid: int | None
+    sweep_dir: str | None
+    claimed_time: float | None
+    path: Path
+
+    def describe(self) -> str:
+        where = f"{self.host}, pid {self.pid}" if self.host else "an unknown process"
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.claimed_time)) \
+            if self.claimed_time else "an unknown time"
+        return f"running elsewhere: claimed by {where} since {since} ({self.sweep_dir or '?'})"
+
+
+def claim_path(root: Path, config_id: str) -> Path:
+    return Path(root) / FOLDER / f"{config_id}.json"
+
+
+def _content(config_id: str, sweep_dir: Path, output_dir: Path | None) -> dict[str, Any]:
+    pid = os.getpid()
+    return {"config_id": config_id, "host": socket.gethostname(), "pid": pid,
+            "pid_start": records.process_start(pid), "sweep_dir": str(sweep_dir),
+            "output_dir": str(output_dir) if output_dir else None, "claimed_time": time.time()}
+
+
+def read_holder(path: Path) -> Holder | None:
+    """The claim at ``path``; None when there is none. A file being written reads as a fresh
+    claim of an unknown holder (it is never stale before the timeout)."""
+    if not path.exists():
+        return None
+    data = records.read_json(path) or {}
+    claimed = data.get("claimed_time")
+    if not isinstance(claimed, int | float):
+        try:
+            claimed = path.stat().st_mtime
+        except OSError:
+            return None
+    pid = data.get("pid")
+    return Holder(data.get("host"), pid if isinstance(pid, int) else None, data.get("sweep_dir"),
+                  float(claimed), path)
+
+
+def is_stale(path: Path, timeout_hours: float) -> bool:
+    """Whether the claim at ``path`` may be taken over: its holder is gone, or it is too old."""
+    data = records.read_json(path)
+    holder = read_holder(path)
+    if holder is None:
+        return False
+    if holder.claimed_time is not None and time.time() - holder.claimed_time > timeout_hours * 3600:
+        return True
+    if data is None or data.get("host") != socket.gethostname() or _ours(path):
+        return False  # another machine's process cannot be seen from here: wait for the timeout
+    return not records.process_alive(data.get("host"), data.get("pid"), data.get("pid_start"))
+
+
+def _create(path: Path, content: dict[str, Any]) -> bool:
+    """Create ``path`` holding ``content`` if it does not exist; False if it does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    private = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    records.write_json_atomic(private, content)
+    try:
+        os.link(private, path)  # exclusive and atomic; the claim appears whole
+        return True
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+    finally:
+        private.unlink(missing_ok=True)
+    try:  # a filesystem without hard links: O_EXCL (a reader may see it empty for a moment)
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, records.umask_mode())
+    except FileExistsError:
+        return False
+    with os.fdopen(handle, "wb") as stream:
+        stream.write(json.dumps(content, indent=2).encode("utf-8"))
+    return True
+
+
+def _take_over(path: Path, timeout_hours: float) -> None:
+    """Move a stale claim out of the way; a concurrent taker may win, which is fine."""
+    before = records.read_json(path)
+    if not is_stale(path, timeout_hours):
+        return
+    aside = path.with_name(f".{path.name}.stale.{uuid.uuid4().hex}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return  # another launch moved it first
+    if records.read_json(aside) != before:  # it was replaced between the check and the rename
+        try:
+            os.link(aside, path)  # put the fresh claim back (unless yet another took its place)
+        except OSError:
+            pass
+    aside.unlink(missing_ok=True)
+
+
+def claim(root: Path, config_id: str, sweep_dir: Path, output_dir: Path | None = None,
+          timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> Holder | None:
+    """Claim ``config_id`` for this process; None when claimed, else the live holder."""
+    path = claim_path(root, config_id)
+    content = _content(config_id, sweep_dir, output_dir)
+    for _ in range(3):  # a stale claim moved aside, then claimed: once more if another took it
+        if _create(path, content) or _ours(path):  # ours: the same cell twice in one grid
+            return None
+        if not is_stale(path, timeout_hours):
+            holder = read_holder(path)
+            if holder is not None:
+                return holder
+            continue  # released between the two looks
+        _take_over(path, timeout_hours)
+    return read_holder(path) or Holder(None, None, None, time.time(), path)
+
+
+def _ours(path: Path) -> bool:
+    data = records.read_json(path)
+    return data is not None and data.get("pid") == os.getpid() \
+        and data.get("host") == socket.gethostname()
+
+
+def release(root: Path, config_id: str) -> None:
+    """Drop this process's claim on ``config_id`` (another process's is left alone)."""
+    path = claim_path(root, config_id)
+    if _ours(path):
+        path.unlink(missing_ok=True)
