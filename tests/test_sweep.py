@@ -72,7 +72,10 @@ def test_decide_skips_finished_resumes_interrupted_reruns_failed(tmp_path):
     assert state.decide([interrupted, failed, finished]).action == state.SKIP
     resume = state.decide([failed, interrupted])
     assert resume.action == state.RESUME and resume.checkpoint == interrupted.checkpoint
-    rerun = state.decide([failed, _past(tmp_path, "d", state.INTERRUPTED)])
+    unfinished = [failed, _past(tmp_path, "d", state.INTERRUPTED)]
+    skip = state.decide(unfinished)  # divergence is a result: not run again by default
+    assert skip.action == state.SKIP and skip.reason == "diverged"
+    rerun = state.decide(unfinished, rerun_diverged=True)
     assert rerun.action == state.RUN and rerun.reason.startswith("diverged before")
     running = state.decide([_past(tmp_path, "e", state.RUNNING), interrupted])
     assert running.action == state.SKIP and "running" in running.reason
@@ -186,25 +189,30 @@ def test_failures_are_isolated_summarised_and_rerun_on_relaunch(workdir):
     flag.touch()
     grid = ["-m", *TINY, "seed=0,1,2", *_faulty(flag)]  # after TINY, whose seed=0 would win
     first = run_cli(grid, workdir)
-    assert first.returncode == 1, first.stderr[-3000:]
-    assert "1 finished, 0 skipped (finished before), 2 failed" in first.stdout
+    assert first.returncode == 1, first.stderr[-3000:]  # seed 1 failed
+    assert "1 finished, 1 diverged, 0 skipped (finished before), 1 failed" in first.stdout
     assert "RuntimeError: injected fault for seed 1" in first.stdout
     assert "training loss became nan" in first.stdout
     by_seed = {load(p)["cell"]["seed"]: load(p) for p in result_files(workdir)}
     assert {s: r["status"] for s, r in by_seed.items()} == {0: "finished", 1: "failed",
                                                             2: "diverged"}
 
-    flag.unlink()  # the fault is fixed: the same command reruns exactly the failed cells
+    flag.unlink()  # the fault is fixed: the same command reruns exactly the failed cell; the
+    # diverged one is a result (its random state would diverge again): skipped, exit 0
     second = run_cli(grid, workdir)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "1 to run" not in second.stdout and "2 to run, 0 to resume, 1 skipped" in second.stdout
+    assert "1 to run, 0 to resume, 2 skipped" in second.stdout
     assert "(failed before: RuntimeError: injected fault for seed 1)" in second.stdout
-    assert "2 finished, 1 skipped (finished before), 0 failed" in second.stdout
+    assert "1 finished, 2 skipped (finished before), 0 failed" in second.stdout
+    finished = [load(p) for p in result_files(workdir) if load(p)["status"] == "finished"]
+    assert sorted(r["cell"]["seed"] for r in finished) == [0, 1]
+
+    third = run_cli([*grid, "hydra.sweeper.rerun_diverged=true"], workdir)  # another try
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert "1 to run, 0 to resume, 2 skipped" in third.stdout
+    assert "(diverged before:" in third.stdout
     finished = [load(p) for p in result_files(workdir) if load(p)["status"] == "finished"]
     assert sorted(r["cell"]["seed"] for r in finished) == [0, 1, 2]
-
-    third = run_cli([*grid, "hydra.sweeper.dry_run=true"], workdir)
-    assert "0 to run, 0 to resume, 3 skipped" in third.stdout
 
 
 def _wait_for(path_glob: str, root: Path, process: subprocess.Popen, timeout: float = 120):

@@ -20,6 +20,9 @@ SWEEP_FILE = records.SWEEP_FILE
 # A job's state when another launch of the sweep holds its cell (ablate.sweep.claims) or runs it
 # now: not run here, not done either.
 ELSEWHERE = "elsewhere"
+# States that are no failure of the sweep: a diverged run is a result (it is counted in the
+# tables and named here), not a crash.
+COMPLETED = ("finished", "diverged", "skipped", ELSEWHERE)
 LISTED = 30  # a launch lists every job up to this many (a dry run always lists all)
 
 
@@ -143,11 +146,13 @@ def format_summary(name: str, sweep_dir: Path, jobs: list[Job], seconds: float) 
     finished = [j for j in jobs if j.state == "finished"]
     skipped = [j for j in jobs if j.state == "skipped"]
     elsewhere = [j for j in jobs if j.state == ELSEWHERE]
-    failed = [j for j in jobs if j.state not in ("finished", "skipped", ELSEWHERE)]
+    diverged = [j for j in jobs if j.state == "diverged"]
+    failed = [j for j in jobs if j.state not in COMPLETED]
     resumed = sum(1 for j in finished if j.decision.action == RESUME)
     lines = [
         f"[ablate] sweep '{name}' done in {duration(seconds)}: {len(finished)} finished"
         + (f" ({resumed} resumed)" if resumed else "")
+        + (f", {len(diverged)} diverged" if diverged else "")
         + f", {len(skipped)} skipped (finished before), {len(failed)} failed"
         + (f", {len(elsewhere)} running elsewhere" if elsewhere else "")
         + f" -> {_relative(sweep_dir)}"
@@ -164,6 +169,9 @@ def format_summary(name: str, sweep_dir: Path, jobs: list[Job], seconds: float) 
     if failed:
         lines.append(f"  {len(failed)} failed: relaunching the same command reruns them and "
                      "skips the rest")
+    if diverged:
+        lines.append(f"  {len(diverged)} diverged (a result, counted in the tables): a relaunch "
+                     "skips them; hydra.sweeper.rerun_diverged=true runs them again")
     if elsewhere:
         lines.append(f"  {len(elsewhere)} running elsewhere (another launch of this sweep holds "
                      "them): relaunch once it ends to pick up whatever it left undone")

@@ -101,8 +101,13 @@ class Decision:
     previous: PastRun | None = None
 
 
-def decide(past: list[PastRun]) -> Decision:
-    """Skip what finished or still runs, resume what was interrupted, rerun what failed."""
+def decide(past: list[PastRun], rerun_diverged: bool = False) -> Decision:
+    """Skip what finished, diverged or still runs; resume what was interrupted; rerun what
+    failed.
+
+    Divergence is a result, not a crash: the restored random state would make the run diverge
+    again, so it is skipped like a finished one, unless ``rerun_diverged`` asks for another try.
+    """
 
     def newest(state: str, with_checkpoint: bool = False) -> PastRun | None:
         runs = [r for r in past if r.state == state and (r.checkpoint or not with_checkpoint)]
@@ -114,6 +119,8 @@ def decide(past: list[PastRun]) -> Decision:
         return Decision(SKIP, "running now (another launch)", previous=run)
     if run := newest(INTERRUPTED, with_checkpoint=True):
         return Decision(RESUME, "interrupted", checkpoint=run.checkpoint, previous=run)
+    if not rerun_diverged and (run := newest(DIVERGED)):
+        return Decision(SKIP, "diverged", previous=run)
     failed = [r for r in past if r.state in (FAILED, DIVERGED)]
     if failed:
         run = max(failed, key=lambda r: r.time)

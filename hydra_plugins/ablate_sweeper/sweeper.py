@@ -48,6 +48,7 @@ class AblateSweeperConf:
     # where earlier runs are looked for; None: the parent of hydra.sweep.dir (sweeps/<name>)
     records_root: str | None = None
     rerun_stale: bool = False  # true: rerun finished runs made by other code (another commit)
+    rerun_diverged: bool = False  # true: run diverged cells again (they are skipped: a result)
     # a claim (ablate.sweep.claims) older than this is stale even if its process cannot be seen
     # (another machine): set it above the longest batch of jobs one launch runs
     claim_timeout_hours: float = 72.0
@@ -73,10 +74,12 @@ class AblateSweeper(BasicSweeper):
         records_root: str | None = None,
         variants: list[dict[str, str]] | None = None,
         rerun_stale: bool = False,
+        rerun_diverged: bool = False,
         claim_timeout_hours: float = 72.0,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.rerun_stale = rerun_stale
+        self.rerun_diverged = rerun_diverged
         self.variants = [dict(v) for v in variants or []]
         self.dry_run = dry_run
         self.resume = resume
@@ -155,7 +158,7 @@ class AblateSweeper(BasicSweeper):
             cfg = loader.load_sweep_config(self.config, list(overrides))
             label = " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or "(no axes)"
             config_id = records.config_id(cfg)
-            decision = state.decide(past.get(config_id, []))
+            decision = state.decide(past.get(config_id, []), self.rerun_diverged)
             job = plan.Job(index, list(overrides), label, config_id, decision)
             try:
                 config_lib.validate(cfg)
@@ -273,7 +276,7 @@ class AblateSweeper(BasicSweeper):
             raise
         self._save(sweep_dir, name, root, axes, jobs, began, time.time())
         print(plan.format_summary(name, sweep_dir, jobs, time.time() - began), flush=True)
-        failed = [job for job in jobs if job.state not in ("finished", "skipped", plan.ELSEWHERE)]
+        failed = [job for job in jobs if job.state not in plan.COMPLETED]
         if self.unsaved:
             print(f"ablate: the sweep's own file could not be written ({self.unsaved}); the "
                   "runs' records are what counts", file=sys.stderr)
@@ -318,7 +321,7 @@ class AblateSweeper(BasicSweeper):
         for job in list(mine):  # a launch that planned at the same time may have finished it
             others = [run for run in past.get(job.config_id, [])
                       if sweep_dir not in run.directory.parents]
-            decision = state.decide(others)
+            decision = state.decide(others, self.rerun_diverged)
             if decision.action == state.SKIP:
                 mine.remove(job)
                 claims.release(root, job.config_id)
