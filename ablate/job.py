@@ -117,6 +117,8 @@ class Job:
             fields["predictions"] = tested.entry
             if tested.invariance is not None:
                 metrics["invariance"] = tested.invariance
+                # its cost beside the metrics (a time is no metric: reruns must compare equal)
+                fields["invariance_seconds"] = tested.seconds
         path = records.end_record(
             self.record, status=status, metrics=metrics,
             epochs=len(epochs), history=epochs, device=_device_name(trainer),

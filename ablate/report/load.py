@@ -507,7 +507,9 @@ def load_runs(
             rows.append(row)
             continue
         issues.add(WANDB_MIRRORED, row["path"])
-        if twin["status"] == row["status"] and twin["test_error"] != row["test_error"]:
+        ours, theirs = twin["test_error"], row["test_error"]
+        both_missing = pd.isna(ours) and pd.isna(theirs)  # NaN != NaN, yet they agree
+        if twin["status"] == row["status"] and ours != theirs and not both_missing:
             issues.add(WANDB_DISAGREES,
                        f"{row['path']}: test_error {row['test_error']} vs {twin['test_error']}")
 
