@@ -260,6 +260,7 @@ def test_an_init_sweep_is_compared_along_init(tmp_path):
     assert row[5].startswith("+2.33 [") and row[8] == "<0.001 (b 0, c 14)"
 
 
+@pytest.mark.slow  # renders and compares every figure twice (the fast suite has one such test)
 def test_regeneration_is_byte_identical_with_predictions(study, tmp_path, monkeypatch):
     monkeypatch.chdir(study.parent)
     assert report_main(["sweeps", "--out", "a/tables.md", "--csv", "a/runs.csv"]) == 0

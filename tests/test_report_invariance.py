@@ -215,6 +215,7 @@ def test_older_records_show_na_and_no_figure(tmp_path):
     assert figures.consistency_by_shift(frame, "t", tmp_path / "f.png") is None
 
 
+@pytest.mark.slow  # renders and compares every figure twice (the fast suite has one such test)
 def test_regeneration_is_byte_identical_with_invariance(study, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for out in ("a", "b"):

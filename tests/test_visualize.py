@@ -261,6 +261,7 @@ def test_maps_are_normalised_around_one_half_per_image():
 # --- W&B -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a real W&B offline run
 def test_figures_reach_the_runs_offline_wandb_run_and_wandb_trouble_only_warns(tmp_path, caplog):
     from ablate.visualize.wandb_log import log_figures
 
