@@ -142,20 +142,44 @@ def device_kind(accelerator: str) -> str:
     return "gpu" if shutil.which("nvidia-smi") else "cpu"
 
 
-def calibration(finished: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """Measured / modelled wall time of finished records, per device kind (one factor each)."""
+@dataclass(frozen=True)
+class Measured:
+    """One finished run as a calibration point: its wall time beside the work its config
+    describes. Small enough to keep in the run index, so a relaunch calibrates without reading
+    a single record."""
+
+    wall_seconds: float
+    work: Work  # its device: where the run ran, not where its config asked to
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"wall_seconds": self.wall_seconds, "macs": self.work.macs,
+                "epochs": self.work.epochs, "device": self.work.device}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Measured:
+        work = Work(float(data["macs"]), int(data["epochs"]), str(data["device"]))
+        return cls(float(data["wall_seconds"]), work)
+
+
+def measured(record: Mapping[str, Any]) -> Measured | None:
+    """The calibration point of a finished record; None when it cannot be priced."""
+    seconds, config = record.get("wall_seconds"), record.get("config")
+    if not seconds or not isinstance(config, Mapping):
+        return None
+    try:
+        work = work_of(config)
+    except Exception:  # a record from another version of the config: not comparable
+        return None
+    kind = "gpu" if "cuda" in str(record.get("device", "")) else "cpu"
+    return Measured(float(seconds), Work(work.macs, work.epochs, kind))
+
+
+def calibration(finished: Iterable[Measured]) -> dict[str, float]:
+    """Measured / modelled wall time of finished runs, per device kind (one factor each)."""
     wall: dict[str, float] = {}
     modelled: dict[str, float] = {}
-    for record in finished:
-        seconds, config = record.get("wall_seconds"), record.get("config")
-        if not seconds or not isinstance(config, Mapping):
-            continue
-        try:
-            work = work_of(config)
-        except Exception:  # a record from another version of the config: not comparable
-            continue
-        kind = "gpu" if "cuda" in str(record.get("device", "")) else "cpu"
-        work = Work(work.macs, work.epochs, kind)
-        wall[kind] = wall.get(kind, 0.0) + float(seconds)
-        modelled[kind] = modelled.get(kind, 0.0) + work.seconds()
+    for point in finished:
+        kind = point.work.device
+        wall[kind] = wall.get(kind, 0.0) + point.wall_seconds
+        modelled[kind] = modelled.get(kind, 0.0) + point.work.seconds()
     return {kind: wall[kind] / modelled[kind] for kind in wall if modelled[kind] > 0}
