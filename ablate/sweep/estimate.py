@@ -12,6 +12,7 @@ No torch here: the plan is printed before anything heavy is imported or launched
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -161,14 +162,26 @@ class Measured:
         return cls(float(data["wall_seconds"]), work)
 
 
-def measured(record: Mapping[str, Any]) -> Measured | None:
+# What work_of reads of a config: records that agree on these (a grid's seeds and learning
+# rates) share one computation, which matters when a scan reads thousands of them.
+WORK_KEYS = ("network", "augmentation", "dataset", "batch_size", "eval_batch_size", "trainer")
+_work_of_records: dict[str, Work | None] = {}
+
+
+def calibration_point(record: Mapping[str, Any]) -> Measured | None:
     """The calibration point of a finished record; None when it cannot be priced."""
     seconds, config = record.get("wall_seconds"), record.get("config")
     if not seconds or not isinstance(config, Mapping):
         return None
-    try:
-        work = work_of(config)
-    except Exception:  # a record from another version of the config: not comparable
+    inputs = {key: config.get(key) for key in WORK_KEYS}
+    key = json.dumps(inputs, sort_keys=True, default=str)
+    if key not in _work_of_records:
+        try:
+            _work_of_records[key] = work_of(inputs)
+        except Exception:  # a record from another version of the config: not comparable
+            _work_of_records[key] = None
+    work = _work_of_records[key]
+    if work is None:
         return None
     kind = "gpu" if "cuda" in str(record.get("device", "")) else "cpu"
     return Measured(float(seconds), Work(work.macs, work.epochs, kind))

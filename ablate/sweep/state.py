@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablate import records
-from ablate.sweep.estimate import Measured, measured
+from ablate.sweep.estimate import Measured, calibration_point
 
 # What an earlier run of a config can be found in.
 FINISHED, FAILED, DIVERGED = records.STATUSES
@@ -72,7 +72,7 @@ def read_run(directory: Path) -> PastRun | None:
         state = record["status"]
         if state == FAILED and record.get("interrupted"):
             state = INTERRUPTED
-        point = measured(record) if state == FINISHED else None
+        point = calibration_point(record) if state == FINISHED else None
         return PastRun(directory, config_id, state, checkpoint, record.get("error"), point,
                        changed, settled=True)
     alive = marker is not None and records.process_alive(
