@@ -10,7 +10,10 @@
 - a sweep directory of its own, even for two sweeps started in the same second.
 
 The decisions and the text are in ``ablate.sweep`` (no Hydra there); this class wires them to
-Hydra's composition and to whichever launcher is configured.
+Hydra's composition and to whichever launcher is configured. The plan composes each job once,
+at the cost of one Hydra composition per choice of config groups (``_composer.py``), and finds
+earlier runs through the run index (``ablate.sweep.index``): thousands of jobs plan in seconds.
+The launcher still composes each job it starts from its overrides, as Hydra's launchers do.
 """
 
 # No `from __future__ import annotations`: Hydra loads plugin modules outside sys.modules, where
