@@ -16,12 +16,13 @@ No torch here: the report side never imports the training side.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,17 +153,16 @@ class History(Sequence):
         """Columns for a list of rows of numbers; anything else is returned as it is."""
         if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
             return rows
-        keys = list(dict.fromkeys(key for row in rows for key in row))
+        keys = list(dict.fromkeys(itertools.chain.from_iterable(rows)))
         columns = {}
         for key in keys:
             present = [key in row for row in rows]
-            numbers = [row[key] for row in rows if key in row]
-            if any(isinstance(v, bool) or not isinstance(v, int | float) for v in numbers):
-                return rows  # text or explicit nulls: rare, kept as they are
-            exact = all(isinstance(v, int) for v in numbers)
+            values = [row.get(key, 0) for row in rows]
+            types = set(map(type, values))
+            if not types <= {int, float}:
+                return rows  # text, explicit nulls or booleans: rare, kept as they are
             try:
-                array = np.array([row.get(key, 0) for row in rows],
-                                 dtype=np.int64 if exact else np.float64)
+                array = np.array(values, dtype=np.int64 if types == {int} else np.float64)
             except OverflowError:
                 return rows
             columns[key] = (array, None if all(present) else np.array(present))
@@ -170,6 +170,13 @@ class History(Sequence):
 
     def __len__(self) -> int:
         return self._length
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        columns = [(key, values.tolist(), None if present is None else present.tolist())
+                   for key, (values, present) in self._columns.items()]
+        for index in range(self._length):
+            yield {key: values[index] for key, values, present in columns
+                   if present is None or present[index]}
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
