@@ -95,6 +95,9 @@ def test_runs_without_provenance_are_never_stale(missing):
 def test_estimates_are_calibrated_on_this_machines_runs_only():
     from ablate.sweep import estimate
 
-    mine = {"host": "here", "wall_seconds": 10.0}
-    others = [{"host": "elsewhere", "wall_seconds": 99.0}, {"wall_seconds": 50.0}]
+    work = estimate.Work(1e9, 1, "cpu")
+    mine = estimate.Measured(10.0, work, "here")
+    others = [estimate.Measured(99.0, work, "elsewhere"), estimate.Measured(50.0, work)]
     assert estimate.this_machine([mine, *others], host="here") == ([mine], 2)
+    # the host travels with the point through the run index
+    assert estimate.Measured.from_dict(mine.as_dict()) == mine

@@ -21,7 +21,7 @@ from helpers import REPO, TINY, cli_env, compose_config, load, result_files, run
 from ablate import records
 from ablate.network import build_network
 from ablate.spec import all_conv, conv_pool, normalise, pool, strided
-from ablate.sweep import estimate, plan, state
+from ablate.sweep import estimate, index, plan, state
 
 # ------------------------------------------------------------------------------ fast: pieces
 
@@ -113,7 +113,7 @@ def test_scan_reads_each_run_directory_state(tmp_path):
                                         "error": "nan"})
         (tmp_path / "5").mkdir()
         (tmp_path / "5" / records.RESULT_FILE).write_text("{trunc")  # damaged: ignored
-        found = state.scan(tmp_path)
+        found = index.scan(tmp_path)
         states = {cid: runs[0].state for cid, runs in found.items()}
         assert states == {"c1": "finished", "c2": "interrupted", "c3": "running",
                           "c4": "interrupted", "c5": "diverged"}

@@ -12,6 +12,7 @@ No torch here: the plan is printed before anything heavy is imported or launched
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -142,9 +143,54 @@ def device_kind(accelerator: str) -> str:
     return "gpu" if shutil.which("nvidia-smi") else "cpu"
 
 
-def this_machine(finished: Iterable[Mapping[str, Any]],
-                 host: str | None = None) -> tuple[list[Mapping[str, Any]], int]:
-    """The finished records made on this host, and how many others were left out.
+@dataclass(frozen=True)
+class Measured:
+    """One finished run as a calibration point: its wall time beside the work its config
+    describes. Small enough to keep in the run index, so a relaunch calibrates without reading
+    a single record."""
+
+    wall_seconds: float
+    work: Work  # its device: where the run ran, not where its config asked to
+    host: str | None = None  # the machine it ran on (None: a record from before hosts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"wall_seconds": self.wall_seconds, "macs": self.work.macs,
+                "epochs": self.work.epochs, "device": self.work.device, "host": self.host}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Measured:
+        work = Work(float(data["macs"]), int(data["epochs"]), str(data["device"]))
+        return cls(float(data["wall_seconds"]), work, data.get("host"))
+
+
+# What work_of reads of a config: records that agree on these (a grid's seeds and learning
+# rates) share one computation, which matters when a scan reads thousands of them.
+WORK_KEYS = ("network", "augmentation", "dataset", "batch_size", "eval_batch_size", "trainer")
+_work_of_records: dict[str, Work | None] = {}
+
+
+def calibration_point(record: Mapping[str, Any]) -> Measured | None:
+    """The calibration point of a finished record; None when it cannot be priced."""
+    seconds, config = record.get("wall_seconds"), record.get("config")
+    if not seconds or not isinstance(config, Mapping):
+        return None
+    inputs = {key: config.get(key) for key in WORK_KEYS}
+    key = json.dumps(inputs, sort_keys=True, default=str)
+    if key not in _work_of_records:
+        try:
+            _work_of_records[key] = work_of(inputs)
+        except Exception:  # a record from another version of the config: not comparable
+            _work_of_records[key] = None
+    work = _work_of_records[key]
+    if work is None:
+        return None
+    kind = "gpu" if "cuda" in str(record.get("device", "")) else "cpu"
+    return Measured(float(seconds), Work(work.macs, work.epochs, kind), record.get("host"))
+
+
+def this_machine(finished: Iterable[Measured],
+                 host: str | None = None) -> tuple[list[Measured], int]:
+    """The finished runs made on this host, and how many others were left out.
 
     Another machine's (or a record that does not say: made before records kept their host)
     wall times say nothing of this one's speed: the same grid ran 4x slower on a loaded copy of
@@ -154,24 +200,16 @@ def this_machine(finished: Iterable[Mapping[str, Any]],
 
     host = host or socket.gethostname()
     finished = list(finished)
-    mine = [record for record in finished if record.get("host") == host]
+    mine = [point for point in finished if point.host == host]
     return mine, len(finished) - len(mine)
 
 
-def calibration(finished: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """Measured / modelled wall time of finished records, per device kind (one factor each)."""
+def calibration(finished: Iterable[Measured]) -> dict[str, float]:
+    """Measured / modelled wall time of finished runs, per device kind (one factor each)."""
     wall: dict[str, float] = {}
     modelled: dict[str, float] = {}
-    for record in finished:
-        seconds, config = record.get("wall_seconds"), record.get("config")
-        if not seconds or not isinstance(config, Mapping):
-            continue
-        try:
-            work = work_of(config)
-        except Exception:  # a record from another version of the config: not comparable
-            continue
-        kind = "gpu" if "cuda" in str(record.get("device", "")) else "cpu"
-        work = Work(work.macs, work.epochs, kind)
-        wall[kind] = wall.get(kind, 0.0) + float(seconds)
-        modelled[kind] = modelled.get(kind, 0.0) + work.seconds()
+    for point in finished:
+        kind = point.work.device
+        wall[kind] = wall.get(kind, 0.0) + point.wall_seconds
+        modelled[kind] = modelled.get(kind, 0.0) + point.work.seconds()
     return {kind: wall[kind] / modelled[kind] for kind in wall if modelled[kind] > 0}

@@ -38,10 +38,10 @@ def mark(jobs: Sequence[Job], current: Mapping[str, Any], rerun: bool) -> str | 
     """The plan's line about stale finished runs (None if there are none); with ``rerun`` their
     jobs are turned from skip into run."""
     stale = [job for job in jobs if job.decision.action == SKIP and job.decision.previous
-             and is_stale(job.decision.previous.record, current)]
+             and is_stale(job.decision.previous.code, current)]
     if not stale:
         return None
-    codes = Counter(_code(job.decision.previous.record or {}) for job in stale)
+    codes = Counter(_code(job.decision.previous.code or {}) for job in stale)
     now = str(current.get("commit"))[:7] + ("+edits" if current.get("dirty") else "")
     where = ", ".join(f"{code} ({count})" for code, count in sorted(codes.items()))
     if rerun:

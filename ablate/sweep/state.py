@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate import records
+from ablate.sweep.estimate import Measured, calibration_point
 
 # What an earlier run of a config can be found in.
 FINISHED, FAILED, DIVERGED = records.STATUSES
@@ -34,8 +35,14 @@ class PastRun:
     state: str  # FINISHED, FAILED, DIVERGED, INTERRUPTED or RUNNING
     checkpoint: Path | None
     error: str | None
-    record: dict[str, Any] | None
+    measured: Measured | None  # a finished run's wall time and work, to calibrate estimates
     time: float  # when it last changed: for picking the newest of several
+    # Its state comes from its record, which no later event changes (a new attempt writes a
+    # new start marker first): the run index may trust it until its directory changes.
+    settled: bool = False
+    # which code made it (git_commit, git_source, git_dirty of its record): a relaunch names
+    # finished runs of other code (ablate.sweep.stale)
+    code: dict[str, Any] | None = None
 
     @property
     def record_path(self) -> Path:
@@ -69,26 +76,14 @@ def read_run(directory: Path) -> PastRun | None:
         state = record["status"]
         if state == FAILED and record.get("interrupted"):
             state = INTERRUPTED
-        return PastRun(directory, config_id, state, checkpoint, record.get("error"), record,
-                       changed)
+        point = calibration_point(record) if state == FINISHED else None
+        code = {key: record.get(key) for key in ("git_commit", "git_source", "git_dirty")}
+        return PastRun(directory, config_id, state, checkpoint, record.get("error"), point,
+                       changed, settled=True, code=code)
     alive = marker is not None and records.process_alive(
         marker.get("host"), marker.get("pid"), marker.get("pid_start"))
     state = RUNNING if alive else INTERRUPTED
     return PastRun(directory, config_id, state, checkpoint, None, None, changed)
-
-
-def scan(root: Path) -> dict[str, list[PastRun]]:
-    """Every run under ``root`` (any depth), grouped by config id."""
-    found: dict[str, list[PastRun]] = {}
-    if not root.is_dir():
-        return found
-    directories = {p.parent for p in root.rglob(records.START_FILE)}
-    directories |= {p.parent for p in root.rglob(records.RESULT_FILE)}
-    for directory in sorted(directories):
-        run = read_run(directory)
-        if run is not None:
-            found.setdefault(run.config_id, []).append(run)
-    return found
 
 
 @dataclass(frozen=True)

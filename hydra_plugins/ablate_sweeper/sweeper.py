@@ -10,16 +10,21 @@
 - a sweep directory of its own, even for two sweeps started in the same second.
 
 The decisions and the text are in ``ablate.sweep`` (no Hydra there); this class wires them to
-Hydra's composition and to whichever launcher is configured.
+Hydra's composition and to whichever launcher is configured. The plan composes each job once,
+at the cost of one Hydra composition per choice of config groups (``_composer.py``), and finds
+earlier runs through the run index (``ablate.sweep.index``): thousands of jobs plan in seconds.
+The launcher still composes each job it starts from its overrides, as Hydra's launchers do.
 """
 
 # No `from __future__ import annotations`: Hydra loads plugin modules outside sys.modules, where
 # dataclasses cannot resolve string annotations.
+import gc
 import logging
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +93,7 @@ class AblateSweeper(BasicSweeper):
         self.requested_dir: Path | None = None
         self.claims_root: Path | None = None  # None: no claims (resume=false runs everything)
         self.unsaved: str | None = None  # sweep.json could not be written (a full disk)
+        self.composer: Any = None  # _composer.JobComposer, made on first use
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -139,34 +145,51 @@ class AblateSweeper(BasicSweeper):
                 known += [value for value in values if value not in known]
         return grid, list(axes.items())
 
+    def _composer(self) -> Any:
+        """The composer of this sweep's jobs: one Hydra composition per distinct choice of
+        config groups, shared by the plan and the collection of results."""
+        from hydra_plugins.ablate_sweeper._composer import JobComposer
+
+        assert self.hydra_context is not None and self.config is not None
+        if self.composer is None:
+            self.composer = JobComposer(self.hydra_context.config_loader, self.config)
+        return self.composer
+
     def _plan(self, grid: list[list[str]], axes: list[tuple[str, list[str]]], root: Path):
         from ablate import config as config_lib
         from ablate import records
         from ablate.errors import ConfigError, SpecError
-        from ablate.sweep import estimate, plan, state
+        from ablate.sweep import estimate, index, plan, state
 
         assert self.hydra_context is not None and self.config is not None
-        past = state.scan(root) if self.resume else {}
-        finished = [run.record for runs in past.values() for run in runs
-                    if run.state == state.FINISHED and run.record]
+        past = index.past_runs(root) if self.resume else {}
+        finished = [run.measured for runs in past.values() for run in runs
+                    if run.state == state.FINISHED and run.measured]
         finished, elsewhere = estimate.this_machine(finished)
         factors = estimate.calibration(finished)
         swept = {key for key, values in axes if len(values) > 1}
         jobs, kinds = [], set()
-        loader = self.hydra_context.config_loader
-        for index, overrides in enumerate(grid):
-            cfg = loader.load_sweep_config(self.config, list(overrides))
+        composer = self._composer()
+        # Jobs that differ only in their replicate values (seed, lr) do the same work: the
+        # estimate reads the network, data sizes and trainer budget, none derived from those.
+        works: dict[tuple[str, ...], Any] = {}
+        for index_, overrides in enumerate(grid):
+            cfg = composer.compose(overrides, with_hydra=False)
             label = " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or "(no axes)"
             config_id = records.config_id(cfg)
             decision = state.decide(past.get(config_id, []), self.rerun_diverged)
-            job = plan.Job(index, list(overrides), label, config_id, decision)
+            job = plan.Job(index_, list(overrides), label, config_id, decision)
             try:
                 config_lib.validate(cfg)
-                work = estimate.work_of(cfg)
+                same_work = tuple(o for o in overrides if o.lstrip("+~").split("=", 1)[0]
+                                  not in records.REPLICATE_KEYS)
+                if same_work not in works:
+                    works[same_work] = estimate.work_of(cfg)
+                work = works[same_work]
             except (ConfigError, SpecError) as error:
                 job.problem = str(error)
             except Exception as error:  # an estimate is best effort, never a reason to stop
-                log.warning("no time estimate for job #%d: %s", index, error)
+                log.warning("no time estimate for job #%d: %s", index_, error)
             else:
                 kinds.add(work.device)
                 factor = factors.get(work.device)
@@ -218,26 +241,38 @@ class AblateSweeper(BasicSweeper):
             print(f"ablate: {problem}", file=sys.stderr)
             raise SweepInvalid()
 
+    def plan(self, arguments: list[str]) -> tuple[list[tuple[str, list[str]]], list, str, Path]:
+        """The grid of ``arguments`` as jobs, each looked up among earlier runs and priced:
+        ``(axes, jobs, estimate note, records root)``. Nothing is launched or written."""
+        assert self.config is not None and self.requested_dir is not None
+        grid, axes = self._final_stage(*self._grid(arguments))
+        root = self.requested_dir.parent
+        if self.records_root:
+            root = Path(self.records_root).absolute()
+        # Composing thousands of jobs allocates millions of small objects, and every collection
+        # of the oldest generation would walk the whole imported stack (torch, Lightning) too:
+        # left out of collections while planning, the plan takes half the time.
+        gc.freeze()
+        try:
+            jobs, note = self._plan(grid, axes, root)
+        finally:
+            gc.unfreeze()
+        return axes, jobs, note, root
+
     # ------------------------------------------------------------------------------- launch
 
     def sweep(self, arguments: list[str]) -> Any:
         from ablate import records
         from ablate.errors import Interrupted, SweepFailed, SweepIncomplete, SweepInvalid
         from ablate.signals import interruptible
-        from ablate.sweep import plan, progress, state
+        from ablate.sweep import index, plan, progress, state
 
         assert self.config is not None and self.launcher is not None
         began = time.time()
         self._check_launcher()
-        grid, axes = self._grid(arguments)
-        grid, axes = self._final_stage(grid, axes)
+        axes, jobs, note, root = self.plan(arguments)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
-        assert self.requested_dir is not None
-        root = self.requested_dir.parent
-        if self.records_root:
-            root = Path(self.records_root).absolute()
         name = str(self.config.get("sweep_name", root.name))
-        jobs, note = self._plan(grid, axes, root)
         stale_note = self._stale(jobs)
         print(plan.format_plan(name, sweep_dir, root, axes, jobs, note, self.dry_run), flush=True)
         if stale_note:
@@ -274,6 +309,8 @@ class AblateSweeper(BasicSweeper):
             self._save(sweep_dir, name, root, axes, jobs, began, time.time())
             print(plan.format_summary(name, sweep_dir, jobs, time.time() - began), flush=True)
             raise
+        # The next launch finds these runs in the index instead of reading them again.
+        index.note_runs(root, [job.output_dir for job in todo if job.output_dir])
         self._save(sweep_dir, name, root, axes, jobs, began, time.time())
         print(plan.format_summary(name, sweep_dir, jobs, time.time() - began), flush=True)
         failed = [job for job in jobs if job.state not in plan.COMPLETED]
@@ -304,7 +341,7 @@ class AblateSweeper(BasicSweeper):
         """The jobs of ``batch`` this launch may run: each claimed (``ablate.sweep.claims``), and
         none finished or started by another launch since this one made its plan. The others
         are marked as running elsewhere (or finished before) and are not launched."""
-        from ablate.sweep import claims, plan, state
+        from ablate.sweep import claims, index, plan, state
 
         if self.claims_root is None or self.config is None:
             return batch
@@ -317,7 +354,7 @@ class AblateSweeper(BasicSweeper):
                 mine.append(job)
             else:
                 job.state, job.error = plan.ELSEWHERE, holder.describe()
-        past = state.scan(root) if mine else {}
+        past = index.past_runs(root) if mine else {}
         for job in list(mine):  # a launch that planned at the same time may have finished it
             others = [run for run in past.get(job.config_id, [])
                       if sweep_dir not in run.directory.parents]
@@ -417,8 +454,7 @@ class AblateSweeper(BasicSweeper):
     def _output_dir(self, job: Any, num: int, result: JobReturn | None) -> Path:
         if result is not None and result.hydra_cfg is not None:
             return Path(str(result.hydra_cfg.hydra.runtime.output_dir))
-        assert self.hydra_context is not None and self.config is not None
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job.overrides))
+        cfg = self._composer().compose(job.overrides)
         with open_dict(cfg.hydra.job):
             cfg.hydra.job.num = num
         return Path(str(cfg.hydra.sweep.dir)).absolute() / str(cfg.hydra.sweep.subdir)
@@ -470,3 +506,31 @@ class AblateSweeper(BasicSweeper):
             "ended_time": ended,
             "jobs": [job.as_dict() for job in jobs],
         })
+
+
+@contextmanager
+def planner(overrides: Sequence[str]) -> Iterator[tuple[AblateSweeper, list[str]]]:
+    """The sweeper of ``python -m ablate.run -m OVERRIDES``, set up in this process to plan as
+    that command's dry run would (same composition, grid, lookup of earlier runs), and the task
+    overrides its ``plan`` takes. For benchmarks and tests, which time or check the plan
+    without a process per try; it launches nothing and claims no directory."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from ablate import config as config_lib
+
+    config_lib.register()
+    with initialize_config_module(config_lib.CONFIG_MODULE, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration(config_lib.CONFIG_NAME, list(overrides),
+                                           run_mode=RunMode.MULTIRUN)
+        settings = OmegaConf.to_container(master.hydra.sweeper, resolve=True)
+        assert isinstance(settings, dict)
+        settings.pop("_target_", None)
+        sweeper = AblateSweeper(**settings)
+        sweeper.config = master
+        # Planning reads only the config loader; Hydra's callbacks belong to launching.
+        sweeper.hydra_context = HydraContext(config_loader=loader, callbacks=None)  # type: ignore[arg-type]
+        sweeper.requested_dir = Path(str(master.hydra.sweep.dir)).absolute()
+        yield sweeper, [str(o) for o in master.hydra.overrides.task]

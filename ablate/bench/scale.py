@@ -1,0 +1,196 @@
+"""What a sweep of thousands of runs costs before and after training: plan, relaunch, report.
+
+``python -m ablate.bench.scale [--sizes 240 2400 24000]`` takes, for each N, the grid of
+``+sweep=table3 seed=range(N/48)`` (12 cells x 4 lr x N/48 seeds) in a scratch directory and
+times the real commands, each in a process of its own (wall time from start to exit, imports
+included; peak memory is the process's maximum resident set):
+
+1. ``dry run``: ``python -m ablate.run -m ... hydra.sweeper.dry_run=true`` on an empty folder,
+   until the whole plan is printed;
+2. synthetic records are written for every job (not timed): a start marker and a finished
+   ``result.json`` with the job's own config and config id (from the sweeper's composition, so
+   the relaunch matches them), metrics and a paper-length history (350 epochs); no
+   ``predictions.npz``. Their files are dated an hour back, as runs that ended a while ago,
+   and synced to disk; they stay in the page cache (a cluster's shared filesystem reads colder);
+3. ``relaunch, no index``: the same command without the dry run, which must plan "skip" for
+   every job; the first one finds no run index and scans the tree (and writes the index);
+4. ``relaunch``: the same again, with the index: what every later relaunch costs;
+5. ``report``: ``python -m ablate.report`` over the records, figures included.
+
+The machine is shared: the load average is printed before each command, so a reader can tell
+a quiet measurement from a busy one. Writes ``reports/benchmarks/scale.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ablate import records
+
+OUTPUT = Path("reports/benchmarks/scale.txt")
+CELLS_AND_LRS = 48  # table3: 3 models x 4 downsampling modes x 4 learning rates
+EPOCHS = 350  # the paper's protocol: a record's history has one row per epoch
+SWEEP_DIR = "2026-01-01_00-00-00"
+CHECKOUT = Path(__file__).resolve().parent.parent.parent
+
+
+def grid_args(runs: int) -> list[str]:
+    if runs % CELLS_AND_LRS:
+        raise SystemExit(f"--sizes: {runs} is not a multiple of {CELLS_AND_LRS} (the runs of "
+                         f"table3 per seed); try {runs - runs % CELLS_AND_LRS or CELLS_AND_LRS}")
+    return ["+sweep=table3", f"seed=range({runs // CELLS_AND_LRS})"]
+
+
+def _record(cfg, config_id: str, job: int, directory: Path, rng_state: int,
+            versions: dict) -> dict:
+    """A finished run's record, shaped as ``ablate.job`` writes it (no predictions)."""
+    from omegaconf import OmegaConf, open_dict
+
+    with open_dict(cfg):  # the only nodes that need the job's Hydra runtime to resolve
+        del cfg["callbacks"], cfg["logger"]
+    config = OmegaConf.to_container(cfg, resolve=True)
+    error = 0.08 + (rng_state % 1000) / 10000
+    history = [{"epoch": e, "lr": cfg.lr, "train_loss": round(2.3 / (e + 1), 6),
+                "train_error": round(0.9 / (e + 1), 6), "val_loss": round(0.5 + 1 / (e + 1), 6),
+                "val_error": round(error + 0.5 / (e + 1), 6)} for e in range(EPOCHS)]
+    cell = {"model": cfg.model.name, "downsample": cfg.downsample.name,
+            "dataset": cfg.dataset.name, "augmentation": cfg.augmentation.name,
+            "seed": cfg.seed, "lr": cfg.lr}
+    return {
+        "schema": records.SCHEMA_VERSION, "name": config["network"]["name"], "cell": cell,
+        "cell_id": records.cell_id(cell), "params": 1_369_738, "config": config,
+        "config_id": config_id, "versions": versions,
+        "started_at": "2026-01-01T00:00:00+00:00", "output_dir": str(directory),
+        "status": "finished",
+        "ended_at": f"2026-01-02T00:{job // 60 % 60:02d}:{job % 60:02d}+00:00",
+        "metrics": {"test_error": error, "val_error": error + 0.01, "train_error": 0.002,
+                    "train_loss": 0.01, "val_loss": 0.4, "test_loss": 0.41},
+        "epochs": EPOCHS, "history": history, "device": "cpu", "wall_seconds": 36000.0 + job,
+        "first_step_at": 0.0, "error": None,
+    }
+
+
+def write_records(scratch: Path, runs: int) -> Path:
+    """Records for every job of the grid; returns the records root (``sweeps/table3``)."""
+    from hydra_plugins.ablate_sweeper import register_plugins
+
+    register_plugins()
+    from hydra_plugins.ablate_sweeper.sweeper import planner
+
+    root = scratch / "sweeps" / "table3"
+    an_hour_ago = time.time() - 3600
+    versions = records.package_versions()
+    with planner(grid_args(runs)) as (sweeper, task):
+        grid, _ = sweeper._grid(task)
+        composer = sweeper._composer()
+        for job, overrides in enumerate(grid):
+            cfg = composer.compose(overrides, with_hydra=False)
+            config_id = records.config_id(cfg)
+            directory = root / SWEEP_DIR / str(job)
+            directory.mkdir(parents=True)
+            record = _record(cfg, config_id, job, directory, int(config_id[:8], 16), versions)
+            # Scratch data: plain writes, since an fsync per file would dominate this step.
+            (directory / records.START_FILE).write_text(json.dumps(
+                {"config_id": config_id, "host": "elsewhere", "pid": 1}))
+            (directory / records.RESULT_FILE).write_text(json.dumps(record))
+            for path in (directory / records.START_FILE, directory / records.RESULT_FILE):
+                os.utime(path, (an_hour_ago, an_hour_ago + (path.name == records.RESULT_FILE)))
+    for directory, _, _ in os.walk(root):
+        os.utime(directory, (an_hour_ago + 2, an_hour_ago + 2))
+    # On disk before anything is timed: else the first fsync of a timed command (sweep.json,
+    # the index, the report) waits for the gigabyte of records to be written out.
+    os.sync()
+    return root
+
+
+def timed(args: list[str], cwd: Path) -> tuple[float, float, str]:
+    """Wall seconds, peak resident memory (GiB) and output of one command in its own process."""
+    env = {**os.environ, "PYTHONPATH": str(CHECKOUT), "PYTHONWARNINGS": "ignore",
+           "WANDB_MODE": "disabled"}
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out:
+        process = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({process.returncode}):\n{text[-3000:]}")
+    return wall, usage.ru_maxrss / 2**20, text  # ru_maxrss is in KiB on Linux
+
+
+def load() -> str:
+    return "load " + " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}"
+
+
+def measure(runs: int, say) -> None:
+    with tempfile.TemporaryDirectory(prefix="ablate-scale-") as name:
+        scratch = Path(name)
+        command = ["-m", "ablate.run", "-m", *grid_args(runs)]
+        before = load()
+        wall, memory, out = timed([*command, "hydra.sweeper.dry_run=true"], scratch)
+        assert f"{runs} to run, 0 to resume, 0 skipped" in out, out[-2000:]
+        say(f"  {runs:>6}  dry run              {wall:7.1f} s  {memory:5.2f} GiB  ({before})")
+        started = time.perf_counter()
+        root = write_records(scratch, runs)
+        say(f"  {runs:>6}  (records written in {time.perf_counter() - started:.0f} s, "
+            f"{sum(p.stat().st_size for p in root.rglob('result.json')) / 2**20:.0f} MiB)")
+        for label in ("relaunch, no index", "relaunch"):
+            before = load()
+            wall, memory, out = timed(command, scratch)
+            assert f"0 to run, 0 to resume, {runs} skipped" in out, out[-2000:]
+            say(f"  {runs:>6}  {label:<20} {wall:7.1f} s  {memory:5.2f} GiB  ({before})")
+        before = load()
+        wall, memory, out = timed(["-m", "ablate.report", "sweeps", "--out",
+                                   str(scratch / "tables.md")], scratch)
+        assert f"{runs} runs -> " in out, out[-2000:]
+        say(f"  {runs:>6}  report               {wall:7.1f} s  {memory:5.2f} GiB  ({before})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[240, 2400, 24000],
+                        help="numbers of runs, multiples of 48 (default: 240 2400 24000)")
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    options = parser.parse_args()
+    lines = [f"Sweep scale on this machine: {machine()}",
+             f"python -m ablate.bench.scale --sizes {' '.join(map(str, options.sizes))}",
+             "grid: +sweep=table3 seed=range(N/48); each command in its own process, imports "
+             "included; memory: peak resident set; load: 1/5/15-min load average before it",
+             "", f"  {'N':>6}  {'command':<20} {'wall':>9}  {'memory':>9}"]
+    print("\n".join(lines), flush=True)
+
+    def say(line: str) -> None:
+        lines.append(line)
+        print(line, flush=True)
+
+    for runs in options.sizes:
+        measure(runs, say)
+    records.write_atomic(options.output, "\n".join(lines) + "\n")
+    print(f"written to {options.output}")
+
+
+if __name__ == "__main__":
+    main()

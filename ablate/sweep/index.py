@@ -1,0 +1,207 @@
+"""Where a sweep name's earlier runs are, without reading them all on every launch.
+
+A relaunch must know every run under the records root (``sweeps/<name>``): what finished, what
+failed, what is still running, with which config id. Reading every record of thousands of runs,
+or globbing a deep tree of checkpoints and W&B files, is the slow part on a cluster's shared
+filesystem. So the root keeps an index, ``.ablate/run-index.json``: each directory of the tree
+down to the run directories, with its modification time, and for each run what
+``state.read_run`` found there.
+
+A launch walks the tree once and trusts an entry only while its directory is unchanged: one
+``stat`` per directory, no record read. Every way a run can change touches its directory's
+modification time (records and start markers are written by rename into it, a first checkpoint
+creates ``checkpoints/`` in it, a deleted record removes an entry from it), and so does a new
+run or sweep folder for its parent. A changed directory is listed or read again, whoever changed
+it, from whichever machine. Runs whose state can change without that (started, no record yet:
+their process may die, a checkpoint may appear) are read again on every launch. An index that is
+missing, damaged or of another version is ignored: the walk then reads everything, as a scan,
+and writes the index anew. Two launches writing it at once lose one's update, never
+correctness: a missed change is still a changed directory.
+
+Run directories are not descended into (their own folders hold checkpoints, configs and W&B
+files, never other runs), and neither are hidden folders (``.submitit``, ``.hydra``, this index).
+
+No torch here: planning a sweep must not need the training stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablate import records
+from ablate.sweep.estimate import Measured
+from ablate.sweep.state import PastRun, read_run
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = Path(".ablate") / "run-index.json"  # in a folder of its own: writing it leaves the
+VERSION = 1  # root's modification time alone
+# A directory modified this recently may be modified again within the same timestamp tick
+# (1-2 s on coarse filesystems): its entry is kept but checked again by the next launch.
+SETTLE_NS = 5 * 10**9
+
+
+@dataclass
+class _Walk:
+    """One pass over the tree: the index read before it, the index it leaves, what it found."""
+
+    root: Path
+    old_dirs: Mapping[str, Any]
+    old_runs: Mapping[str, Any]
+    now_ns: int = field(default_factory=time.time_ns)
+    dirs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    read: int = 0  # run directories whose files were read
+
+    def settled(self, mtime_ns: int) -> int | None:
+        return mtime_ns if self.now_ns - mtime_ns > SETTLE_NS else None
+
+
+def _entry(run: PastRun | None, mtime_ns: int | None) -> dict[str, Any]:
+    if run is None:  # files of no known config (a damaged record, no marker): nothing to match
+        return {"mtime_ns": mtime_ns, "config_id": None}
+    return {
+        "mtime_ns": mtime_ns,
+        "config_id": run.config_id,
+        "state": run.state,
+        "checkpoint": str(run.checkpoint.relative_to(run.directory)) if run.checkpoint else None,
+        "error": run.error,
+        "measured": run.measured.as_dict() if run.measured else None,
+        "time": run.time,
+        "settled": run.settled,
+        "code": run.code,
+    }
+
+
+def _past_run(directory: Path, entry: Mapping[str, Any]) -> PastRun | None:
+    if entry["config_id"] is None:
+        return None
+    measured = Measured.from_dict(entry["measured"]) if entry["measured"] else None
+    checkpoint = directory / entry["checkpoint"] if entry["checkpoint"] else None
+    return PastRun(directory, str(entry["config_id"]), str(entry["state"]), checkpoint,
+                   entry["error"], measured, float(entry["time"]), bool(entry["settled"]),
+                   entry.get("code"))
+
+
+def _visit(walk: _Walk, rel: str) -> None:
+    path = walk.root / rel if rel else walk.root
+    try:
+        mtime_ns = os.stat(path).st_mtime_ns
+    except OSError:
+        return  # removed since its parent was listed
+    known = walk.old_runs.get(rel)
+    if known is not None and known["mtime_ns"] == mtime_ns and known.get("settled", True):
+        walk.runs[rel] = dict(known)
+        return
+    known = walk.old_dirs.get(rel)
+    if known is not None and known["mtime_ns"] == mtime_ns:
+        walk.dirs[rel] = dict(known)
+        for child in known["children"]:
+            _visit(walk, f"{rel}/{child}" if rel else child)
+        return
+    try:
+        with os.scandir(path) as listing:
+            entries = list(listing)
+    except OSError:
+        return
+    names = {entry.name for entry in entries}
+    if records.START_FILE in names or records.RESULT_FILE in names:
+        walk.read += 1
+        walk.runs[rel] = _entry(read_run(path), walk.settled(mtime_ns))
+        return
+    children = sorted(entry.name for entry in entries
+                      if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False))
+    walk.dirs[rel] = {"mtime_ns": walk.settled(mtime_ns), "children": children}
+    for child in children:
+        _visit(walk, f"{rel}/{child}" if rel else child)
+
+
+def _load(root: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(dirs, runs)`` of the index under ``root``; None if it is missing or unusable."""
+    data = records.read_json(root / INDEX_FILE)
+    if data is None or data.get("version") != VERSION:
+        return None
+    dirs, runs = data.get("dirs"), data.get("runs")
+    if not isinstance(dirs, dict) or not isinstance(runs, dict):
+        return None
+    try:  # every entry must have what _visit and _past_run read: else the whole index is rebuilt
+        for entry in dirs.values():
+            assert isinstance(entry["children"], list) and "mtime_ns" in entry
+            assert all(isinstance(child, str) for child in entry["children"])
+        for entry in runs.values():
+            assert "mtime_ns" in entry
+            if entry["config_id"] is not None:
+                _past_run(root, entry)
+    except (AssertionError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return dirs, runs
+
+
+def _save(root: Path, walk: _Walk) -> None:
+    try:
+        records.write_json_atomic(root / INDEX_FILE, {
+            "version": VERSION, "written_by": "ablate.sweep.index", "dirs": walk.dirs,
+            "runs": walk.runs})
+    except OSError as error:  # a read-only share: the next launch scans again, nothing worse
+        log.warning("could not write the run index %s: %s", root / INDEX_FILE, error)
+
+
+def _found(walk: _Walk) -> dict[str, list[PastRun]]:
+    found: dict[str, list[PastRun]] = {}
+    for rel, entry in walk.runs.items():
+        run = _past_run(walk.root / rel if rel else walk.root, entry)
+        if run is not None:
+            found.setdefault(run.config_id, []).append(run)
+    return found
+
+
+def scan(root: Path) -> dict[str, list[PastRun]]:
+    """Every run under ``root``, grouped by config id, read from disk (no index used or
+    written)."""
+    walk = _Walk(root, {}, {})
+    if root.is_dir():
+        _visit(walk, "")
+    return _found(walk)
+
+
+def past_runs(root: Path) -> dict[str, list[PastRun]]:
+    """Every run under ``root``, grouped by config id: the index, checked against the disk and
+    brought up to date (or rebuilt by a scan when it is missing or unusable)."""
+    if not root.is_dir():
+        return {}
+    loaded = _load(root)
+    dirs, runs = loaded if loaded is not None else ({}, {})
+    walk = _Walk(root, dirs, runs)
+    _visit(walk, "")
+    if loaded is None or walk.dirs != dirs or walk.runs != runs:
+        _save(root, walk)
+    how = "scanned (no usable index)" if loaded is None else "index checked"
+    log.info("%s: %s, %d run directories, %d read", root, how, len(walk.runs), walk.read)
+    return _found(walk)
+
+
+def note_runs(root: Path, directories: Iterable[Path]) -> None:
+    """Put runs that just ended into the index, so that the next launch need not read them.
+
+    Only their own entries change: a parent folder keeps its recorded modification time, so the
+    next launch still lists it and finds whatever else appeared there meanwhile.
+    """
+    loaded = _load(root)
+    if loaded is None:
+        return  # the next launch scans and writes a whole index
+    dirs, runs = loaded
+    walk = _Walk(root, dirs, runs, dirs=dict(dirs), runs=dict(runs))
+    for directory in directories:
+        try:
+            rel = directory.relative_to(root).as_posix().removeprefix(".")
+            mtime_ns = os.stat(directory).st_mtime_ns
+        except (ValueError, OSError):
+            continue  # elsewhere than under the records root, or gone
+        walk.runs[rel] = _entry(read_run(directory), walk.settled(mtime_ns))
+    _save(root, walk)
