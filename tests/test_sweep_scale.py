@@ -22,6 +22,7 @@ PRESETS = sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "sweep
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
+@pytest.mark.slow  # every job of every preset composed in full by Hydra too (~0.14 s each)
 @pytest.mark.parametrize("preset", PRESETS)
 def test_fast_composition_equals_hydras_for_every_job_of_the_preset(preset):
     # An extra plain value and a trainer key the YAML lacks: both go the fast way too.
