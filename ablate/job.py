@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate import records, tracking
 from ablate.callbacks import EpochHistory, FirstStep, TestPredictions, epoch_metrics
+from ablate.data.module import TensorDataModule
 from ablate.errors import CheckpointError, Diverged, Interrupted, RunFailed
 from ablate.network import count_parameters
 from ablate.resume import ConfigStamp, resume_point
@@ -109,9 +110,9 @@ class Job:
         history, first_step = _callback(trainer, EpochHistory), _callback(trainer, FirstStep)
         epochs = history.epochs if history is not None else []
         metrics: dict[str, Any] = {**self.fit_metrics, **_metrics(trainer)}
-        counts = getattr(trainer and trainer.datamodule, "image_counts", None)
-        if counts is not None:  # e.g. the final stage's train count: every training image
-            fields["images"] = counts()
+        datamodule = trainer.datamodule if trainer is not None else None
+        if isinstance(datamodule, TensorDataModule):  # e.g. the final stage's train count
+            fields["images"] = datamodule.image_counts()
         tested = _callback(trainer, TestPredictions)
         if status == "finished" and tested is not None and tested.entry is not None:
             fields["predictions"] = tested.entry
