@@ -312,8 +312,9 @@ def protocol_of(config: Mapping[str, Any] | None) -> dict[str, Any]:
         value = select_dotted(config, key)
         if key == "optimizer" and isinstance(value, Mapping):
             value = {k: v for k, v in value.items() if k != "lr"}  # lr is a study axis
-        protocol[key] = canonical(value)
-    return protocol
+        protocol[key] = value
+    canon = canonical(protocol)  # one round trip for all keys: the report reads thousands
+    return {key: canon[key] for key in PROTOCOL_KEYS}
 
 
 # ---------------------------------------------------------------- a run's record

@@ -278,3 +278,31 @@ def test_a_finished_run_with_a_nan_or_inf_test_error_counts_as_failed_everywhere
     [allc] = _rows(text, "#### Table 3 layout: cifar10, augmentation none", "All-CNN-C")
     assert allc[3:6] == ["9.00", "1", "2"]  # the one finite seed; n 1; 2 failed
     assert "inf" not in text.replace("test_error is inf", "")  # never printed as an error %
+
+
+def test_history_columns_give_back_the_rows_and_the_curves_average_them():
+    """Histories are kept as columns (24,000 records in memory); rows and curves read from
+    them must equal what the plain rows say, a row without a key included."""
+    import math
+
+    import pandas as pd
+
+    from ablate.report import figures
+
+    rows = [{"epoch": 0, "val_error": 0.5, "train_error": 0.75},
+            {"epoch": 1, "val_error": 0.25},
+            {"epoch": 2, "val_error": float("nan"), "train_error": 0.125}]
+    history = load.History.of(rows)
+    assert isinstance(history, load.History) and list(history)[:2] == rows[:2]
+    assert math.isnan(history[2]["val_error"]) and history[2]["train_error"] == 0.125
+    assert [r.keys() for r in history] == [r.keys() for r in rows]
+    epochs, values = load.series(history, "train_error")
+    assert epochs.tolist() == [0, 2] and values.tolist() == [0.75, 0.125]
+    # text in a history: kept as plain rows, and read the same way
+    plain = [{"epoch": 0, "val_error": 0.1, "note": "x"}, {"epoch": 1, "val_error": None}]
+    assert load.History.of(plain) is plain
+    assert [a.tolist() for a in load.series(plain, "val_error")] == [[0], [0.1]]
+    # the mean per epoch over two runs, one of each kind; NaN and missing values left out
+    runs = pd.DataFrame({"history": [history, plain]})
+    assert figures._curve(runs, "val_error") == ([1, 2], [100 * (0.5 + 0.1) / 2, 25.0])
+    assert figures._curve(runs, "test_error") == ([], [])

@@ -13,6 +13,7 @@ and compared with :mod:`ablate.report.evidence`.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -92,10 +93,21 @@ def comparable_runs(frame: pd.DataFrame) -> pd.DataFrame:
                 & runs["cell"].notna()]
 
 
-def _parsed(runs: pd.DataFrame) -> list[tuple[Any, dict[str, Any], dict[str, Any]]]:
-    return [(index, json.loads(cell), json.loads(spec))
-            for index, cell, spec in zip(runs.index, runs["cell"], runs["protocol_spec"],
-                                         strict=True)]
+@functools.lru_cache(maxsize=None)
+def _setting(cell: str, drop: tuple[str, ...]) -> str:
+    """A cell's JSON without ``drop`` (its seed and lr): what the runs of one setting share."""
+    return json.dumps({k: v for k, v in json.loads(cell).items() if k not in drop},
+                      sort_keys=True)
+
+
+def _by_setting(runs: pd.DataFrame, drop: tuple[str, ...]) -> dict[tuple[str, str], list[int]]:
+    """Positions of the runs per (setting, protocol spec): a grid of thousands of seeds and lrs
+    has a few dozen settings, so each is parsed and keyed once, not once per run."""
+    grouped: dict[tuple[str, str], list[int]] = {}
+    for position, (cell, spec) in enumerate(zip(runs["cell"], runs["protocol_spec"],
+                                                strict=True)):
+        grouped.setdefault((_setting(cell, drop), spec), []).append(position)
+    return grouped
 
 
 @dataclass
@@ -113,28 +125,35 @@ class Context:
 def contexts(frame: pd.DataFrame, axis: str) -> list[Context]:
     """Every context with runs along ``axis``, in a fixed order."""
     runs = comparable_runs(frame)
-    grouped: dict[str, tuple[dict[str, str], dict[str, list[Any]]]] = {}
-    for index, cell, spec in _parsed(runs):
+    grouped: dict[str, tuple[dict[str, str], dict[str, list[int]]]] = {}
+    for (setting, spec), positions in _by_setting(runs, _run_keys(axis)).items():
+        cell = json.loads(setting)
         if axis not in cell:
             continue
         keyed = {k: text(v) for k, v in cell.items()
                  if k not in (axis, "seed", "lr", *IGNORED_KEYS)}
-        protocol = {k: v for k, v in spec.items() if not _related(k, axis)}
+        protocol = {k: v for k, v in json.loads(spec).items() if not _related(k, axis)}
         key = json.dumps([keyed, protocol], sort_keys=True)
-        grouped.setdefault(key, (keyed, {}))[1].setdefault(text(cell[axis]), []).append(index)
+        grouped.setdefault(key, (keyed, {}))[1].setdefault(text(cell[axis]), []).extend(positions)
     found = []
     for key in sorted(grouped):
         keyed, by_value = grouped[key]
         context = Context(axis, keyed)
         for value in value_order(axis, by_value):
-            context.sides[value] = runs.loc[by_value[value]]
+            context.sides[value] = runs.iloc[sorted(by_value[value])]  # in the frame's order
         found.append(context)
     return found
 
 
+def _run_keys(axis: str) -> tuple[str, ...]:
+    """The keys that tell the runs of one setting apart, unless they are the axis itself."""
+    return tuple(key for key in ("seed", "lr") if key != axis)
+
+
 def axes(frame: pd.DataFrame) -> list[str]:
     """Cell keys with two or more values within some context: ``downsample`` first."""
-    keys = sorted({k for _, cell, _ in _parsed(comparable_runs(frame)) for k in cell}
+    settings = _by_setting(comparable_runs(frame), _run_keys(""))
+    keys = sorted({k for setting, _ in settings for k in json.loads(setting)}
                   - set(NOT_AXES) - set(IGNORED_KEYS))
     found = [k for k in keys if any(len(c.sides) > 1 for c in contexts(frame, k))]
     return sorted(found, key=lambda k: (k != "downsample", k))

@@ -8,14 +8,14 @@ atomically, so the same runs give the same files.
 from __future__ import annotations
 
 import io
-import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ablate import records
-from ablate.report import evidence, reference, stats
+from ablate.report import evidence, load, reference, stats
 from ablate.report.load import SHIFTS
 
 COLORS = {"pool": "#4c72b0", "stride": "#dd8452", "convpool": "#55a868", "conv": "#c44e52"}
@@ -108,14 +108,14 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
 
 def _curve(rows: pd.DataFrame, key: str) -> tuple[list[int], list[float]]:
     """Mean of ``key`` per epoch over the runs' histories."""
-    points: dict[int, list[float]] = {}
-    for history in rows["history"]:
-        for entry in history or []:
-            value = entry.get(key)
-            if value is not None and not math.isnan(float(value)):
-                points.setdefault(int(entry["epoch"]), []).append(float(value))
-    epochs = sorted(points)
-    return [e + 1 for e in epochs], [100 * sum(points[e]) / len(points[e]) for e in epochs]
+    pairs = [load.series(history, key) for history in rows["history"]]
+    if not pairs or not sum(len(epochs) for epochs, _ in pairs):
+        return [], []
+    epochs = np.concatenate([epochs for epochs, _ in pairs])
+    values = np.concatenate([values for _, values in pairs])
+    order, inverse = np.unique(epochs, return_inverse=True)
+    means = np.bincount(inverse, weights=values) / np.bincount(inverse)
+    return [int(e) + 1 for e in order], [100 * float(m) for m in means]
 
 
 def learning_curves(runs: pd.DataFrame, title: str, path: Path) -> Path | None:

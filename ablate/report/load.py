@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import math
+import operator
 import os
 import subprocess
 import sys
@@ -162,13 +163,15 @@ class History(Sequence):
     @classmethod
     def of(cls, rows: Any) -> History | Any:
         """Columns for a list of rows of numbers; anything else is returned as it is."""
-        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        if not isinstance(rows, list) or not set(map(type, rows)) <= {dict}:
             return rows
         keys = list(dict.fromkeys(itertools.chain.from_iterable(rows)))
+        every = set(map(len, rows)) <= {len(keys)}  # every row has every key
         columns = {}
         for key in keys:
-            present = [key in row for row in rows]
-            values = [row.get(key, 0) for row in rows]
+            present = None if every else [key in row for row in rows]
+            values = (list(map(operator.itemgetter(key), rows)) if every
+                      else [row.get(key, 0) for row in rows])
             types = set(map(type, values))
             if not types <= {int, float}:
                 return rows  # text, explicit nulls or booleans: rare, kept as they are
@@ -176,11 +179,24 @@ class History(Sequence):
                 array = np.array(values, dtype=np.int64 if types == {int} else np.float64)
             except OverflowError:
                 return rows
-            columns[key] = (array, None if all(present) else np.array(present))
+            columns[key] = (array, None if present is None or all(present)
+                            else np.array(present))
         return cls(columns, len(rows))
 
     def __len__(self) -> int:
         return self._length
+
+    def series(self, key: str, index: str = "epoch") -> tuple[np.ndarray, np.ndarray]:
+        """``index`` and ``key`` over the rows that have both, as two arrays: a curve over
+        thousands of runs without a dict per row."""
+        if key not in self._columns or index not in self._columns:
+            return np.array([], dtype=np.int64), np.array([], dtype=np.float64)
+        (indices, has_index), (values, has_value) = self._columns[index], self._columns[key]
+        keep = np.ones(self._length, dtype=bool)
+        for mask in (has_index, has_value):
+            if mask is not None:
+                keep &= mask
+        return indices[keep], values[keep].astype(np.float64)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         columns = [(key, values.tolist(), None if present is None else present.tolist())
@@ -205,10 +221,28 @@ class History(Sequence):
     def __repr__(self) -> str:
         return f"History({self._length} epochs: {', '.join(self._columns)})"
 
+def series(history: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Epochs and finite values of ``key`` in a run's history, whichever form it was kept in."""
+    if isinstance(history, History):
+        epochs, values = history.series(key)
+    else:
+        pairs = [(entry["epoch"], _float(entry.get(key))) for entry in history or []
+                 if isinstance(entry, Mapping) and entry.get("epoch") is not None]
+        epochs = np.array([int(e) for e, v in pairs if v is not None], dtype=np.int64)
+        values = np.array([v for _, v in pairs if v is not None], dtype=np.float64)
+    keep = ~np.isnan(values)
+    return epochs[keep].astype(np.int64), values[keep]
+
+
 def _display(path: Path) -> str:
     """A path as the report shows it: relative to the working directory where possible."""
+    here = Path.cwd()
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(Path(os.path.abspath(path)).relative_to(here))  # no filesystem calls
+    except ValueError:
+        pass
+    try:
+        return str(path.resolve().relative_to(here.resolve()))  # through symbolic links
     except ValueError:
         return str(path)
 
@@ -407,7 +441,7 @@ def load_records(paths: Sequence[Path], issues: Issues) -> list[tuple[Path, dict
             if not isinstance(record.get("cell"), Mapping):
                 raise records.RecordError(f"{path}: 'cell' is not an object")
             row = row_from_record(record, path)
-            row.update(per_example.row_fields(record, path, issues, _display(path)))
+            row.update(per_example.row_fields(record, path, issues, row["path"]))
             loaded.append((path, row))
         except (records.RecordError, KeyError, TypeError, AttributeError, ValueError) as error:
             text = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -515,8 +549,9 @@ def _in_progress_row(job_dir: Path, issues: Issues) -> dict[str, Any] | None:
 def _mark_duplicates(frame: pd.DataFrame, issues: Issues) -> None:
     """Several finished/failed runs of one table cell: the newest counts, the rest are kept but
     marked ``superseded`` (so a seed is never counted twice)."""
-    done = frame[frame["status"] != RUNNING]
     key = ["protocol", "dataset", "augmentation", "name", "lr", "seed"]
+    done = frame[frame["status"] != RUNNING]
+    done = done[done.duplicated(key, keep=False)]  # most cells have one run: skip those
     for _, group in done.groupby(key, dropna=False, sort=True):
         if len(group) < 2:
             continue
@@ -549,7 +584,7 @@ def load_runs(
     rows = [row for _, row in loaded]
 
     # A W&B folder inside a run's folder is that run's own: its record already says it all.
-    record_dirs = {path.parent.resolve() for path, _ in loaded}
+    record_dirs = {path.parent.resolve() for path, _ in loaded} if found.wandb_runs else set()
     wandb_dirs = []
     for run_dir in found.wandb_runs:
         mirrored = any(parent in record_dirs for parent in run_dir.resolve().parents)
@@ -578,7 +613,8 @@ def load_runs(
     if wandb_project:
         rows.extend(load_wandb_api(wandb_project, wandb_filters, issues))
 
-    finished_dirs = {Path(p).parent.resolve() for p in found.records}
+    finished_dirs = ({Path(p).parent.resolve() for p in found.records} if found.job_dirs
+                     else set())
     for job_dir in found.job_dirs:
         if job_dir.resolve() not in finished_dirs:
             row = _in_progress_row(job_dir, issues)
