@@ -37,18 +37,20 @@ def write_record(root: Path, job: str, *, name: str, model: str, downsample: str
                  seed: int, status: str = "finished", test: float | None = None,
                  val: float | None = None, dataset: str = "cifar10", augmentation: str = "none",
                  overrides: tuple[str, ...] = (), ended: str = "2026-01-01T01:00:00+00:00",
-                 sweep: str = SWEEP, params: int = 1000) -> Path:
+                 sweep: str = SWEEP, params: int = 1000, typed: dict | None = None) -> Path:
+    """``typed``: cell keys beyond the axes (overrides typed on the command line)."""
     config = json.loads(_config(dataset, overrides))
     config["lr"] = lr
     config["optimizer"]["lr"] = lr
     cell = {"model": model, "downsample": downsample, "dataset": dataset,
-            "augmentation": augmentation, "seed": seed, "lr": lr}
+            "augmentation": augmentation, "seed": seed, "lr": lr, **(typed or {})}
     metrics = {} if test is None else {"test_error": test, "val_error": val, "train_loss": 0.5}
     history = [{"epoch": e, "lr": lr, "train_loss": 1.0 / (e + 1), "train_error": 0.5 / (e + 1),
                 "val_error": (val or 0.5) + 0.1 / (e + 1), "val_loss": 1.0} for e in range(3)]
     record = {
         "schema": 1, "status": status, "name": name, "cell": cell,
-        "cell_id": records.cell_id(cell), "params": params, "metrics": metrics, "epochs": 3,
+        "cell_id": records.cell_id(cell), "config_id": records.config_id(config),
+        "params": params, "metrics": metrics, "epochs": 3,
         "history": history if status == "finished" else [], "wall_seconds": 1.5,
         "config": config, "error": None if status == "finished" else f"{status} for a test",
         "started_at": "2026-01-01T00:00:00+00:00", "ended_at": ended,
@@ -306,3 +308,37 @@ def test_history_columns_give_back_the_rows_and_the_curves_average_them():
     runs = pd.DataFrame({"history": [history, plain]})
     assert figures._curve(runs, "val_error") == ([1, 2], [100 * (0.5 + 0.1) / 2, 25.0])
     assert figures._curve(runs, "test_error") == ([], [])
+
+
+def test_a_setting_swept_within_a_cell_gets_rows_of_its_own_not_superseded(tmp_path):
+    """``augmentation.transform.max_shift=1,5`` varies no axis of the tables: its runs share
+    every table cell, yet they are not reruns (their configs differ). Each value is a row of
+    its own, a cell without the key takes its value from the config, and true reruns within a
+    value are still superseded."""
+    root = tmp_path / "sweeps"
+    common = {"name": "All-CNN-C", "model": "C", "downsample": "conv", "lr": 0.05,
+              "augmentation": "flip_translate"}
+    key = "augmentation.transform.max_shift"
+    for shift, errors in ((1, (0.20, 0.22)), (5, (0.10, 0.12))):
+        for seed, test in enumerate(errors):
+            write_record(root, f"{shift}-{seed}", **common, seed=seed, test=test, val=test,
+                         overrides=("augmentation=flip_translate", f"{key}={shift}"),
+                         typed={key: shift})
+    # an older run of shift 1, seed 0 (a rerun): superseded
+    write_record(root, "1-0-old", **common, seed=0, test=0.9, val=0.9,
+                 overrides=("augmentation=flip_translate", f"{key}=1"), typed={key: 1},
+                 ended="2025-12-31T00:00:00+00:00")
+    # an older run made without the override: the config's default, 5, is its value
+    write_record(root, "default-0", **common, seed=0, test=0.8, val=0.8,
+                 overrides=("augmentation=flip_translate",), ended="2025-12-31T00:00:00+00:00")
+    frame, issues = load.load_runs([root])
+    names = dict(zip(frame["path"].map(lambda p: Path(p).parent.name), frame["name"]))
+    one, five = f"All-CNN-C ({key}=1)", f"All-CNN-C ({key}=5)"
+    assert names == {"1-0": one, "1-1": one, "1-0-old": one,
+                     "5-0": five, "5-1": five, "default-0": five}
+    superseded = {Path(p).parent.name for p in frame.loc[frame["superseded"], "path"]}
+    assert superseded == {"1-0-old", "default-0"}
+    assert issues.counts[load.VARIANTS] == 1 and issues.counts[load.DUPLICATES] == 2
+    picked = stats.selected(stats.current(frame))
+    assert {name: (entry["chosen"]["n"], round(entry["chosen"]["test_mean"], 4))
+            for name, entry in picked.items()} == {one: (2, 0.21), five: (2, 0.11)}

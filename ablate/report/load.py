@@ -47,7 +47,7 @@ COLUMNS = (
     "source", "path", "sweep", "wandb_id", "cell_id", "name", *records.CELL_AXES, "lr", "seed",
     "status", *METRICS, *CONSISTENCY, "params", "epochs", "train_images", "wall_seconds",
     "started_at", "ended_at", "protocol", "protocol_spec", "cell", "error", "history",
-    "superseded", "test_fingerprint", "correct", "code", "versions",
+    "superseded", "test_fingerprint", "correct", "code", "versions", "config_id",
 )
 # The package versions the report's Inputs name, per run (the record keeps every one).
 KEY_PACKAGES = ("torch", "pytorch-lightning", "hydra-core", "wandb")
@@ -59,13 +59,14 @@ UNREADABLE_WANDB = "unreadable W&B runs (skipped)"
 NOT_ABLATE = "W&B runs not made by ablate (no cell in their config; skipped)"
 IN_PROGRESS = "runs in progress or killed (job folder, no record yet)"
 DUPLICATES = "duplicate runs of a cell (older ones superseded)"
+VARIANTS = "settings varied within a table cell (each value a row of its own)"
 MIXED_DATASETS = "datasets mixed (one table each)"
 MIXED_PROTOCOLS = "protocols mixed (one section each)"
 WANDB_DISAGREES = "W&B runs that disagree with their record"
 WANDB_MIRRORED = "W&B runs described by a record (the record is used)"
 WANDB_IGNORED = "W&B run folders not read (--wandb-offline none)"
 WITHOUT_METRICS = "finished runs without a finite test_error (counted as failed)"
-INFO = (WANDB_MIRRORED, WANDB_IGNORED)
+INFO = (WANDB_MIRRORED, WANDB_IGNORED, VARIANTS)
 
 # What makes two runs comparable (``records.PROTOCOL_KEYS``, ``records.protocol_of``): defined
 # beside the cell, so that a W&B run can carry its protocol and be read back without its config.
@@ -323,6 +324,7 @@ def row_from_record(record: Mapping[str, Any], path: Path) -> dict[str, Any]:
         cell=record["cell"], name=record.get("name"), status=record["status"],
         metrics=record.get("metrics") or {}, config=config,
         wandb_id=wandb_info.get("id"), cell_id=record.get("cell_id"),
+        config_id=record.get("config_id"),
         params=record.get("params"), epochs=record.get("epochs"),
         train_images=(record.get("images") or {}).get("train"),
         wall_seconds=record.get("wall_seconds"), started_at=record.get("started_at"),
@@ -546,10 +548,59 @@ def _in_progress_row(job_dir: Path, issues: Issues) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------- all together
 
+# A table cell: the runs of one row, lr and seed. Two runs here are reruns of each other,
+# unless they were made with different configs (``_split_variants``).
+TABLE_CELL = ["protocol", "dataset", "augmentation", "name", "lr", "seed"]
+# Cell keys that never tell two settings apart: the replicates, and how a run was launched,
+# shown or logged.
+NOT_SETTINGS = ("seed", "lr", *records.CONTROL_KEYS, *records.PRESENTATION_KEYS,
+                *records.STORAGE_KEYS)
+
+
+def _config_value(path: str, key: str) -> Any:
+    """``key``'s value in the config of the record at ``path`` (a key its cell lacks)."""
+    try:
+        return records.select_dotted(records.read_record(path).get("config") or {}, key)
+    except records.RecordError:
+        return None
+
+
+def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
+    """Runs of one table cell made with different configs are not reruns but the values of a
+    setting no table has an axis for (``augmentation.transform.max_shift=1,5``): each value
+    gets a row of its own, its name followed by the settings that vary, so that nothing is
+    superseded or averaged across settings. The comparisons compare along the setting."""
+    done = frame[(frame["status"] != RUNNING) & frame["config_id"].notna()]
+    done = done[done.duplicated(TABLE_CELL, keep=False)]
+    configs = done.groupby(TABLE_CELL, dropna=False)["config_id"].nunique()
+    clashing = configs[configs > 1].index
+    names = sorted({tuple(key[:4]) for key in clashing}, key=str)
+    for protocol, dataset, augmentation, name in names:
+        rows = frame[(frame["protocol"] == protocol) & (frame["dataset"] == dataset)
+                     & (frame["augmentation"] == augmentation) & (frame["name"] == name)
+                     & frame["cell"].notna()]
+        cells = {index: json.loads(cell) for index, cell in rows["cell"].items()}
+        keys = sorted({key for cell in cells.values() for key in cell} - set(NOT_SETTINGS)
+                      - set(records.CELL_AXES))
+        values = {index: {key: cell[key] if key in cell else _config_value(rows.at[index, "path"],
+                                                                           key)
+                          for key in keys} for index, cell in cells.items()}
+        varying = [key for key in keys
+                   if len({json.dumps(v[key], sort_keys=True, default=str)
+                           for v in values.values()}) > 1]
+        if not varying:  # same cell, other config (a default changed between them): reruns
+            continue
+        for index, setting in values.items():
+            shown = ", ".join(f"{key}={_canonical(setting[key])}" for key in varying)
+            frame.at[index, "name"] = f"{name} ({shown})"
+        issues.add(VARIANTS, f"{name} ({dataset}, augmentation {augmentation}, protocol "
+                             f"{protocol}): {', '.join(varying)}")
+
+
 def _mark_duplicates(frame: pd.DataFrame, issues: Issues) -> None:
     """Several finished/failed runs of one table cell: the newest counts, the rest are kept but
     marked ``superseded`` (so a seed is never counted twice)."""
-    key = ["protocol", "dataset", "augmentation", "name", "lr", "seed"]
+    key = TABLE_CELL
     done = frame[frame["status"] != RUNNING]
     done = done[done.duplicated(key, keep=False)]  # most cells have one run: skip those
     for _, group in done.groupby(key, dropna=False, sort=True):
@@ -627,6 +678,7 @@ def load_runs(
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame = frame.sort_values(["sweep", "path"], na_position="last", kind="stable")
     frame = frame.reset_index(drop=True)
+    _split_variants(frame, issues)
     _mark_duplicates(frame, issues)
     _note_mixtures(frame, issues)
     return frame, issues
