@@ -93,7 +93,7 @@ def comparable_runs(frame: pd.DataFrame) -> pd.DataFrame:
                 & runs["cell"].notna()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=1 << 17)  # runs of many reports in one process: bounded
 def _setting(cell: str, drop: tuple[str, ...]) -> str:
     """A cell's JSON without ``drop`` (its seed and lr): what the runs of one setting share."""
     return json.dumps({k: v for k, v in json.loads(cell).items() if k not in drop},

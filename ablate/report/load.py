@@ -569,7 +569,8 @@ def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
     """Runs of one table cell made with different configs are not reruns but the values of a
     setting no table has an axis for (``augmentation.transform.max_shift=1,5``): each value
     gets a row of its own, its name followed by the settings that vary, so that nothing is
-    superseded or averaged across settings. The comparisons compare along the setting."""
+    superseded or averaged across settings. The comparisons compare along the setting.
+    A run still in progress keeps the plain name: its job folder holds no typed cell yet."""
     done = frame[(frame["status"] != RUNNING) & frame["config_id"].notna()]
     done = done[done.duplicated(TABLE_CELL, keep=False)]
     configs = done.groupby(TABLE_CELL, dropna=False)["config_id"].nunique()
@@ -578,7 +579,7 @@ def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
     for protocol, dataset, augmentation, name in names:
         rows = frame[(frame["protocol"] == protocol) & (frame["dataset"] == dataset)
                      & (frame["augmentation"] == augmentation) & (frame["name"] == name)
-                     & frame["cell"].notna()]
+                     & (frame["status"] != RUNNING) & frame["cell"].notna()]
         cells = {index: json.loads(cell) for index, cell in rows["cell"].items()}
         keys = sorted({key for cell in cells.values() for key in cell} - set(NOT_SETTINGS)
                       - set(records.CELL_AXES))
