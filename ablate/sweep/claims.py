@@ -26,6 +26,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,27 @@ def claim(root: Path, config_id: str, sweep_dir: Path, output_dir: Path | None =
             continue  # released between the two looks
         _take_over(path, timeout_hours)
     return read_holder(path) or Holder(None, None, None, time.time(), path)
+
+
+def held_elsewhere(root: Path, config_ids: Iterable[str],
+                   timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> dict[str, Holder]:
+    """The live claims of other launches among ``config_ids``, for the plan to show before
+    launching (the launch itself still claims each cell when it gets to it). One listing of
+    the claims folder, then a look at the claimed cells only."""
+    try:
+        present = {name.removesuffix(".json") for name in os.listdir(Path(root) / FOLDER)
+                   if name.endswith(".json")}
+    except OSError:  # no claims folder: nobody holds anything
+        return {}
+    held = {}
+    for config_id in sorted(set(config_ids) & present):
+        path = claim_path(root, config_id)
+        if _ours(path) or is_stale(path, timeout_hours):
+            continue
+        holder = read_holder(path)
+        if holder is not None:
+            held[config_id] = holder
+    return held
 
 
 def _ours(path: Path) -> bool:

@@ -37,6 +37,7 @@ class Job:
     decision: Decision
     seconds: float | None = None  # estimated run time
     problem: str | None = None  # an invalid config: nothing is launched
+    held_by: str | None = None  # another launch holds its cell as the plan is made
     # filled in by the launch
     output_dir: Path | None = None
     launched_at: float | None = None
@@ -101,10 +102,12 @@ def _job_line(job: Job) -> str:
     if job.decision.action == SKIP and previous is not None:
         return f"{line}  {job.decision.reason}: {_relative(previous.directory)}"
     if job.decision.action == RESUME:
-        return f"{line}  from {_relative(job.decision.checkpoint)}"
-    if previous is not None:
-        return f"{line}  ~{duration(job.seconds)} ({job.decision.reason})"
-    return f"{line}  ~{duration(job.seconds)}"
+        line = f"{line}  from {_relative(job.decision.checkpoint)}"
+    elif previous is not None:
+        line = f"{line}  ~{duration(job.seconds)} ({job.decision.reason})"
+    else:
+        line = f"{line}  ~{duration(job.seconds)}"
+    return f"{line}; now {job.held_by}" if job.held_by else line
 
 
 def format_plan(
@@ -128,6 +131,10 @@ def format_plan(
         f"  this launch: {counts[RUN]} to run, {counts[RESUME]} to resume, {counts[SKIP]} "
         f"skipped (earlier runs looked up by config under {_relative(root)})",
     ]
+    held = sum(bool(j.held_by) for j in todo)
+    if held:
+        lines.append(f"  held by another launch now: {held} of those to run (each is run here "
+                     "only if its claim is gone when this launch reaches it)")
     if todo:
         typical = per_run[len(per_run) // 2] if per_run else None
         lines.append(f"  estimated time: {duration(typical)} per run, {duration(total)} for "
@@ -135,7 +142,7 @@ def format_plan(
     if dry_run or len(jobs) <= LISTED:
         lines += [_job_line(job) for job in jobs]
     else:
-        shown = [job for job in jobs if job.decision.action != RUN or job.problem]
+        shown = [job for job in jobs if job.decision.action != RUN or job.problem or job.held_by]
         lines += [_job_line(job) for job in shown[:LISTED]]
         hidden = len(jobs) - min(len(shown), LISTED)
         lines.append(f"  ... and {hidden} more (hydra.sweeper.dry_run=true lists them all)")

@@ -257,6 +257,15 @@ class AblateSweeper(BasicSweeper):
             jobs, note = self._plan(grid, axes, root)
         finally:
             gc.unfreeze()
+        if self.resume:  # cells another launch holds right now: the plan names the holder
+            from ablate.sweep import claims, state
+
+            held = claims.held_elsewhere(root, [job.config_id for job in jobs
+                                                if job.decision.action != state.SKIP],
+                                         self.claim_timeout_hours)
+            for job in jobs:
+                holder = held.get(job.config_id)
+                job.held_by = holder.describe() if holder else None
         return axes, jobs, note, root
 
     # ------------------------------------------------------------------------------- launch
