@@ -42,33 +42,59 @@ def progress_bar(refresh_rate: int, enabled: bool = True,
     return TQDMProgressBar(refresh_rate=refresh_rate) if interactive else EpochLines()
 
 
-class EpochLines(pl.Callback):
+def epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The per-epoch training and validation values among Lightning's logged metrics."""
+    return {key: float(value) for key, value in sorted(metrics.items())
+            if key.startswith(("train_", "val_"))}
+
+
+class EpochEnd(pl.Callback):
+    """Acts on each epoch once its metrics are complete.
+
+    Lightning calls callbacks' ``on_train_epoch_end`` before the module's, where the epoch's
+    training metrics are logged; so an epoch is noted at its end and acted on when the next
+    epoch starts, and the last one when training ends.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def noted(self, trainer: pl.Trainer) -> dict[str, Any]:
+        """What to keep of an epoch at its end, before the module logs its metrics."""
+        return {"epoch": trainer.current_epoch}
+
+    def completed(self, trainer: pl.Trainer, row: dict[str, Any]) -> None:
+        """The epoch's noted values and its training and validation metrics."""
+        raise NotImplementedError
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._pending = self.noted(trainer)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._complete(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._complete(trainer)
+
+    def _complete(self, trainer: pl.Trainer) -> None:
+        if self._pending is None:
+            return
+        row, self._pending = self._row(trainer), None
+        self.completed(trainer, row)
+
+    def _row(self, trainer: pl.Trainer) -> dict[str, Any]:
+        return {**(self._pending or {}), **epoch_metrics(trainer.callback_metrics)}
+
+
+class EpochLines(EpochEnd):
     """One log line per epoch (``epoch 3/30: train_loss 0.41, val_error 0.052``), for logs that
     are files: what a bar shows, without a line per redraw. In a quiet multirun the line goes
     to the job's log file only (``ablate.console``)."""
 
-    def __init__(self) -> None:
-        self._pending: int | None = None
-
-    # As in EpochHistory: callbacks run before the module's own epoch-end logging, so an
-    # epoch's line is written when the next epoch starts, and the last one when training ends.
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._pending = trainer.current_epoch
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._line(trainer)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._line(trainer)
-
-    def _line(self, trainer: pl.Trainer) -> None:
-        if self._pending is None:
-            return
-        epoch, self._pending = self._pending, None
-        metrics = epoch_metrics(trainer.callback_metrics)
-        shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items())
+    def completed(self, trainer: pl.Trainer, row: dict[str, Any]) -> None:
+        shown = ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key != "epoch")
         total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
-        log.info("epoch %d/%s: %s", epoch + 1, total, shown or "no metrics yet")
+        log.info("epoch %d/%s: %s", row["epoch"] + 1, total, shown or "no metrics yet")
 
 
 def last_checkpoint(dirpath: str, enabled: bool = True) -> ModelCheckpoint | None:
@@ -127,40 +153,21 @@ class TimeEstimate(pl.Callback):
                  duration(self.seconds), epochs, train_batches, step * 1000)
 
 
-def epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The per-epoch training and validation values among Lightning's logged metrics."""
-    return {key: float(value) for key, value in sorted(metrics.items())
-            if key.startswith(("train_", "val_"))}
-
-
-class EpochHistory(pl.Callback):
-    """Keeps the logged metrics of each epoch, for the learning curves in the result record.
-
-    Lightning calls callbacks' ``on_train_epoch_end`` before the module's, where the epoch's
-    training metrics are logged; so an epoch's row is taken when the next epoch starts, and the
-    last one when training ends.
-    """
+class EpochHistory(EpochEnd):
+    """Keeps the logged metrics and the learning rate of each epoch, for the learning curves in
+    the result record (and in checkpoints, so that a resumed run's record has the whole curve)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.epochs: list[dict[str, Any]] = []
-        self._pending: dict[str, Any] | None = None
 
-    def _take(self, trainer: pl.Trainer) -> None:
-        if self._pending is None:
-            return
-        self.epochs.append({**self._pending, **epoch_metrics(trainer.callback_metrics)})
-        self._pending = None
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._take(trainer)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def noted(self, trainer: pl.Trainer) -> dict[str, Any]:
         optimizers = trainer.optimizers
         lr = float(optimizers[0].param_groups[0]["lr"]) if optimizers else None
-        self._pending = {"epoch": trainer.current_epoch, "lr": lr}
+        return {**super().noted(trainer), "lr": lr}
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._take(trainer)
+    def completed(self, trainer: pl.Trainer, row: dict[str, Any]) -> None:
+        self.epochs.append(row)
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -169,7 +176,7 @@ class EpochHistory(pl.Callback):
         # complete, so a resumed run's record carries the whole curve, not just its own epochs.
         rows = [dict(row) for row in self.epochs]
         if self._pending is not None:
-            rows.append({**self._pending, **epoch_metrics(trainer.callback_metrics)})
+            rows.append(self._row(trainer))
         checkpoint["ablate_history"] = rows
 
     def on_load_checkpoint(
