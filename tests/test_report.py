@@ -308,6 +308,9 @@ def test_history_columns_give_back_the_rows_and_the_curves_average_them():
     runs = pd.DataFrame({"history": [history, plain]})
     assert figures._curve(runs, "val_error") == ([1, 2], [100 * (0.5 + 0.1) / 2, 25.0])
     assert figures._curve(runs, "test_error") == ([], [])
+    # an epoch that is no number is left out, not turned into a huge integer
+    odd = load.History.of([{"epoch": 0, "val_error": 0.5}, {"epoch": math.nan, "val_error": 0.1}])
+    assert [a.tolist() for a in load.series(odd, "val_error")] == [[0], [0.5]]
 
 
 def test_a_setting_swept_within_a_cell_gets_rows_of_its_own_not_superseded(tmp_path):
@@ -319,11 +322,16 @@ def test_a_setting_swept_within_a_cell_gets_rows_of_its_own_not_superseded(tmp_p
     common = {"name": "All-CNN-C", "model": "C", "downsample": "conv", "lr": 0.05,
               "augmentation": "flip_translate"}
     key = "augmentation.transform.max_shift"
+    preprocess = json.loads(_config("cifar10", ("augmentation=flip_translate",)))[
+        "preprocess"]["name"]
     for shift, errors in ((1, (0.20, 0.22)), (5, (0.10, 0.12))):
         for seed, test in enumerate(errors):
+            # keys that cannot name a setting: one in the protocol (typed in some cells only:
+            # its config node is not the cell's choice), one no config holds (a preset's name)
+            extra = {"preprocess": preprocess, "experiment": "mine"} if seed else {}
             write_record(root, f"{shift}-{seed}", **common, seed=seed, test=test, val=test,
                          overrides=("augmentation=flip_translate", f"{key}={shift}"),
-                         typed={key: shift})
+                         typed={key: shift, **extra})
     # an older run of shift 1, seed 0 (a rerun): superseded
     write_record(root, "1-0-old", **common, seed=0, test=0.9, val=0.9,
                  overrides=("augmentation=flip_translate", f"{key}=1"), typed={key: 1},

@@ -231,7 +231,7 @@ def series(history: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
                  if isinstance(entry, Mapping) and entry.get("epoch") is not None]
         epochs = np.array([int(e) for e, v in pairs if v is not None], dtype=np.int64)
         values = np.array([v for _, v in pairs if v is not None], dtype=np.float64)
-    keep = ~np.isnan(values)
+    keep = ~np.isnan(values) & np.isfinite(epochs)  # a float column of epochs may hold NaN
     return epochs[keep].astype(np.int64), values[keep]
 
 
@@ -558,11 +558,29 @@ NOT_SETTINGS = ("seed", "lr", *records.CONTROL_KEYS, *records.PRESENTATION_KEYS,
 
 
 def _config_value(path: str, key: str) -> Any:
-    """``key``'s value in the config of the record at ``path`` (a key its cell lacks)."""
+    """``key``'s value in the config of the record at ``path`` (a key its cell lacks), as a
+    cell would hold it: a config group's choice by its name; None where that is unknown."""
     try:
-        return records.select_dotted(records.read_record(path).get("config") or {}, key)
+        value = records.select_dotted(records.read_record(path).get("config") or {}, key)
     except records.RecordError:
         return None
+    return value.get("name") if isinstance(value, Mapping) else value
+
+
+def _covered(key: str) -> bool:
+    """Whether a cell key is part of the protocol (``trainer.max_epochs``, ``init``, a key of
+    ``optimizer``): runs that differ there are in different protocols already."""
+    return any(key == p or key.startswith(p + ".") or p.startswith(key + ".")
+               for p in PROTOCOL_KEYS)
+
+
+def _matching(frame: pd.DataFrame, columns: Sequence[str], values: Sequence[Any]) -> pd.Series:
+    """Rows whose ``columns`` equal ``values``, a missing value matching a missing value (as
+    ``groupby(dropna=False)`` groups them)."""
+    mask = pd.Series(True, index=frame.index)
+    for column, value in zip(columns, values, strict=True):
+        mask &= frame[column].isna() if pd.isna(value) else frame[column] == value
+    return mask
 
 
 def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
@@ -577,18 +595,20 @@ def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
     clashing = configs[configs > 1].index
     names = sorted({tuple(key[:4]) for key in clashing}, key=str)
     for protocol, dataset, augmentation, name in names:
-        rows = frame[(frame["protocol"] == protocol) & (frame["dataset"] == dataset)
-                     & (frame["augmentation"] == augmentation) & (frame["name"] == name)
+        rows = frame[_matching(frame, TABLE_CELL[:4], (protocol, dataset, augmentation, name))
                      & (frame["status"] != RUNNING) & frame["cell"].notna()]
         cells = {index: json.loads(cell) for index, cell in rows["cell"].items()}
-        keys = sorted({key for cell in cells.values() for key in cell} - set(NOT_SETTINGS)
-                      - set(records.CELL_AXES))
+        keys = sorted(key for key in {key for cell in cells.values() for key in cell}
+                      if key not in (*NOT_SETTINGS, *records.CELL_AXES) and not _covered(key))
         values = {index: {key: cell[key] if key in cell else _config_value(rows.at[index, "path"],
                                                                            key)
                           for key in keys} for index, cell in cells.items()}
+        # a key some run has no known value for (a choice its config does not name) cannot
+        # tell runs apart; any other key whose values differ names the rows
         varying = [key for key in keys
-                   if len({json.dumps(v[key], sort_keys=True, default=str)
-                           for v in values.values()}) > 1]
+                   if all(v[key] is not None for v in values.values())
+                   and len({json.dumps(v[key], sort_keys=True, default=str)
+                            for v in values.values()}) > 1]
         if not varying:  # same cell, other config (a default changed between them): reruns
             continue
         for index, setting in values.items():
