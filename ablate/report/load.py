@@ -72,8 +72,6 @@ INFO = (WANDB_MIRRORED, WANDB_IGNORED, VARIANTS)
 # beside the cell, so that a W&B run can carry its protocol and be read back without its config.
 PROTOCOL_KEYS = records.PROTOCOL_KEYS
 protocol_of = records.protocol_of
-_select = records.select_dotted
-_canonical = records.canonical
 
 
 # The keys in which the final stage differs from the selection stage, by design: it trains on
@@ -129,7 +127,7 @@ def downsample_mode(choice: Any, node: Any) -> Any:
         return choice
     settings = sorted((key, value) for key, value in node.items()
                       if key not in NOT_VARIANT_SETTINGS and not isinstance(value, Mapping | list))
-    return " ".join([str(choice), *(f"{key}={_canonical(value)}" for key, value in settings)])
+    return " ".join([str(choice), *(f"{key}={records.canonical(value)}" for key, value in settings)])
 
 
 def report_cell(cell: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -612,7 +610,7 @@ def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
         if not varying:  # same cell, other config (a default changed between them): reruns
             continue
         for index, setting in values.items():
-            shown = ", ".join(f"{key}={_canonical(setting[key])}" for key in varying)
+            shown = ", ".join(f"{key}={records.canonical(setting[key])}" for key in varying)
             frame.at[index, "name"] = f"{name} ({shown})"
         issues.add(VARIANTS, f"{name} ({dataset}, augmentation {augmentation}, protocol "
                              f"{protocol}): {', '.join(varying)}")
