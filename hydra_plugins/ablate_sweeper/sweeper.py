@@ -214,9 +214,8 @@ class AblateSweeper(BasicSweeper):
         assert self.hydra_context is not None and self.config is not None
         if "selection" not in self.config:
             return grid, axes
-        loader, config = self.hydra_context.config_loader, self.config
         try:
-            grid = selection.final_grid(grid, lambda o: loader.load_sweep_config(config, o))
+            grid = selection.final_grid(grid, self._composer().compose)
         except SelectionError as error:
             print(f"ablate: the final stage cannot start: {error}", file=sys.stderr)
             raise SweepInvalid() from None
