@@ -178,6 +178,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def without_resume(overrides: Iterable[Any]) -> list[str]:
+    """``overrides`` less where a run continues from (``resume_from``, ``resume_fallback``),
+    which a launch sets for itself: what the run is, to be launched or resumed again."""
+    return [str(o) for o in overrides
+            if not str(o).lstrip("+").startswith(("resume_from=", "resume_fallback="))]
+
+
 def cell_of(cfg: DictConfig, choices: Mapping[str, Any], task_overrides: Sequence[str]) -> dict:
     """The values that identify a run in its grid, as the user typed them.
 

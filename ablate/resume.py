@@ -87,8 +87,7 @@ def _run_overrides(run_dir: Path) -> list[str]:
             raise ConfigError(f"resume_from={run_dir}: neither a record with its overrides nor "
                               f"{saved.relative_to(run_dir)}: not a run directory of ablate")
         overrides = list(OmegaConf.to_container(OmegaConf.load(saved)))
-    return [str(o) for o in overrides
-            if not str(o).lstrip("+").startswith(("resume_from=", "resume_fallback="))]
+    return records.without_resume(overrides)
 
 
 def expand_run_directory(arguments: list[str]) -> list[str]:

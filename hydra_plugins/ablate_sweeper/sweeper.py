@@ -452,8 +452,9 @@ class AblateSweeper(BasicSweeper):
 
     @staticmethod
     def _launch_overrides(job: Any) -> list[str]:
-        overrides = [o for o in job.overrides
-                     if not o.lstrip("+").startswith(("resume_from=", "resume_fallback="))]
+        from ablate import records
+
+        overrides = records.without_resume(job.overrides)
         if job.decision.checkpoint is not None:  # found by config id; unreadable: start afresh
             overrides += [f"resume_from={_quoted(str(job.decision.checkpoint))}",
                           "resume_fallback=true"]
