@@ -77,7 +77,8 @@ class Job:
         # The network as built (width applied: 24/48 channels at width 0.25, not the YAML's
         # 96/192), and what the runner knows of the study: group choices, swept axes.
         size = int(cfg.dataset.image_size)
-        record["network"] = [line.strip() for line in format_spec(network.spec, size).split("\n")]
+        table = format_spec(network.spec, size)
+        record["network"] = [line.strip() for line in table.split("\n")]
         record["channels"] = [layer["out"] for layer in network.spec if layer["type"] == "conv"]
         record.update(study or {})
         resume = resume_point(cfg.get("resume_from"), output_dir, config_id, record["config"],
@@ -89,8 +90,7 @@ class Job:
             record["resume_note"] = resume.note
         records.write_start(record)
         log.info("%s, %s parameters, cell %s", network.name, f"{record['params']:,}", cell)
-        log.info("network (%dx%d input):\n%s", cfg.dataset.image_size, cfg.dataset.image_size,
-                 format_spec(network.spec, cfg.dataset.image_size))
+        log.info("network (%dx%d input):\n%s", size, size, table)
         return cls(record, resume.path, ConfigStamp(config_id, record["config"]))
 
     def fitted(self, trainer: pl.Trainer) -> None:
