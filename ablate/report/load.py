@@ -555,14 +555,22 @@ NOT_SETTINGS = ("seed", "lr", *records.CONTROL_KEYS, *records.PRESENTATION_KEYS,
                 *records.STORAGE_KEYS)
 
 
-def _config_value(path: str, key: str) -> Any:
-    """``key``'s value in the config of the record at ``path`` (a key its cell lacks), as a
-    cell would hold it: a config group's choice by its name; None where that is unknown."""
-    try:
-        value = records.select_dotted(records.read_record(path).get("config") or {}, key)
-    except records.RecordError:
-        return None
-    return value.get("name") if isinstance(value, Mapping) else value
+def _setting_values(path: str, cell: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """A run's ``keys`` as its cell holds them; those its cell lacks from the config of its
+    record (read once, and only then), a config group's choice by its name; None where that
+    is unknown."""
+    config: Mapping[str, Any] = {}
+    if any(key not in cell for key in keys):
+        try:
+            config = records.read_record(path).get("config") or {}
+        except records.RecordError:
+            pass
+
+    def from_config(key: str) -> Any:
+        value = records.select_dotted(config, key)
+        return value.get("name") if isinstance(value, Mapping) else value
+
+    return {key: cell[key] if key in cell else from_config(key) for key in keys}
 
 
 def _covered(key: str) -> bool:
@@ -598,9 +606,8 @@ def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
         cells = {index: json.loads(cell) for index, cell in rows["cell"].items()}
         keys = sorted(key for key in {key for cell in cells.values() for key in cell}
                       if key not in (*NOT_SETTINGS, *records.CELL_AXES) and not _covered(key))
-        values = {index: {key: cell[key] if key in cell else _config_value(rows.at[index, "path"],
-                                                                           key)
-                          for key in keys} for index, cell in cells.items()}
+        values = {index: _setting_values(rows.at[index, "path"], cell, keys)
+                  for index, cell in cells.items()}
         # a key some run has no known value for (a choice its config does not name) cannot
         # tell runs apart; any other key whose values differ names the rows
         varying = [key for key in keys
