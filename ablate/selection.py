@@ -75,11 +75,10 @@ class Selection:
                                  "it is not a sweep; run the selection stage first, e.g. "
                                  "python -m ablate.run -m +sweep=table3")
         specs = [json.loads(spec) for spec in self.runs["protocol_spec"]]
-        self.runs = self.runs.assign(
-            stage=[load.stage_of(spec) for spec in specs],
-            study=[load.protocol_id(load.study_protocol(spec)) for spec in specs])
-        self.specs = {load.protocol_id(load.study_protocol(spec)): load.study_protocol(spec)
-                      for spec in specs}
+        studies = [load.study_protocol(spec) for spec in specs]
+        ids = [load.protocol_id(study) for study in studies]
+        self.runs = self.runs.assign(stage=[load.stage_of(spec) for spec in specs], study=ids)
+        self.specs = dict(zip(ids, studies, strict=True))
 
     def _comparable(self, cell: Mapping[str, Any], protocol: Mapping[str, Any]) -> pd.DataFrame:
         """The selection-stage runs of this dataset and protocol, or why there are none."""
@@ -104,12 +103,21 @@ class Selection:
                 "with the selection's settings, or select again with these")
         return mine
 
-    def missing(self, cell: Mapping[str, Any], protocol: Mapping[str, Any]) -> list[str]:
-        """The selection's runs this cell still lacks: one line per (lr, seed) of its grid."""
+    def _cell_runs(self, cell: Mapping[str, Any],
+                   protocol: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The comparable runs (whose lrs and seeds make the selection's grid) and, among
+        them, this cell's."""
         runs = self._comparable(cell, protocol)
-        lrs, seeds = sorted(runs["lr"].dropna().unique()), sorted(runs["seed"].dropna().unique())
         mine = runs[(runs["model"] == cell["model"]) & (runs["downsample"] == cell["downsample"])
                     & (runs["augmentation"] == cell["augmentation"])]
+        return runs, mine
+
+    def missing(self, cell: Mapping[str, Any], protocol: Mapping[str, Any]) -> list[str]:
+        """The selection's runs this cell still lacks: one line per (lr, seed) of its grid."""
+        return self._gaps(cell, *self._cell_runs(cell, protocol))
+
+    def _gaps(self, cell: Mapping[str, Any], runs: pd.DataFrame, mine: pd.DataFrame) -> list[str]:
+        lrs, seeds = sorted(runs["lr"].dropna().unique()), sorted(runs["seed"].dropna().unique())
         lines = []
         for lr in lrs:
             for seed in seeds:
@@ -122,12 +130,10 @@ class Selection:
 
     def chosen_lr(self, cell: Mapping[str, Any], protocol: Mapping[str, Any]) -> float:
         """The lr the report chooses for this cell; ``SelectionError`` if it cannot yet."""
-        missing = self.missing(cell, protocol)
+        runs, mine = self._cell_runs(cell, protocol)
+        missing = self._gaps(cell, runs, mine)
         if missing:
             raise SelectionError(self._incomplete(missing))
-        runs = self._comparable(cell, protocol)
-        mine = runs[(runs["model"] == cell["model"]) & (runs["downsample"] == cell["downsample"])
-                    & (runs["augmentation"] == cell["augmentation"])]
         chosen = stats.choose_lr(stats.lr_stats(mine))
         if chosen is None:
             raise SelectionError(f"selection={self.path}: no run of {_where(cell)} finished at "
