@@ -149,7 +149,13 @@ def test_a_full_disk_fails_the_run_clearly_and_keeps_the_good_checkpoint(workdir
                 "trainer.limit_train_batches=5"]
         sweep = _start(grid, disk)
         checkpoint = _wait_for("sweeps/quick/*/0/checkpoints/last.ckpt", disk, sweep)
-        _fill(disk, room)  # the next checkpoint (716 kB) cannot be written
+        # held still while the disk fills: a fast run could otherwise finish its last epochs
+        # before the disk is full
+        sweep.send_signal(signal.SIGSTOP)
+        try:
+            _fill(disk, room)  # the next checkpoint (716 kB) cannot be written
+        finally:
+            sweep.send_signal(signal.SIGCONT)
         epochs = torch.load(checkpoint, weights_only=True)["epoch"]
         out, err = sweep.communicate(timeout=300)
         assert sweep.returncode == 1, err[-3000:]
