@@ -5,7 +5,7 @@ temporary file in the system's temporary folder and then *moves* it onto ``last.
 ``/tmp`` to a sweep disk that is a copy across filesystems, so a full disk or a kill during the
 copy can replace a good ``last.ckpt`` with a truncated one, and the run that should resume from
 it starts over (or fails). :class:`AtomicCheckpointIO` serialises into a temporary file beside
-the target (same filesystem), fsyncs it and renames it into place (``records.atomic_file``); on
+the target (same filesystem), fsyncs it and renames it into place (``atomic.atomic_file``); on
 any error the temporary file is removed and the previous checkpoint is untouched.
 ``conf/trainer/default.yaml`` installs it as the Trainer's ``plugins``.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from pytorch_lightning.plugins import TorchCheckpointIO
 
-from ablate import records
+from ablate import atomic
 from ablate.errors import CheckpointError
 
 
@@ -38,7 +38,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         try:
-            with records.atomic_file(path) as stream:
+            with atomic.atomic_file(path) as stream:
                 stream.write(buffer.getbuffer())
         except OSError as error:  # ENOSPC, EDQUOT, EROFS, EIO: the run cannot go on
             kept = "the previous one is kept" if path.is_file() else "there is none yet"

@@ -25,6 +25,7 @@ from typing import NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
+from ablate import overrides
 from ablate.errors import CONFIG_ERRORS, ConfigError, InvalidConfig
 
 CONFIG_MODULE = "ablate.conf"
@@ -139,7 +140,10 @@ def validate(cfg: DictConfig) -> None:
 def _key_of(override: str) -> str | None:
     if override.startswith(("+", "~", "-")) or "=" not in override:
         return None
-    key = override.split("=", 1)[0]
+    try:
+        key = overrides.key(override)
+    except Exception:  # noqa: BLE001 - Hydra reports an override it cannot parse itself
+        return None
     return None if key.startswith("hydra") or "@" in key else key
 
 
@@ -227,4 +231,6 @@ def exit_for(stop: SystemExit) -> SystemExit:
     )
 
     composition = (ConfigCompositionException, MissingConfigException, OverrideParseException)
+    # Hydra 1.3's run_and_report prints the error and calls sys.exit(1): the exception it
+    # caught is the SystemExit's context, the only place Hydra leaves it.
     return SystemExit(2) if stop.code == 1 and isinstance(stop.__context__, composition) else stop

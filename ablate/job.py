@@ -21,13 +21,15 @@ import torch
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ablate import records, tracking
+from ablate import identity, records, tracking
 from ablate.callbacks import EpochHistory, FirstStep, TestPredictions, epoch_metrics
 from ablate.data.module import TensorDataModule
 from ablate.errors import CheckpointError, Diverged, Interrupted, RunFailed
 from ablate.network import count_parameters
+from ablate.overrides import key, value
 from ablate.resume import ConfigStamp, resume_point
 from ablate.spec import format_spec
+from ablate.status import Status
 
 log = logging.getLogger("ablate")
 
@@ -56,7 +58,7 @@ def _metrics(trainer: pl.Trainer | None) -> dict[str, float]:
 class Job:
     """A started run: its record so far and the checkpoint it continues from (None: scratch)."""
 
-    record: dict[str, Any]
+    record: records.Record
     resume_path: Path | None
     stamp: ConfigStamp  # the callback that writes this run's identity into its checkpoints
     started: float = field(default_factory=time.perf_counter)
@@ -70,28 +72,27 @@ class Job:
         The checkpoint is the one a sweep passes (``resume_from``) or the directory's own (a
         SLURM job requeued into the same directory).
         """
-        record = records.start_record(
-            name=network.name, cell=cell, params=count_parameters(network),
-            config=OmegaConf.to_container(cfg, resolve=True), config_id=config_id,
-            output_dir=output_dir)
         # The network as built (width applied: 24/48 channels at width 0.25, not the YAML's
         # 96/192), and what the runner knows of the study: group choices, swept axes.
         size = int(cfg.dataset.image_size)
         table = format_spec(network.spec, size)
-        record["network"] = [line.strip() for line in table.split("\n")]
-        record["channels"] = [layer["out"] for layer in network.spec if layer["type"] == "conv"]
-        record.update(study or {})
-        resume = resume_point(cfg.get("resume_from"), output_dir, config_id, record["config"],
+        record = records.Record.start(
+            name=network.name, cell=cell, params=count_parameters(network),
+            config=OmegaConf.to_container(cfg, resolve=True), config_id=config_id,
+            output_dir=output_dir, network=[line.strip() for line in table.split("\n")],
+            channels=[layer["out"] for layer in network.spec if layer["type"] == "conv"],
+            **(study or {}))
+        resume = resume_point(cfg.get("resume_from"), output_dir, config_id, record.config,
                               resume_any=bool(cfg.get("resume_any")),
                               fallback=bool(cfg.get("resume_fallback")))
-        record.update(resumed_from=resume.path and str(resume.path), resumed_epoch=resume.epoch)
+        record.note(resumed_from=resume.path and str(resume.path), resumed_epoch=resume.epoch,
+                    resume_note=resume.note)
         if resume.note:
             log.warning("%s", resume.note)
-            record["resume_note"] = resume.note
         records.write_start(record)
-        log.info("%s, %s parameters, cell %s", network.name, f"{record['params']:,}", cell)
+        log.info("%s, %s parameters, cell %s", network.name, f"{record.params:,}", cell)
         log.info("network (%dx%d input):\n%s", size, size, table)
-        return cls(record, resume.path, ConfigStamp(config_id, record["config"]))
+        return cls(record, resume.path, ConfigStamp(config_id, record.config))
 
     def fitted(self, trainer: pl.Trainer) -> None:
         """Keep the train/val metrics of the fit; a run resumed after its last epoch fits nothing,
@@ -100,8 +101,8 @@ class Job:
         last_epoch = history.epochs[-1] if history is not None and history.epochs else {}
         self.fit_metrics = {**epoch_metrics(last_epoch), **_metrics(trainer)}
 
-    def end(self, trainer: pl.Trainer | None, status: str = "finished",
-            **fields: Any) -> dict[str, Any]:
+    def end(self, trainer: pl.Trainer | None, status: Status = Status.FINISHED,
+            **fields: Any) -> records.Record:
         """Write ``result.json`` with what the trainer measured, then close the loggers.
 
         ``trainer`` is None when the run failed before it existed (a logger that could not be
@@ -114,45 +115,45 @@ class Job:
         if isinstance(datamodule, TensorDataModule):  # e.g. the final stage's train count
             fields["images"] = datamodule.image_counts()
         tested = _callback(trainer, TestPredictions)
-        if status == "finished" and tested is not None and tested.entry is not None:
+        if status == Status.FINISHED and tested is not None and tested.entry is not None:
             fields["predictions"] = tested.entry
             if tested.invariance is not None:
                 metrics["invariance"] = tested.invariance
                 # its cost beside the metrics (a time is no metric: reruns must compare equal)
                 fields["invariance_seconds"] = tested.seconds
-        path = records.end_record(
-            self.record, status=status, metrics=metrics,
+        loggers = trainer.loggers if trainer is not None else []
+        path = self.record.end(
+            status, metrics=metrics, wandb=tracking.wandb_run_of(loggers),
             epochs=len(epochs), history=epochs, device=_device_name(trainer),
             wall_seconds=round(time.perf_counter() - self.started, 3),
             first_step_at=first_step.at if first_step is not None else None,
             **{"error": None, **fields})
-        tracking.finish(trainer.loggers if trainer is not None else [], self.record)
-        name, metrics = self.record["name"], self.record["metrics"]
-        if status == "finished":
+        tracking.finish(loggers, self.record)
+        name, metrics = self.record.name, self.record.metrics
+        if status == Status.FINISHED:
             log.info("%s finished: test_error %.4f, val_error %.4f in %.0f s (record: %s)",
                      name, metrics.get("test_error", float("nan")),
-                     metrics.get("val_error", float("nan")), self.record["wall_seconds"], path)
+                     metrics.get("val_error", float("nan")), self.record.wall_seconds, path)
         else:
-            log.error("%s %s: %s (record: %s)", name, status, self.record["error"], path)
+            log.error("%s %s: %s (record: %s)", name, status, self.record.error, path)
         return self.record
 
     def fail(self, trainer: pl.Trainer | None, error: BaseException) -> BaseException:
         """Record a run that raised; returns the exception the command should end with."""
         if isinstance(error, Diverged):
-            self.end(trainer, "diverged", error=str(error))
+            self.end(trainer, Status.DIVERGED, error=str(error))
         else:
             # Stopped from outside (a signal, Ctrl-C, a SLURM preemption), or by a disk that
             # filled up (its last checkpoint is intact, ablate.checkpoint_io): a sweep resumes
             # it from its checkpoint instead of training again.
             interrupted = isinstance(error, Interrupted | KeyboardInterrupt | SystemExit)
             text = "".join(traceback.format_exception_only(type(error), error)).strip()
-            self.end(trainer, "failed", error=text,
+            self.end(trainer, Status.FAILED, error=text,
                      interrupted=interrupted or isinstance(error, CheckpointError),
                      traceback=traceback.format_exc())
             if interrupted:
                 return error
-        failure = RunFailed(f"{self.record['name']} {self.record['status']}: "
-                            f"{self.record['error']}")
+        failure = RunFailed(f"{self.record.name} {self.record.status}: {self.record.error}")
         failure.__cause__ = error
         return failure
 
@@ -169,7 +170,7 @@ def study_of(hydra_cfg: DictConfig) -> dict:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         swept = records.swept_axes(Path(str(hydra_cfg.sweep.dir)))
     if swept is None:  # a single run, or a sweep without a plan: what the command line set
-        swept = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
+        swept = [key(o) for o in overrides if value(o) is not None]
     return {"choices": choices, "overrides": overrides,
             "swept": [k for k in swept if not k.startswith("hydra")
-                      and k not in records.NOT_CELL_KEYS]}
+                      and k not in identity.NOT_CELL_KEYS]}

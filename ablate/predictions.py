@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ablate.records import write_atomic
+from ablate.atomic import write_atomic
 
 PREDICTIONS_FILE = "predictions.npz"
 PERTURBED = "perturbed/"  # prefix of the per-perturbation predicted classes

@@ -24,8 +24,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from ablate import records
-from ablate.errors import ConfigError
+from ablate import atomic, identity, overrides, records
+from ablate.errors import ConfigError, RecordError
 
 IDENTITY_KEY = "ablate_identity"
 
@@ -61,7 +61,7 @@ def read_checkpoint(path: Path) -> tuple[int, dict[str, Any] | None]:
 
 def _same_config(output_dir: Path, config_id: str) -> bool:
     """Whether the run that left ``output_dir``'s checkpoint had this config (its marker says)."""
-    marker = records.read_json(output_dir / records.START_FILE)
+    marker = atomic.read_json(output_dir / records.START_FILE)
     return marker is not None and marker.get("config_id") == config_id
 
 
@@ -77,17 +77,17 @@ def _why_unreadable(error: BaseException) -> str:
 def _run_overrides(run_dir: Path) -> list[str]:
     """The overrides a run was composed from: its record's (``overrides``), else Hydra's copy
     in ``.hydra/overrides.yaml`` (a killed run has no record)."""
-    record = records.read_json(run_dir / records.RESULT_FILE) or {}
-    overrides = record.get("overrides")
-    if not isinstance(overrides, list):
+    record = atomic.read_json(run_dir / records.RESULT_FILE) or {}  # a damaged one too
+    task = record.get("overrides")
+    if not isinstance(task, list):
         from omegaconf import OmegaConf
 
         saved = run_dir / ".hydra" / "overrides.yaml"
         if not saved.is_file():
             raise ConfigError(f"resume_from={run_dir}: neither a record with its overrides nor "
                               f"{saved.relative_to(run_dir)}: not a run directory of ablate")
-        overrides = list(OmegaConf.to_container(OmegaConf.load(saved)))
-    return records.without_resume(overrides)
+        task = list(OmegaConf.to_container(OmegaConf.load(saved)))
+    return identity.without_resume(task)
 
 
 def expand_run_directory(arguments: list[str]) -> list[str]:
@@ -101,8 +101,10 @@ def expand_run_directory(arguments: list[str]) -> list[str]:
     if any(a in ("-m", "--multirun") for a in arguments):
         return arguments
     for index, argument in enumerate(arguments):
-        key, _, value = argument.partition("=")
-        if key.lstrip("+") != "resume_from" or not value or not Path(value).is_dir():
+        if argument.startswith("-") or "=" not in argument:  # Hydra's flags: --cfg, -m
+            continue
+        value = overrides.value(argument)
+        if overrides.key(argument) != "resume_from" or not value or not Path(value).is_dir():
             continue
         run_dir = Path(value)
         checkpoint = run_dir / records.CHECKPOINT_FILE
@@ -130,7 +132,7 @@ def resume_point(requested: str | None, output_dir: Path, config_id: str,
             return Resume()
         fallback = resume_any = True  # its own checkpoint: the marker proved the config
     try:
-        epochs, identity = read_checkpoint(path)
+        epochs, stamp = read_checkpoint(path)
     except Exception as error:  # missing, truncated, or not safe to unpickle
         why = _why_unreadable(error)
         if not fallback:
@@ -138,15 +140,33 @@ def resume_point(requested: str | None, output_dir: Path, config_id: str,
                               "checkpoints/last.ckpt, or drop resume_from to start afresh"
                               ) from None
         return Resume(note=f"cannot resume from {path}: {why}; starting from scratch")
-    if not resume_any and (identity is None or identity.get("config_id") != config_id):
-        if identity is None:
+    if not resume_any and (stamp is None or stamp.get("config_id") != config_id):
+        if stamp is None:
             differs = "it carries no config id (written by another tool or an older ablate)"
         else:
-            keys = records.config_differences(identity.get("config") or {}, config)
+            keys = identity.config_differences(stamp.get("config") or {}, config)
             differs = ("its run differs in " + ", ".join(keys[:12])
                        + (f" and {len(keys) - 12} more" if len(keys) > 12 else "")) if keys \
                 else "its config id differs"
         raise ConfigError(f"resume_from={path} is a checkpoint of another config: {differs}. "
                           "Resume it with the overrides of its own run, or set resume_any=true "
                           "to continue it under this config anyway")
+    if requested:
+        _refuse_finished(path, config_id)
     return Resume(path=path.resolve(), epoch=epochs)
+
+
+def _refuse_finished(checkpoint: Path, config_id: str) -> None:
+    """A finished run continued under its own config would train nothing and leave a second
+    finished record of its cell: the first one is the result."""
+    path = checkpoint.resolve().parent.parent / records.RESULT_FILE
+    try:
+        record = records.load(path)
+    except RecordError:
+        return  # no record, or a damaged one: the run did not provably finish
+    if record.finished and record.config_id == config_id:
+        raise ConfigError(
+            f"resume_from={checkpoint}: that run finished already (its record: {path}); "
+            "resuming it under the same config would train nothing. Change what it trains "
+            "(e.g. trainer.max_epochs=<more> resume_any=true) to continue it, or drop "
+            "resume_from to train the cell afresh")

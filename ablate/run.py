@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ProgressBar
 
-from ablate import config, console, records
+from ablate import config, console, identity
 from ablate.errors import CONFIG_ERRORS, Interrupted, SweepFailed, SweepIncomplete
 from ablate.job import Job, study_of
 from ablate.module import Classifier
@@ -52,8 +52,8 @@ def run(cfg: DictConfig) -> dict:
     hydra_cfg = HydraConfig.get()
     console.configure(bool(cfg.get("verbose")), hydra_cfg.mode == RunMode.MULTIRUN)
     output_dir = Path(hydra_cfg.runtime.output_dir)
-    config_id = records.config_id(cfg)  # before instantiate() resolves anything in place
-    cell = records.cell_of(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
+    config_id = identity.config_id(cfg)  # before instantiate() resolves anything in place
+    cell = identity.cell_of(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
     try:  # a config that cannot run, or a checkpoint that cannot be resumed: no record
         parts = build(cfg)
         job = Job.begin(cfg, parts.module.network, cell, config_id, output_dir,

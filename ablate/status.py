@@ -7,7 +7,14 @@ the text of a table exactly the words they were before.
 
 from __future__ import annotations
 
-from enum import StrEnum
+try:
+    from enum import StrEnum
+except ImportError:  # Python 3.10: the same behaviour, spelt out
+    from enum import Enum
+
+    class StrEnum(str, Enum):  # type: ignore[no-redef]
+        __str__ = str.__str__
+        __format__ = str.__format__
 
 
 class Status(StrEnum):
@@ -28,9 +35,9 @@ ENDED = (Status.FINISHED, Status.FAILED, Status.DIVERGED)
 class Outcome(StrEnum):
     """What one job of a sweep came to in this launch: its summary line and ``sweep.json``."""
 
-    FINISHED = "finished"
-    FAILED = "failed"
-    DIVERGED = "diverged"
+    FINISHED = Status.FINISHED.value
+    FAILED = Status.FAILED.value
+    DIVERGED = Status.DIVERGED.value
     SKIPPED = "skipped"  # an earlier launch finished (or diverged) it
     ELSEWHERE = "elsewhere"  # another live launch holds its cell
 

@@ -44,8 +44,9 @@ from urllib.parse import urlsplit
 
 from pytorch_lightning.loggers import WandbLogger
 
-from ablate import records
+from ablate import atomic, identity, records
 from ablate.errors import ConfigError
+from ablate.records import Record
 
 log = logging.getLogger("ablate")
 
@@ -99,15 +100,15 @@ def resolve_mode(mode: str, environ: Mapping[str, str] | None = None) -> str:
 class CellWandbLogger(WandbLogger):
     """A ``WandbLogger`` whose run identity (name, id, group, tags, config) comes from the cell.
 
-    ``record`` is the run's started record (``ablate.records.start_record``); this logger notes
-    the W&B run it opens in ``record["wandb"]``. A W&B run still open in this process (an
-    earlier job of a multirun that could not finish it) is finished first, as failed, so that
-    this job never logs into it.
+    ``record`` is the run's started record (``ablate.records.Record.start``); the W&B run this
+    logger opens is noted in ``run_info`` for the record's ``wandb`` field (``wandb_run_of``).
+    A W&B run still open in this process (an earlier job of a multirun that could not finish
+    it) is finished first, as failed, so that this job never logs into it.
     """
 
     def __init__(
         self,
-        record: dict[str, Any],
+        record: Record,
         project: str = "ablate",
         entity: str | None = None,
         mode: str = "auto",
@@ -126,22 +127,22 @@ class CellWandbLogger(WandbLogger):
         # Before any W&B setting is validated: W&B then reads WANDB_SILENT (ablate.console sets
         # it unless verbose) for its own notes too, e.g. the one on Lightning's `anonymous`.
         wandb.setup()
-        config = record.get("config") or {}
-        group = sweep_group(str(config.get("sweep_name", "default")), record["output_dir"])
-        name = run_name(record["name"], record["cell"], record.get("swept", ()))
-        resumed = resumed_run(record.get("resumed_from"))
-        wandb_id = resumed.get("id") or run_id(record["cell_id"], group)
+        group = sweep_group(str(record.config.get("sweep_name", "default")),
+                            str(record.output_dir))
+        name = run_name(str(record.name), record.cell, record.swept)
+        resumed = resumed_run(record.resumed_from)
+        wandb_id = resumed.get("id") or run_id(str(record.cell_id), group)
         group = resumed.get("group") or group  # a resumed W&B run stays in its own group
         # mode goes to wandb.init; WandbLogger's own offline=True would set WANDB_MODE for the
         # whole process, leaking into every later job of a multirun.
         super().__init__(
             project=project, save_dir=str(save_dir), log_model=log_model, entity=entity,
             mode=self.mode, job_type=job_type, notes=notes, name=name, id=wandb_id, group=group,
-            tags=sorted({_tag(t) for t in [*run_tags(record["cell"]), *map(str, tags)]}),
+            tags=sorted({_tag(t) for t in [*run_tags(record.cell), *map(str, tags)]}),
             config={**study_config(record), "sweep": group},
             **kwargs,
         )
-        record["wandb"] = {
+        self.run_info = {
             "id": wandb_id, "name": name, "group": group, "project": project, "entity": entity,
             "mode": self.mode, "dir": str(Path(save_dir) / "wandb"),
         }
@@ -156,7 +157,7 @@ def _finish_stale_run() -> None:
         wandb.run.finish(exit_code=1)
 
 
-def csv_logger(record: dict[str, Any], save_dir: str, **kwargs: Any) -> Any:
+def csv_logger(record: Record, save_dir: str, **kwargs: Any) -> Any:
     """Lightning's ``CSVLogger``; takes (and ignores) the record every logger is built from."""
     from pytorch_lightning.loggers import CSVLogger
 
@@ -177,12 +178,12 @@ def run_name(name: str, cell: Mapping[str, Any], swept: Iterable[str] = ()) -> s
     that the runs of a sweep over ``init`` and ``width`` never share a name."""
     parts = [name, str(cell.get("dataset")), str(cell.get("augmentation")),
              f"lr{_format_value(cell.get('lr'))}", f"s{cell.get('seed')}"]
-    extra = [key for key in swept if key not in records.PAPER_AXES and key in cell]
+    extra = [key for key in swept if key not in identity.PAPER_AXES and key in cell]
     parts += [f"{key}={_format_value(cell[key])}" for key in dict.fromkeys(extra)]
     return "/".join(parts)
 
 
-def study_config(record: Mapping[str, Any]) -> dict[str, Any]:
+def study_config(record: Record) -> dict[str, Any]:
     """The W&B config: the study in a few dozen keys, not the ~180 of the resolved config.
 
     Every config group's choice (``init: xavier``), the top-level values, the Trainer keys the
@@ -191,17 +192,17 @@ def study_config(record: Mapping[str, Any]) -> dict[str, Any]:
     a W&B run read back alone lands in the same table as its record). The record keeps the
     whole resolved config.
     """
-    config = record.get("config") or {}
+    config = record.config
     scalars = {key: value for key, value in config.items()
-               if not isinstance(value, Mapping | list) and key not in records.CONTROL_KEYS}
+               if not isinstance(value, Mapping | list) and key not in identity.CONTROL_KEYS}
     trainer = {key: value for key, value in (config.get("trainer") or {}).items()
                if key != "_target_"}
     return {
-        **(record.get("choices") or {}), **scalars, "trainer": trainer,
-        "network": record.get("network"), "channels": record.get("channels"),
-        "cell": record["cell"], "cell_id": record["cell_id"], "name": record["name"],
-        "params": record.get("params"),
-        "protocol": json.dumps(records.protocol_of(config), sort_keys=True),
+        **record.choices, **scalars, "trainer": trainer,
+        "network": record.network, "channels": record.channels,
+        "cell": record.cell, "cell_id": record.cell_id, "name": record.name,
+        "params": record.params,
+        "protocol": json.dumps(identity.protocol_of(config), sort_keys=True),
     }
 
 
@@ -225,7 +226,7 @@ def resumed_run(resume_from: str | os.PathLike[str] | None) -> dict[str, str]:
     if wandb_id is None:
         return {}
     run_dir = Path(resume_from).resolve().parent.parent  # type: ignore[arg-type]
-    earlier = records.read_json(run_dir / records.RESULT_FILE) or {}
+    earlier = atomic.read_json(run_dir / records.RESULT_FILE) or {}  # its group, even if damaged
     group = (earlier.get("wandb") or {}).get("group")
     return {"id": wandb_id, **({"group": group} if group else {})}
 
@@ -264,19 +265,24 @@ def _wandb_loggers(loggers: Iterable[Any]) -> list[CellWandbLogger]:
     return [logger for logger in loggers if isinstance(logger, CellWandbLogger)]
 
 
-def summary_of(record: Mapping[str, Any]) -> dict[str, Any]:
+def summary_of(record: Record) -> dict[str, Any]:
     """What the W&B summary shows of a finished, failed or diverged run."""
-    summary: dict[str, Any] = dict(record.get("metrics") or {})
+    summary: dict[str, Any] = dict(record.metrics)
     summary.update(
-        status=record.get("status"), epochs=record.get("epochs"), params=record.get("params"),
-        wall_seconds=record.get("wall_seconds"), cell_id=record.get("cell_id"),
+        status=str(record.status), epochs=record.epochs, params=record.params,
+        wall_seconds=record.wall_seconds, cell_id=record.cell_id,
     )
-    if record.get("error"):
-        summary["error"] = str(record["error"])[:500]
+    if record.error:
+        summary["error"] = str(record.error)[:500]
     return summary
 
 
-def finish(loggers: Iterable[Any], record: Mapping[str, Any]) -> None:
+def wandb_run_of(loggers: Iterable[Any]) -> dict[str, Any] | None:
+    """The W&B run a job logged to (id, name, group, ...), for its record; None without one."""
+    return next((logger.run_info for logger in _wandb_loggers(loggers)), None)
+
+
+def finish(loggers: Iterable[Any], record: Record) -> None:
     """Write the final metrics to the W&B summary and finish the W&B run, whatever happened.
 
     A run that failed before Lightning opened its W&B run is opened here, so that it shows in
@@ -288,7 +294,7 @@ def finish(loggers: Iterable[Any], record: Mapping[str, Any]) -> None:
         try:
             experiment = tracker.experiment
             experiment.summary.update(summary_of(record))
-            experiment.finish(exit_code=0 if record.get("status") == "finished" else 1)
+            experiment.finish(exit_code=0 if record.finished else 1)
         except Exception as error:  # noqa: BLE001 - tracking must never lose a record
             log.warning("W&B: could not finish the run cleanly: %s", error)
             try:

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ablate import config as config_lib
-from ablate import records
+from ablate import identity
 from ablate.network import count_parameters
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -121,7 +121,7 @@ def test_misspelt_trainer_argument_is_rejected_with_a_suggestion():
 def test_config_id_ignores_lightning_defaults_the_config_does_not_set(monkeypatch):
     import pytorch_lightning as pl
 
-    before = records.config_id(compose_config(["experiment=quick"]))
+    before = identity.config_id(compose_config(["experiment=quick"]))
     init = inspect.unwrap(pl.Trainer.__init__)  # what inspect.signature reads
     changed = dict(init.__kwdefaults__)
     assert changed["gradient_clip_val"] is None and changed["log_every_n_steps"] is None
@@ -131,9 +131,9 @@ def test_config_id_ignores_lightning_defaults_the_config_does_not_set(monkeypatc
     config_lib.trainer_arguments.cache_clear()
     after = compose_config(["experiment=quick"])
     config_lib.validate(after)
-    assert records.config_id(after) == before
+    assert identity.config_id(after) == before
     # ... while a value the config does set is part of the identity
-    assert records.config_id(compose_config(["experiment=quick", "trainer.benchmark=true"])) \
+    assert identity.config_id(compose_config(["experiment=quick", "trainer.benchmark=true"])) \
         != before
 
 
@@ -197,7 +197,7 @@ def test_cell_holds_the_values_as_typed():
     cfg = compose_config(["model=A", "downsample=stride", "lr=0.1", "seed=3",
                           "trainer.max_epochs=2"])
     choices = cfg.hydra.runtime.choices
-    cell = records.cell_of(cfg, choices, ["model=A", "lr=0.1", "trainer.max_epochs=2"])
+    cell = identity.cell_of(cfg, choices, ["model=A", "lr=0.1", "trainer.max_epochs=2"])
     assert cell == {"model": "A", "downsample": "stride", "dataset": "digits",
                     "augmentation": "none", "seed": 3, "lr": 0.1, "trainer.max_epochs": 2,
                     # every axis of the study, defaults included (no gaps in W&B tables)
@@ -207,5 +207,5 @@ def test_cell_holds_the_values_as_typed():
 
 def test_a_downsampling_modes_settings_are_in_its_cell_with_their_defaults():
     cfg = compose_config(["downsample=lppool"])
-    cell = records.cell_of(cfg, cfg.hydra.runtime.choices, ["downsample=lppool"])
+    cell = identity.cell_of(cfg, cfg.hydra.runtime.choices, ["downsample=lppool"])
     assert cell["downsample"] == "lppool" and cell["downsample.p"] == 2

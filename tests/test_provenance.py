@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_report import write_record
 
-from ablate import records
+from ablate import atomic, provenance, records
 from ablate.report.__main__ import main as report_main
 from ablate.sweep import stale
 from ablate.sweep.plan import Job
@@ -30,22 +30,22 @@ def test_dirty_means_the_source_not_reports_or_sweeps(tmp_path):
     _git(repo, "init", "-q")
     _git(repo, "add", ".")
     _git(repo, "commit", "-qm", "start")
-    clean = records.git_state(repo)
+    clean = provenance.git_state(repo)
     assert clean["dirty"] is False and clean["commit"]
     (repo / "reports" / "tables.md").write_text("regenerated\n")  # python -m ablate.report
-    assert records.git_state(repo) == clean
+    assert provenance.git_state(repo) == clean
     (repo / "ablate" / "spec.py").write_text("edited\n")
-    edited = records.git_state(repo)
+    edited = provenance.git_state(repo)
     assert edited["dirty"] is True and edited["commit"] == clean["commit"]
     assert edited["source"] != clean["source"]
     (repo / "ablate" / "spec.py").write_text("edited again\n")
-    assert records.git_state(repo)["source"] not in (clean["source"], edited["source"])
+    assert provenance.git_state(repo)["source"] not in (clean["source"], edited["source"])
 
 
 def _finished(tmp_path: Path, name: str, commit: str, source: str) -> Job:
     run_dir = tmp_path / name
     cell = {"model": "C", "seed": 0}
-    records.write_json_atomic(run_dir / records.RESULT_FILE, {
+    atomic.write_json_atomic(run_dir / records.RESULT_FILE, {
         "status": "finished", "cell": cell, "config_id": name, "git_commit": commit,
         "git_dirty": False, "git_source": source})
     previous = read_run(run_dir)
@@ -78,7 +78,7 @@ def test_the_reports_inputs_name_the_commits_and_package_versions(tmp_path, monk
                             lr=0.05, seed=job, test=0.1, val=0.1)
         record = json.loads(path.read_text())
         record.update(git_commit=commit, git_dirty=dirty, versions=versions)
-        records.write_json_atomic(path, record)
+        atomic.write_json_atomic(path, record)
     monkeypatch.chdir(tmp_path)
     assert report_main([str(sweeps), "--out", "tables.md", "--no-figures"]) == 0
     text = Path("tables.md").read_text()

@@ -15,8 +15,8 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from ablate import atomic, identity, records
 from ablate import config as config_lib
-from ablate import records
 from ablate.report import load, reference, stats, tables
 from ablate.report.__main__ import main as report_main
 
@@ -49,7 +49,7 @@ def write_record(root: Path, job: str, *, name: str, model: str, downsample: str
                 "val_error": (val or 0.5) + 0.1 / (e + 1), "val_loss": 1.0} for e in range(3)]
     record = {
         "schema": 1, "status": status, "name": name, "cell": cell,
-        "cell_id": records.cell_id(cell), "config_id": records.config_id(config),
+        "cell_id": identity.cell_id(cell), "config_id": identity.config_id(config),
         "params": params, "metrics": metrics, "epochs": 3,
         "history": history if status == "finished" else [], "wall_seconds": 1.5,
         "config": config, "error": None if status == "finished" else f"{status} for a test",
@@ -57,7 +57,7 @@ def write_record(root: Path, job: str, *, name: str, model: str, downsample: str
         "output_dir": str(root / sweep / job),
     }
     path = root / sweep / job / records.RESULT_FILE
-    records.write_json_atomic(path, record)
+    atomic.write_json_atomic(path, record)
     (root / sweep / "multirun.yaml").write_text("hydra: {}\n")
     return path
 
@@ -240,7 +240,7 @@ def test_regeneration_is_byte_identical_and_scrubs_the_api_key(grid, tmp_path, m
     leaky = grid / SWEEP / "13" / records.RESULT_FILE
     record = json.loads(leaky.read_text())
     record["error"] = f"RuntimeError: bad key {key}"
-    records.write_json_atomic(leaky, record)
+    atomic.write_json_atomic(leaky, record)
     assert report_main(["sweeps", "--out", "first/tables.md", "--csv", "first/runs.csv"]) == 0
     assert report_main(["sweeps", "--out", "second/tables.md", "--csv", "second/runs.csv"]) == 0
     first, second = Path("first"), Path("second")
@@ -340,7 +340,7 @@ def test_a_setting_swept_within_a_cell_gets_rows_of_its_own_not_superseded(tmp_p
     write_record(root, "default-0", **common, seed=0, test=0.8, val=0.8,
                  overrides=("augmentation=flip_translate",), ended="2025-12-31T00:00:00+00:00")
     frame, issues = load.load_runs([root])
-    names = dict(zip(frame["path"].map(lambda p: Path(p).parent.name), frame["name"]))
+    names = dict(zip(frame["path"].map(lambda p: Path(p).parent.name), frame["name"], strict=True))
     one, five = f"All-CNN-C ({key}=1)", f"All-CNN-C ({key}=5)"
     assert names == {"1-0": one, "1-1": one, "1-0-old": one,
                      "5-0": five, "5-1": five, "default-0": five}

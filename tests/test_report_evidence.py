@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from test_report import _rows, write_record
 
-from ablate import predictions, records
+from ablate import atomic, identity, predictions
 from ablate.report import claims, evidence_tables, load, per_example, reference, tables
 from ablate.report.__main__ import main as report_main
 
@@ -46,7 +46,7 @@ def run(root: Path, job: str, *, model: str, downsample: str, seed: int, lr: flo
                         val=test if val is None else val, dataset="digits", overrides=overrides)
     record = json.loads(path.read_text())
     record["cell"].update({"trainer.max_epochs": 20, **(cell or {})})
-    record["cell_id"] = records.cell_id(record["cell"])
+    record["cell_id"] = identity.cell_id(record["cell"])
     if train_error is not None:
         record["metrics"]["train_error"] = train_error
     if with_predictions and status == "finished":
@@ -55,7 +55,7 @@ def run(root: Path, job: str, *, model: str, downsample: str, seed: int, lr: flo
         predicted = np.where(correct, labels, (labels + 1) % 10)
         record["predictions"] = predictions.write_predictions(
             path.parent, predicted, np.eye(10)[predicted], labels)
-    records.write_json_atomic(path, record)
+    atomic.write_json_atomic(path, record)
     return path
 
 

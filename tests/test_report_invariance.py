@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from test_report_evidence import make_study, named, run, section, table_rows
 
-from ablate import records
+from ablate import atomic, records
 from ablate.report import claims, evidence, figures, load, tables
 from ablate.report.__main__ import main as report_main
 
@@ -44,7 +44,7 @@ def measure(path: Path, at_2px: float) -> None:
     """Give a record the invariance summary that its run would have written."""
     record = json.loads(path.read_text())
     record["metrics"]["invariance"] = summary(at_2px, record["metrics"]["test_error"])
-    records.write_json_atomic(path, record)
+    atomic.write_json_atomic(path, record)
 
 
 def jobs(root: Path) -> dict[str, Path]:

@@ -12,7 +12,7 @@ from helpers import REPO, TINY, compose_config, load, result_files, run_cli
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from ablate import predictions, records
+from ablate import identity, predictions, records
 from ablate.run import run
 
 FAST = ["experiment=quick", "logger=none", "trainer.enable_progress_bar=false",
@@ -41,24 +41,24 @@ def test_fast_dev_run_in_process_leaves_a_finished_record(hydra_run, tmp_path):
     cfg = hydra_run(FAST)
     record = run(cfg)
     on_disk = json.loads((tmp_path / records.RESULT_FILE).read_text())
-    assert on_disk == json.loads(json.dumps(record, default=str))
-    assert record["status"] == "finished" and record["error"] is None
-    assert record["name"] == "Strided-CNN-A" and record["params"] == 53_098
-    assert record["cell"]["model"] == "A" and record["cell"]["downsample"] == "stride"
-    assert 0.0 <= record["metrics"]["test_error"] <= 1.0
-    assert record["epochs"] == 1 and len(record["history"]) == 1
-    assert record["config_id"] == records.config_id(compose_config(FAST))
-    assert record["config"]["trainer"]["fast_dev_run"] is True
+    assert on_disk == json.loads(json.dumps(record.to_json(), default=str))
+    assert record.status == "finished" and record.error is None
+    assert record.name == "Strided-CNN-A" and record.params == 53_098
+    assert record.cell["model"] == "A" and record.cell["downsample"] == "stride"
+    assert 0.0 <= record.metrics["test_error"] <= 1.0
+    assert record.epochs == 1 and len(record.history) == 1
+    assert record.config_id == identity.config_id(compose_config(FAST))
+    assert record.config["trainer"]["fast_dev_run"] is True
     # every test example's prediction, checksummed, and the invariance measurement
-    saved = predictions.read_predictions(tmp_path, record["predictions"])
+    saved = predictions.read_predictions(tmp_path, record.predictions)
     assert len(saved.labels) == 359 and saved.logits.shape == (359, 10)
-    assert 1 - saved.correct.mean() == pytest.approx(record["metrics"]["test_error"], abs=1e-6)
-    invariance = record["metrics"]["invariance"]
-    assert invariance["identity"]["error"] == pytest.approx(record["metrics"]["test_error"],
+    assert 1 - saved.correct.mean() == pytest.approx(record.metrics["test_error"], abs=1e-6)
+    invariance = record.metrics["invariance"]
+    assert invariance["identity"]["error"] == pytest.approx(record.metrics["test_error"],
                                                             abs=1e-6)
     assert set(invariance) >= {"shift_1", "shift_4", "flip", "directions"}
     marker = json.loads((tmp_path / records.START_FILE).read_text())
-    assert marker["config_id"] == record["config_id"]
+    assert marker["config_id"] == record.config_id
 
 
 def test_a_diverging_run_is_recorded_in_process(hydra_run, tmp_path):
@@ -66,8 +66,8 @@ def test_a_diverging_run_is_recorded_in_process(hydra_run, tmp_path):
                      "trainer.fast_dev_run=5"])
     with pytest.raises(Exception, match="diverged"):
         run(cfg)
-    record = records.read_record(tmp_path / records.RESULT_FILE)
-    assert record["status"] == "diverged" and "training loss became nan" in record["error"]
+    record = records.load(tmp_path / records.RESULT_FILE)
+    assert record.status == "diverged" and "training loss became nan" in record.error
 
 
 def test_importing_the_runner_does_not_import_the_sweep_side():
@@ -97,6 +97,13 @@ def test_resume_from_a_run_directory_recomposes_that_runs_config(workdir):
     assert first.returncode == 0, first.stderr[-3000:]
     [path] = result_files(workdir)
     run_dir = path.parent
+    # a finished run continued under its own config would train nothing: refused, no 2nd record
+    refused = run_cli([f"resume_from={run_dir}"], workdir)
+    assert refused.returncode == 2 and "finished already" in refused.stderr
+    assert result_files(workdir) == [path]
+    # the same run, stopped by a signal after its first epoch, as a killed run's record says
+    stopped = {**load(path), "status": "failed", "interrupted": True, "error": "Interrupted"}
+    path.write_text(json.dumps(stopped))
     again = run_cli([f"resume_from={run_dir}"], workdir)  # nothing else on the command line
     assert again.returncode == 0, again.stderr[-3000:]
     records = {p.parent: load(p) for p in result_files(workdir)}

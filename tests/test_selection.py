@@ -11,8 +11,8 @@ from helpers import compose_config
 from test_report import write_record
 from test_run import hydra_run  # noqa: F401 - the fixture
 
+from ablate import atomic, selection
 from ablate import config as config_lib
-from ablate import records, selection
 from ablate.errors import SelectionError
 from ablate.report import load, stats, tables
 from ablate.run import run
@@ -106,9 +106,9 @@ def test_final_stage_trains_on_every_training_image(hydra_run, tmp_path):  # noq
                      "trainer.limit_val_batches=0", "width=0.125"])
     record = run(cfg)
     # digits: 1,438 training images before the split (conf/dataset/digits.yaml), all of them
-    assert record["images"] == {"train": 1438, "val": 0, "test": 359}
-    assert "val_error" not in record["metrics"] and "test_error" in record["metrics"]
-    assert all("val_error" not in epoch for epoch in record["history"])
+    assert record.images == {"train": 1438, "val": 0, "test": 359}
+    assert "val_error" not in record.metrics and "test_error" in record.metrics
+    assert all("val_error" not in epoch for epoch in record.history)
 
 
 def test_report_labels_the_final_stage_and_builds_table3_from_it(tmp_path):
@@ -136,7 +136,7 @@ def test_the_p_axis_is_one_downsampling_axis(tmp_path):
                             overrides=("downsample=lppool", f"downsample.p={p}"))
         record = json.loads(path.read_text())
         record["cell"]["downsample.p"] = p
-        records.write_json_atomic(path, record)
+        atomic.write_json_atomic(path, record)
     frame, _ = load.load_runs([root])
     assert list(frame["downsample"]) == ["lppool p=16", "lppool p=2"]
     assert all("downsample.p" not in json.loads(cell) for cell in frame["cell"])

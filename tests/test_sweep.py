@@ -18,7 +18,7 @@ import pytest
 import torch
 from helpers import REPO, TINY, cli_env, compose_config, load, result_files, run_cli
 
-from ablate import records
+from ablate import identity, provenance, records
 from ablate.network import build_network
 from ablate.spec import all_conv, conv_pool, normalise, pool, strided
 from ablate.sweep import estimate, index, plan, state
@@ -41,7 +41,7 @@ def test_unique_dir_gives_every_caller_its_own_directory(tmp_path):
 
 def test_config_id_ignores_launch_and_display_settings_but_not_training():
     def config_id(*overrides: str) -> str:
-        return records.config_id(
+        return identity.config_id(
             json.loads(json.dumps(_container(compose_config(list(overrides))))))
 
     base = config_id("experiment=quick")
@@ -105,7 +105,7 @@ def test_scan_reads_each_run_directory_state(tmp_path):
         _run_dir(tmp_path, "1", marker={**marker, "config_id": "c2", "pid": 2**22 + 7},
                  checkpoint=True)  # a dead pid: interrupted
         _run_dir(tmp_path, "2", marker={**marker, "config_id": "c3", "pid": alive.pid,
-                                        "pid_start": records.process_start(alive.pid)})
+                                        "pid_start": provenance.process_start(alive.pid)})
         _run_dir(tmp_path, "3", marker={**marker, "config_id": "c4"},
                  record={"status": "failed", "cell": {}, "config_id": "c4", "interrupted": True,
                          "error": "KeyboardInterrupt"}, checkpoint=True)

@@ -12,7 +12,7 @@ import pytest
 from helpers import TINY  # noqa: F401 - registers the plugins and trainer/open, as the CLI does
 from omegaconf import OmegaConf
 
-from ablate import records
+from ablate import atomic, identity, records
 from ablate.sweep import index, plan, state
 from hydra_plugins.ablate_sweeper.sweeper import planner
 
@@ -36,7 +36,8 @@ def test_fast_composition_equals_hydras_for_every_job_of_the_preset(preset):
             fast = composer.compose(overrides)
             assert OmegaConf.to_container(fast, resolve=False) == OmegaConf.to_container(
                 full, resolve=False), overrides
-            assert OmegaConf.is_struct(fast) and records.config_id(fast) == records.config_id(full)
+            assert OmegaConf.is_struct(fast)
+            assert identity.config_id(fast) == identity.config_id(full)
             task_only = composer.compose(overrides, with_hydra=False)
             expected = OmegaConf.to_container(full, resolve=False)
             del expected["hydra"]
@@ -65,9 +66,9 @@ def _write_run(root: Path, rel: str, config_id: str, status: str | None = "finis
     """A run directory as a run leaves it: a start marker, then (unless still going) a record."""
     directory = root / rel
     marker = {"config_id": config_id, "host": "elsewhere", "pid": 1}
-    records.write_json_atomic(directory / records.START_FILE, marker)
+    atomic.write_json_atomic(directory / records.START_FILE, marker)
     if status is not None:
-        records.write_json_atomic(directory / records.RESULT_FILE, {
+        atomic.write_json_atomic(directory / records.RESULT_FILE, {
             "status": status, "cell": {}, "config_id": config_id, "wall_seconds": 10.0,
             "error": None if status == "finished" else "boom"})
         os.utime(directory / records.RESULT_FILE, (AN_HOUR_AGO + 1, AN_HOUR_AGO + 1))
@@ -101,16 +102,17 @@ def test_the_index_answers_as_a_scan_and_is_trusted_while_nothing_changes(root):
     scanned = _states(index.scan(root))
     assert scanned == _states(index.past_runs(root))  # no index yet: a scan, which writes it
     assert (root / index.INDEX_FILE).is_file()
-    # A record changed without its directory changing is not read again: the index answers.
+    assert _states(index.past_runs(root)) == scanned  # nothing changed: the index answers
+    # A record changed in place (its directory's time unchanged) is verified, never trusted.
     (root / "2026-01-01_00-00-00/0" / records.RESULT_FILE).write_text("{damaged")
-    assert _states(index.past_runs(root)) == scanned
+    assert _states(index.past_runs(root))["a"] == [(scanned["a"][0][0], "failed")]
 
 
 def test_changes_made_elsewhere_are_found_through_the_directories_they_touch(root):
     index.past_runs(root)
     # Another machine: a new sweep folder, a record for the killed run, a record deleted.
     _write_run(root, "2026-01-03_00-00-00/0", "d")
-    records.write_json_atomic(root / "2026-01-01_00-00-00/2" / records.RESULT_FILE,
+    atomic.write_json_atomic(root / "2026-01-01_00-00-00/2" / records.RESULT_FILE,
                               {"status": "finished", "cell": {}, "config_id": "c"})
     (root / "2026-01-02_00-00-00/0" / records.RESULT_FILE).unlink()
     found = index.past_runs(root)
@@ -141,9 +143,15 @@ def test_runs_noted_as_they_end_are_not_read_again(root):
     new = _write_run(root, "2026-01-03_00-00-00/0", "d")
     os.utime(new, (AN_HOUR_AGO, AN_HOUR_AGO))  # it ended a while before the sweeper noted it
     index.note_runs(root, [new])
+    with pytest.MonkeyPatch.context() as patch:  # noted, unchanged: trusted without a read
+        real = index.read_run
+        patch.setattr(index, "read_run", lambda directory: pytest.fail(f"read {directory}")
+                      if directory == new else real(directory))
+        assert [r.state for r in index.past_runs(root)["d"]] == ["finished"]
     (new / records.RESULT_FILE).write_text("{damaged")  # the directory's time is unchanged
     os.utime(new, (AN_HOUR_AGO, AN_HOUR_AGO))
-    assert [r.state for r in index.past_runs(root)["d"]] == ["finished"]
+    [damaged] = index.past_runs(root)["d"]  # verified, never trusted: read again, not finished
+    assert damaged.state == "failed" and "does not validate" in damaged.error
 
 
 def test_the_plan_is_the_same_with_a_fresh_a_missing_and_a_damaged_index(tmp_path):

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 import yaml
 
-from ablate import records, spec
+from ablate import atomic, records, spec
 from ablate.bench.steps import all_cnn_c, plain_seconds, synthetic_batches
 from ablate.sweep import measured
 from ablate.sweep.estimate import forward_macs
@@ -385,7 +385,7 @@ def _run_cli(overrides: list[str], cwd: Path, timeout: float) -> dict:
     if done.returncode != 0 or len(found) != 1:
         raise RuntimeError(f"python -m ablate.run {' '.join(overrides)} exited "
                            f"{done.returncode}:\n{(done.stdout + done.stderr)[-2000:]}")
-    record = records.read_record(found[0])
+    record = records.load(found[0]).to_json()
     if record["status"] != "finished":
         raise RuntimeError(f"the run {record['status']}: {record.get('error')}")
     return {"launched": launched, "ended": ended, "first_step_at": record["first_step_at"],
@@ -800,8 +800,8 @@ def main(argv: list[str] | None = None) -> None:
                             else "reports/benchmarks/gpu_cpu.txt"))
     record = benchmark(args)
     text = render(record)
-    records.write_json_atomic(out.with_suffix(".json"), record)
-    records.write_atomic(out, text)
+    atomic.write_json_atomic(out.with_suffix(".json"), record)
+    atomic.write_atomic(out, text)
     print(text, end="")
 
 

@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from ablate import records
+from ablate import atomic
 from ablate.bench.steps import all_cnn_c, plain_seconds, sgd, synchronize, synthetic_batches
 from ablate.callbacks import progress_bar
 from ablate.data.batches import TensorBatches
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     text = "\n".join(lines) + "\n"
     print(text, end="")
-    records.write_atomic(args.out, text)
+    atomic.write_atomic(args.out, text)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ablate import records
+from ablate import atomic, identity, provenance, records
 
 OUTPUT = Path("reports/benchmarks/scale.txt")
 CELLS_AND_LRS = 48  # table3: 3 models x 4 downsampling modes x 4 learning rates
@@ -66,7 +66,7 @@ def _record(cfg, config_id: str, job: int, directory: Path, rng_state: int,
             "seed": cfg.seed, "lr": cfg.lr}
     return {
         "schema": records.SCHEMA_VERSION, "name": config["network"]["name"], "cell": cell,
-        "cell_id": records.cell_id(cell), "params": 1_369_738, "config": config,
+        "cell_id": identity.cell_id(cell), "params": 1_369_738, "config": config,
         "config_id": config_id, "versions": versions,
         "started_at": "2026-01-01T00:00:00+00:00", "output_dir": str(directory),
         "status": "finished",
@@ -87,13 +87,13 @@ def write_records(scratch: Path, runs: int) -> Path:
 
     root = scratch / "sweeps" / "table3"
     an_hour_ago = time.time() - 3600
-    versions = records.package_versions()
+    versions = provenance.package_versions()
     with planner(grid_args(runs)) as (sweeper, task):
         grid, _ = sweeper._grid(task)
         composer = sweeper._composer()
         for job, overrides in enumerate(grid):
             cfg = composer.compose(overrides, with_hydra=False)
-            config_id = records.config_id(cfg)
+            config_id = identity.config_id(cfg)
             directory = root / SWEEP_DIR / str(job)
             directory.mkdir(parents=True)
             record = _record(cfg, config_id, job, directory, int(config_id[:8], 16), versions)
@@ -188,7 +188,7 @@ def main() -> None:
 
     for runs in options.sizes:
         measure(runs, say)
-    records.write_atomic(options.output, "\n".join(lines) + "\n")
+    atomic.write_atomic(options.output, "\n".join(lines) + "\n")
     print(f"written to {options.output}")
 
 

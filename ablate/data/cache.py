@@ -13,7 +13,7 @@ loaded CIFAR tensors takes about half a second; fitting ZCA takes minutes on a C
 Files are written to a temporary name and renamed into place (``os.replace``), so a killed run
 leaves no half-written cache; the full key is stored inside and checked on load, so a file copied
 or renamed by hand is never taken for another configuration's. Parallel runs of a grid take a
-lock (``fcntl``, where the platform has it) while they compute, so only the first one does.
+lock (``filelock``) while they compute, so only the first one does.
 
 A cache folder that cannot be written (``<dataset.root>/cache`` on a read-only data disk) is
 still read; a miss is then written to the user's cache folder (``$XDG_CACHE_HOME/ablate``, else
@@ -31,14 +31,14 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 
-from ablate import records
+from ablate import atomic
 from ablate.data.splits import ImageSplits
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def describe(value: Any) -> Any:
+def settings_of(value: Any) -> Any:
     """A JSON-able identity of a configured object: its type and its public attributes.
 
     Tensors are fitted state, not configuration, and read as ``None``, so a fitted and an
@@ -69,21 +69,20 @@ def describe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
-        return [describe(item) for item in value]
+        return [settings_of(item) for item in value]
     if isinstance(value, dict):
-        return {str(key): describe(item) for key, item in value.items()}
+        return {str(key): settings_of(item) for key, item in value.items()}
     if isinstance(value, torch.Tensor):
         return None
     if inspect.isroutine(value) or inspect.isclass(value):
         return f"{value.__module__}.{value.__qualname__}"
     if isinstance(value, functools.partial):
-        return {"partial": describe(value.func), "args": describe(value.args),
-                "keywords": describe(value.keywords)}
+        return {"partial": settings_of(value.func), "args": settings_of(value.args),
+                "keywords": settings_of(value.keywords)}
     kind = type(value)
     if hasattr(value, "__dict__"):
-        attributes = {
-            name: describe(item) for name, item in vars(value).items() if not name.startswith("_")
-        }
+        attributes = {name: settings_of(item) for name, item in vars(value).items()
+                      if not name.startswith("_")}
         return {"type": f"{kind.__module__}.{kind.__qualname__}", **attributes}
     return repr(value)
 
@@ -96,8 +95,8 @@ def cache_key(splits: ImageSplits, split: dict[str, Any], preprocess: Any) -> tu
             "dataset": splits.name,
             "num_classes": splits.num_classes,
             "data": tensor_digest(splits.train_x, splits.train_y, splits.test_x, splits.test_y),
-            "split": describe(split),
-            "preprocess": describe(preprocess),
+            "split": settings_of(split),
+            "preprocess": settings_of(preprocess),
         },
         sort_keys=True,
     )
@@ -166,7 +165,7 @@ def load_or_prepare(
         path = cache_path(usable, splits.name, key)
         hit = _read(path, key)  # an earlier run that fell back too
     if hit is None:
-        with _locked(path.with_suffix(".lock")):
+        with FileLock(path.with_suffix(".lock")):
             hit = _read(path, key)  # a parallel run may have written it while we waited
             if hit is None:
                 log.info("preprocessing %s (cache miss, will write %s)", splits.name, path)
@@ -215,20 +214,5 @@ def _write(
         "tensors": tensors,
         "preprocess_state": dict(state),
     }
-    with records.atomic_file(path) as out:
+    with atomic.atomic_file(path) as out:
         torch.save(payload, out)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: parallel runs may compute it twice
-        yield
-        return
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ablate import records
+from ablate import atomic
 from ablate.data.cache import user_cache_dir, writable
 from ablate.data.splits import ImageSplits
 from ablate.errors import DatasetError
@@ -259,7 +259,7 @@ def download_file(
     log.info("downloading %s to %s", url, target)
     try:
         with (
-            records.atomic_file(target) as out,
+            atomic.atomic_file(target) as out,
             urllib.request.urlopen(url, timeout=timeout) as response,
         ):
             for block in iter(lambda: response.read(CHUNK), b""):
@@ -314,7 +314,7 @@ def extract(spec: CifarFormat, archive: Path, folder: Path, url: str) -> None:
                 f"Python-format archive (wanted {', '.join(spec.train_files + spec.test_files)})"
             )
         try:
-            os.chmod(staging, records.umask_mode(0o777))  # mkdtemp makes it private
+            os.chmod(staging, atomic.umask_mode(0o777))  # mkdtemp makes it private
             os.replace(staging, folder)
         except OSError:
             if not folder.is_dir():  # another process extracting at the same time wins the race

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from ablate import records
+from ablate import atomic
 from ablate.report import figures, load, tables
 
 log = logging.getLogger("ablate.report")
@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     sources = [*args.paths, *([f"--wandb-project {args.wandb_project}"]
                               if args.wandb_project else [])]
     text = _scrub(tables.render(frame, issues, sources=sources, figure_links=links))
-    records.write_atomic(args.out, text)
+    atomic.write_atomic(args.out, text)
     if args.csv:
         table = frame.drop(columns=["history", "correct"])  # per-epoch and per-example arrays
-        records.write_atomic(args.csv, _scrub(table.to_csv(index=False)))
+        atomic.write_atomic(args.csv, _scrub(table.to_csv(index=False)))
     log.info("%d runs -> %s", len(frame), args.out)
     return 0
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate import records
+from ablate import identity
 from ablate.report import evidence, per_example, reference, stats
 from ablate.report.load import RUNNING, SHIFTS
 
@@ -32,7 +32,7 @@ from ablate.report.load import RUNNING, SHIFTS
 NOT_AXES = ("seed", "lr", "dataset")
 # Overrides that cannot change a result (how a run is shown, logged or launched): they are in
 # a run's cell when typed on the command line, but never split a context nor form an axis.
-IGNORED_KEYS = (*records.PRESENTATION_KEYS, *records.CONTROL_KEYS)
+IGNORED_KEYS = identity.IGNORED_KEYS
 # Left out of a table's grouping: each per-model table lists its variants as rows.
 ROW_KEYS = ("downsample",)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ablate import records
+from ablate import atomic
 from ablate.report import evidence, load, reference, stats
 from ablate.report.load import SHIFTS
 
@@ -27,7 +27,7 @@ def _save(figure, path: Path) -> Path:
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
-    return records.write_atomic(path, buffer.getvalue())
+    return atomic.write_atomic(path, buffer.getvalue())
 
 
 def _label_panel(axes, model: str, xlabel: str, ylabel: str | None) -> None:

@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate import records
+from ablate import identity, records
 from ablate.report import per_example
+from ablate.status import ENDED
 
 METRICS = ("test_error", "val_error", "train_error", "train_loss", "val_loss", "test_loss")
 # Prediction consistency under the moves of ``metrics.invariance`` (ablate.invariance, which
@@ -44,7 +45,7 @@ METRICS = ("test_error", "val_error", "train_error", "train_loss", "val_loss", "
 SHIFTS = (1, 2, 3, 4)
 CONSISTENCY = (*(f"consistency_{step}" for step in SHIFTS), "consistency_flip")
 COLUMNS = (
-    "source", "path", "sweep", "wandb_id", "cell_id", "name", *records.CELL_AXES, "lr", "seed",
+    "source", "path", "sweep", "wandb_id", "cell_id", "name", *identity.CELL_AXES, "lr", "seed",
     "status", *METRICS, *CONSISTENCY, "params", "epochs", "train_images", "wall_seconds",
     "started_at", "ended_at", "protocol", "protocol_spec", "cell", "error", "history",
     "superseded", "test_fingerprint", "correct", "code", "versions", "config_id",
@@ -68,10 +69,10 @@ WANDB_IGNORED = "W&B run folders not read (--wandb-offline none)"
 WITHOUT_METRICS = "finished runs without a finite test_error (counted as failed)"
 INFO = (WANDB_MIRRORED, WANDB_IGNORED, VARIANTS)
 
-# What makes two runs comparable (``records.PROTOCOL_KEYS``, ``records.protocol_of``): defined
+# What makes two runs comparable (``identity.PROTOCOL_KEYS``, ``identity.protocol_of``): defined
 # beside the cell, so that a W&B run can carry its protocol and be read back without its config.
-PROTOCOL_KEYS = records.PROTOCOL_KEYS
-protocol_of = records.protocol_of
+PROTOCOL_KEYS = identity.PROTOCOL_KEYS
+protocol_of = identity.protocol_of
 
 
 # The keys in which the final stage differs from the selection stage, by design: it trains on
@@ -81,7 +82,7 @@ STAGE_KEYS = ("dataset.val_size", "trainer.limit_val_batches")
 SELECTION, FINAL = "selection", "final"
 # A downsampling mode's settings besides these name a variant of it: downsample=lppool at
 # p = 4 is the mode "lppool p=4", beside pool and conv in every table and comparison.
-NOT_VARIANT_SETTINGS = records.NOT_VARIANT_SETTINGS
+NOT_VARIANT_SETTINGS = identity.NOT_VARIANT_SETTINGS
 
 
 @dataclass
@@ -127,7 +128,8 @@ def downsample_mode(choice: Any, node: Any) -> Any:
         return choice
     settings = sorted((key, value) for key, value in node.items()
                       if key not in NOT_VARIANT_SETTINGS and not isinstance(value, Mapping | list))
-    return " ".join([str(choice), *(f"{key}={records.canonical(value)}" for key, value in settings)])
+    shown = (f"{key}={identity.canonical(value)}" for key, value in settings)
+    return " ".join([str(choice), *shown])
 
 
 def report_cell(cell: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -286,10 +288,10 @@ def _row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, Any], 
     row = {column: None for column in COLUMNS}
     row.update(
         source=source, path=path, sweep=sweep, status=status,
-        cell_id=records.cell_id(cell), cell=json.dumps(dict(cell), sort_keys=True, default=str),
+        cell_id=identity.cell_id(cell), cell=json.dumps(dict(cell), sort_keys=True, default=str),
         # every ablate run records the paper's name of its network; a foreign one gets its axes
         name=name or (f"{model}-{downsample}" if model and downsample else None),
-        **{axis: cell.get(axis) for axis in records.CELL_AXES},
+        **{axis: cell.get(axis) for axis in identity.CELL_AXES},
         lr=_float(cell.get("lr")), seed=cell.get("seed"),
         protocol=protocol_id(protocol) if protocol is not None else None,
         protocol_spec=json.dumps(protocol, sort_keys=True) if protocol is not None else None,
@@ -383,7 +385,7 @@ def row_from_wandb(meta: Mapping[str, Any], *, source: str, path: str,
     state = str(meta.get("state") or "").lower()
     if state in ("running", "pending") and status is None:
         status = RUNNING
-    elif status not in records.STATUSES:
+    elif status not in ENDED:
         status = _STATE_TO_STATUS.get(state, "failed")
     if status == RUNNING:
         issues.add(IN_PROGRESS, path)
@@ -437,7 +439,7 @@ def load_records(paths: Sequence[Path], issues: Issues) -> list[tuple[Path, dict
     loaded = []
     for path in paths:
         try:
-            record = records.read_record(path)
+            record = records.load(path).to_json()
             if not isinstance(record.get("cell"), Mapping):
                 raise records.RecordError(f"{path}: 'cell' is not an object")
             row = row_from_record(record, path)
@@ -535,7 +537,7 @@ def _in_progress_row(job_dir: Path, issues: Issues) -> dict[str, Any] | None:
         resolved = OmegaConf.to_container(config, resolve=True)
     except Exception:  # noqa: BLE001
         resolved = None
-    cell = {key: choices.get(key) for key in records.CELL_AXES}
+    cell = {key: choices.get(key) for key in identity.CELL_AXES}
     cell.update(seed=config.get("seed"), lr=config.get("lr"))
     issues.add(IN_PROGRESS, _display(job_dir))
     name = ((resolved or {}).get("network") or {}).get("name")
@@ -551,8 +553,7 @@ def _in_progress_row(job_dir: Path, issues: Issues) -> dict[str, Any] | None:
 TABLE_CELL = ["protocol", "dataset", "augmentation", "name", "lr", "seed"]
 # Cell keys that never tell two settings apart: the replicates, and how a run was launched,
 # shown or logged.
-NOT_SETTINGS = ("seed", "lr", *records.CONTROL_KEYS, *records.PRESENTATION_KEYS,
-                *records.STORAGE_KEYS)
+NOT_SETTINGS = ("seed", "lr", *identity.IGNORED_KEYS)
 
 
 def _setting_values(path: str, cell: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
@@ -562,12 +563,12 @@ def _setting_values(path: str, cell: Mapping[str, Any], keys: Sequence[str]) -> 
     config: Mapping[str, Any] = {}
     if any(key not in cell for key in keys):
         try:
-            config = records.read_record(path).get("config") or {}
+            config = records.load(path).config or {}
         except records.RecordError:
             pass
 
     def from_config(key: str) -> Any:
-        value = records.select_dotted(config, key)
+        value = identity.select_dotted(config, key)
         return value.get("name") if isinstance(value, Mapping) else value
 
     return {key: cell[key] if key in cell else from_config(key) for key in keys}
@@ -605,7 +606,7 @@ def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
                      & (frame["status"] != RUNNING) & frame["cell"].notna()]
         cells = {index: json.loads(cell) for index, cell in rows["cell"].items()}
         keys = sorted(key for key in {key for cell in cells.values() for key in cell}
-                      if key not in (*NOT_SETTINGS, *records.CELL_AXES) and not _covered(key))
+                      if key not in (*NOT_SETTINGS, *identity.CELL_AXES) and not _covered(key))
         values = {index: _setting_values(rows.at[index, "path"], cell, keys)
                   for index, cell in cells.items()}
         # a key some run has no known value for (a choice its config does not name) cannot
@@ -617,7 +618,7 @@ def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
         if not varying:  # same cell, other config (a default changed between them): reruns
             continue
         for index, setting in values.items():
-            shown = ", ".join(f"{key}={records.canonical(setting[key])}" for key in varying)
+            shown = ", ".join(f"{key}={identity.canonical(setting[key])}" for key in varying)
             frame.at[index, "name"] = f"{name} ({shown})"
         issues.add(VARIANTS, f"{name} ({dataset}, augmentation {augmentation}, protocol "
                              f"{protocol}): {', '.join(varying)}")

@@ -11,7 +11,7 @@ launches, exactly one gets each cell; the other reports it as running elsewhere.
 
 A claim is released when its launch has collected the job's outcome (the record exists, or the
 job is known lost). A claim left behind by a launch that died is *stale* and may be taken over:
-its process is gone (knowable on its own host: ``records.process_alive``), or it is older than
+its process is gone (knowable on its own host: ``provenance.process_alive``), or it is older than
 ``hydra.sweeper.claim_timeout_hours`` (the only evidence from another machine). Taking over
 renames the stale file away first (one renamer wins), then claims as usual.
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ablate import records
+from ablate import atomic, provenance
 
 FOLDER = ".claims"
 DEFAULT_TIMEOUT_HOURS = 72.0  # longer than any one paper run on one GPU (350 epochs, ~10 h)
@@ -61,7 +61,7 @@ def claim_path(root: Path, config_id: str) -> Path:
 def _content(config_id: str, sweep_dir: Path, output_dir: Path | None) -> dict[str, Any]:
     pid = os.getpid()
     return {"config_id": config_id, "host": socket.gethostname(), "pid": pid,
-            "pid_start": records.process_start(pid), "sweep_dir": str(sweep_dir),
+            "pid_start": provenance.process_start(pid), "sweep_dir": str(sweep_dir),
             "output_dir": str(output_dir) if output_dir else None, "claimed_time": time.time()}
 
 
@@ -70,7 +70,7 @@ def read_holder(path: Path) -> Holder | None:
     claim of an unknown holder (it is never stale before the timeout)."""
     if not path.exists():
         return None
-    data = records.read_json(path) or {}
+    data = atomic.read_json(path) or {}
     claimed = data.get("claimed_time")
     if not isinstance(claimed, int | float):
         try:
@@ -84,7 +84,7 @@ def read_holder(path: Path) -> Holder | None:
 
 def is_stale(path: Path, timeout_hours: float) -> bool:
     """Whether the claim at ``path`` may be taken over: its holder is gone, or it is too old."""
-    data = records.read_json(path)
+    data = atomic.read_json(path)
     holder = read_holder(path)
     if holder is None:
         return False
@@ -92,14 +92,14 @@ def is_stale(path: Path, timeout_hours: float) -> bool:
         return True
     if data is None or data.get("host") != socket.gethostname() or _ours(path):
         return False  # another machine's process cannot be seen from here: wait for the timeout
-    return not records.process_alive(data.get("host"), data.get("pid"), data.get("pid_start"))
+    return not provenance.process_alive(data.get("host"), data.get("pid"), data.get("pid_start"))
 
 
 def _create(path: Path, content: dict[str, Any]) -> bool:
     """Create ``path`` holding ``content`` if it does not exist; False if it does."""
     path.parent.mkdir(parents=True, exist_ok=True)
     private = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    records.write_json_atomic(private, content)
+    atomic.write_json_atomic(private, content)
     try:
         os.link(private, path)  # exclusive and atomic; the claim appears whole
         return True
@@ -111,7 +111,7 @@ def _create(path: Path, content: dict[str, Any]) -> bool:
     finally:
         private.unlink(missing_ok=True)
     try:  # a filesystem without hard links: O_EXCL (a reader may see it empty for a moment)
-        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, records.umask_mode())
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, atomic.umask_mode())
     except FileExistsError:
         return False
     with os.fdopen(handle, "wb") as stream:
@@ -121,7 +121,7 @@ def _create(path: Path, content: dict[str, Any]) -> bool:
 
 def _take_over(path: Path, timeout_hours: float) -> None:
     """Move a stale claim out of the way; a concurrent taker may win, which is fine."""
-    before = records.read_json(path)
+    before = atomic.read_json(path)
     if not is_stale(path, timeout_hours):
         return
     aside = path.with_name(f".{path.name}.stale.{uuid.uuid4().hex}")
@@ -129,7 +129,7 @@ def _take_over(path: Path, timeout_hours: float) -> None:
         os.rename(path, aside)
     except FileNotFoundError:
         return  # another launch moved it first
-    if records.read_json(aside) != before:  # it was replaced between the check and the rename
+    if atomic.read_json(aside) != before:  # it was replaced between the check and the rename
         try:
             os.link(aside, path)  # put the fresh claim back (unless yet another took its place)
         except OSError:
@@ -176,7 +176,7 @@ def held_elsewhere(root: Path, config_ids: Iterable[str],
 
 
 def _ours(path: Path) -> bool:
-    data = records.read_json(path)
+    data = atomic.read_json(path)
     return data is not None and data.get("pid") == os.getpid() \
         and data.get("host") == socket.gethostname()
 

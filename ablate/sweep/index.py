@@ -7,16 +7,18 @@ filesystem. So the root keeps an index, ``.ablate/run-index.json``: each directo
 down to the run directories, with its modification time, and for each run what
 ``state.read_run`` found there.
 
-A launch walks the tree once and trusts an entry only while its directory is unchanged: one
-``stat`` per directory, no record read. Every way a run can change touches its directory's
-modification time (records and start markers are written by rename into it, a first checkpoint
-creates ``checkpoints/`` in it, a deleted record removes an entry from it), and so does a new
-run or sweep folder for its parent. A changed directory is listed or read again, whoever changed
-it, from whichever machine. Runs whose state can change without that (started, no record yet:
-their process may die, a checkpoint may appear) are read again on every launch. An index that is
-missing, damaged or of another version is ignored: the walk then reads everything, as a scan,
-and writes the index anew. Two launches writing it at once lose one's update, never
-correctness: a missed change is still a changed directory.
+A launch walks the tree once and trusts an entry only while its directory is unchanged and its
+record is the file it read (same size and modification time): a ``stat`` per directory and per
+record, no record read. A record edited, truncated or emptied in place is read again. Every
+other way a run can change touches its directory's modification time (records and start markers
+are written by rename into it, a first checkpoint creates ``checkpoints/`` in it, a deleted
+record removes an entry from it), and so does a new run or sweep folder for its parent. A
+changed directory is listed or read again, whoever changed it, from whichever machine. Runs
+whose state can change without that (started, no record yet: their process may die, a
+checkpoint may appear) are read again on every launch. An index that is missing, damaged or of
+another version is ignored: the walk then reads everything, as a scan, and writes the index
+anew. Two launches writing it at once lose one's update, never correctness: a missed change is
+still a changed directory.
 
 Run directories are not descended into (their own folders hold checkpoints, configs and W&B
 files, never other runs), and neither are hidden folders (``.submitit``, ``.hydra``, this index).
@@ -34,14 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate import records
+from ablate import atomic, records
 from ablate.sweep.estimate import Measured
 from ablate.sweep.state import PastRun, read_run
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = Path(".ablate") / "run-index.json"  # in a folder of its own: writing it leaves the
-VERSION = 1  # root's modification time alone
+VERSION = 2  # root's modification time alone; 2: each record's own size and time
 # A directory modified this recently may be modified again within the same timestamp tick
 # (1-2 s on coarse filesystems): its entry is kept but checked again by the next launch.
 SETTLE_NS = 5 * 10**9
@@ -63,11 +65,22 @@ class _Walk:
         return mtime_ns if self.now_ns - mtime_ns > SETTLE_NS else None
 
 
-def _entry(run: PastRun | None, mtime_ns: int | None) -> dict[str, Any]:
+def _record_stamp(directory: Path) -> list[int] | None:
+    """Size and modification time of a run's record: an in-place edit changes them, not the
+    directory's time."""
+    try:
+        stat = os.stat(directory / records.RESULT_FILE)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _entry(run: PastRun | None, mtime_ns: int | None, directory: Path) -> dict[str, Any]:
     if run is None:  # files of no known config (a damaged record, no marker): nothing to match
-        return {"mtime_ns": mtime_ns, "config_id": None}
+        return {"mtime_ns": mtime_ns, "config_id": None, "record": _record_stamp(directory)}
     return {
         "mtime_ns": mtime_ns,
+        "record": _record_stamp(directory),
         "config_id": run.config_id,
         "state": run.state,
         "checkpoint": str(run.checkpoint.relative_to(run.directory)) if run.checkpoint else None,
@@ -96,7 +109,8 @@ def _visit(walk: _Walk, rel: str) -> None:
     except OSError:
         return  # removed since its parent was listed
     known = walk.old_runs.get(rel)
-    if known is not None and known["mtime_ns"] == mtime_ns and known.get("settled", True):
+    if (known is not None and known["mtime_ns"] == mtime_ns and known.get("settled", True)
+            and known.get("record") == _record_stamp(path)):
         walk.runs[rel] = dict(known)
         return
     known = walk.old_dirs.get(rel)
@@ -113,7 +127,7 @@ def _visit(walk: _Walk, rel: str) -> None:
     names = {entry.name for entry in entries}
     if records.START_FILE in names or records.RESULT_FILE in names:
         walk.read += 1
-        walk.runs[rel] = _entry(read_run(path), walk.settled(mtime_ns))
+        walk.runs[rel] = _entry(read_run(path), walk.settled(mtime_ns), path)
         return
     children = sorted(entry.name for entry in entries
                       if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False))
@@ -124,7 +138,7 @@ def _visit(walk: _Walk, rel: str) -> None:
 
 def _load(root: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """``(dirs, runs)`` of the index under ``root``; None if it is missing or unusable."""
-    data = records.read_json(root / INDEX_FILE)
+    data = atomic.read_json(root / INDEX_FILE)
     if data is None or data.get("version") != VERSION:
         return None
     dirs, runs = data.get("dirs"), data.get("runs")
@@ -145,7 +159,7 @@ def _load(root: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
 
 def _save(root: Path, walk: _Walk) -> None:
     try:
-        records.write_json_atomic(root / INDEX_FILE, {
+        atomic.write_json_atomic(root / INDEX_FILE, {
             "version": VERSION, "written_by": "ablate.sweep.index", "dirs": walk.dirs,
             "runs": walk.runs})
     except OSError as error:  # a read-only share: the next launch scans again, nothing worse
@@ -203,5 +217,5 @@ def note_runs(root: Path, directories: Iterable[Path]) -> None:
             mtime_ns = os.stat(directory).st_mtime_ns
         except (ValueError, OSError):
             continue  # elsewhere than under the records root, or gone
-        walk.runs[rel] = _entry(read_run(directory), walk.settled(mtime_ns))
+        walk.runs[rel] = _entry(read_run(directory), walk.settled(mtime_ns), directory)
     _save(root, walk)

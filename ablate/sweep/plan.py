@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate import records
+from ablate import identity, records
 from ablate.budget import duration
 from ablate.sweep.state import RESUME, RUN, SKIP, Decision
 
@@ -76,16 +76,16 @@ def _relative(path: Path | None) -> str:
 def grid_line(axes: list[tuple[str, list[str]]], runs: int) -> str:
     """``model (3) x downsample (4) = 12 cells x 4 lr x 1 seed = 48 runs``."""
     swept = [(key, values) for key, values in axes if len(values) > 1]
-    cells = math.prod(len(v) for k, v in swept if k.lstrip("+") not in records.REPLICATE_KEYS)
+    cells = math.prod(len(v) for k, v in swept if k.lstrip("+") not in identity.REPLICATE_KEYS)
     parts = [f"{k} ({len(v)}: {', '.join(v)})" for k, v in swept
-             if k.lstrip("+") not in records.REPLICATE_KEYS]
-    replicates = math.prod(len(v) for k, v in axes if k.lstrip("+") in records.REPLICATE_KEYS)
+             if k.lstrip("+") not in identity.REPLICATE_KEYS]
+    replicates = math.prod(len(v) for k, v in axes if k.lstrip("+") in identity.REPLICATE_KEYS)
     union = runs // max(replicates, 1)  # a union of grids (sweeper variants) has fewer cells
     text = " x ".join(parts) if parts else "1 cell"
     if parts:
         text += f" = {union} cell{'s' if union != 1 else ''}"
         text += " (a union of grids)" if union != cells else ""
-    for axis in records.REPLICATE_KEYS:
+    for axis in identity.REPLICATE_KEYS:
         values = next((v for k, v in axes if k.lstrip("+") == axis), None)
         count = len(values) if values else 1
         shown = f" ({', '.join(values)})" if values and count > 1 else ""

@@ -3,7 +3,7 @@
 A run is matched by its config (``config_id``), which says nothing of the code that trained it:
 after a new commit, or an edit of ``ablate/spec.py``, a relaunch would skip every finished run
 without a word. Each record keeps ``git_commit`` and ``git_source`` (the commit plus any
-uncommitted edit of the source, ``records.git_state``); a finished run whose source differs
+uncommitted edit of the source, ``provenance.git_state``); a finished run whose source differs
 from this launch's is *stale*. The plan says how many and from which commits; they are still
 skipped (results do not go stale by default: most commits change no result), unless
 ``hydra.sweeper.rerun_stale=true``.
@@ -21,7 +21,7 @@ from ablate.sweep.state import RUN, SKIP
 
 
 def is_stale(record: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
-    """Whether ``record`` was made by other code than ``current`` (``records.git_state()``);
+    """Whether ``record`` was made by other code than ``current`` (``provenance.git_state()``);
     unknown on either side (no git) is never stale."""
     if not record or not current.get("commit") or not record.get("git_commit"):
         return False

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ablate import records
+from ablate import atomic, provenance, records
+from ablate.status import ENDED
 from ablate.sweep.estimate import Measured, calibration_point
 
 # What an earlier run of a config can be found in.
-FINISHED, FAILED, DIVERGED = records.STATUSES
+FINISHED, FAILED, DIVERGED = ENDED
 INTERRUPTED = "interrupted"  # started, stopped without a record (killed) or by a signal
 RUNNING = "running"  # its process is alive on this host: another launch is still at it
 
@@ -52,13 +53,13 @@ class PastRun:
 def read_run(directory: Path) -> PastRun | None:
     """The state of one run directory; None if it holds no run of a known config."""
     result, marker_path = directory / records.RESULT_FILE, directory / records.START_FILE
-    record = None
+    record, damaged = None, None
     if result.is_file():
         try:
-            record = records.read_record(result)
-        except records.RecordError:
-            record = None  # a damaged record counts as none: the run is done again
-    marker = records.read_json(marker_path) if marker_path.is_file() else None
+            record = records.load(result).to_json()
+        except records.RecordError as error:  # never counted as finished: the run is done again
+            damaged = f"its record does not validate ({error})"
+    marker = atomic.read_json(marker_path) if marker_path.is_file() else None
     config_id = (record or {}).get("config_id") or (marker or {}).get("config_id")
     if not config_id:
         return None
@@ -80,8 +81,10 @@ def read_run(directory: Path) -> PastRun | None:
         code = {key: record.get(key) for key in ("git_commit", "git_source", "git_dirty")}
         return PastRun(directory, config_id, state, checkpoint, record.get("error"), point,
                        changed, settled=True, code=code)
-    alive = marker is not None and records.process_alive(
+    alive = marker is not None and provenance.process_alive(
         marker.get("host"), marker.get("pid"), marker.get("pid_start"))
+    if damaged and not alive:
+        return PastRun(directory, config_id, FAILED, checkpoint, damaged, None, changed)
     state = RUNNING if alive else INTERRUPTED
     return PastRun(directory, config_id, state, checkpoint, None, None, changed)
 

@@ -76,7 +76,7 @@ def read_finished_record(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             f"(the folder holding {records.RESULT_FILE} and {records.CHECKPOINT_FILE})"
         )
     try:
-        record = records.read_record(record_path)
+        record = records.load(record_path).to_json()
     except records.RecordError as error:
         raise VisualizeError(f"{error}; rerun that cell or leave it out") from error
     if record["status"] != "finished":

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ablate import records
+from ablate import atomic
 from ablate.visualize import attribution, deletion, figures, markdown, units
 from ablate.visualize.loading import (
     LoadedRun,
@@ -192,7 +192,7 @@ def render(results: Sequence[RunResult], options: Options,
 def write(out: Path, files: dict[str, bytes]) -> list[Path]:
     """Figures first, the markdown that links them last, each file atomically."""
     ordered = sorted(files, key=lambda name: (name == REPORT_FILE, name))
-    return [records.write_atomic(out / name, files[name]) for name in ordered]
+    return [atomic.write_atomic(out / name, files[name]) for name in ordered]
 
 
 def visualize(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] = "reports",

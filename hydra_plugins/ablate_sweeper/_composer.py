@@ -86,7 +86,7 @@ class JobComposer:
         """What ``load_sweep_config(master, overrides)`` returns, from a shared composition.
 
         ``with_hydra=False`` leaves out the ``hydra`` node (Hydra's settings for the job, which
-        ``records.config_id`` ignores too) and takes half the time; the rest is the same.
+        ``identity.config_id`` ignores too) and takes half the time; the rest is the same.
         """
         parsed = self._parse(overrides)
         structural = tuple(o.input_line for o in parsed if not self.is_plain_value(o))

@@ -157,7 +157,7 @@ class AblateSweeper(BasicSweeper):
 
     def _plan(self, grid: list[list[str]], axes: list[tuple[str, list[str]]], root: Path):
         from ablate import config as config_lib
-        from ablate import records
+        from ablate import identity
         from ablate.errors import ConfigError, SpecError
         from ablate.sweep import estimate, index, plan, state
 
@@ -176,13 +176,13 @@ class AblateSweeper(BasicSweeper):
         for index_, overrides in enumerate(grid):
             cfg = composer.compose(overrides, with_hydra=False)
             label = " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or "(no axes)"
-            config_id = records.config_id(cfg)
+            config_id = identity.config_id(cfg)
             decision = state.decide(past.get(config_id, []), self.rerun_diverged)
             job = plan.Job(index_, list(overrides), label, config_id, decision)
             try:
                 config_lib.validate(cfg)
                 same_work = tuple(o for o in overrides if o.lstrip("+~").split("=", 1)[0]
-                                  not in records.REPLICATE_KEYS)
+                                  not in identity.REPLICATE_KEYS)
                 if same_work not in works:
                     works[same_work] = estimate.work_of(cfg)
                 work = works[same_work]
@@ -223,10 +223,10 @@ class AblateSweeper(BasicSweeper):
 
     def _stale(self, jobs: list) -> str | None:
         """Finished runs of other code: a line for the plan; rerun with ``rerun_stale``."""
-        from ablate import records
+        from ablate import provenance
         from ablate.sweep import stale
 
-        return stale.mark(jobs, records.git_state(), self.rerun_stale)
+        return stale.mark(jobs, provenance.git_state(), self.rerun_stale)
 
     def _check_launcher(self) -> None:
         """A launcher whose package is missing stops the sweep here, with the pip command,
@@ -452,9 +452,9 @@ class AblateSweeper(BasicSweeper):
 
     @staticmethod
     def _launch_overrides(job: Any) -> list[str]:
-        from ablate import records
+        from ablate import identity
 
-        overrides = records.without_resume(job.overrides)
+        overrides = identity.without_resume(job.overrides)
         if job.decision.checkpoint is not None:  # found by config id; unreadable: start afresh
             overrides += [f"resume_from={_quoted(str(job.decision.checkpoint))}",
                           "resume_fallback=true"]
@@ -475,7 +475,7 @@ class AblateSweeper(BasicSweeper):
         path = job.output_dir / records.RESULT_FILE
         if path.is_file():
             try:
-                job.record = records.read_record(path)
+                job.record = records.load(path).to_json()
             except records.RecordError as error:
                 job.state, job.error = "failed", str(error)
                 return
@@ -502,10 +502,10 @@ class AblateSweeper(BasicSweeper):
     @staticmethod
     def _write_sweep_file(sweep_dir: Path, name: str, root: Path, axes: Any, jobs: list,
                           began: float, ended: float | None) -> None:
-        from ablate import records
+        from ablate import atomic
         from ablate.sweep import plan
 
-        records.write_json_atomic(sweep_dir / plan.SWEEP_FILE, {
+        atomic.write_json_atomic(sweep_dir / plan.SWEEP_FILE, {
             "sweep_name": name,
             "sweep_dir": str(sweep_dir),
             "records_root": str(root),
