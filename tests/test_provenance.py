@@ -13,7 +13,7 @@ from test_report import write_record
 from ablate import records
 from ablate.report.__main__ import main as report_main
 from ablate.sweep import stale
-from ablate.sweep.plan import Job
+from ablate.sweep.plan import PlannedRun
 from ablate.sweep.state import RUN, SKIP, Decision, read_run
 
 
@@ -42,14 +42,14 @@ def test_dirty_means_the_source_not_reports_or_sweeps(tmp_path):
     assert records.git_state(repo)["source"] not in (clean["source"], edited["source"])
 
 
-def _finished(tmp_path: Path, name: str, commit: str, source: str) -> Job:
+def _finished(tmp_path: Path, name: str, commit: str, source: str) -> PlannedRun:
     run_dir = tmp_path / name
     cell = {"model": "C", "seed": 0}
     records.write_json_atomic(run_dir / records.RESULT_FILE, {
         "status": "finished", "cell": cell, "config_id": name, "git_commit": commit,
         "git_dirty": False, "git_source": source})
     previous = read_run(run_dir)
-    return Job(0, ["model=C"], "model=C", name, Decision(SKIP, "finished", previous=previous))
+    return PlannedRun(0, ["model=C"], "model=C", name, Decision(SKIP, "finished", previous=previous))
 
 
 def test_finished_runs_of_other_code_are_named_in_the_plan_and_rerun_on_request(tmp_path):
@@ -89,7 +89,7 @@ def test_the_reports_inputs_name_the_commits_and_package_versions(tmp_path, monk
 
 @pytest.mark.parametrize("missing", [None, {}])
 def test_runs_without_provenance_are_never_stale(missing):
-    assert not stale.is_stale(missing, {"commit": "a", "source": "x"})
+    assert not stale.made_by_other_code(missing, {"commit": "a", "source": "x"})
 
 
 def test_estimates_are_calibrated_on_this_machines_runs_only():

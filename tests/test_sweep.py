@@ -316,7 +316,7 @@ def test_a_full_disk_under_the_sweep_costs_sweep_json_not_the_summary(tmp_path):
             except OSError:
                 pass  # full
         sweeper = AblateSweeper()
-        job = plan.Job(0, ["seed=0"], "seed=0", "id", state.Decision(state.RUN, "new"))
+        job = plan.PlannedRun(0, ["seed=0"], "seed=0", "id", state.Decision(state.RUN, "new"))
         sweeper._save(disk, "full", disk, [("seed", ["0"])], [job] * 200, 0.0, None)
         assert sweeper.unsaved is not None and "No space left on device" in sweeper.unsaved
         assert not (disk / plan.SWEEP_FILE).exists() and sorted(disk.iterdir()) == [

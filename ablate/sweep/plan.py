@@ -17,7 +17,7 @@ from ablate.budget import duration
 from ablate.sweep.state import RESUME, RUN, SKIP, Decision
 
 SWEEP_FILE = records.SWEEP_FILE
-# A job's state when another launch of the sweep holds its cell (ablate.sweep.claims) or runs it
+# A job's state when another launch of the sweep holds its cell (ablate.sweep.lease) or runs it
 # now: not run here, not done either.
 ELSEWHERE = "elsewhere"
 # States that are no failure of the sweep: a diverged run is a result (it is counted in the
@@ -27,7 +27,7 @@ LISTED = 30  # a launch lists every job up to this many (a dry run always lists 
 
 
 @dataclass
-class Job:
+class PlannedRun:
     """One run of the grid: its overrides, identity, what this launch does with it, and how."""
 
     index: int  # position in the grid
@@ -93,7 +93,7 @@ def grid_line(axes: list[tuple[str, list[str]]], runs: int) -> str:
     return f"{text} = {runs} run{'s' if runs != 1 else ''}"
 
 
-def _job_line(job: Job) -> str:
+def _job_line(job: PlannedRun) -> str:
     action = "invalid" if job.problem else job.decision.action
     line = f"  {action:<7} #{job.index:<3} {job.label}"
     if job.problem:
@@ -115,7 +115,7 @@ def format_plan(
     sweep_dir: Path,
     root: Path,
     axes: list[tuple[str, list[str]]],
-    jobs: list[Job],
+    jobs: list[PlannedRun],
     estimate_note: str,
     dry_run: bool,
 ) -> str:
@@ -134,7 +134,7 @@ def format_plan(
     held = sum(bool(j.held_by) for j in todo)
     if held:
         lines.append(f"  held by another launch now: {held} of those to run (each is run here "
-                     "only if its claim is gone when this launch reaches it)")
+                     "only if its lease is gone when this launch reaches it)")
     if todo:
         typical = per_run[len(per_run) // 2] if per_run else None
         lines.append(f"  estimated time: {duration(typical)} per run, {duration(total)} for "
@@ -149,7 +149,7 @@ def format_plan(
     return "\n".join(lines)
 
 
-def format_summary(name: str, sweep_dir: Path, jobs: list[Job], seconds: float) -> str:
+def format_summary(name: str, sweep_dir: Path, jobs: list[PlannedRun], seconds: float) -> str:
     finished = [j for j in jobs if j.state == "finished"]
     skipped = [j for j in jobs if j.state == "skipped"]
     elsewhere = [j for j in jobs if j.state == ELSEWHERE]

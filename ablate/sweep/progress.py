@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ablate.budget import duration
-from ablate.sweep.plan import Job
+from ablate.sweep.plan import PlannedRun
 
 SPREAD_FEW = 0.25  # with fewer than 3 jobs measured the spread is unknown: +-25 % around the mean
 
@@ -27,11 +27,11 @@ SPREAD_FEW = 0.25  # with fewer than 3 jobs measured the spread is unknown: +-25
 class Progress:
     """The jobs of this launch (skipped ones excluded) and when the launch started."""
 
-    jobs: Sequence[Job]
+    jobs: Sequence[PlannedRun]
     began: float = field(default_factory=time.time)
-    done: list[tuple[Job, float]] = field(default_factory=list)  # (job, measured seconds)
+    done: list[tuple[PlannedRun, float]] = field(default_factory=list)  # (job, measured seconds)
 
-    def finished(self, job: Job, seconds: float | None = None, now: float | None = None) -> str:
+    def finished(self, job: PlannedRun, seconds: float | None = None, now: float | None = None) -> str:
         """Note that ``job`` ended (after ``seconds`` of its own) and return its line."""
         now = time.time() if now is None else now
         if seconds is None:
@@ -61,7 +61,7 @@ class Progress:
         quarter = len(ratios) // 4
         return middle * ratios[quarter] / mean, middle * ratios[-quarter - 1] / mean
 
-    def line(self, job: Job, seconds: float, now: float) -> str:
+    def line(self, job: PlannedRun, seconds: float, now: float) -> str:
         state = job.state or "failed"
         text = (f"[{len(self.done)}/{len(self.jobs)}] {job.label} {state} in "
                 f"{duration(seconds)} · sweep {duration(now - self.began)}")

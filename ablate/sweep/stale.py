@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ablate.sweep.plan import Job
+from ablate.sweep.plan import PlannedRun
 from ablate.sweep.state import RUN, SKIP
 
 
-def is_stale(record: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
+def made_by_other_code(record: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
     """Whether ``record`` was made by other code than ``current`` (``records.git_state()``);
     unknown on either side (no git) is never stale."""
     if not record or not current.get("commit") or not record.get("git_commit"):
@@ -34,11 +34,11 @@ def _code(record: Mapping[str, Any]) -> str:
     return str(record.get("git_commit"))[:7] + ("+edits" if record.get("git_dirty") else "")
 
 
-def mark(jobs: Sequence[Job], current: Mapping[str, Any], rerun: bool) -> str | None:
+def mark(jobs: Sequence[PlannedRun], current: Mapping[str, Any], rerun: bool) -> str | None:
     """The plan's line about stale finished runs (None if there are none); with ``rerun`` their
     jobs are turned from skip into run."""
     stale = [job for job in jobs if job.decision.action == SKIP and job.decision.previous
-             and is_stale(job.decision.previous.code, current)]
+             and made_by_other_code(job.decision.previous.code, current)]
     if not stale:
         return None
     codes = Counter(_code(job.decision.previous.code or {}) for job in stale)

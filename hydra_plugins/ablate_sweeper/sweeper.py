@@ -54,9 +54,9 @@ class AblateSweeperConf:
     records_root: str | None = None
     rerun_stale: bool = False  # true: rerun finished runs made by other code (another commit)
     rerun_diverged: bool = False  # true: run diverged cells again (they are skipped: a result)
-    # a claim (ablate.sweep.claims) older than this is stale even if its process cannot be seen
+    # a lease (ablate.sweep.lease) older than this has expired even if its process cannot be seen
     # (another machine): set it above the longest batch of jobs one launch runs
-    claim_timeout_hours: float = 72.0
+    lease_timeout_hours: float = 72.0
 
 
 ConfigStore.instance().store(
@@ -80,7 +80,7 @@ class AblateSweeper(BasicSweeper):
         variants: list[dict[str, str]] | None = None,
         rerun_stale: bool = False,
         rerun_diverged: bool = False,
-        claim_timeout_hours: float = 72.0,
+        lease_timeout_hours: float = 72.0,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.rerun_stale = rerun_stale
@@ -89,34 +89,34 @@ class AblateSweeper(BasicSweeper):
         self.dry_run = dry_run
         self.resume = resume
         self.records_root = records_root
-        self.claim_timeout_hours = claim_timeout_hours
+        self.lease_timeout_hours = lease_timeout_hours
         self.requested_dir: Path | None = None
-        self.claims_root: Path | None = None  # None: no claims (resume=false runs everything)
+        self.lease_root: Path | None = None  # None: no leases (resume=false runs everything)
         self.unsaved: str | None = None  # sweep.json could not be written (a full disk)
         self.composer: Any = None  # _composer.JobComposer, made on first use
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        # The sweep directory is claimed before the launcher is built: launchers read it (the
+        # The sweep directory is taken before the launcher is built: launchers read it (the
         # submitit folder lives in it) when they are instantiated.
         self.requested_dir = Path(str(config.hydra.sweep.dir)).absolute()
         if not self.dry_run:
-            self._claim_sweep_dir(config)
+            self._take_sweep_dir(config)
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     @staticmethod
-    def _claim_sweep_dir(config: DictConfig) -> None:
+    def _take_sweep_dir(config: DictConfig) -> None:
         from ablate.sweep import unique_dir
 
-        claimed = unique_dir(Path(str(config.hydra.sweep.dir)).absolute())
+        taken = unique_dir(Path(str(config.hydra.sweep.dir)).absolute())
         with read_write(config.hydra), open_dict(config.hydra):
-            config.hydra.sweep.dir = str(claimed)
+            config.hydra.sweep.dir = str(taken)
             # Jobs are composed again from hydra.overrides.hydra (by the launcher, possibly in
-            # another process or on another machine): the claimed directory goes there too.
+            # another process or on another machine): the directory taken goes there too.
             kept = [o for o in config.hydra.overrides.hydra
                     if not str(o).startswith("hydra.sweep.dir=")]
-            config.hydra.overrides.hydra = [*kept, f"hydra.sweep.dir={_quoted(str(claimed))}"]
+            config.hydra.overrides.hydra = [*kept, f"hydra.sweep.dir={_quoted(str(taken))}"]
 
     # ---------------------------------------------------------------------------------- plan
 
@@ -178,7 +178,7 @@ class AblateSweeper(BasicSweeper):
             label = " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or "(no axes)"
             config_id = records.config_id(cfg)
             decision = state.decide(past.get(config_id, []), self.rerun_diverged)
-            job = plan.Job(index_, list(overrides), label, config_id, decision)
+            job = plan.PlannedRun(index_, list(overrides), label, config_id, decision)
             try:
                 config_lib.validate(cfg)
                 same_work = tuple(o for o in overrides if o.lstrip("+~").split("=", 1)[0]
@@ -257,11 +257,11 @@ class AblateSweeper(BasicSweeper):
         finally:
             gc.unfreeze()
         if self.resume:  # cells another launch holds right now: the plan names the holder
-            from ablate.sweep import claims, state
+            from ablate.sweep import lease, state
 
-            held = claims.held_elsewhere(root, [job.config_id for job in jobs
+            held = lease.held_elsewhere(root, [job.config_id for job in jobs
                                                 if job.decision.action != state.SKIP],
-                                         self.claim_timeout_hours)
+                                         self.lease_timeout_hours)
             for job in jobs:
                 holder = held.get(job.config_id)
                 job.held_by = holder.describe() if holder else None
@@ -301,7 +301,7 @@ class AblateSweeper(BasicSweeper):
         for job in jobs:
             if job.decision.action == state.SKIP:
                 self._skipped(job)
-        self.claims_root = root if self.resume else None
+        self.lease_root = root if self.resume else None
         returns: list[Sequence[JobReturn]] = []
         self._quiet_launcher_lines()
         self.progress = progress.Progress(todo)
@@ -345,19 +345,19 @@ class AblateSweeper(BasicSweeper):
         else:
             job.state = "skipped"
 
-    def _claim_batch(self, batch: list) -> list:
-        """The jobs of ``batch`` this launch may run: each claimed (``ablate.sweep.claims``), and
+    def _lease_batch(self, batch: list) -> list:
+        """The jobs of ``batch`` this launch may run: each leased (``ablate.sweep.lease``), and
         none finished or started by another launch since this one made its plan. The others
         are marked as running elsewhere (or finished before) and are not launched."""
-        from ablate.sweep import claims, index, plan, state
+        from ablate.sweep import index, lease, plan, state
 
-        if self.claims_root is None or self.config is None:
+        if self.lease_root is None or self.config is None:
             return batch
-        root, sweep_dir = self.claims_root, Path(str(self.config.hydra.sweep.dir)).absolute()
+        root, sweep_dir = self.lease_root, Path(str(self.config.hydra.sweep.dir)).absolute()
         mine = []
         for job in batch:
-            holder = claims.claim(root, job.config_id, sweep_dir,
-                                  timeout_hours=self.claim_timeout_hours)
+            holder = lease.take(root, job.config_id, sweep_dir,
+                                  timeout_hours=self.lease_timeout_hours)
             if holder is None:
                 mine.append(job)
             else:
@@ -369,17 +369,17 @@ class AblateSweeper(BasicSweeper):
             decision = state.decide(others, self.rerun_diverged)
             if decision.action == state.SKIP:
                 mine.remove(job)
-                claims.release(root, job.config_id)
+                lease.release(root, job.config_id)
                 job.decision = decision
                 self._skipped(job)
         return mine
 
     def _release(self, batch: list) -> None:
-        from ablate.sweep import claims
+        from ablate.sweep import lease
 
-        if self.claims_root is not None:
+        if self.lease_root is not None:
             for job in batch:
-                claims.release(self.claims_root, job.config_id)
+                lease.release(self.lease_root, job.config_id)
 
 
     def _quiet_launcher_lines(self) -> None:
@@ -420,7 +420,7 @@ class AblateSweeper(BasicSweeper):
         size = self._batch_size(todo)
         next_num = 0
         for start in range(0, len(todo), size):
-            batch = self._claim_batch(todo[start:start + size])
+            batch = self._lease_batch(todo[start:start + size])
             if not batch:
                 continue
             overrides = [self._launch_overrides(job) for job in batch]
@@ -522,7 +522,7 @@ def planner(overrides: Sequence[str]) -> Iterator[tuple[AblateSweeper, list[str]
     """The sweeper of ``python -m ablate.run -m OVERRIDES``, set up in this process to plan as
     that command's dry run would (same composition, grid, lookup of earlier runs), and the task
     overrides its ``plan`` takes. For benchmarks and tests, which time or check the plan
-    without a process per try; it launches nothing and claims no directory."""
+    without a process per try; it launches nothing and takes no directory."""
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
