@@ -12,9 +12,10 @@ from test_report import write_record
 
 from ablate import records
 from ablate.report.__main__ import main as report_main
+from ablate.status import Action
 from ablate.sweep import stale
 from ablate.sweep.plan import PlannedRun
-from ablate.sweep.state import RUN, SKIP, Decision, read_run
+from ablate.sweep.state import Decision, read_run
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -49,7 +50,8 @@ def _finished(tmp_path: Path, name: str, commit: str, source: str) -> PlannedRun
         "status": "finished", "cell": cell, "config_id": name, "git_commit": commit,
         "git_dirty": False, "git_source": source})
     previous = read_run(run_dir)
-    return PlannedRun(0, ["model=C"], "model=C", name, Decision(SKIP, "finished", previous=previous))
+    return PlannedRun(0, ["model=C"], "model=C", name,
+                      Decision(Action.SKIP, "finished", previous=previous))
 
 
 def test_finished_runs_of_other_code_are_named_in_the_plan_and_rerun_on_request(tmp_path):
@@ -59,9 +61,9 @@ def test_finished_runs_of_other_code_are_named_in_the_plan_and_rerun_on_request(
     note = stale.mark(jobs, current, rerun=False)
     assert note == ("  note: 1 finished runs came from other code (aaaaaaa (1); this is "
                     "bbbbbbb): still skipped; hydra.sweeper.rerun_stale=true reruns them")
-    assert [job.decision.action for job in jobs] == [SKIP, SKIP]
+    assert [job.decision.action for job in jobs] == [Action.SKIP, Action.SKIP]
     assert "rerun" in stale.mark(jobs, current, rerun=True)
-    assert [job.decision.action for job in jobs] == [RUN, SKIP]
+    assert [job.decision.action for job in jobs] == [Action.RUN, Action.SKIP]
     # an uncommitted edit of the source is other code too, at the same commit
     edited = _finished(tmp_path, "edited", "b" * 40, "new")
     assert stale.mark([edited], {**current, "dirty": True, "source": "edit"}, rerun=False)

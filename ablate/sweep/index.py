@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate import records
+from ablate.status import Status
 from ablate.sweep.estimate import Measured
 from ablate.sweep.state import PastRun, read_run
 
@@ -84,7 +85,7 @@ def _past_run(directory: Path, entry: Mapping[str, Any]) -> PastRun | None:
         return None
     measured = Measured.from_dict(entry["measured"]) if entry["measured"] else None
     checkpoint = directory / entry["checkpoint"] if entry["checkpoint"] else None
-    return PastRun(directory, str(entry["config_id"]), str(entry["state"]), checkpoint,
+    return PastRun(directory, str(entry["config_id"]), Status(entry["state"]), checkpoint,
                    entry["error"], measured, float(entry["time"]), bool(entry["settled"]),
                    entry.get("code"))
 
@@ -182,7 +183,8 @@ def past_runs(root: Path) -> dict[str, list[PastRun]]:
     if loaded is None or walk.dirs != dirs or walk.runs != runs:
         _save(root, walk)
     how = "scanned (no usable index)" if loaded is None else "index checked"
-    log.info("%s: %s, %d run directories, %d read", root, how, len(walk.runs), walk.read)
+    # a debugging line: shown with verbose=true (the sweeper turns this logger's debug on)
+    log.debug("%s: %s, %d run directories, %d read", root, how, len(walk.runs), walk.read)
     return _found(walk)
 
 

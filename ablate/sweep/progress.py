@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ablate.budget import duration
+from ablate.status import Outcome
 from ablate.sweep.plan import PlannedRun
 
 SPREAD_FEW = 0.25  # with fewer than 3 jobs measured the spread is unknown: +-25 % around the mean
@@ -31,7 +32,8 @@ class Progress:
     began: float = field(default_factory=time.time)
     done: list[tuple[PlannedRun, float]] = field(default_factory=list)  # (job, measured seconds)
 
-    def finished(self, job: PlannedRun, seconds: float | None = None, now: float | None = None) -> str:
+    def finished(self, job: PlannedRun, seconds: float | None = None,
+                 now: float | None = None) -> str:
         """Note that ``job`` ended (after ``seconds`` of its own) and return its line."""
         now = time.time() if now is None else now
         if seconds is None:
@@ -62,7 +64,7 @@ class Progress:
         return middle * ratios[quarter] / mean, middle * ratios[-quarter - 1] / mean
 
     def line(self, job: PlannedRun, seconds: float, now: float) -> str:
-        state = job.state or "failed"
+        state = job.state or Outcome.FAILED
         text = (f"[{len(self.done)}/{len(self.jobs)}] {job.label} {state} in "
                 f"{duration(seconds)} · sweep {duration(now - self.began)}")
         left = self.remaining(now)

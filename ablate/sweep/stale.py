@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from ablate.status import Action
 from ablate.sweep.plan import PlannedRun
-from ablate.sweep.state import RUN, SKIP
 
 
 def made_by_other_code(record: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
@@ -37,7 +37,7 @@ def _code(record: Mapping[str, Any]) -> str:
 def mark(jobs: Sequence[PlannedRun], current: Mapping[str, Any], rerun: bool) -> str | None:
     """The plan's line about stale finished runs (None if there are none); with ``rerun`` their
     jobs are turned from skip into run."""
-    stale = [job for job in jobs if job.decision.action == SKIP and job.decision.previous
+    stale = [job for job in jobs if job.decision.action == Action.SKIP and job.decision.previous
              and made_by_other_code(job.decision.previous.code, current)]
     if not stale:
         return None
@@ -46,7 +46,7 @@ def mark(jobs: Sequence[PlannedRun], current: Mapping[str, Any], rerun: bool) ->
     where = ", ".join(f"{code} ({count})" for code, count in sorted(codes.items()))
     if rerun:
         for job in stale:
-            job.decision = replace(job.decision, action=RUN,
+            job.decision = replace(job.decision, action=Action.RUN,
                                    reason="finished with other code; rerun_stale=true")
         return (f"  note: {len(stale)} finished runs came from other code ({where}; this is "
                 f"{now}): rerun (hydra.sweeper.rerun_stale=true)")

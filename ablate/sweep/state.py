@@ -16,14 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ablate import records
+from ablate.status import Action, Status
 from ablate.sweep.estimate import Measured, calibration_point
-
-# What an earlier run of a config can be found in.
-FINISHED, FAILED, DIVERGED = records.STATUSES
-INTERRUPTED = "interrupted"  # started, stopped without a record (killed) or by a signal
-RUNNING = "running"  # its process is alive on this host: another launch is still at it
-
-RUN, RESUME, SKIP = "run", "resume", "skip"
 
 
 @dataclass(frozen=True)
@@ -32,7 +26,7 @@ class PastRun:
 
     directory: Path
     config_id: str
-    state: str  # FINISHED, FAILED, DIVERGED, INTERRUPTED or RUNNING
+    state: Status
     checkpoint: Path | None
     error: str | None
     measured: Measured | None  # a finished run's wall time and work, to calibrate estimates
@@ -73,16 +67,16 @@ def read_run(directory: Path) -> PastRun | None:
         and marker_path.stat().st_mtime > result.stat().st_mtime
     )
     if record is not None and not stale:
-        state = record["status"]
-        if state == FAILED and record.get("interrupted"):
-            state = INTERRUPTED
-        point = calibration_point(record) if state == FINISHED else None
+        state = Status(record["status"])
+        if state == Status.FAILED and record.get("interrupted"):
+            state = Status.INTERRUPTED
+        point = calibration_point(record) if state == Status.FINISHED else None
         code = {key: record.get(key) for key in ("git_commit", "git_source", "git_dirty")}
         return PastRun(directory, config_id, state, checkpoint, record.get("error"), point,
                        changed, settled=True, code=code)
     alive = marker is not None and records.process_alive(
         marker.get("host"), marker.get("pid"), marker.get("pid_start"))
-    state = RUNNING if alive else INTERRUPTED
+    state = Status.RUNNING if alive else Status.INTERRUPTED
     return PastRun(directory, config_id, state, checkpoint, None, None, changed)
 
 
@@ -90,7 +84,7 @@ def read_run(directory: Path) -> PastRun | None:
 class Decision:
     """What a launch does with one run of the grid, and why."""
 
-    action: str  # RUN, RESUME or SKIP
+    action: Action
     reason: str
     checkpoint: Path | None = None
     previous: PastRun | None = None
@@ -104,22 +98,22 @@ def decide(past: list[PastRun], rerun_diverged: bool = False) -> Decision:
     again, so it is skipped like a finished one, unless ``rerun_diverged`` asks for another try.
     """
 
-    def newest(state: str, with_checkpoint: bool = False) -> PastRun | None:
+    def newest(state: Status, with_checkpoint: bool = False) -> PastRun | None:
         runs = [r for r in past if r.state == state and (r.checkpoint or not with_checkpoint)]
         return max(runs, key=lambda r: r.time) if runs else None
 
-    if run := newest(FINISHED):
-        return Decision(SKIP, "finished", previous=run)
-    if run := newest(RUNNING):
-        return Decision(SKIP, "running now (another launch)", previous=run)
-    if run := newest(INTERRUPTED, with_checkpoint=True):
-        return Decision(RESUME, "interrupted", checkpoint=run.checkpoint, previous=run)
-    if not rerun_diverged and (run := newest(DIVERGED)):
-        return Decision(SKIP, "diverged", previous=run)
-    failed = [r for r in past if r.state in (FAILED, DIVERGED)]
+    if run := newest(Status.FINISHED):
+        return Decision(Action.SKIP, "finished", previous=run)
+    if run := newest(Status.RUNNING):
+        return Decision(Action.SKIP, "running now (another launch)", previous=run)
+    if run := newest(Status.INTERRUPTED, with_checkpoint=True):
+        return Decision(Action.RESUME, "interrupted", checkpoint=run.checkpoint, previous=run)
+    if not rerun_diverged and (run := newest(Status.DIVERGED)):
+        return Decision(Action.SKIP, "diverged", previous=run)
+    failed = [r for r in past if r.state in (Status.FAILED, Status.DIVERGED)]
     if failed:
         run = max(failed, key=lambda r: r.time)
-        return Decision(RUN, f"{run.state} before: {run.error}", previous=run)
-    if run := newest(INTERRUPTED):
-        return Decision(RUN, "interrupted before its first checkpoint", previous=run)
-    return Decision(RUN, "new")
+        return Decision(Action.RUN, f"{run.state} before: {run.error}", previous=run)
+    if run := newest(Status.INTERRUPTED):
+        return Decision(Action.RUN, "interrupted before its first checkpoint", previous=run)
+    return Decision(Action.RUN, "new")

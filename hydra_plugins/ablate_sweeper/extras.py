@@ -39,8 +39,15 @@ def missing(launcher: str) -> str | None:
 
 def launcher_hint(arguments: Sequence[str]) -> str | None:
     """For a command line that chose a launcher (``hydra/launcher=...``): what it lacks."""
-    for argument in arguments:
-        key, _, value = argument.partition("=")
-        if key.lstrip("+") == "hydra/launcher" and value:
-            return missing(value)
-    return None
+    from hydra.errors import OverrideParseException
+
+    from ablate import overrides
+
+    readable = []
+    for argument in arguments:  # flags (-m) and what Hydra could not parse either: not ours
+        try:
+            readable += [] if argument.startswith("-") else [overrides.parse(argument).input_line]
+        except OverrideParseException:
+            continue
+    launcher = overrides.find(readable, "hydra/launcher")
+    return missing(launcher) if launcher else None

@@ -1,8 +1,8 @@
 """``hydra/launcher=ablate_ray``: hydra-ray-launcher's jobs, placed one GPU (or 1/k) each.
 
-The presets ``conf/hydra/launcher/ray_local.yaml`` and ``ray_cluster.yaml`` build on it. Jobs run
-through hydra-ray-launcher's own remote job runner; this class adds what a grid of small,
-independent trainings needs and the stock launcher leaves to the user:
+The presets ``conf/hydra/launcher/ray_local.yaml`` and ``ray_cluster.yaml`` build on it. Each job
+runs Hydra's public ``run_job`` in a Ray task, as hydra-ray-launcher's does; this class adds what
+a grid of small, independent trainings needs and the stock launcher leaves to the user:
 
 - placement: ``num_gpus`` per job is 1 (Ray then sets ``CUDA_VISIBLE_DEVICES`` to a GPU of its
   own), ``1/jobs_per_gpu`` to pack several small jobs on one GPU, and 0 where the runtime has
@@ -11,7 +11,8 @@ independent trainings needs and the stock launcher leaves to the user:
 - a fresh worker process for every job (``max_calls: 1``): no CUDA context, W&B run or global
   state is carried from one job to the next;
 - isolation: a job whose worker dies (killed, out of memory) is returned as failed, and the
-  other jobs' results are still collected.
+  other jobs' results are still collected;
+- progress: ``job_ended`` (set by the sweeper) hears of each job as it ends.
 """
 
 # No `from __future__ import annotations`: see sweeper.py.
@@ -21,8 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -46,6 +55,17 @@ class AblateRayLauncherConf:
 ConfigStore.instance().store(
     group="hydra/launcher", name="ablate_ray", node=AblateRayLauncherConf, provider="ablate"
 )
+
+
+def _run_in_worker(hydra_context: HydraContext, config: DictConfig, task_function: TaskFunction,
+                   singleton_state: dict[Any, Any]) -> JobReturn:
+    """One job in its Ray worker: Hydra's state of the launching process (config store,
+    plugins) restored, then Hydra's own ``run_job`` in the job's sweep subdirectory."""
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    HydraConfig.instance().set_config(config)
+    return run_job(hydra_context=hydra_context, task_function=task_function, config=config,
+                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
 
 class AblateRayLauncher(Launcher):
@@ -97,14 +117,13 @@ class AblateRayLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-
-        from hydra_plugins.ablate_sweeper._hydra_internals import launch_job_on_ray
+        import ray
 
         assert self.config is not None and self.hydra_context is not None
         assert self.task_function is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        remote = OmegaConf.create(self._start())
+        run_remotely = ray.remote(**self._start())(_run_in_worker)
         log.info("Ray launcher: %d jobs -> %s", len(job_overrides), self.config.hydra.sweep.dir)
 
         pending: list[Any] = []
@@ -116,8 +135,8 @@ class AblateRayLauncher(Launcher):
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = f"job_id_for_{idx}"
                 sweep_config.hydra.job.num = idx
-            pending.append(launch_job_on_ray(self.hydra_context, remote, sweep_config,
-                                             self.task_function, Singleton.get_state()))
+            pending.append(run_remotely.remote(self.hydra_context, sweep_config,
+                                               self.task_function, Singleton.get_state()))
 
         return self._gather(job_overrides, pending)
 
@@ -138,8 +157,9 @@ class AblateRayLauncher(Launcher):
             except Exception as error:  # the worker died, or its result could not come back
                 overrides = job_overrides[offset]
                 log.error("job %s failed in Ray: %s", " ".join(overrides), error)
-                results[offset] = JobReturn(overrides=list(overrides), status=JobStatus.FAILED,
-                                            _return_value=error)
+                failed = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
+                failed.return_value = error
+                results[offset] = failed
             if self.job_ended is not None:
                 self.job_ended(offset, results[offset])
         return [result for result in results if result is not None]
