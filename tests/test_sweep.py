@@ -179,6 +179,29 @@ def test_invalid_config_in_a_grid_stops_before_launching(workdir):
     assert result_files(workdir) == []
 
 
+def test_a_sweep_name_must_be_one_folder_name():
+    for bad in ("../../escape", "a b/c", ".", "..", "", "/abs/path", ".hidden", "a/b", 3):
+        problem = plan.sweep_name_problem(bad)
+        assert problem and f"sweep_name={bad!r}" in problem and "single path component" in problem
+    for good in ("table3", "quick", "my-run_2.v1", "0"):
+        assert plan.sweep_name_problem(good) is None
+
+
+@SLOW
+def test_a_bad_sweep_name_or_a_typo_in_a_grid_leaves_nothing_behind(workdir):
+    # refused before anything runs: nothing written above, beside or in sweeps/
+    (workdir / "deep" / "er").mkdir(parents=True)
+    for bad in ("../../escape", "a b/c"):
+        done = run_cli(["-m", *TINY, f"sweep_name='{bad}'"], workdir / "deep" / "er")
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert f"sweep_name={bad!r} is not a folder name" in done.stderr
+    assert sorted(p.name for p in workdir.rglob("*")) == ["deep", "er"]
+    # a misspelt option errors clearly, after composing the grid, before making the folder
+    done = run_cli(["-m", *TINY, "downsample=pool,strid"], workdir)
+    assert done.returncode == 2 and "strid" in done.stderr, done.stderr[-2000:]
+    assert not (workdir / "sweeps").exists()
+
+
 def _faulty(flag: Path) -> list[str]:
     return ["datamodule._target_=faults.FaultyDataModule", f"+datamodule.fault_file={flag}",
             "+datamodule.faults={s1:raise,s2:diverge}"]

@@ -192,6 +192,7 @@ class AblateSweeper(Sweeper):
 
     def _take_sweep_dir(self) -> Path:
         """This sweep's own directory, written where the launcher and every job read it."""
+        from ablate import overrides
         from ablate.sweep.launch import quoted
         from ablate.sweep.plan import unique_dir
 
@@ -200,8 +201,7 @@ class AblateSweeper(Sweeper):
             self.config.hydra.sweep.dir = str(taken)
             # Jobs are composed again from hydra.overrides.hydra (by the launcher, possibly in
             # another process or on another machine): the directory taken goes there too.
-            kept = [o for o in self.config.hydra.overrides.hydra
-                    if not str(o).startswith("hydra.sweep.dir=")]
+            kept = overrides.without(self.config.hydra.overrides.hydra, ["hydra.sweep.dir"])
             self.config.hydra.overrides.hydra = [*kept, f"hydra.sweep.dir={quoted(str(taken))}"]
         return taken
 
