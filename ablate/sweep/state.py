@@ -103,13 +103,13 @@ def decide(past: list[PastRun], rerun_diverged: bool = False) -> Decision:
         return max(runs, key=lambda r: r.time) if runs else None
 
     if run := newest(Status.FINISHED):
-        return Decision(Action.SKIP, "finished", previous=run)
+        return Decision(Action.SKIP, Status.FINISHED, previous=run)
     if run := newest(Status.RUNNING):
         return Decision(Action.SKIP, "running now (another launch)", previous=run)
     if run := newest(Status.INTERRUPTED, with_checkpoint=True):
-        return Decision(Action.RESUME, "interrupted", checkpoint=run.checkpoint, previous=run)
+        return Decision(Action.RESUME, Status.INTERRUPTED, checkpoint=run.checkpoint, previous=run)
     if not rerun_diverged and (run := newest(Status.DIVERGED)):
-        return Decision(Action.SKIP, "diverged", previous=run)
+        return Decision(Action.SKIP, Status.DIVERGED, previous=run)
     failed = [r for r in past if r.state in (Status.FAILED, Status.DIVERGED)]
     if failed:
         run = max(failed, key=lambda r: r.time)
