@@ -1,23 +1,16 @@
 """``hydra/sweeper=ablate`` (the default of ``conf/config.yaml``): a grid, as Hydra's basic
-sweeper makes it, plus
-
-- a plan printed before launching: the grid's cells and runs, what is skipped or resumed, an
-  estimated time (``hydra.sweeper.dry_run=true`` prints it and stops);
-- resume: earlier runs of the same sweep name are looked up by config id; finished ones are
-  skipped, interrupted ones continue from their checkpoint (``resume_from=...``), failed ones
-  run again (``hydra.sweeper.resume=false`` runs everything again);
-- failure isolation: a job that fails is recorded and the others go on, whatever the launcher;
-  the summary lists every job with its directory, and the command exits 1 if any failed;
-- a sweep directory of its own, even for two sweeps started in the same second, made only once
-  every job of the grid has composed (a typo leaves no folder behind).
+sweeper makes it, plus a plan printed before launching (cells, runs, what is skipped or
+resumed, an estimated time; ``hydra.sweeper.dry_run=true`` stops there); resume by config id
+(finished runs skipped, interrupted ones continued from their checkpoint, failed ones rerun);
+failures isolated and summarised whatever the launcher (exit 1 if any failed); and a sweep
+folder of its own, made once every job of the grid has composed.
 
 Built on Hydra's public plugin API only, as its Optuna and Ax sweepers are: ``Sweeper.setup`` /
-``sweep``, the configured launcher's ``launch(job_overrides, initial_job_idx)``, and each job's
-outcome from ``JobReturn.status`` / ``return_value`` (``ablate.sweep.launch``). The decisions and
-the text are in ``ablate.sweep``; this class wires them to Hydra. The plan composes each job
-once, at the cost of one Hydra composition per choice of config groups (``_composer.py``), and
-finds earlier runs through the run index (``ablate.sweep.index``): thousands of jobs plan in
-seconds. The launcher still composes each job it starts from its overrides.
+``sweep``, the configured launcher's ``launch(job_overrides, initial_job_idx)``, each job's
+outcome from ``JobReturn`` (``ablate.sweep.launch``). The decisions and the text are in
+``ablate.sweep``; this class wires them to Hydra. The plan composes each distinct choice of
+config groups once (``_composer.py``) and finds earlier runs through the run index, so
+thousands of jobs plan in seconds.
 """
 
 # No `from __future__ import annotations`: Hydra loads plugin modules outside sys.modules, where
@@ -44,8 +37,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 log = logging.getLogger(__name__)
 
 # Hydra 1.3's basic launcher (jobs one after another in this process) has no public name: it is
-# recognised by its class path, never imported. The sweeper then hands it one job at a time, to
-# report each as it ends, and keeps its per-job log lines (its logger has the same name) quiet.
+# recognised by its class path, never imported. The sweeper hands it one job at a time, to
+# report each as it ends, and quiets its per-job log lines (its logger has its module's name).
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
@@ -73,49 +66,33 @@ ConfigStore.instance().store(
 )
 
 
+def _refuse(problem: str) -> None:
+    """Stop the sweep before anything is launched: exit 2, the problem on stderr."""
+    from ablate.errors import SweepInvalid
+
+    print(f"ablate: {problem}", file=sys.stderr)
+    raise SweepInvalid()
+
+
 class AblateSweeper(Sweeper):
-    def __init__(
-        self,
-        max_batch_size: int | None = None,
-        params: dict[str, str] | None = None,
-        dry_run: bool = False,
-        resume: bool = True,
-        records_root: str | None = None,
-        variants: list[dict[str, str]] | None = None,
-        rerun_stale: bool = False,
-        rerun_diverged: bool = False,
-        lease_timeout_hours: float = 72.0,
-    ) -> None:
-        self.max_batch_size = max_batch_size
-        self.params = dict(params or {})
-        self.variants = [dict(v) for v in variants or []]
-        self.dry_run = dry_run
-        self.resume = resume
-        self.records_root = records_root
-        self.rerun_stale = rerun_stale
-        self.rerun_diverged = rerun_diverged
-        self.lease_timeout_hours = lease_timeout_hours
+    def __init__(self, **settings: Any) -> None:
+        self.settings = AblateSweeperConf(**settings)
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
-        self.config: DictConfig | None = None
+        self.config: Any = None  # the sweep's DictConfig, once set up
         self.config_loader: Any = None
-        self.launcher: Any = None
+        self.launcher: Any = None  # made once the sweep has its folder (submitit's is in it)
         self.composer: Any = None  # _composer.JobComposer, made on first use
         self.unsaved: str | None = None  # sweep.json could not be written (a full disk)
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        """Keep what the sweep needs; the launcher is made once the sweep has its directory
-        (launchers read it when they are made: the submitit folder lives in it)."""
-        from ablate.errors import SweepInvalid
         from ablate.sweep.plan import sweep_name_problem
 
-        if "sweep_name" in config:  # refused before anything runs or is written
-            problem = sweep_name_problem(config.sweep_name)
-            if problem:
-                print(f"ablate: invalid config: {problem}", file=sys.stderr)
-                raise SweepInvalid()
+        problem = sweep_name_problem(config.sweep_name) if "sweep_name" in config else None
+        if problem:  # refused before anything runs or is written
+            _refuse(f"invalid config: {problem}")
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         self.config_loader = hydra_context.config_loader
 
@@ -123,18 +100,15 @@ class AblateSweeper(Sweeper):
 
     @property
     def requested_dir(self) -> Path:
-        assert self.config is not None
         return Path(str(self.config.hydra.sweep.dir)).absolute()
 
     @property
     def root(self) -> Path:
-        """Where earlier runs of this sweep are looked for (and cells are leased)."""
-        return Path(self.records_root).absolute() if self.records_root else \
-            self.requested_dir.parent
+        """Where earlier runs of this sweep are looked for (and its cells leased)."""
+        records_root = self.settings.records_root
+        return Path(records_root).absolute() if records_root else self.requested_dir.parent
 
     def _composer(self) -> Any:
-        """The composer of this sweep's jobs: one Hydra composition per distinct choice of
-        config groups, shared by the plan and the final stage's selection."""
         from hydra_plugins.ablate_sweeper._composer import JobComposer
 
         if self.composer is None:
@@ -143,26 +117,25 @@ class AblateSweeper(Sweeper):
 
     def _grid(self, arguments: Sequence[str]) -> tuple[list[list[str]], list]:
         """Every job of the grid (the union of ``params`` and its ``variants``) and its axes;
-        a final stage's (its config has ``selection``) each at the lr its selection chose."""
+        in a final stage (its config has ``selection``) each at the lr its selection chose."""
         from ablate import selection
-        from ablate.errors import SelectionError, SweepInvalid
+        from ablate.errors import SelectionError
         from ablate.sweep import grid
 
-        parser = OverridesParser.create(config_loader=self.config_loader)
-        jobs, axes = grid.union(parser.parse_overrides, self.params, self.variants, arguments)
+        parse = OverridesParser.create(config_loader=self.config_loader).parse_overrides
+        jobs, axes = grid.union(parse, self.settings.params or {}, self.settings.variants or [],
+                                arguments)
         if "selection" not in self.config:
             return jobs, axes
         try:
             jobs = selection.final_grid(jobs, self._composer().compose)
         except SelectionError as error:
-            print(f"ablate: the final stage cannot start: {error}", file=sys.stderr)
-            raise SweepInvalid() from None
+            _refuse(f"the final stage cannot start: {error}")
         return jobs, [(k, [selection.SELECTED] if k == "lr" else v) for k, v in axes]
 
     def plan(self, arguments: Sequence[str]) -> tuple[list, list, str, Path]:
         """The grid of ``arguments`` as planned runs, each looked up among earlier runs and
-        priced: ``(axes, runs, estimate note, records root)``. Nothing is launched or written
-        but the run index."""
+        priced: ``(axes, runs, estimate note, records root)``. Nothing is launched."""
         from ablate.sweep import planner
 
         grid, axes = self._grid(arguments)
@@ -172,26 +145,15 @@ class AblateSweeper(Sweeper):
         gc.freeze()
         try:
             runs, note = planner.plan_runs(grid, axes, self.root, self._composer().compose,
-                                           self.resume, self.rerun_diverged)
+                                           self.settings.resume, self.settings.rerun_diverged)
         finally:
             gc.unfreeze()
-        if self.resume:  # cells another launch holds right now: the plan names the holder
-            planner.mark_held(runs, self.root, self.lease_timeout_hours)
+        if self.settings.resume:  # cells another launch holds right now: named in the plan
+            planner.mark_held(runs, self.root, self.settings.lease_timeout_hours)
         return axes, runs, note, self.root
 
-    def _check_launcher(self) -> None:
-        """A launcher whose package is missing stops the sweep here, with the pip command,
-        not each job later (a dry run included)."""
-        from ablate.errors import SweepInvalid
-        from hydra_plugins.ablate_sweeper.extras import missing
-
-        problem = missing(str(self.config.hydra.launcher.get("_target_", "")))
-        if problem:
-            print(f"ablate: {problem}", file=sys.stderr)
-            raise SweepInvalid()
-
     def _take_sweep_dir(self) -> Path:
-        """This sweep's own directory, written where the launcher and every job read it."""
+        """This sweep's own folder, written where the launcher and every job read it."""
         from ablate import overrides
         from ablate.sweep.launch import quoted
         from ablate.sweep.plan import unique_dir
@@ -200,7 +162,7 @@ class AblateSweeper(Sweeper):
         with read_write(self.config.hydra), open_dict(self.config.hydra):
             self.config.hydra.sweep.dir = str(taken)
             # Jobs are composed again from hydra.overrides.hydra (by the launcher, possibly in
-            # another process or on another machine): the directory taken goes there too.
+            # another process or on another machine): the folder taken goes there too.
             kept = overrides.without(self.config.hydra.overrides.hydra, ["hydra.sweep.dir"])
             self.config.hydra.overrides.hydra = [*kept, f"hydra.sweep.dir={quoted(str(taken))}"]
         return taken
@@ -208,29 +170,28 @@ class AblateSweeper(Sweeper):
     # ------------------------------------------------------------------------------- launch
 
     def sweep(self, arguments: list[str]) -> Any:
-        from ablate.errors import Interrupted, SweepFailed, SweepIncomplete, SweepInvalid
+        from ablate.errors import Interrupted, SweepFailed, SweepIncomplete
         from ablate.signals import interruptible
         from ablate.status import Action, Outcome
         from ablate.sweep import index, launch, plan, planner, progress
+        from hydra_plugins.ablate_sweeper.extras import missing
 
-        assert self.config is not None
-        began = time.time()
+        began, dry_run = time.time(), self.settings.dry_run
         self._log_levels()
-        self._check_launcher()
+        problem = missing(str(self.config.hydra.launcher.get("_target_", "")))
+        if problem:  # a launcher whose package is missing: the pip command, before any job
+            _refuse(problem)
         axes, runs, note, root = self.plan(arguments)
-        other_code = planner.mark_other_code(runs, self.rerun_stale)
+        other_code = planner.mark_other_code(runs, self.settings.rerun_stale)
         invalid = sum(bool(run.problem) for run in runs)
-        # the sweep's own directory, once every job has composed and none is invalid
-        sweep_dir = self.requested_dir if self.dry_run or invalid else self._take_sweep_dir()
+        sweep_dir = self.requested_dir if dry_run or invalid else self._take_sweep_dir()
         name = str(self.config.get("sweep_name", root.name))
-        print(plan.format_plan(name, sweep_dir, root, axes, runs, note, self.dry_run), flush=True)
+        print(plan.format_plan(name, sweep_dir, root, axes, runs, note, dry_run), flush=True)
         if other_code:
             print(other_code, flush=True)
         if invalid:
-            print(f"ablate: {invalid} jobs have an invalid config; nothing was launched",
-                  file=sys.stderr)
-            raise SweepInvalid()
-        if self.dry_run:
+            _refuse(f"{invalid} jobs have an invalid config; nothing was launched")
+        if dry_run:
             return []
 
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -241,119 +202,101 @@ class AblateSweeper(Sweeper):
         except OSError as error:  # a full disk: the jobs will say so; the summary still comes
             log.warning("could not write %s: %s", sweep_dir / "multirun.yaml", error)
         self._save(sweep_dir, name, root, axes, runs, began, None)
-        todo = [run for run in runs if run.decision.action != Action.SKIP]
         for run in runs:
             if run.decision.action == Action.SKIP:
                 launch.skip(run)
-        returns: list[Sequence[JobReturn]] = []
+        todo = [run for run in runs if run.decision.action != Action.SKIP]
         self.progress = progress.Progress(todo)
+        returns: list[Sequence[JobReturn]] = []
+        stopped = None
         try:
             with interruptible():  # between jobs too: a signal never loses the summary
                 self._launch_all(todo, returns, sweep_dir)
         except Interrupted as stop:  # stop launching, say what happened, exit 128 + signal
+            stopped = stop
             for num, run in enumerate(todo):  # job numbers follow the order of launch
                 if run.state is None:
                     launch.collect(run, self._output_dir(run, num, None), None, None)
                 if run.error and run.error.startswith("no record"):
                     run.error = f"not launched: the sweep was {stop}"
-            self._save(sweep_dir, name, root, axes, runs, began, time.time())
-            print(plan.format_summary(name, sweep_dir, runs, time.time() - began), flush=True)
-            raise
         # The next launch finds these runs in the index instead of reading them again.
         index.note_runs(root, [run.output_dir for run in todo if run.output_dir])
         self._save(sweep_dir, name, root, axes, runs, began, time.time())
         print(plan.format_summary(name, sweep_dir, runs, time.time() - began), flush=True)
+        if stopped is not None:
+            raise stopped
         failed = [run for run in runs if run.state not in plan.COMPLETED]
         if self.unsaved:
             print(f"ablate: the sweep's own file could not be written ({self.unsaved}); the "
                   "runs' records are what counts", file=sys.stderr)
         if failed or self.unsaved:
             raise SweepFailed(len(failed))
-        elsewhere = [run for run in runs if run.state == Outcome.ELSEWHERE]
-        if elsewhere:
-            raise SweepIncomplete(len(elsewhere))
+        if any(run.state == Outcome.ELSEWHERE for run in runs):
+            raise SweepIncomplete(sum(run.state == Outcome.ELSEWHERE for run in runs))
         return returns
 
     def _log_levels(self) -> None:
-        """Unless ``verbose``, Hydra's basic launcher keeps its per-job lines (``Launching 1 jobs
-        locally``, ``#4 : ...``) to itself: the ``[k/N]`` line after each job says more. With
-        it, the sweep's debugging lines (the run index's checks) are shown too."""
+        """Unless ``verbose``, Hydra's basic launcher keeps its per-job lines (``#4 : ...``) to
+        itself: the ``[k/N]`` line after each job says more. With it, the sweep's debugging
+        lines (the run index's checks) are shown too."""
         if self.config.get("verbose"):
             logging.getLogger("ablate.sweep").setLevel(logging.DEBUG)
         else:
             logging.getLogger(BASIC_LAUNCHER.rsplit(".", 1)[0]).setLevel(logging.WARNING)
 
-    def _report_as_they_end(self, batch: list, first_num: int) -> set[int]:
-        """Where the launcher says when each job ends (``job_ended``: the Ray launcher), its
-        ``[k/N]`` line is printed then, not when the whole batch is back; the offsets of the
-        jobs so reported are filled into the returned set."""
-        from ablate.sweep import launch
-
-        reported: set[int] = set()
-        if not hasattr(self.launcher, "job_ended"):
-            return reported
-
-        def ended(offset: int, result: JobReturn) -> None:
-            run = batch[offset]
-            output_dir = self._output_dir(run, first_num + offset, result)
-            launch.collect(run, output_dir, result, None)
-            print(self.progress.finished(run), flush=True)
-            reported.add(offset)
-
-        self.launcher.job_ended = ended
-        return reported
-
-    def _batch_size(self, todo: list) -> int:
-        """``max_batch_size``, else all jobs at once; one at a time for Hydra's basic launcher,
-        which runs them one after another anyway: its jobs then end, and are reported, one by
-        one instead of all at the end."""
-        if self.max_batch_size:
-            return self.max_batch_size
-        basic = self.config.hydra.launcher.get("_target_") == BASIC_LAUNCHER
-        return 1 if basic else len(todo) or 1
-
     def _launch_all(self, todo: list, returns: list, sweep_dir: Path) -> None:
-        """Hand the jobs to the launcher in batches; each job's outcome read from its record."""
+        """Hand the jobs to the launcher in batches: ``max_batch_size``, else all at once; one
+        at a time for the basic launcher, which runs them one after another anyway."""
         from ablate.sweep import launch, lease
 
-        size = self._batch_size(todo)
+        settings, root = self.settings, self.root
+        basic = self.config.hydra.launcher.get("_target_") == BASIC_LAUNCHER
+        size = settings.max_batch_size or (1 if basic else len(todo) or 1)
         next_num = 0
         for start in range(0, len(todo), size):
             batch = todo[start:start + size]
-            if self.resume:  # resume=false: no leases either (every job runs again)
-                batch = launch.lease_batch(batch, self.root, sweep_dir, self.lease_timeout_hours,
-                                           self.rerun_diverged)
+            if settings.resume:  # resume=false: no leases either (every job runs again)
+                batch = launch.lease_batch(batch, root, sweep_dir, settings.lease_timeout_hours,
+                                           settings.rerun_diverged)
             if not batch:
                 continue
-            launched = time.time()
-            for run in batch:
-                run.launched_at = launched
-            reported = self._report_as_they_end(batch, next_num)
             try:
-                try:
-                    results: Sequence[JobReturn | None] = self.launcher.launch(
-                        [launch.launch_overrides(run) for run in batch],
-                        initial_job_idx=next_num)
-                    launch_error = None
-                except Exception as error:  # an engine that lost one job may raise for all
-                    log.error("the launcher raised: %s", error)
-                    results, launch_error = [None] * len(batch), error
-                took = time.time() - launched
-                for offset, (run, result) in enumerate(zip(batch, results, strict=True)):
-                    if offset in reported:
-                        continue
-                    output_dir = self._output_dir(run, next_num + offset, result)
-                    launch.collect(run, output_dir, result, launch_error)
-                    # one job at a time: its own launch-to-record time; side by side: its
-                    # record's
-                    print(self.progress.finished(run, took if len(batch) == 1 else None),
-                          flush=True)
+                returns.append(self._launch_batch(batch, next_num))
             finally:  # the records are there (or the jobs are lost): the cells are free again
-                if self.resume:
-                    for run in batch:
-                        lease.release(self.root, run.config_id)
+                for run in batch if settings.resume else []:
+                    lease.release(root, run.config_id)
             next_num += len(batch)
-            returns.append([r for r in results if r is not None])
+
+    def _launch_batch(self, batch: list, first: int) -> list[JobReturn]:
+        """One batch through the launcher; each job's outcome and ``[k/N]`` line as soon as it
+        is known (as each ends where the launcher says so: ``job_ended``, the Ray launcher)."""
+        from ablate.sweep import launch
+
+        launched, reported = time.time(), set()
+        for run in batch:
+            run.launched_at = launched
+
+        def ended(offset: int, result: JobReturn | None, error: Exception | None = None) -> None:
+            run = batch[offset]
+            launch.collect(run, self._output_dir(run, first + offset, result), result, error)
+            # one job at a time: its own launch-to-record time; side by side: its record's
+            seconds = time.time() - launched if len(batch) == 1 else None
+            print(self.progress.finished(run, seconds), flush=True)
+            reported.add(offset)
+
+        if hasattr(self.launcher, "job_ended"):
+            self.launcher.job_ended = ended
+        try:
+            results: Sequence[JobReturn | None] = self.launcher.launch(
+                [launch.launch_overrides(run) for run in batch], initial_job_idx=first)
+            launch_error = None
+        except Exception as error:  # an engine that lost one job may raise for all
+            log.error("the launcher raised: %s", error)
+            results, launch_error = [None] * len(batch), error
+        for offset, result in enumerate(results):
+            if offset not in reported:
+                ended(offset, result, launch_error)
+        return [result for result in results if result is not None]
 
     def _output_dir(self, run: Any, num: int, result: JobReturn | None) -> Path:
         """Where job ``num`` ran: as its ``JobReturn`` says, else as Hydra composes it."""
@@ -378,9 +321,8 @@ class AblateSweeper(Sweeper):
 @contextmanager
 def planner(overrides: Sequence[str]) -> Iterator[tuple[AblateSweeper, list[str]]]:
     """The sweeper of ``python -m ablate.run -m OVERRIDES``, set up in this process to plan as
-    that command's dry run would (same composition, grid, lookup of earlier runs), and the task
-    overrides its ``plan`` takes. For benchmarks and tests, which time or check the plan
-    without a process per try; it launches nothing and takes no directory."""
+    that command's dry run would, and the task overrides its ``plan`` takes: for benchmarks and
+    tests, which time or check the plan without a process per try. It launches nothing."""
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
