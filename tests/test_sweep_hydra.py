@@ -33,7 +33,7 @@ class TestAblateSweeperWithTheBasicLauncher(LauncherTestSuite):
 
 @pytest.mark.slow  # a Ray runtime, and a fresh worker process for every job
 @pytest.mark.parametrize("launcher_name, overrides", [
-    ("ablate_ray", ["hydra/sweeper=basic", "hydra.launcher.ray.init.num_cpus=2"]),
+    ("ablate_ray", ["hydra/sweeper=basic", "++hydra.launcher.ray.init.num_cpus=2"]),
 ])
 class TestAblateRayLauncher(LauncherTestSuite):
     pass
@@ -41,7 +41,7 @@ class TestAblateRayLauncher(LauncherTestSuite):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task_launcher_cfg, extra_flags", [
-    ({}, ["-m", "hydra/launcher=ablate_ray", "hydra.launcher.ray.init.num_cpus=2",
+    ({}, ["-m", "hydra/launcher=ablate_ray", "++hydra.launcher.ray.init.num_cpus=2",
           "hydra/hydra_logging=disabled", "hydra/job_logging=disabled"]),
 ])
 class TestAblateRayLauncherIntegration(IntegrationTestSuite):
