@@ -14,6 +14,15 @@ from hydra.test_utils.launcher_common_tests import (
 import hydra_plugins.ablate_sweeper  # noqa: F401 - the plugins, as Hydra's scan finds them
 
 
+@pytest.fixture(autouse=True)
+def hydras_own_version_base():
+    """Hydra's suites run its test apps without a version_base (1.1's defaults: a job changes
+    into its directory); another test file on the same worker may have left 1.3 set."""
+    from hydra import version
+
+    version.setbase("1.1")
+
+
 @pytest.mark.parametrize("launcher_name, overrides", [
     ("basic", ["hydra/sweeper=ablate", "hydra.sweeper.max_batch_size=2"]),
     ("basic", ["hydra/sweeper=ablate", "hydra.sweeper.max_batch_size=2",

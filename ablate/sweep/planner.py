@@ -3,13 +3,23 @@ checked, and priced; then the cells another launch holds, and the runs made by o
 
 ``compose`` gives a job's config from its overrides (the sweeper's composition, without Hydra's
 own node); nothing here launches or writes a run.
+
+Runs made by other code: a run is matched by its config, which says nothing of the code that
+trained it, so after a new commit (or an edit of ``ablate/spec.py``) a relaunch would skip every
+finished run without a word. Each record keeps ``git_commit`` and ``git_source`` (the commit
+plus any uncommitted edit, ``records.git_state``): the plan says how many finished runs came
+from other code, and which; they are still skipped (most commits change no result) unless
+``hydra.sweeper.rerun_stale=true``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -18,7 +28,7 @@ from ablate import overrides as overrides_lib
 from ablate import records
 from ablate.errors import ConfigError, SpecError
 from ablate.status import Action, Status
-from ablate.sweep import estimate, index, lease, stale, state
+from ablate.sweep import estimate, index, lease, state
 from ablate.sweep.grid import Axes
 from ablate.sweep.plan import PlannedRun
 
@@ -87,6 +97,37 @@ def mark_held(runs: Sequence[PlannedRun], root: Path, timeout_hours: float) -> N
         run.held_by = holder.describe() if holder else None
 
 
-def mark_other_code(runs: Sequence[PlannedRun], rerun: bool) -> str | None:
-    """Finished runs of other code: a line for the plan; rerun with ``rerun``."""
-    return stale.mark(runs, records.git_state(), rerun)
+def made_by_other_code(record: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
+    """Whether ``record`` was made by other code than ``current`` (``records.git_state()``);
+    unknown on either side (no git) is never other code."""
+    if not record or not current.get("commit") or not record.get("git_commit"):
+        return False
+    if record.get("git_source") and current.get("source"):
+        return record["git_source"] != current["source"]
+    return record["git_commit"] != current["commit"] or bool(current.get("dirty"))
+
+
+def _code(commit: Any, dirty: Any) -> str:
+    return str(commit)[:7] + ("+edits" if dirty else "")
+
+
+def mark_other_code(runs: Sequence[PlannedRun], current: Mapping[str, Any] | None = None,
+                    rerun: bool = False) -> str | None:
+    """The plan's line about finished runs of other code than ``current`` (this checkout's);
+    None if there are none. With ``rerun`` their runs are turned from skip into run."""
+    current = records.git_state() if current is None else current
+    other = [run for run in runs if run.decision.action == Action.SKIP and run.decision.previous
+             and made_by_other_code(run.decision.previous.code, current)]
+    if not other:
+        return None
+    codes = Counter(_code(code.get("git_commit"), code.get("git_dirty"))
+                    for code in (run.decision.previous.code or {} for run in other))
+    where = ", ".join(f"{code} ({count})" for code, count in sorted(codes.items()))
+    said = (f"  note: {len(other)} finished runs came from other code ({where}; this is "
+            f"{_code(current.get('commit'), current.get('dirty'))}): ")
+    if not rerun:
+        return said + "still skipped; hydra.sweeper.rerun_stale=true reruns them"
+    for run in other:
+        run.decision = replace(run.decision, action=Action.RUN,
+                               reason="finished with other code; rerun_stale=true")
+    return said + "rerun (hydra.sweeper.rerun_stale=true)"

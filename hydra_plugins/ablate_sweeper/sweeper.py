@@ -182,7 +182,7 @@ class AblateSweeper(Sweeper):
         if problem:  # a launcher whose package is missing: the pip command, before any job
             _refuse(problem)
         axes, runs, note, root = self.plan(arguments)
-        other_code = planner.mark_other_code(runs, self.settings.rerun_stale)
+        other_code = planner.mark_other_code(runs, rerun=self.settings.rerun_stale)
         invalid = sum(bool(run.problem) for run in runs)
         sweep_dir = self.requested_dir if dry_run or invalid else self._take_sweep_dir()
         name = str(self.config.get("sweep_name", root.name))
