@@ -62,7 +62,7 @@ class SweepFailed(SystemExit):
 
 class SweepIncomplete(SystemExit):
     """Raised after the summary when no run failed but some cells are held by another launch of
-    the same sweep (``ablate.sweep.claims``): status 3, so a wrapper can wait and relaunch."""
+    the same sweep (``ablate.sweep.lease``): status 3, so a wrapper can wait and relaunch."""
 
     def __init__(self, elsewhere: int) -> None:
         super().__init__(3)

@@ -89,7 +89,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point: registers this project's Hydra pieces once, then runs Hydra."""
-    from hydra_plugins.ablate_sweeper import register_plugins  # the sweep side, only from here
+    # Hydra's plugin scan finds the sweeper itself; this covers installs the scan cannot list,
+    # and imports no sweep code (the sweeper loads it when a sweep runs).
+    from hydra_plugins.ablate_sweeper import register_plugins
 
     config.register()
     register_plugins()

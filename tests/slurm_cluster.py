@@ -2,8 +2,9 @@
 stopped by pid, with a private slurm.conf, state directory and ports.
 
 Used by tests/test_slurm.py (a session fixture) and by ``python -m ablate.bench.launchers``'s
-measurement instructions. Debian's ``slurm-wlm`` and ``munge`` are installed with apt when they
-are missing and we are root; elsewhere the tests that need them skip, saying why.
+measurement instructions. Nothing here installs anything: Debian's ``slurm-wlm`` and ``munge``
+are installed by ``.ci/run`` (a user's test run never changes their system); where they are
+missing the tests that need them skip, saying why and how to install them.
 """
 
 from __future__ import annotations
@@ -17,24 +18,20 @@ import time
 from pathlib import Path
 
 PACKAGES = ("slurm-wlm", "munge")
+COMMANDS = ("sbatch", "slurmctld", "slurmd", "munged")
 
 
 class SlurmUnavailable(RuntimeError):
-    """No SLURM here and no way to install it (not root, or no apt)."""
+    """No SLURM here: the tests that need it skip."""
 
 
-def ensure_installed(timeout: int = 900) -> None:
-    if shutil.which("slurmctld") and shutil.which("slurmd") and shutil.which("munged"):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise SlurmUnavailable("slurmctld/slurmd/munged not found; install Debian's "
-                               f"{' '.join(PACKAGES)} (apt-get needs root)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", *PACKAGES]):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-        if done.returncode != 0:
-            raise SlurmUnavailable(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
+def ensure_installed() -> None:
+    """Raise ``SlurmUnavailable`` naming what is missing and the command that installs it."""
+    missing = [command for command in COMMANDS if shutil.which(command) is None]
+    if missing:
+        raise SlurmUnavailable(
+            f"{', '.join(missing)} not found: SLURM is not installed here; install it with "
+            f"`sudo apt-get install -y {' '.join(PACKAGES)}` (what .ci/run does as root)")
 
 
 def _free_port() -> int:

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from helpers import TINY, run_cli
 
-from ablate.sweep.plan import Job
+from ablate.sweep.plan import PlannedRun
 from ablate.sweep.progress import Progress
 from ablate.sweep.state import Decision
 
 
-def _job(index: int, label: str, seconds: float) -> Job:
-    return Job(index, [label], label, f"id{index}", Decision("run", "new"), seconds=seconds)
+def _job(index: int, label: str, seconds: float) -> PlannedRun:
+    return PlannedRun(index, [label], label, f"id{index}", Decision("run", "new"), seconds=seconds)
 
 
 def test_progress_uses_the_plan_first_then_this_sweeps_own_jobs():

@@ -108,18 +108,18 @@ def test_two_launches_at_once_run_every_cell_exactly_once(workdir):
     launches = [_start(grid, workdir) for _ in range(2)]
     outputs = [launch.communicate(timeout=600) for launch in launches]
     codes = [launch.returncode for launch in launches]
-    # The launch that claimed a cell runs it; the other reports it as running elsewhere and
-    # exits 3 (both exit 3 if the claims interleave, each having run one cell).
+    # The launch that leased a cell runs it; the other reports it as running elsewhere and
+    # exits 3 (both exit 3 if the leases interleave, each having run one cell).
     assert set(codes) <= {0, 3} and 3 in codes, [err[-3000:] for _, err in outputs]
     for (out, _), code in zip(outputs, codes, strict=True):
         if code == 3:
-            assert "running elsewhere: claimed by" in out or "running elsewhere:" in out, out
+            assert "running elsewhere: leased by" in out or "running elsewhere:" in out, out
             assert "running elsewhere (another launch of this sweep holds them)" in out
     records_ = [load(p) for p in result_files(workdir)]
     assert sorted(r["cell"]["model"] for r in records_) == ["A", "B"]  # each trained once
     assert all(r["status"] == "finished" for r in records_)
     assert len(list(workdir.glob("sweeps/quick/*/*/started.json"))) == 2
-    assert list(workdir.glob("sweeps/quick/.claims/*.json")) == []  # released at the end
+    assert list(workdir.glob("sweeps/quick/.leases/*.json")) == []  # released at the end
 
     again = run_cli(grid, workdir)
     assert again.returncode == 0, again.stderr[-3000:]

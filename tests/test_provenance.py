@@ -12,9 +12,10 @@ from test_report import write_record
 
 from ablate import atomic, provenance, records
 from ablate.report.__main__ import main as report_main
-from ablate.sweep import stale
-from ablate.sweep.plan import Job
-from ablate.sweep.state import RUN, SKIP, Decision, read_run
+from ablate.status import Action
+from ablate.sweep import planner
+from ablate.sweep.plan import PlannedRun
+from ablate.sweep.state import Decision, read_run
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -42,30 +43,32 @@ def test_dirty_means_the_source_not_reports_or_sweeps(tmp_path):
     assert provenance.git_state(repo)["source"] not in (clean["source"], edited["source"])
 
 
-def _finished(tmp_path: Path, name: str, commit: str, source: str) -> Job:
+def _finished(tmp_path: Path, name: str, commit: str, source: str) -> PlannedRun:
     run_dir = tmp_path / name
     cell = {"model": "C", "seed": 0}
     atomic.write_json_atomic(run_dir / records.RESULT_FILE, {
         "status": "finished", "cell": cell, "config_id": name, "git_commit": commit,
         "git_dirty": False, "git_source": source})
     previous = read_run(run_dir)
-    return Job(0, ["model=C"], "model=C", name, Decision(SKIP, "finished", previous=previous))
+    return PlannedRun(0, ["model=C"], "model=C", name,
+                      Decision(Action.SKIP, "finished", previous=previous))
 
 
 def test_finished_runs_of_other_code_are_named_in_the_plan_and_rerun_on_request(tmp_path):
     current = {"commit": "b" * 40, "dirty": False, "source": "new"}
     jobs = [_finished(tmp_path, "old", "a" * 40, "old"),
             _finished(tmp_path, "same", "b" * 40, "new")]
-    note = stale.mark(jobs, current, rerun=False)
+    note = planner.mark_other_code(jobs, current, rerun=False)
     assert note == ("  note: 1 finished runs came from other code (aaaaaaa (1); this is "
                     "bbbbbbb): still skipped; hydra.sweeper.rerun_stale=true reruns them")
-    assert [job.decision.action for job in jobs] == [SKIP, SKIP]
-    assert "rerun" in stale.mark(jobs, current, rerun=True)
-    assert [job.decision.action for job in jobs] == [RUN, SKIP]
+    assert [job.decision.action for job in jobs] == [Action.SKIP, Action.SKIP]
+    assert "rerun" in planner.mark_other_code(jobs, current, rerun=True)
+    assert [job.decision.action for job in jobs] == [Action.RUN, Action.SKIP]
     # an uncommitted edit of the source is other code too, at the same commit
     edited = _finished(tmp_path, "edited", "b" * 40, "new")
-    assert stale.mark([edited], {**current, "dirty": True, "source": "edit"}, rerun=False)
-    assert stale.mark([edited], {"commit": None, "dirty": None, "source": None}, False) is None
+    assert planner.mark_other_code([edited], {**current, "dirty": True, "source": "edit"})
+    unknown = {"commit": None, "dirty": None, "source": None}
+    assert planner.mark_other_code([edited], unknown) is None
 
 
 def test_the_reports_inputs_name_the_commits_and_package_versions(tmp_path, monkeypatch):
@@ -89,7 +92,7 @@ def test_the_reports_inputs_name_the_commits_and_package_versions(tmp_path, monk
 
 @pytest.mark.parametrize("missing", [None, {}])
 def test_runs_without_provenance_are_never_stale(missing):
-    assert not stale.is_stale(missing, {"commit": "a", "source": "x"})
+    assert not planner.made_by_other_code(missing, {"commit": "a", "source": "x"})
 
 
 def test_estimates_are_calibrated_on_this_machines_runs_only():

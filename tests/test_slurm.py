@@ -1,6 +1,7 @@
 """A grid through hydra-submitit-launcher on a real single-node SLURM cluster (slurm_cluster.py:
-munged, slurmctld and slurmd on localhost, installed with apt if missing), and a job preempted
-mid-training that SLURM requeues and that continues from its own checkpoint."""
+munged, slurmctld and slurmd on localhost; skipped, saying how to install SLURM, where it is
+missing: .ci/run installs it), and a job preempted mid-training that SLURM requeues and that
+continues from its own checkpoint."""
 
 from __future__ import annotations
 

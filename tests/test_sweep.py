@@ -21,6 +21,7 @@ from helpers import REPO, TINY, cli_env, compose_config, load, result_files, run
 from ablate import identity, provenance, records
 from ablate.network import build_network
 from ablate.spec import all_conv, conv_pool, normalise, pool, strided
+from ablate.status import Action, Status
 from ablate.sweep import estimate, index, plan, state
 
 # ------------------------------------------------------------------------------ fast: pieces
@@ -65,20 +66,20 @@ def _past(tmp_path: Path, name: str, state_: str, checkpoint: bool = False, age:
 
 
 def test_decide_skips_finished_resumes_interrupted_reruns_failed(tmp_path):
-    finished = _past(tmp_path, "a", state.FINISHED, age=50)
-    interrupted = _past(tmp_path, "b", state.INTERRUPTED, checkpoint=True)
-    failed = _past(tmp_path, "c", state.DIVERGED)
-    assert state.decide([]).action == state.RUN
-    assert state.decide([interrupted, failed, finished]).action == state.SKIP
+    finished = _past(tmp_path, "a", Status.FINISHED, age=50)
+    interrupted = _past(tmp_path, "b", Status.INTERRUPTED, checkpoint=True)
+    failed = _past(tmp_path, "c", Status.DIVERGED)
+    assert state.decide([]).action == Action.RUN
+    assert state.decide([interrupted, failed, finished]).action == Action.SKIP
     resume = state.decide([failed, interrupted])
-    assert resume.action == state.RESUME and resume.checkpoint == interrupted.checkpoint
-    unfinished = [failed, _past(tmp_path, "d", state.INTERRUPTED)]
+    assert resume.action == Action.RESUME and resume.checkpoint == interrupted.checkpoint
+    unfinished = [failed, _past(tmp_path, "d", Status.INTERRUPTED)]
     skip = state.decide(unfinished)  # divergence is a result: not run again by default
-    assert skip.action == state.SKIP and skip.reason == "diverged"
+    assert skip.action == Action.SKIP and skip.reason == "diverged"
     rerun = state.decide(unfinished, rerun_diverged=True)
-    assert rerun.action == state.RUN and rerun.reason.startswith("diverged before")
-    running = state.decide([_past(tmp_path, "e", state.RUNNING), interrupted])
-    assert running.action == state.SKIP and "running" in running.reason
+    assert rerun.action == Action.RUN and rerun.reason.startswith("diverged before")
+    running = state.decide([_past(tmp_path, "e", Status.RUNNING), interrupted])
+    assert running.action == Action.SKIP and "running" in running.reason
 
 
 def _run_dir(root: Path, name: str, *, marker: dict | None = None, record: dict | None = None,
@@ -176,6 +177,29 @@ def test_invalid_config_in_a_grid_stops_before_launching(workdir):
     assert done.returncode == 2
     assert "invalid #1   lr=-1: lr=-1 is not a positive number" in done.stdout
     assert result_files(workdir) == []
+
+
+def test_a_sweep_name_must_be_one_folder_name():
+    for bad in ("../../escape", "a b/c", ".", "..", "", "/abs/path", ".hidden", "a/b", 3):
+        problem = plan.sweep_name_problem(bad)
+        assert problem and f"sweep_name={bad!r}" in problem and "single path component" in problem
+    for good in ("table3", "quick", "my-run_2.v1", "0"):
+        assert plan.sweep_name_problem(good) is None
+
+
+@SLOW
+def test_a_bad_sweep_name_or_a_typo_in_a_grid_leaves_nothing_behind(workdir):
+    # refused before anything runs: nothing written above, beside or in sweeps/
+    (workdir / "deep" / "er").mkdir(parents=True)
+    for bad in ("../../escape", "a b/c"):
+        done = run_cli(["-m", *TINY, f"sweep_name='{bad}'"], workdir / "deep" / "er")
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert f"sweep_name={bad!r} is not a folder name" in done.stderr
+    assert sorted(p.name for p in workdir.rglob("*")) == ["deep", "er"]
+    # a misspelt option errors clearly, after composing the grid, before making the folder
+    done = run_cli(["-m", *TINY, "downsample=pool,strid"], workdir)
+    assert done.returncode == 2 and "strid" in done.stderr, done.stderr[-2000:]
+    assert not (workdir / "sweeps").exists()
 
 
 def _faulty(flag: Path) -> list[str]:
@@ -316,7 +340,7 @@ def test_a_full_disk_under_the_sweep_costs_sweep_json_not_the_summary(tmp_path):
             except OSError:
                 pass  # full
         sweeper = AblateSweeper()
-        job = plan.Job(0, ["seed=0"], "seed=0", "id", state.Decision(state.RUN, "new"))
+        job = plan.PlannedRun(0, ["seed=0"], "seed=0", "id", state.Decision(Action.RUN, "new"))
         sweeper._save(disk, "full", disk, [("seed", ["0"])], [job] * 200, 0.0, None)
         assert sweeper.unsaved is not None and "No space left on device" in sweeper.unsaved
         assert not (disk / plan.SWEEP_FILE).exists() and sorted(disk.iterdir()) == [

@@ -30,18 +30,14 @@ def test_fast_composition_equals_hydras_for_every_job_of_the_preset(preset):
                   "hydra.sweeper.dry_run=true"]) as (sweeper, task):
         grid, _ = sweeper._grid(task)
         composer = sweeper._composer()
-        loader = sweeper.hydra_context.config_loader
         for overrides in grid:
-            full = loader.load_sweep_config(sweeper.config, list(overrides))
+            full = sweeper.config_loader.load_sweep_config(sweeper.config, list(overrides))
             fast = composer.compose(overrides)
-            assert OmegaConf.to_container(fast, resolve=False) == OmegaConf.to_container(
-                full, resolve=False), overrides
+            expected = OmegaConf.to_container(full, resolve=False)
+            del expected["hydra"]  # the launcher composes Hydra's node for each job it starts
+            assert OmegaConf.to_container(fast, resolve=False) == expected, overrides
             assert OmegaConf.is_struct(fast)
             assert identity.config_id(fast) == identity.config_id(full)
-            task_only = composer.compose(overrides, with_hydra=False)
-            expected = OmegaConf.to_container(full, resolve=False)
-            del expected["hydra"]
-            assert OmegaConf.to_container(task_only, resolve=False) == expected
         # once per combination of config-group choices (plain values such as lr, seed or
         # downsample.p are applied to a copy), not once per job
         groups = {p.name for p in CONF.iterdir() if p.is_dir()}

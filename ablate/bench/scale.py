@@ -92,7 +92,7 @@ def write_records(scratch: Path, runs: int) -> Path:
         grid, _ = sweeper._grid(task)
         composer = sweeper._composer()
         for job, overrides in enumerate(grid):
-            cfg = composer.compose(overrides, with_hydra=False)
+            cfg = composer.compose(overrides)
             config_id = identity.config_id(cfg)
             directory = root / SWEEP_DIR / str(job)
             directory.mkdir(parents=True)

@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ablate import budget, spec
+from ablate.records import Record
 from ablate.sweep import measured
 
 
@@ -169,10 +170,10 @@ WORK_KEYS = ("network", "augmentation", "dataset", "batch_size", "eval_batch_siz
 _work_of_records: dict[str, Work | None] = {}
 
 
-def calibration_point(record: Mapping[str, Any]) -> Measured | None:
+def calibration_point(record: Record) -> Measured | None:
     """The calibration point of a finished record; None when it cannot be priced."""
-    seconds, config = record.get("wall_seconds"), record.get("config")
-    if not seconds or not isinstance(config, Mapping):
+    seconds, config = record.wall_seconds, record.config
+    if not seconds or not config:
         return None
     inputs = {key: config.get(key) for key in WORK_KEYS}
     key = json.dumps(inputs, sort_keys=True, default=str)
@@ -184,8 +185,8 @@ def calibration_point(record: Mapping[str, Any]) -> Measured | None:
     work = _work_of_records[key]
     if work is None:
         return None
-    kind = "gpu" if "cuda" in str(record.get("device", "")) else "cpu"
-    return Measured(float(seconds), Work(work.macs, work.epochs, kind), record.get("host"))
+    kind = "gpu" if "cuda" in str(record.device) else "cpu"
+    return Measured(float(seconds), Work(work.macs, work.epochs, kind), record.host)
 
 
 def this_machine(finished: Iterable[Measured],

@@ -9,16 +9,16 @@ down to the run directories, with its modification time, and for each run what
 
 A launch walks the tree once and trusts an entry only while its directory is unchanged and its
 record is the file it read (same size and modification time): a ``stat`` per directory and per
-record, no record read. A record edited, truncated or emptied in place is read again. Every
-other way a run can change touches its directory's modification time (records and start markers
-are written by rename into it, a first checkpoint creates ``checkpoints/`` in it, a deleted
-record removes an entry from it), and so does a new run or sweep folder for its parent. A
-changed directory is listed or read again, whoever changed it, from whichever machine. Runs
-whose state can change without that (started, no record yet: their process may die, a
-checkpoint may appear) are read again on every launch. An index that is missing, damaged or of
-another version is ignored: the walk then reads everything, as a scan, and writes the index
-anew. Two launches writing it at once lose one's update, never correctness: a missed change is
-still a changed directory.
+record, no record read. A record edited, truncated or emptied in place is read again. Every way
+a run can change touches its directory's modification time (records and start markers are
+written by rename into it, a first checkpoint creates ``checkpoints/`` in it, a deleted record
+removes an entry from it), and so does a new run or sweep folder for its parent. A changed
+directory is listed or read again, whoever changed it, from whichever machine. Runs whose state
+can change without that (started, no record yet: their process may die, a checkpoint may
+appear) are read again on every launch. An index that is missing, damaged or of another version
+is ignored: the walk then reads everything, as a scan, and writes the index anew. Two launches
+writing it at once lose one's update, never correctness: a missed change is still a changed
+directory.
 
 Run directories are not descended into (their own folders hold checkpoints, configs and W&B
 files, never other runs), and neither are hidden folders (``.submitit``, ``.hydra``, this index).
@@ -37,13 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from ablate import atomic, records
+from ablate.status import Status
 from ablate.sweep.estimate import Measured
 from ablate.sweep.state import PastRun, read_run
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = Path(".ablate") / "run-index.json"  # in a folder of its own: writing it leaves the
-VERSION = 2  # root's modification time alone; 2: each record's own size and time
+VERSION = 2  # root's modification time alone
 # A directory modified this recently may be modified again within the same timestamp tick
 # (1-2 s on coarse filesystems): its entry is kept but checked again by the next launch.
 SETTLE_NS = 5 * 10**9
@@ -97,7 +98,7 @@ def _past_run(directory: Path, entry: Mapping[str, Any]) -> PastRun | None:
         return None
     measured = Measured.from_dict(entry["measured"]) if entry["measured"] else None
     checkpoint = directory / entry["checkpoint"] if entry["checkpoint"] else None
-    return PastRun(directory, str(entry["config_id"]), str(entry["state"]), checkpoint,
+    return PastRun(directory, str(entry["config_id"]), Status(entry["state"]), checkpoint,
                    entry["error"], measured, float(entry["time"]), bool(entry["settled"]),
                    entry.get("code"))
 
@@ -196,7 +197,8 @@ def past_runs(root: Path) -> dict[str, list[PastRun]]:
     if loaded is None or walk.dirs != dirs or walk.runs != runs:
         _save(root, walk)
     how = "scanned (no usable index)" if loaded is None else "index checked"
-    log.info("%s: %s, %d run directories, %d read", root, how, len(walk.runs), walk.read)
+    # a debugging line: shown with verbose=true (the sweeper turns this logger's debug on)
+    log.debug("%s: %s, %d run directories, %d read", root, how, len(walk.runs), walk.read)
     return _found(walk)
 
 

@@ -1,5 +1,5 @@
-"""A sweep as a list of jobs: what each will do, the plan printed before launching, the summary
-printed after, and the sweep's own directory.
+"""A sweep as a list of planned runs: what each will do, the plan printed before launching,
+the summary printed after, the sweep's own directory and its ``sweep.json``.
 
 Pure data and text; the Hydra sweeper (``hydra_plugins/ablate_sweeper``) fills it in.
 """
@@ -8,26 +8,27 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate import identity, records
+from ablate import atomic, identity, records
 from ablate.budget import duration
-from ablate.sweep.state import RESUME, RUN, SKIP, Decision
+from ablate.status import Action, Outcome
+from ablate.sweep.state import Decision
 
 SWEEP_FILE = records.SWEEP_FILE
-# A job's state when another launch of the sweep holds its cell (ablate.sweep.claims) or runs it
-# now: not run here, not done either.
-ELSEWHERE = "elsewhere"
-# States that are no failure of the sweep: a diverged run is a result (it is counted in the
-# tables and named here), not a crash.
-COMPLETED = ("finished", "diverged", "skipped", ELSEWHERE)
+# Outcomes that are no failure of the sweep: a diverged run is a result (it is counted in the
+# tables and named here), not a crash; a cell another launch holds is not done here, nor failed.
+COMPLETED = (Outcome.FINISHED, Outcome.DIVERGED, Outcome.SKIPPED, Outcome.ELSEWHERE)
 LISTED = 30  # a launch lists every job up to this many (a dry run always lists all)
 
 
 @dataclass
-class Job:
+class PlannedRun:
     """One run of the grid: its overrides, identity, what this launch does with it, and how."""
 
     index: int  # position in the grid
@@ -41,9 +42,9 @@ class Job:
     # filled in by the launch
     output_dir: Path | None = None
     launched_at: float | None = None
-    state: str | None = None  # finished, failed, diverged or skipped
+    state: Outcome | None = None
     error: str | None = None
-    record: dict[str, Any] | None = field(default=None, repr=False)
+    record: records.Record | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         previous = self.decision.previous
@@ -60,7 +61,7 @@ class Job:
             "launched_at": self.launched_at,
             "state": self.state,
             "error": self.error,
-            "first_step_at": (self.record or {}).get("first_step_at"),
+            "first_step_at": self.record.first_step_at if self.record else None,
         }
 
 
@@ -93,15 +94,15 @@ def grid_line(axes: list[tuple[str, list[str]]], runs: int) -> str:
     return f"{text} = {runs} run{'s' if runs != 1 else ''}"
 
 
-def _job_line(job: Job) -> str:
+def _job_line(job: PlannedRun) -> str:
     action = "invalid" if job.problem else job.decision.action
     line = f"  {action:<7} #{job.index:<3} {job.label}"
     if job.problem:
         return f"{line}: {job.problem}"
     previous = job.decision.previous
-    if job.decision.action == SKIP and previous is not None:
+    if job.decision.action == Action.SKIP and previous is not None:
         return f"{line}  {job.decision.reason}: {_relative(previous.directory)}"
-    if job.decision.action == RESUME:
+    if job.decision.action == Action.RESUME:
         line = f"{line}  from {_relative(job.decision.checkpoint)}"
     elif previous is not None:
         line = f"{line}  ~{duration(job.seconds)} ({job.decision.reason})"
@@ -115,26 +116,26 @@ def format_plan(
     sweep_dir: Path,
     root: Path,
     axes: list[tuple[str, list[str]]],
-    jobs: list[Job],
+    jobs: list[PlannedRun],
     estimate_note: str,
     dry_run: bool,
 ) -> str:
-    counts = {action: sum(j.decision.action == action for j in jobs) for action in (RUN, RESUME,
-                                                                                   SKIP)}
-    todo = [j for j in jobs if j.decision.action != SKIP]
+    counts = {action: sum(j.decision.action == action for j in jobs) for action in Action}
+    todo = [j for j in jobs if j.decision.action != Action.SKIP]
     total = sum(j.seconds or 0.0 for j in todo)
     per_run = sorted(j.seconds for j in todo if j.seconds)
     lines = [
         f"[ablate] sweep '{name}'" + (" (dry run: nothing is launched)" if dry_run else "")
         + f" -> {_relative(sweep_dir)}",
         f"  grid: {grid_line(axes, len(jobs))}",
-        f"  this launch: {counts[RUN]} to run, {counts[RESUME]} to resume, {counts[SKIP]} "
+        f"  this launch: {counts[Action.RUN]} to run, {counts[Action.RESUME]} to resume, "
+        f"{counts[Action.SKIP]} "
         f"skipped (earlier runs looked up by config under {_relative(root)})",
     ]
     held = sum(bool(j.held_by) for j in todo)
     if held:
         lines.append(f"  held by another launch now: {held} of those to run (each is run here "
-                     "only if its claim is gone when this launch reaches it)")
+                     "only if its lease is gone when this launch reaches it)")
     if todo:
         typical = per_run[len(per_run) // 2] if per_run else None
         lines.append(f"  estimated time: {duration(typical)} per run, {duration(total)} for "
@@ -142,20 +143,20 @@ def format_plan(
     if dry_run or len(jobs) <= LISTED:
         lines += [_job_line(job) for job in jobs]
     else:
-        shown = [job for job in jobs if job.decision.action != RUN or job.problem or job.held_by]
+        shown = [job for job in jobs
+                 if job.decision.action != Action.RUN or job.problem or job.held_by]
         lines += [_job_line(job) for job in shown[:LISTED]]
         hidden = len(jobs) - min(len(shown), LISTED)
         lines.append(f"  ... and {hidden} more (hydra.sweeper.dry_run=true lists them all)")
     return "\n".join(lines)
 
 
-def format_summary(name: str, sweep_dir: Path, jobs: list[Job], seconds: float) -> str:
-    finished = [j for j in jobs if j.state == "finished"]
-    skipped = [j for j in jobs if j.state == "skipped"]
-    elsewhere = [j for j in jobs if j.state == ELSEWHERE]
-    diverged = [j for j in jobs if j.state == "diverged"]
+def format_summary(name: str, sweep_dir: Path, jobs: list[PlannedRun], seconds: float) -> str:
+    by = {outcome: [j for j in jobs if j.state == outcome] for outcome in Outcome}
+    finished, skipped = by[Outcome.FINISHED], by[Outcome.SKIPPED]
+    elsewhere, diverged = by[Outcome.ELSEWHERE], by[Outcome.DIVERGED]
     failed = [j for j in jobs if j.state not in COMPLETED]
-    resumed = sum(1 for j in finished if j.decision.action == RESUME)
+    resumed = sum(1 for j in finished if j.decision.action == Action.RESUME)
     lines = [
         f"[ablate] sweep '{name}' done in {duration(seconds)}: {len(finished)} finished"
         + (f" ({resumed} resumed)" if resumed else "")
@@ -165,12 +166,12 @@ def format_summary(name: str, sweep_dir: Path, jobs: list[Job], seconds: float) 
         + f" -> {_relative(sweep_dir)}"
     ]
     for job in sorted(jobs, key=lambda j: j.index):
-        if job.state in ("skipped", ELSEWHERE):
+        if job.state in (Outcome.SKIPPED, Outcome.ELSEWHERE):
             where = job.decision.previous.directory if job.decision.previous else None
         else:
             where = job.output_dir
         line = f"  {job.state:<9} #{job.index:<3} {job.label}  {_relative(where)}"
-        if job.state not in ("finished", "skipped"):
+        if job.state not in (Outcome.FINISHED, Outcome.SKIPPED):
             line += f"\n            {job.error}"
         lines.append(line)
     if failed:
@@ -185,18 +186,51 @@ def format_summary(name: str, sweep_dir: Path, jobs: list[Job], seconds: float) 
     return "\n".join(lines)
 
 
-def unique_dir(path: Path) -> Path:
-    """Create ``path``, or ``path_2``, ``path_3``... if taken: never a directory in use.
+# A sweep name is one folder under sweeps/: no path separator, no "." or ".." (which would write
+# elsewhere, or make a sweep find every other sweep's runs as its own), no space.
+SWEEP_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
-    ``mkdir`` is atomic, so two sweeps started in the same second (the default directory name
-    has a resolution of one second) cannot both get the same one.
+
+def sweep_name_problem(name: Any) -> str | None:
+    """What is wrong with ``sweep_name=name``; None when it is a valid folder name."""
+    if isinstance(name, str) and SWEEP_NAME.fullmatch(name):
+        return None
+    return (f"sweep_name={name!r} is not a folder name: use a single path component of "
+            "letters, digits, '.', '_' and '-', not starting with '.' (e.g. sweep_name=table3)")
+
+
+def unique_dir(path: Path) -> Path:
+    """Take ``path``, or ``path_2``, ``path_3``... if taken: never a directory in use.
+
+    A directory is taken by creating its ``sweep.json`` exclusively (``O_EXCL``, atomic), so
+    two sweeps started in the same second (the default directory name has a resolution of one
+    second) cannot both get the same one. An existing directory is taken only while empty (one
+    made for the sweep before it started, as Hydra's test runner does).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     candidate, number = path, 1
     while True:
+        candidate.mkdir(parents=True, exist_ok=True)
         try:
-            candidate.mkdir()
-            return candidate
+            if not any(candidate.iterdir()):
+                os.close(os.open(candidate / SWEEP_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                return candidate
         except FileExistsError:
-            number += 1
-            candidate = path.with_name(f"{path.name}_{number}")
+            pass
+        number += 1
+        candidate = path.with_name(f"{path.name}_{number}")
+
+
+def save(sweep_dir: Path, name: str, root: Path, axes: Sequence[tuple[str, list[str]]],
+         jobs: Sequence[PlannedRun], began: float, ended: float | None) -> None:
+    """Write the sweep's ``sweep.json`` (its format is here only): what was asked, planned and
+    done; ``records.swept_axes`` reads its axes back."""
+    atomic.write_json_atomic(sweep_dir / SWEEP_FILE, {
+        "sweep_name": name,
+        "sweep_dir": str(sweep_dir),
+        "records_root": str(root),
+        "command": sys.argv,
+        "axes": [[key, values] for key, values in axes],
+        "started_time": began,
+        "ended_time": ended,
+        "jobs": [job.as_dict() for job in jobs],
+    })

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ablate.budget import duration
-from ablate.sweep.plan import Job
+from ablate.status import Outcome
+from ablate.sweep.plan import PlannedRun
 
 SPREAD_FEW = 0.25  # with fewer than 3 jobs measured the spread is unknown: +-25 % around the mean
 
@@ -27,15 +28,16 @@ SPREAD_FEW = 0.25  # with fewer than 3 jobs measured the spread is unknown: +-25
 class Progress:
     """The jobs of this launch (skipped ones excluded) and when the launch started."""
 
-    jobs: Sequence[Job]
+    jobs: Sequence[PlannedRun]
     began: float = field(default_factory=time.time)
-    done: list[tuple[Job, float]] = field(default_factory=list)  # (job, measured seconds)
+    done: list[tuple[PlannedRun, float]] = field(default_factory=list)  # (job, measured seconds)
 
-    def finished(self, job: Job, seconds: float | None = None, now: float | None = None) -> str:
+    def finished(self, job: PlannedRun, seconds: float | None = None,
+                 now: float | None = None) -> str:
         """Note that ``job`` ended (after ``seconds`` of its own) and return its line."""
         now = time.time() if now is None else now
         if seconds is None:
-            seconds = float((job.record or {}).get("wall_seconds") or 0.0)
+            seconds = float(job.record.wall_seconds or 0.0) if job.record else 0.0
         self.done.append((job, seconds))
         return self.line(job, seconds, now)
 
@@ -61,8 +63,8 @@ class Progress:
         quarter = len(ratios) // 4
         return middle * ratios[quarter] / mean, middle * ratios[-quarter - 1] / mean
 
-    def line(self, job: Job, seconds: float, now: float) -> str:
-        state = job.state or "failed"
+    def line(self, job: PlannedRun, seconds: float, now: float) -> str:
+        state = job.state or Outcome.FAILED
         text = (f"[{len(self.done)}/{len(self.jobs)}] {job.label} {state} in "
                 f"{duration(seconds)} · sweep {duration(now - self.began)}")
         left = self.remaining(now)

@@ -16,15 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ablate import atomic, provenance, records
-from ablate.status import ENDED
+from ablate.status import Action, Status
 from ablate.sweep.estimate import Measured, calibration_point
-
-# What an earlier run of a config can be found in.
-FINISHED, FAILED, DIVERGED = ENDED
-INTERRUPTED = "interrupted"  # started, stopped without a record (killed) or by a signal
-RUNNING = "running"  # its process is alive on this host: another launch is still at it
-
-RUN, RESUME, SKIP = "run", "resume", "skip"
 
 
 @dataclass(frozen=True)
@@ -33,7 +26,7 @@ class PastRun:
 
     directory: Path
     config_id: str
-    state: str  # FINISHED, FAILED, DIVERGED, INTERRUPTED or RUNNING
+    state: Status
     checkpoint: Path | None
     error: str | None
     measured: Measured | None  # a finished run's wall time and work, to calibrate estimates
@@ -56,11 +49,11 @@ def read_run(directory: Path) -> PastRun | None:
     record, damaged = None, None
     if result.is_file():
         try:
-            record = records.load(result).to_json()
+            record = records.load(result)
         except records.RecordError as error:  # never counted as finished: the run is done again
             damaged = f"its record does not validate ({error})"
     marker = atomic.read_json(marker_path) if marker_path.is_file() else None
-    config_id = (record or {}).get("config_id") or (marker or {}).get("config_id")
+    config_id = (record and record.config_id) or (marker or {}).get("config_id")
     if not config_id:
         return None
     checkpoint = directory / records.CHECKPOINT_FILE
@@ -74,18 +67,19 @@ def read_run(directory: Path) -> PastRun | None:
         and marker_path.stat().st_mtime > result.stat().st_mtime
     )
     if record is not None and not stale:
-        state = record["status"]
-        if state == FAILED and record.get("interrupted"):
-            state = INTERRUPTED
-        point = calibration_point(record) if state == FINISHED else None
-        code = {key: record.get(key) for key in ("git_commit", "git_source", "git_dirty")}
-        return PastRun(directory, config_id, state, checkpoint, record.get("error"), point,
+        state = Status(record.status)
+        if state == Status.FAILED and record.interrupted:
+            state = Status.INTERRUPTED
+        point = calibration_point(record) if state == Status.FINISHED else None
+        code = {"git_commit": record.git_commit, "git_source": record.git_source,
+                "git_dirty": record.git_dirty}
+        return PastRun(directory, config_id, state, checkpoint, record.error, point,
                        changed, settled=True, code=code)
     alive = marker is not None and provenance.process_alive(
         marker.get("host"), marker.get("pid"), marker.get("pid_start"))
     if damaged and not alive:
-        return PastRun(directory, config_id, FAILED, checkpoint, damaged, None, changed)
-    state = RUNNING if alive else INTERRUPTED
+        return PastRun(directory, config_id, Status.FAILED, checkpoint, damaged, None, changed)
+    state = Status.RUNNING if alive else Status.INTERRUPTED
     return PastRun(directory, config_id, state, checkpoint, None, None, changed)
 
 
@@ -93,7 +87,7 @@ def read_run(directory: Path) -> PastRun | None:
 class Decision:
     """What a launch does with one run of the grid, and why."""
 
-    action: str  # RUN, RESUME or SKIP
+    action: Action
     reason: str
     checkpoint: Path | None = None
     previous: PastRun | None = None
@@ -107,22 +101,22 @@ def decide(past: list[PastRun], rerun_diverged: bool = False) -> Decision:
     again, so it is skipped like a finished one, unless ``rerun_diverged`` asks for another try.
     """
 
-    def newest(state: str, with_checkpoint: bool = False) -> PastRun | None:
+    def newest(state: Status, with_checkpoint: bool = False) -> PastRun | None:
         runs = [r for r in past if r.state == state and (r.checkpoint or not with_checkpoint)]
         return max(runs, key=lambda r: r.time) if runs else None
 
-    if run := newest(FINISHED):
-        return Decision(SKIP, "finished", previous=run)
-    if run := newest(RUNNING):
-        return Decision(SKIP, "running now (another launch)", previous=run)
-    if run := newest(INTERRUPTED, with_checkpoint=True):
-        return Decision(RESUME, "interrupted", checkpoint=run.checkpoint, previous=run)
-    if not rerun_diverged and (run := newest(DIVERGED)):
-        return Decision(SKIP, "diverged", previous=run)
-    failed = [r for r in past if r.state in (FAILED, DIVERGED)]
+    if run := newest(Status.FINISHED):
+        return Decision(Action.SKIP, Status.FINISHED, previous=run)
+    if run := newest(Status.RUNNING):
+        return Decision(Action.SKIP, "running now (another launch)", previous=run)
+    if run := newest(Status.INTERRUPTED, with_checkpoint=True):
+        return Decision(Action.RESUME, Status.INTERRUPTED, checkpoint=run.checkpoint, previous=run)
+    if not rerun_diverged and (run := newest(Status.DIVERGED)):
+        return Decision(Action.SKIP, Status.DIVERGED, previous=run)
+    failed = [r for r in past if r.state in (Status.FAILED, Status.DIVERGED)]
     if failed:
         run = max(failed, key=lambda r: r.time)
-        return Decision(RUN, f"{run.state} before: {run.error}", previous=run)
-    if run := newest(INTERRUPTED):
-        return Decision(RUN, "interrupted before its first checkpoint", previous=run)
-    return Decision(RUN, "new")
+        return Decision(Action.RUN, f"{run.state} before: {run.error}", previous=run)
+    if run := newest(Status.INTERRUPTED):
+        return Decision(Action.RUN, "interrupted before its first checkpoint", previous=run)
+    return Decision(Action.RUN, "new")

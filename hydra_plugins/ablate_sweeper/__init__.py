@@ -1,20 +1,25 @@
 """Hydra plugins of ablate: the sweeper that plans, resumes and summarises a grid, and a Ray
-launcher that gives each job its own GPU (or a share of one) in a fresh process."""
+launcher that gives each job its own GPU (or a share of one) in a fresh process.
+
+Hydra finds them itself: its plugin scan lists the ``hydra_plugins`` namespace package on disk.
+Both modules import only Hydra at first (the sweep code of ``ablate.sweep`` is imported when a
+sweep runs), so a single run pays nothing for them.
+"""
+
+PLUGINS = ("hydra_plugins.ablate_sweeper.sweeper.AblateSweeper",
+           "hydra_plugins.ablate_sweeper.ray_launcher.AblateRayLauncher")
 
 
 def register_plugins() -> None:
-    """Make the sweeper and the Ray launcher (and their configs) known to Hydra, once.
-
-    Hydra finds plugins by listing the ``hydra_plugins`` namespace package on disk, which does
-    not see them in a (default, strict) editable install; registering them explicitly works
-    for every kind of install. ``ablate.run.main`` calls this before Hydra starts. Importing the
-    modules also stores their configs (``hydra/sweeper=ablate``, ``hydra/launcher=ablate_ray``).
-    """
+    """Make the sweeper and the Ray launcher (and their configs) known to Hydra where its scan
+    cannot see them: a (default, strict) editable install maps the package through an import
+    hook that a listing of ``hydra_plugins`` on disk does not see. Elsewhere Hydra's scan has
+    found them and this does nothing."""
     from hydra.core.plugins import Plugins
 
-    # Hydra's first scan re-runs every plugin module it finds (its own BasicSweeper among
-    # them): only import the plugins after it, or they subclass a stale BasicSweeper.
-    plugins = Plugins.instance()
+    plugins = Plugins.instance()  # Hydra's scan (once per process; Hydra runs it anyway)
+    if all(name in plugins.class_name_to_class for name in PLUGINS):
+        return
     from hydra_plugins.ablate_sweeper.ray_launcher import AblateRayLauncher
     from hydra_plugins.ablate_sweeper.sweeper import AblateSweeper
 

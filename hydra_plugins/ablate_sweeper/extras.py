@@ -10,12 +10,10 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 
+SUBMITIT = ("slurm", ("submitit", "hydra_plugins.hydra_submitit_launcher"))
 # launcher (a word of its _target_ or of its config name) -> (extra, modules it imports)
-EXTRAS = {
-    "ray": ("ray", ("ray", "hydra_plugins.hydra_ray_launcher")),
-    "submitit": ("slurm", ("submitit", "hydra_plugins.hydra_submitit_launcher")),
-    "slurm": ("slurm", ("submitit", "hydra_plugins.hydra_submitit_launcher")),
-}
+EXTRAS = {"ray": ("ray", ("ray", "hydra_plugins.hydra_ray_launcher")), "submitit": SUBMITIT,
+          "slurm": SUBMITIT}
 
 
 def _installed(module: str) -> bool:
@@ -28,19 +26,24 @@ def _installed(module: str) -> bool:
 def missing(launcher: str) -> str | None:
     """What to install for ``launcher`` (its ``_target_`` or config name); None if nothing."""
     for word, (extra, modules) in EXTRAS.items():
-        if word in launcher.lower():
-            absent = [m for m in modules if not _installed(m)]
-            if absent:
-                return (f"the launcher {launcher} needs {', '.join(absent)}, which is not "
-                        f"installed: pip install -e \".[{extra}]\" (or pip install "
-                        f"\"ablate[{extra}]\")")
+        absent = [m for m in modules if not _installed(m)] if word in launcher.lower() else []
+        if absent:
+            return (f"the launcher {launcher} needs {', '.join(absent)}, which is not installed: "
+                    f"pip install -e \".[{extra}]\" (or pip install \"ablate[{extra}]\")")
     return None
 
 
 def launcher_hint(arguments: Sequence[str]) -> str | None:
     """For a command line that chose a launcher (``hydra/launcher=...``): what it lacks."""
-    for argument in arguments:
-        key, _, value = argument.partition("=")
-        if key.lstrip("+") == "hydra/launcher" and value:
-            return missing(value)
-    return None
+    from hydra.errors import OverrideParseException
+
+    from ablate import overrides
+
+    readable = []
+    for argument in arguments:  # flags (-m) and what Hydra could not parse either: not ours
+        try:
+            readable += [] if argument.startswith("-") else [overrides.parse(argument).input_line]
+        except OverrideParseException:
+            continue
+    launcher = overrides.find(readable, "hydra/launcher")
+    return missing(launcher) if launcher else None

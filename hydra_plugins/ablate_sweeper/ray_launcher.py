@@ -1,8 +1,8 @@
 """``hydra/launcher=ablate_ray``: hydra-ray-launcher's jobs, placed one GPU (or 1/k) each.
 
-The presets ``conf/hydra/launcher/ray_local.yaml`` and ``ray_cluster.yaml`` build on it. Jobs run
-through hydra-ray-launcher's own remote job runner; this class adds what a grid of small,
-independent trainings needs and the stock launcher leaves to the user:
+The presets ``conf/hydra/launcher/ray_local.yaml`` and ``ray_cluster.yaml`` build on it. Each job
+runs Hydra's public ``run_job`` in a Ray task, as hydra-ray-launcher's does; this class adds what
+a grid of small, independent trainings needs and the stock launcher leaves to the user:
 
 - placement: ``num_gpus`` per job is 1 (Ray then sets ``CUDA_VISIBLE_DEVICES`` to a GPU of its
   own), ``1/jobs_per_gpu`` to pack several small jobs on one GPU, and 0 where the runtime has
@@ -11,7 +11,8 @@ independent trainings needs and the stock launcher leaves to the user:
 - a fresh worker process for every job (``max_calls: 1``): no CUDA context, W&B run or global
   state is carried from one job to the next;
 - isolation: a job whose worker dies (killed, out of memory) is returned as failed, and the
-  other jobs' results are still collected.
+  other jobs' results are still collected;
+- progress: ``job_ended`` (set by the sweeper) hears of each job as it ends.
 """
 
 # No `from __future__ import annotations`: see sweeper.py.
@@ -21,8 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -48,24 +57,32 @@ ConfigStore.instance().store(
 )
 
 
+def _run_in_worker(hydra_context: HydraContext, config: DictConfig, task_function: TaskFunction,
+                   singleton_state: dict[Any, Any]) -> JobReturn:
+    """One job in its Ray worker: Hydra's state of the launching process (config store,
+    plugins) restored, then Hydra's own ``run_job`` in the job's sweep subdirectory."""
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    HydraConfig.instance().set_config(config)
+    return run_job(hydra_context=hydra_context, task_function=task_function, config=config,
+                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+
+
 class AblateRayLauncher(Launcher):
     def __init__(self, ray: DictConfig, jobs_per_gpu: int = 1) -> None:
         if jobs_per_gpu < 1:
             raise ValueError(f"hydra.launcher.jobs_per_gpu={jobs_per_gpu} must be 1 or more")
-        self.ray_cfg = ray
-        self.jobs_per_gpu = jobs_per_gpu
-        self.config: DictConfig | None = None
-        self.hydra_context: HydraContext | None = None
-        self.task_function: TaskFunction | None = None
+        self.ray_cfg, self.jobs_per_gpu = ray, jobs_per_gpu
+        self.config: Any = None
+        self.hydra_context: Any = None
+        self.task_function: Any = None
         # called with (offset in the batch, result) as each job ends: the sweeper's progress
         self.job_ended: Callable[[int, JobReturn], None] | None = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        self.config = config
-        self.hydra_context = hydra_context
-        self.task_function = task_function
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def _start(self) -> dict[str, Any]:
         """Start or join the Ray runtime; the ``ray.remote`` options of every job."""
@@ -81,65 +98,49 @@ class AblateRayLauncher(Launcher):
             ray.init(**init)
         remote = OmegaConf.to_container(self.ray_cfg.remote, resolve=True)
         resources = ray.cluster_resources()
-        gpus = resources.get("GPU", 0)
-        if "num_gpus" not in remote or remote["num_gpus"] is None:
+        cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+        if remote.get("num_gpus") is None:
             remote["num_gpus"] = 1 / self.jobs_per_gpu if gpus else 0
         remote.setdefault("max_calls", 1)
-        cpus = remote.get("num_cpus") or 1
-        slots = min(resources.get("CPU", 0) // cpus,
-                    gpus // remote["num_gpus"] if remote["num_gpus"] else float("inf"))
-        where = (f"{remote['num_gpus']:g} GPU and {cpus:g} CPU each" if remote["num_gpus"]
-                 else f"no GPU in the Ray runtime, {cpus:g} CPU each")
-        log.info("Ray: %s; %d jobs at once on %g CPUs, %g GPUs", where, slots,
-                 resources.get("CPU", 0), gpus)
+        each = remote.get("num_cpus") or 1
+        slots = min(cpus // each, gpus // remote["num_gpus"] if remote["num_gpus"] else cpus)
+        where = (f"{remote['num_gpus']:g} GPU and {each:g} CPU each" if remote["num_gpus"]
+                 else f"no GPU in the Ray runtime, {each:g} CPU each")
+        log.info("Ray: %s; %d jobs at once on %g CPUs, %g GPUs", where, slots, cpus, gpus)
         return remote
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
+        """Every job in a Ray task of its own; their results in order, each passed to
+        ``job_ended`` as it ends, whatever the order."""
+        import ray
 
-        from hydra_plugins.ablate_sweeper._hydra_internals import launch_job_on_ray
-
-        assert self.config is not None and self.hydra_context is not None
-        assert self.task_function is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        remote = OmegaConf.create(self._start())
+        run_remotely = ray.remote(**self._start())(_run_in_worker)
         log.info("Ray launcher: %d jobs -> %s", len(job_overrides), self.config.hydra.sweep.dir)
-
-        pending: list[Any] = []
+        pending = {}
         for offset, overrides in enumerate(job_overrides):
             idx = initial_job_idx + offset
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = f"job_id_for_{idx}"
-                sweep_config.hydra.job.num = idx
-            pending.append(launch_job_on_ray(self.hydra_context, remote, sweep_config,
-                                             self.task_function, Singleton.get_state()))
-
-        return self._gather(job_overrides, pending)
-
-    def _gather(self, job_overrides: Sequence[Sequence[str]],
-                pending: list[Any]) -> list[JobReturn]:
-        """Every job's result, in order; ``job_ended`` (set by the sweeper, to report progress)
-        hears of each as it ends, whatever the order."""
-        import ray
-
-        position = {reference: offset for offset, reference in enumerate(pending)}
-        results: list[JobReturn | None] = [None] * len(pending)
+            config = self.hydra_context.config_loader.load_sweep_config(self.config,
+                                                                        list(overrides))
+            with open_dict(config):
+                config.hydra.job.id, config.hydra.job.num = f"job_id_for_{idx}", idx
+            pending[run_remotely.remote(self.hydra_context, config, self.task_function,
+                                        Singleton.get_state())] = offset
+        results: list[Any] = [None] * len(pending)
         waiting = list(pending)
         while waiting:
             [reference], waiting = ray.wait(waiting, num_returns=1)
-            offset = position[reference]
+            offset = pending[reference]
             try:
                 results[offset] = ray.get(reference)
             except Exception as error:  # the worker died, or its result could not come back
-                overrides = job_overrides[offset]
-                log.error("job %s failed in Ray: %s", " ".join(overrides), error)
-                results[offset] = JobReturn(overrides=list(overrides), status=JobStatus.FAILED,
-                                            _return_value=error)
+                log.error("job %s failed in Ray: %s", " ".join(job_overrides[offset]), error)
+                results[offset] = JobReturn(list(job_overrides[offset]), status=JobStatus.FAILED)
+                results[offset].return_value = error
             if self.job_ended is not None:
                 self.job_ended(offset, results[offset])
-        return [result for result in results if result is not None]
+        return results

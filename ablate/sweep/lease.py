@@ -1,19 +1,19 @@
-"""Claims: two overlapping launches of one sweep never run the same cell twice.
+"""Cell leases: two overlapping launches of one sweep never run the same cell twice.
 
 Planning reads what earlier launches left on disk, but two launches started together both
-plan before either has started a run, so both would run every cell. Hence a claim: before a job
-is handed to the launcher, its sweeper creates ``<records root>/.claims/<config_id>.json``
+plan before either has started a run, so both would run every cell. Hence a lease: before a job
+is handed to the launcher, its sweeper creates ``<records root>/.leases/<config_id>.json``
 (the records root is ``sweeps/<sweep name>``, where every launch of the sweep looks), saying
-which host, process and launch holds it and since when. Creating it is exclusive: the claim is
+which host, process and launch holds it and since when. Creating it is exclusive: the lease is
 written to a private temporary file and hard-linked to its name, which fails if the name exists,
 atomically, on a local disk and on NFS alike (where links are not supported, ``O_EXCL``). Of two
 launches, exactly one gets each cell; the other reports it as running elsewhere.
 
-A claim is released when its launch has collected the job's outcome (the record exists, or the
-job is known lost). A claim left behind by a launch that died is *stale* and may be taken over:
-its process is gone (knowable on its own host: ``provenance.process_alive``), or it is older than
-``hydra.sweeper.claim_timeout_hours`` (the only evidence from another machine). Taking over
-renames the stale file away first (one renamer wins), then claims as usual.
+A lease is released when its launch has collected the job's outcome (the record exists, or the
+job is known lost). A lease left behind by a launch that died has *expired* and may be taken
+over: its process is gone (knowable on its own host: ``provenance.process_alive``), or it is older
+than ``hydra.sweeper.lease_timeout_hours`` (the only evidence from another machine). Taking over
+renames the expired file away first (one renamer wins), then takes it as usual.
 
 No torch and no Hydra here: the sweeper calls these; the training side never does.
 """
@@ -33,28 +33,28 @@ from typing import Any
 
 from ablate import atomic, provenance
 
-FOLDER = ".claims"
+FOLDER = ".leases"
 DEFAULT_TIMEOUT_HOURS = 72.0  # longer than any one paper run on one GPU (350 epochs, ~10 h)
 
 
 @dataclass(frozen=True)
 class Holder:
-    """Who holds a claim, as its file says."""
+    """Who holds a lease, as its file says."""
 
     host: str | None
     pid: int | None
     sweep_dir: str | None
-    claimed_time: float | None
+    since: float | None
     path: Path
 
     def describe(self) -> str:
         where = f"{self.host}, pid {self.pid}" if self.host else "an unknown process"
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.claimed_time)) \
-            if self.claimed_time else "an unknown time"
-        return f"running elsewhere: claimed by {where} since {since} ({self.sweep_dir or '?'})"
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since)) \
+            if self.since else "an unknown time"
+        return f"running elsewhere: leased by {where} since {since} ({self.sweep_dir or '?'})"
 
 
-def claim_path(root: Path, config_id: str) -> Path:
+def lease_path(root: Path, config_id: str) -> Path:
     return Path(root) / FOLDER / f"{config_id}.json"
 
 
@@ -62,33 +62,33 @@ def _content(config_id: str, sweep_dir: Path, output_dir: Path | None) -> dict[s
     pid = os.getpid()
     return {"config_id": config_id, "host": socket.gethostname(), "pid": pid,
             "pid_start": provenance.process_start(pid), "sweep_dir": str(sweep_dir),
-            "output_dir": str(output_dir) if output_dir else None, "claimed_time": time.time()}
+            "output_dir": str(output_dir) if output_dir else None, "leased_time": time.time()}
 
 
 def read_holder(path: Path) -> Holder | None:
-    """The claim at ``path``; None when there is none. A file being written reads as a fresh
-    claim of an unknown holder (it is never stale before the timeout)."""
+    """The lease at ``path``; None when there is none. A file being written reads as a fresh
+    lease of an unknown holder (it never expires before the timeout)."""
     if not path.exists():
         return None
     data = atomic.read_json(path) or {}
-    claimed = data.get("claimed_time")
-    if not isinstance(claimed, int | float):
+    since = data.get("leased_time")
+    if not isinstance(since, int | float):
         try:
-            claimed = path.stat().st_mtime
+            since = path.stat().st_mtime
         except OSError:
             return None
     pid = data.get("pid")
     return Holder(data.get("host"), pid if isinstance(pid, int) else None, data.get("sweep_dir"),
-                  float(claimed), path)
+                  float(since), path)
 
 
-def is_stale(path: Path, timeout_hours: float) -> bool:
-    """Whether the claim at ``path`` may be taken over: its holder is gone, or it is too old."""
+def has_expired(path: Path, timeout_hours: float) -> bool:
+    """Whether the lease at ``path`` may be taken over: its holder is gone, or it is too old."""
     data = atomic.read_json(path)
     holder = read_holder(path)
     if holder is None:
         return False
-    if holder.claimed_time is not None and time.time() - holder.claimed_time > timeout_hours * 3600:
+    if holder.since is not None and time.time() - holder.since > timeout_hours * 3600:
         return True
     if data is None or data.get("host") != socket.gethostname() or _ours(path):
         return False  # another machine's process cannot be seen from here: wait for the timeout
@@ -101,7 +101,7 @@ def _create(path: Path, content: dict[str, Any]) -> bool:
     private = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     atomic.write_json_atomic(private, content)
     try:
-        os.link(private, path)  # exclusive and atomic; the claim appears whole
+        os.link(private, path)  # exclusive and atomic; the lease appears whole
         return True
     except FileExistsError:
         return False
@@ -120,32 +120,32 @@ def _create(path: Path, content: dict[str, Any]) -> bool:
 
 
 def _take_over(path: Path, timeout_hours: float) -> None:
-    """Move a stale claim out of the way; a concurrent taker may win, which is fine."""
+    """Move an expired lease out of the way; a concurrent taker may win, which is fine."""
     before = atomic.read_json(path)
-    if not is_stale(path, timeout_hours):
+    if not has_expired(path, timeout_hours):
         return
-    aside = path.with_name(f".{path.name}.stale.{uuid.uuid4().hex}")
+    aside = path.with_name(f".{path.name}.expired.{uuid.uuid4().hex}")
     try:
         os.rename(path, aside)
     except FileNotFoundError:
         return  # another launch moved it first
     if atomic.read_json(aside) != before:  # it was replaced between the check and the rename
         try:
-            os.link(aside, path)  # put the fresh claim back (unless yet another took its place)
+            os.link(aside, path)  # put the fresh lease back (unless yet another took its place)
         except OSError:
             pass
     aside.unlink(missing_ok=True)
 
 
-def claim(root: Path, config_id: str, sweep_dir: Path, output_dir: Path | None = None,
-          timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> Holder | None:
-    """Claim ``config_id`` for this process; None when claimed, else the live holder."""
-    path = claim_path(root, config_id)
+def take(root: Path, config_id: str, sweep_dir: Path, output_dir: Path | None = None,
+         timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> Holder | None:
+    """Lease ``config_id`` to this process; None when taken, else the live holder."""
+    path = lease_path(root, config_id)
     content = _content(config_id, sweep_dir, output_dir)
-    for _ in range(3):  # a stale claim moved aside, then claimed: once more if another took it
+    for _ in range(3):  # an expired lease moved aside, then taken: once more if another took it
         if _create(path, content) or _ours(path):  # ours: the same cell twice in one grid
             return None
-        if not is_stale(path, timeout_hours):
+        if not has_expired(path, timeout_hours):
             holder = read_holder(path)
             if holder is not None:
                 return holder
@@ -156,18 +156,18 @@ def claim(root: Path, config_id: str, sweep_dir: Path, output_dir: Path | None =
 
 def held_elsewhere(root: Path, config_ids: Iterable[str],
                    timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> dict[str, Holder]:
-    """The live claims of other launches among ``config_ids``, for the plan to show before
-    launching (the launch itself still claims each cell when it gets to it). One listing of
-    the claims folder, then a look at the claimed cells only."""
+    """The live leases of other launches among ``config_ids``, for the plan to show before
+    launching (the launch itself still takes each cell's lease when it gets to it). One listing
+    of the leases folder, then a look at the leased cells only."""
     try:
         present = {name.removesuffix(".json") for name in os.listdir(Path(root) / FOLDER)
                    if name.endswith(".json")}
-    except OSError:  # no claims folder: nobody holds anything
+    except OSError:  # no leases folder: nobody holds anything
         return {}
     held = {}
     for config_id in sorted(set(config_ids) & present):
-        path = claim_path(root, config_id)
-        if _ours(path) or is_stale(path, timeout_hours):
+        path = lease_path(root, config_id)
+        if _ours(path) or has_expired(path, timeout_hours):
             continue
         holder = read_holder(path)
         if holder is not None:
@@ -182,7 +182,7 @@ def _ours(path: Path) -> bool:
 
 
 def release(root: Path, config_id: str) -> None:
-    """Drop this process's claim on ``config_id`` (another process's is left alone)."""
-    path = claim_path(root, config_id)
+    """Drop this process's lease on ``config_id`` (another process's is left alone)."""
+    path = lease_path(root, config_id)
     if _ours(path):
         path.unlink(missing_ok=True)

@@ -1,0 +1,57 @@
+"""Hydra's own plugin test suites, run against this project's sweeper and Ray launcher: what
+every Hydra sweeper and launcher must do (batches, job directories, overrides, configs, the
+returns) holds for them too."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.test_utils.launcher_common_tests import (
+    BatchedSweeperTestSuite,
+    IntegrationTestSuite,
+    LauncherTestSuite,
+)
+
+import hydra_plugins.ablate_sweeper  # noqa: F401 - the plugins, as Hydra's scan finds them
+
+
+@pytest.fixture(autouse=True)
+def hydras_own_version_base():
+    """Hydra's suites run its test apps without a version_base (1.1's defaults: a job changes
+    into its directory); another test file on the same worker may have left 1.3 set."""
+    from hydra import version
+
+    version.setbase("1.1")
+
+
+@pytest.mark.parametrize("launcher_name, overrides", [
+    ("basic", ["hydra/sweeper=ablate", "hydra.sweeper.max_batch_size=2"]),
+    ("basic", ["hydra/sweeper=ablate", "hydra.sweeper.max_batch_size=2",
+               "hydra.sweeper.resume=false"]),
+])
+class TestAblateSweeperBatches(BatchedSweeperTestSuite):
+    pass
+
+
+# one batch: with the basic launcher the sweeper otherwise hands over one job at a time
+@pytest.mark.parametrize("launcher_name, overrides", [
+    ("basic", ["hydra/sweeper=ablate", "hydra.sweeper.max_batch_size=100"]),
+])
+class TestAblateSweeperWithTheBasicLauncher(LauncherTestSuite):
+    pass
+
+
+@pytest.mark.slow  # a Ray runtime, and a fresh worker process for every job
+@pytest.mark.parametrize("launcher_name, overrides", [
+    ("ablate_ray", ["hydra/sweeper=basic", "++hydra.launcher.ray.init.num_cpus=2"]),
+])
+class TestAblateRayLauncher(LauncherTestSuite):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task_launcher_cfg, extra_flags", [
+    ({}, ["-m", "hydra/launcher=ablate_ray", "++hydra.launcher.ray.init.num_cpus=2",
+          "hydra/hydra_logging=disabled", "hydra/job_logging=disabled"]),
+])
+class TestAblateRayLauncherIntegration(IntegrationTestSuite):
+    pass
