@@ -18,7 +18,7 @@ import pytest
 from test_report import _rows, write_record
 
 from ablate import predictions, records
-from ablate.report import claims, evidence_tables, load, per_example, reference, tables
+from ablate.report import claims, formatting, load, per_example, reference, tables
 from ablate.report.__main__ import main as report_main
 
 
@@ -293,6 +293,6 @@ def test_claims_file_errors_name_the_value_and_the_fix():
 
 
 def test_p_values_and_differences_are_formatted_stably():
-    assert evidence_tables.p_text(None) == "–" and evidence_tables.p_text(0.0004) == "<0.001"
-    assert evidence_tables.p_text(0.07418) == "0.074"
-    assert math.isclose(float(evidence_tables.p_text(1.0)), 1.0)
+    assert formatting.p_text(None) == "–" and formatting.p_text(0.0004) == "<0.001"
+    assert formatting.p_text(0.07418) == "0.074"
+    assert math.isclose(float(formatting.p_text(1.0)), 1.0)

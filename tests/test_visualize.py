@@ -23,8 +23,9 @@ from helpers import TINY, cli_env, compose_config, run_cli
 from torch import nn
 
 from ablate import network as network_lib
+from ablate.report import evidence
 from ablate.visualize import attribution, deletion, units
-from ablate.visualize.figures import filters_figure, normalise_map
+from ablate.visualize.panels import filters_figure, normalise_map
 
 
 class Total(nn.Module):
@@ -247,7 +248,8 @@ def test_deletion_removes_most_attributed_pixels_first_and_scores_the_predicted_
 def test_area_and_confidence_interval_match_hand_values():
     line = torch.tensor([[1.0, 0.5, 0.0]])
     assert deletion.area_under(line, (0.0, 0.25, 0.5))[0] == pytest.approx(0.5)
-    mean, half = deletion.mean_ci(np.array([1.0, 2.0, 3.0]))
+    summary = evidence.summarize(np.array([1.0, 2.0, 3.0]))  # the deletion table's interval
+    mean, half = summary.mean, summary.half_width
     # sd 1, sem 1/sqrt(3), t(0.975, 2 df) = 4.302653
     assert mean == 2.0 and half == pytest.approx(4.302653 / np.sqrt(3), rel=1e-6)
 

@@ -14,23 +14,15 @@ import numpy as np
 import pandas as pd
 
 from ablate.report import claims, compare, evidence, instability, per_example, stats
-
-# tables imports this module: its helpers are looked up at call time, through the module.
-from ablate.report import tables as base
+from ablate.report import formatting as fmt
+from ablate.report.formatting import p_text
 from ablate.report.load import CONSISTENCY, SHIFTS
 
 
-def p_text(p: float | None) -> str:
-    if p is None:
-        return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def mean_ci(summary: evidence.Summary) -> str:
-    """``9.50 ± 6.35``: mean ± half-width of the 95 % t interval; the mean alone for n = 1."""
-    if summary.n > 1:
-        return f"{base.pct(summary.mean)} ± {base.pct(summary.half_width)}"
-    return base.pct(summary.mean)
+def summary_text(values: Sequence[float]) -> str:
+    """``mean ± CI`` of per-seed values."""
+    summary = evidence.summarize(values)
+    return fmt.mean_ci(summary.mean, summary.half_width, summary.n)
 
 
 def difference(result: evidence.Paired) -> str:
@@ -38,9 +30,9 @@ def difference(result: evidence.Paired) -> str:
     if result.n == 0:
         return "–"
     if result.n < 2 or math.isnan(result.ci_low):
-        return base.signed(100 * result.mean_diff)
-    return (f"{base.signed(100 * result.mean_diff)} [{base.signed(100 * result.ci_low)}, "
-            f"{base.signed(100 * result.ci_high)}]")
+        return fmt.signed(100 * result.mean_diff)
+    return (f"{fmt.signed(100 * result.mean_diff)} [{fmt.signed(100 * result.ci_low)}, "
+            f"{fmt.signed(100 * result.ci_high)}]")
 
 
 def mcnemar_text(comparison: compare.Comparison) -> str:
@@ -93,7 +85,7 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
         "McNemar (test error claims only): exact, on the per-example discordant counts summed "
         "over seeds (b: only A right, c: only B right).",
         "",
-        base.table(["claim", "metric", "runs", "n", "A − B (pp) [95 % CI]", "t p", "Holm p",
+        fmt.table(["claim", "metric", "runs", "n", "A − B (pp) [95 % CI]", "t p", "Holm p",
                     "McNemar p", "result", "note"], rows),
         "",
         "Sources: " + "; ".join(cited) + ".",
@@ -112,7 +104,7 @@ def comparison_table(axis: str, cell: Mapping[str, str],
         verdict = (evidence.verdict(c.n, c.paired.mean_diff, p, alpha) if c.n
                    else "no seed finished on both sides")
         body.append([
-            names, c.a.value, c.b.value, f"{base.lr_text(c.a.lr)} / {base.lr_text(c.b.lr)}", c.n,
+            names, c.a.value, c.b.value, f"{fmt.lr_text(c.a.lr)} / {fmt.lr_text(c.b.lr)}", c.n,
             difference(c.paired), p_text(c.paired.t_p) if tested else "–",
             p_text(c.paired.wilcoxon_p) if tested else "–", mcnemar_text(c),
             p_text(p) if tested else "–", verdict,
@@ -123,7 +115,7 @@ def comparison_table(axis: str, cell: Mapping[str, str],
     return "\n".join([
         f"#### {title} (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")",
         "",
-        base.table(["models", "A", "B", "lr A / B (by val)", "n", "A − B (pp) [95 % CI]", "t p",
+        fmt.table(["models", "A", "B", "lr A / B (by val)", "n", "A − B (pp) [95 % CI]", "t p",
                "Wilcoxon p", "McNemar p", "Holm p (t)", "verdict"], body),
     ])
 
@@ -148,7 +140,7 @@ def consistency_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison
     return "\n".join([
         f"#### {title}: {metric.label}",
         "",
-        base.table(["models", "A", "B", "n", "A − B (pp) [95 % CI]", "t p", "Holm p (t)",
+        fmt.table(["models", "A", "B", "n", "A − B (pp) [95 % CI]", "t p", "Holm p (t)",
                     "verdict"], body),
     ])
 
@@ -198,8 +190,8 @@ def seeds_section(runs: pd.DataFrame) -> str:
         usable = sum(isinstance(c, np.ndarray) for c in mine["correct"])
         examples = ("ok" if usable == len(mine) else per_example.NA if usable == 0
                     else f"{usable} of {len(mine)} ({per_example.NA} for the rest)")
-        rows.append([name, base.lr_text(pick["lr"]), *[base.pct(by_seed.get(s)) for s in seeds],
-                     f"{mean_ci(evidence.summarize(mine['test_error']))} (n = {len(mine)})",
+        rows.append([name, fmt.lr_text(pick["lr"]), *[fmt.pct(by_seed.get(s)) for s in seeds],
+                     f"{summary_text(mine['test_error'])} (n = {len(mine)})",
                      examples])
     return "\n".join([
         "#### Test error per seed",
@@ -207,7 +199,7 @@ def seeds_section(runs: pd.DataFrame) -> str:
         "Each finished seed's test error % at the model's chosen lr; mean ± 95 % t interval; "
         "per-example = whether its predictions.npz could be used.",
         "",
-        base.table(["model", "lr", *[f"seed {s}" for s in seeds], "mean ± 95 % CI",
+        fmt.table(["model", "lr", *[f"seed {s}" for s in seeds], "mean ± 95 % CI",
                     "per-example"], rows),
     ])
 
@@ -218,7 +210,7 @@ def consistency_cell(values: pd.Series, n: int) -> str:
     measured = values.dropna()
     if not len(measured):
         return "n/a"
-    text = mean_ci(evidence.summarize(measured))
+    text = summary_text(measured)
     return text if len(measured) == n else f"{text} ({len(measured)} of {n})"
 
 
@@ -232,7 +224,7 @@ def consistency_section(runs: pd.DataFrame) -> str:
         return "\n".join([*heading, "n/a: no run here measured invariance (records made "
                            "before metrics.invariance existed, or with "
                            "`callbacks.test_predictions.shifts=[]`)."])
-    rows = [[name, entry["downsample"], base.lr_text(entry["chosen"]["lr"]), len(mine),
+    rows = [[name, entry["downsample"], fmt.lr_text(entry["chosen"]["lr"]), len(mine),
              *[consistency_cell(mine[column], len(mine)) for column in CONSISTENCY]]
             for name, (entry, mine) in picked.items()]
     return "\n".join([
@@ -243,7 +235,7 @@ def consistency_section(runs: pd.DataFrame) -> str:
         "Higher = more invariant; 0 px would be 100. n/a = runs recorded before invariance "
         "was measured; (k of n) = only k seeds measured it.",
         "",
-        base.table(["model", "downsampling", "lr", "n", *[f"{step} px" for step in SHIFTS],
+        fmt.table(["model", "downsampling", "lr", "n", *[f"{step} px" for step in SHIFTS],
                     "flip"], rows),
     ])
 
@@ -254,20 +246,20 @@ def instability_section(runs: pd.DataFrame, margin: float) -> str:
     rows = []
     for name in stats.ordered_names(found["name"]):
         for _, row in found[found["name"] == name].iterrows():
-            rows.append([name, base.lr_text(row["lr"]), row["runs"], row["finished"],
+            rows.append([name, fmt.lr_text(row["lr"]), row["runs"], row["finished"],
                          row["stalled"], row["diverged"], row["failed"],
                          *([row["running"]] if show_running else [])])
     chance = {str(d): instability.chance_error(str(d)) for d in runs["dataset"].dropna()}
-    levels = ", ".join(f"{d} {base.pct(c)} %" if c is not None else f"{d} unknown"
+    levels = ", ".join(f"{d} {fmt.pct(c)} %" if c is not None else f"{d} unknown"
                        for d, c in sorted(chance.items()))
     return "\n".join([
         "#### Instability per model and lr",
         "",
         "stalled at chance = finished with a final training error within "
-        f"{base.pct(margin)} points of chance ({levels}; the margin is set in "
+        f"{fmt.pct(margin)} points of chance ({levels}; the margin is set in "
         "`ablate/report/claims.yaml`).",
         "",
-        base.table(["model", "lr", "runs", "finished", "stalled at chance", "diverged",
+        fmt.table(["model", "lr", "runs", "finished", "stalled at chance", "diverged",
                     "failed", *(["running"] if show_running else [])], rows),
     ])
 

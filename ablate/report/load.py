@@ -254,7 +254,7 @@ def _float(value: Any) -> float | None:
     return number
 
 
-def _finite(value: Any) -> float:
+def _metric(value: Any) -> float:
     """A metric as a number the tables can use: NaN for missing, NaN and inf alike."""
     number = _float(value)
     return number if number is not None and math.isfinite(number) else math.nan
@@ -295,7 +295,7 @@ def _row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, Any], 
         protocol_spec=json.dumps(protocol, sort_keys=True) if protocol is not None else None,
         superseded=False,
     )
-    row.update({key: _finite(metrics.get(key)) for key in METRICS})
+    row.update({key: _metric(metrics.get(key)) for key in METRICS})
     if status == "finished" and math.isnan(row["test_error"]):
         # NaN or inf (a run whose test loop broke): no number to average, so it counts as
         # failed in every count and table alike, and is named in the warnings (load_runs)

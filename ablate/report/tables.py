@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from ablate.report import claims, compare, evidence_tables, load, per_example, reference, stats
+from ablate.report.formatting import (
+    describe,
+    describe_protocol,
+    lr_text,
+    mean_ci,
+    pct,
+    signed,
+    table,
+)
 from ablate.report.load import COLUMNS, INFO, PROTOCOL_KEYS, RUNNING, Issues
 
 PAPER_DATASET, PAPER_AUGMENTATION = "cifar10", "none"
@@ -25,60 +33,12 @@ MAX_MESSAGES = 20  # per kind of warning; the count is always complete
 FigureLinks = Mapping[tuple[str, str, str], Sequence[tuple[str, str]]]
 
 
-# ---------------------------------------------------------------- formatting
-
-def pct(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{100 * float(value):.2f}"
-
-
-def signed(value: float) -> str:
-    text = f"{value:+.2f}"
-    return "+0.00" if text == "-0.00" else text
-
-
-def lr_text(value: Any) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(
-        float(value), "g")
-
-
-def mean_ci(chosen: Mapping[str, Any]) -> str:
-    """``mean ± half-width of the 95 % t interval``; the mean alone for one seed."""
-    if chosen["n"] > 1:
-        return f"{pct(chosen['test_mean'])} ± {pct(chosen['test_ci'])}"
-    return pct(chosen["test_mean"])
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def describe(value: Any) -> str:
-    """A config node in one short line: ``SGD(momentum=0.9, weight_decay=0.001)``."""
-    if isinstance(value, Mapping):
-        skip = {"_target_", "_partial_", "name", "transform"}
-        head = str(value.get("name") or str(value.get("_target_", "")).rsplit(".", 1)[-1])
-        params = ", ".join(f"{k}={describe(v)}" for k, v in sorted(value.items())
-                           if k not in skip)
-        return f"{head}({params})" if params else head
-    if isinstance(value, list):
-        return "[" + ", ".join(describe(v) for v in value) + "]"
-    return json.dumps(value) if isinstance(value, str) and not value else str(value)
-
-
-def describe_protocol(spec: Mapping[str, Any]) -> str:
-    return "; ".join(f"{key} {describe(spec[key])}" for key in PROTOCOL_KEYS
-                     if spec.get(key) is not None)
-
-
 # ---------------------------------------------------------------- sections
+
+def test_text(chosen: Mapping[str, Any]) -> str:
+    """A chosen lr's test error over its seeds: ``mean ± CI``."""
+    return mean_ci(chosen["test_mean"], chosen["test_ci"], chosen["n"])
+
 
 def inputs_section(frame: pd.DataFrame, issues: Issues, sources: Sequence[str]) -> str:
     runs = stats.current(frame)
@@ -144,7 +104,7 @@ def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
                     if mine["failed"] + mine["diverged"] else "running")
             lr, val, n, diff = "–", "–", 0, "–"
         else:
-            test, lr, val, n = mean_ci(pick), lr_text(pick["lr"]), pct(pick["val_mean"]), pick[
+            test, lr, val, n = test_text(pick), lr_text(pick["lr"]), pct(pick["val_mean"]), pick[
                 "n"]
             diff = "n/a" if ref is None else (
                 signed(100 * pick["test_mean"] - ref["error"]) if comparable else "n/a")
@@ -222,7 +182,7 @@ def pivot_section(runs: pd.DataFrame) -> str:
                 bad = mine["failed"] + mine["diverged"]
                 row.append(f"no finished run ({bad} failed/diverged)" if bad else "running")
             else:
-                row.append(f"{mean_ci(mine['chosen'])} (n = {mine['chosen']['n']})")
+                row.append(f"{test_text(mine['chosen'])} (n = {mine['chosen']['n']})")
         rows.append(row)
     return "\n".join([
         "#### Model x downsampling",
@@ -251,8 +211,8 @@ def augmentation_section(frame: pd.DataFrame, protocol: str, dataset: str,
             pick = mine["chosen"] if mine else None
             diff = (signed(100 * pick["test_mean"] - ref["error"])
                     if pick is not None and ref is not None else "–")
-            rows.append([name, aug, lr_text(pick["lr"]) if pick else "–",
-                         mean_ci(pick) if pick else ("missing" if not mine else "no finished run"),
+            test = test_text(pick) if pick else "no finished run" if mine else "missing"
+            rows.append([name, aug, lr_text(pick["lr"]) if pick else "–", test,
                          pick["n"] if pick else 0, mine["failed"] if mine else 0,
                          mine["diverged"] if mine else 0,
                          f"{ref['error']:.2f}" if ref is not None else "–", diff])
@@ -285,7 +245,7 @@ def cifar100_section(frame: pd.DataFrame, protocol: str) -> str:
         p100 = c100[name]["chosen"]
         p10 = c10.get(name, {}).get("chosen") if name in c10 else None
         rows.append([
-            name, mean_ci(p10) if p10 else "missing", mean_ci(p100) if p100 else
+            name, test_text(p10) if p10 else "missing", test_text(p100) if p100 else
             "no finished run", p100["n"] if p100 else 0,
             c100[name]["failed"], c100[name]["diverged"],
             f"{ref10['error']:.2f}" if ref10 is not None else "–",
