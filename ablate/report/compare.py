@@ -25,7 +25,7 @@ import pandas as pd
 
 from ablate import records
 from ablate.report import evidence, per_example, reference, stats
-from ablate.report.load import RUNNING, SHIFTS
+from ablate.report.load import CONSISTENCY_FLIP, RUNNING
 
 # Never compared along: seed pairs the runs, lr is chosen per side on validation error, and
 # runs on different datasets have different test sets (and chance levels) to be paired on.
@@ -54,12 +54,20 @@ class Metric:
 
 TEST_ERROR = "test_error"
 INVARIANT = (evidence.MORE_INVARIANT, evidence.LESS_INVARIANT)
-METRICS = {
-    TEST_ERROR: Metric(TEST_ERROR, "test error", False, (evidence.A_BETTER, evidence.B_BETTER)),
-    **{f"consistency_{step}": Metric(f"consistency_{step}", f"consistency at {step} px", True,
-                                     INVARIANT) for step in SHIFTS},
-    "consistency_flip": Metric("consistency_flip", "consistency under a flip", True, INVARIANT),
-}
+METRICS = ("test_error", "consistency_<k> (k px)", CONSISTENCY_FLIP)  # for error messages
+
+
+def metric(column: str) -> Metric:
+    """The metric of a column: test error, or a consistency at any shift the runs measured
+    (``consistency_<k>``) or under the flip; ``KeyError`` for anything else."""
+    if column == TEST_ERROR:
+        return Metric(TEST_ERROR, "test error", False, (evidence.A_BETTER, evidence.B_BETTER))
+    if column == CONSISTENCY_FLIP:
+        return Metric(column, "consistency under a flip", True, INVARIANT)
+    step = column.removeprefix("consistency_")
+    if column.startswith("consistency_") and step.isdigit():
+        return Metric(column, f"consistency at {int(step)} px", True, INVARIANT)
+    raise KeyError(column)
 # The shift the Comparisons section tests consistency at: 2 px, the stride of every
 # downsampling layer (3x3 max-pooling or convolution with stride 2), the move one pooling stage
 # is said to absorb. One shift keeps one question, one Holm family, per table; the invariance
@@ -187,16 +195,18 @@ class Comparison:
 
     def on(self, column: str) -> evidence.Paired:
         """The paired test on another column (a consistency), over the seeds where both sides
-        measured it: runs recorded before it existed drop out rather than count as 0."""
+        measured it: runs recorded before it existed drop out rather than count as 0 (a shift
+        no run measured has no column at all)."""
         if column == TEST_ERROR:
             return self.paired
         a, b = self.a.by_seed, self.b.by_seed
-        seeds = [s for s in self.seeds if not (pd.isna(a[s][column]) or pd.isna(b[s][column]))]
+        seeds = [s for s in self.seeds
+                 if not (pd.isna(a[s].get(column)) or pd.isna(b[s].get(column)))]
         return evidence.paired([a[s][column] for s in seeds], [b[s][column] for s in seeds])
 
     def measured(self, column: str) -> bool:
         """Whether any run of either side has ``column`` (none: leave its table out)."""
-        return any(not pd.isna(run[column])
+        return any(not pd.isna(run.get(column))
                    for side in (self.a, self.b) for run in side.by_seed.values())
 
 

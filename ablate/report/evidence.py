@@ -40,7 +40,7 @@ WILCOXON_MIN_N = 6
 ONE_SEED = "one seed: no claim"
 A_BETTER, B_BETTER = "A better", "B better"
 # The words for a metric where higher is better and "better" would not say what was measured:
-# prediction consistency under shifts (``compare.METRICS``).
+# prediction consistency under shifts (``compare.metric``).
 MORE_INVARIANT, LESS_INVARIANT = "A more invariant", "A less invariant"
 # Every seed differs by exactly the same amount (errors on a small test set are multiples of
 # 1/N): the t statistic is undefined, and "no detectable difference" would misstate it.

@@ -16,7 +16,7 @@ import pandas as pd
 from ablate.report import claims, compare, evidence, instability, per_example, stats
 from ablate.report import formatting as fmt
 from ablate.report.formatting import p_text
-from ablate.report.load import CONSISTENCY, SHIFTS
+from ablate.report.load import CONSISTENCY_FLIP, shift_columns
 
 
 def summary_text(values: Sequence[float]) -> str:
@@ -55,7 +55,7 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
     rows = []
     for outcome in outcomes:
         c, result = outcome.comparison, outcome.paired
-        metric = compare.METRICS[outcome.claim.metric]
+        metric = compare.metric(outcome.claim.metric)
         if c is None or result is None:
             rows.append([outcome.claim.statement, metric.label, "–", 0, "–", "–", "–", "–",
                          outcome.result, ""])
@@ -146,7 +146,7 @@ def consistency_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison
 
 
 def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -> str:
-    metric = compare.METRICS[compare.COMPARED_CONSISTENCY]
+    metric = compare.metric(compare.COMPARED_CONSISTENCY)
     parts = [
         "## Comparisons",
         "",
@@ -220,12 +220,14 @@ def consistency_section(runs: pd.DataFrame) -> str:
     lr than the one the error is reported at."""
     picked = stats.at_chosen_lr(runs)
     heading = ["#### Invariance: prediction consistency under shifts", ""]
-    if not any(mine[list(CONSISTENCY)].notna().to_numpy().any() for _, mine in picked.values()):
+    shifts = shift_columns(runs)
+    columns = [*shifts.values(), CONSISTENCY_FLIP]
+    if not any(mine[columns].notna().to_numpy().any() for _, mine in picked.values()):
         return "\n".join([*heading, "n/a: no run here measured invariance (records made "
                            "before metrics.invariance existed, or with "
                            "`callbacks.test_predictions.shifts=[]`)."])
     rows = [[name, entry["downsample"], fmt.lr_text(entry["chosen"]["lr"]), len(mine),
-             *[consistency_cell(mine[column], len(mine)) for column in CONSISTENCY]]
+             *[consistency_cell(mine[column], len(mine)) for column in columns]]
             for name, (entry, mine) in picked.items()]
     return "\n".join([
         *heading,
@@ -235,7 +237,7 @@ def consistency_section(runs: pd.DataFrame) -> str:
         "Higher = more invariant; 0 px would be 100. n/a = runs recorded before invariance "
         "was measured; (k of n) = only k seeds measured it.",
         "",
-        fmt.table(["model", "downsampling", "lr", "n", *[f"{step} px" for step in SHIFTS],
+        fmt.table(["model", "downsampling", "lr", "n", *[f"{step} px" for step in shifts],
                     "flip"], rows),
     ])
 

@@ -16,7 +16,6 @@ import pandas as pd
 
 from ablate import records
 from ablate.report import evidence, load, reference, stats
-from ablate.report.load import SHIFTS
 
 COLORS = {"pool": "#4c72b0", "stride": "#dd8452", "convpool": "#55a868", "conv": "#c44e52"}
 
@@ -158,7 +157,8 @@ def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | N
     """
     from matplotlib.figure import Figure
 
-    columns = [f"consistency_{step}" for step in SHIFTS]
+    shifts = load.shift_columns(runs)
+    columns = list(shifts.values())
     measured = {name: (entry, mine) for name, (entry, mine) in stats.at_chosen_lr(runs).items()
                 if mine[columns].notna().to_numpy().any()}
     if not measured:
@@ -177,7 +177,7 @@ def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | N
             color = COLORS.get(mode, "0.4")
             nudge = (modes.index(mode) - (len(modes) - 1) / 2) * 0.06
             xs, means, intervals, points = [0.0], [100.0], [], []
-            for step, column in zip(SHIFTS, columns, strict=True):
+            for step, column in shifts.items():
                 values = mine[column].dropna()
                 if not len(values):
                     continue
@@ -195,7 +195,7 @@ def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | N
                               capsize=3, zorder=3)
             axes.scatter([p[0] for p in points], [p[1] for p in points], s=9, color=color,
                          edgecolors="0.15", linewidths=0.4, zorder=4)
-        axes.set_xticks(range(0, max(SHIFTS) + 1))
+        axes.set_xticks(range(0, max(shifts) + 1))
         _label_panel(axes, model, "shift (px, mean over 8 directions)",
                      "consistency % (mean, 95 % CI, seeds)" if i == 1 else None)
     return _save_panels(figure, title, path)

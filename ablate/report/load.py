@@ -37,15 +37,14 @@ from ablate import records
 from ablate.report import per_example
 
 METRICS = ("test_error", "val_error", "train_error", "train_loss", "val_loss", "test_loss")
-# Prediction consistency under the moves of ``metrics.invariance`` (ablate.invariance, which
-# imports torch, hence the shifts written again here): the mean over 8 directions at each
-# shift, and the left-right flip. A shift a run did not measure (older records, or
-# ``callbacks.test_predictions.shifts=[]``) is NaN, which the report shows as "n/a".
-SHIFTS = (1, 2, 3, 4)
-CONSISTENCY = (*(f"consistency_{step}" for step in SHIFTS), "consistency_flip")
+# Prediction consistency under the moves of ``metrics.invariance``: ``consistency_<k>`` (the
+# mean over 8 directions at a shift of k px) for every shift the runs' records hold, whichever
+# ``callbacks.test_predictions.shifts`` they were run with, and the left-right flip. A shift a
+# run did not measure (older records, or ``shifts=[]``) is NaN, which the report shows as "n/a".
+CONSISTENCY_FLIP = "consistency_flip"
 COLUMNS = (
     "source", "path", "sweep", "wandb_id", "cell_id", "name", *records.CELL_AXES, "lr", "seed",
-    "status", *METRICS, *CONSISTENCY, "params", "epochs", "train_images", "wall_seconds",
+    "status", *METRICS, CONSISTENCY_FLIP, "params", "epochs", "train_images", "wall_seconds",
     "started_at", "ended_at", "protocol", "protocol_spec", "cell", "error", "history",
     "superseded", "test_fingerprint", "correct", "code", "versions", "config_id",
 )
@@ -261,8 +260,9 @@ def _metric(value: Any) -> float:
 
 
 def consistency_fields(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """``consistency_<step>`` and ``consistency_flip`` from ``metrics.invariance``; NaN where
-    the run has none, so that means and tests over seeds skip it rather than count it as 0."""
+    """``consistency_<k>`` for every ``shift_<k>`` of ``metrics.invariance`` and
+    ``consistency_flip``; NaN where the run has none, so that means and tests over seeds skip
+    it rather than count it as 0."""
     invariance = metrics.get("invariance")
     invariance = invariance if isinstance(invariance, Mapping) else {}
 
@@ -271,8 +271,16 @@ def consistency_fields(metrics: Mapping[str, Any]) -> dict[str, float]:
         value = _float(entry.get("consistency")) if isinstance(entry, Mapping) else None
         return math.nan if value is None else value
 
-    return {**{f"consistency_{step}": consistency(f"shift_{step}") for step in SHIFTS},
-            "consistency_flip": consistency("flip")}
+    shifts = [key for key in invariance if key.startswith("shift_") and key[6:].isdigit()]
+    return {**{f"consistency_{int(key[6:])}": consistency(key) for key in shifts},
+            CONSISTENCY_FLIP: consistency("flip")}
+
+
+def shift_columns(frame: pd.DataFrame) -> dict[int, str]:
+    """Shift in px -> its consistency column, in order: the shifts some run measured."""
+    steps = [column.removeprefix("consistency_") for column in frame.columns]
+    return {int(step): f"consistency_{step}" for step in sorted(
+        (s for s in steps if s.isdigit()), key=int)}
 
 
 def _row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, Any], name: str | None,
@@ -701,7 +709,8 @@ def load_runs(
     for row in rows:
         if str(row["error"] or "").startswith(WITHOUT_METRICS):
             issues.add(WITHOUT_METRICS, f"{row['path']}: {row['error'].split(': ', 1)[1]}")
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    shifts = {key for row in rows for key in row if key.startswith("consistency_")}
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, *sorted(shifts - set(COLUMNS))])
     frame = frame.sort_values(["sweep", "path"], na_position="last", kind="stable")
     frame = frame.reset_index(drop=True)
     _split_variants(frame, issues)
