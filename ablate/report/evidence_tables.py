@@ -16,7 +16,8 @@ import pandas as pd
 from ablate.report import claims, compare, evidence, instability, per_example, stats
 from ablate.report import formatting as fmt
 from ablate.report.formatting import p_text
-from ablate.report.load import CONSISTENCY_FLIP, shift_columns
+from ablate.report.load import shift_columns
+from ablate.rows import CONSISTENCY_FLIP
 
 
 def summary_text(values: Sequence[float]) -> str:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ablate import records
 from ablate.report import evidence, load, reference, stats
+from ablate.report import history as history_lib
 
 COLORS = {"pool": "#4c72b0", "stride": "#dd8452", "convpool": "#55a868", "conv": "#c44e52"}
 
@@ -107,7 +108,7 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
 
 def _curve(rows: pd.DataFrame, key: str) -> tuple[list[int], list[float]]:
     """Mean of ``key`` per epoch over the runs' histories."""
-    pairs = [load.series(history, key) for history in rows["history"]]
+    pairs = [history_lib.series(history, key) for history in rows["history"]]
     if not pairs or not sum(len(epochs) for epochs, _ in pairs):
         return [], []
     epochs = np.concatenate([epochs for epochs, _ in pairs])

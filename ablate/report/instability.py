@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ablate.report.load import RUNNING
+from ablate.status import Status
 
 COLUMNS = ["name", "lr", "runs", "finished", "stalled", "diverged", "failed", "running"]
 
@@ -66,6 +66,6 @@ def counts(runs: pd.DataFrame, margin: float) -> pd.DataFrame:
             "stalled": sum(stalled(run, margin) for _, run in finished.iterrows()),
             "diverged": int((cell["status"] == "diverged").sum()),
             "failed": int((cell["status"] == "failed").sum()),
-            "running": int((cell["status"] == RUNNING).sum()),
+            "running": int((cell["status"] == Status.RUNNING).sum()),
         })
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -2,7 +2,7 @@
 
 ``load.load_records`` calls :func:`row_fields` for every record: a run whose predictions can be
 trusted gets its test-set fingerprint and its per-example correctness in the runs DataFrame; a
-run whose file is missing, truncated or altered gets neither, one warning in ``load.Issues``,
+run whose file is missing, truncated or altered gets neither, one warning in ``issues.Issues``,
 and "n/a (no predictions)" wherever a per-example test would have used it. Everything else in
 the report (means, intervals, paired t-tests) does not need the file and is unaffected.
 Records made before predictions existed, and W&B-only runs, have no entry: seed-level tests

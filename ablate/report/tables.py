@@ -10,12 +10,12 @@ comparisons) are rendered by ``evidence_tables``.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
+from ablate import records, stages
 from ablate.report import claims, compare, evidence_tables, load, per_example, reference, stats
 from ablate.report.formatting import (
     describe,
@@ -26,7 +26,9 @@ from ablate.report.formatting import (
     signed,
     table,
 )
-from ablate.report.load import COLUMNS, INFO, PROTOCOL_KEYS, RUNNING, Issues
+from ablate.report.issues import INFO, Issues
+from ablate.rows import COLUMNS
+from ablate.status import ENDED, Status
 
 PAPER_DATASET, PAPER_AUGMENTATION = "cifar10", "none"
 MAX_MESSAGES = 20  # per kind of warning; the count is always complete
@@ -48,7 +50,7 @@ def inputs_section(frame: pd.DataFrame, issues: Issues, sources: Sequence[str]) 
             ["runs loaded", f"{len(frame)} (" + ", ".join(
                 f"{s}: {by_source[s]}" for s in sorted(by_source.index)) + ")" if len(frame)
              else "0"]]
-    for name in ("finished", "failed", "diverged"):
+    for name in ENDED:
         rows.append([f"{name} (counted)", int(status.get(name, 0))])
     rows += [[kind, issues.counts[kind]] for kind in sorted(issues.counts)]
     datasets = runs["dataset"].value_counts()
@@ -261,18 +263,16 @@ def cifar100_section(frame: pd.DataFrame, protocol: str) -> str:
 
 def stage_partners(runs: pd.DataFrame) -> dict[str, str]:
     """Protocol -> the protocol of its other stage (selection <-> final), where both have runs:
-    the two differ only in ``load.STAGE_KEYS``."""
+    the two differ only in ``stages.STAGE_KEYS``."""
     by_study: dict[str, dict[str, str]] = {}
-    for protocol, spec in runs[["protocol", "protocol_spec"]].dropna().drop_duplicates().itertuples(
-            index=False):
-        parsed = json.loads(spec)
-        study = json.dumps(load.study_protocol(parsed), sort_keys=True)
-        by_study.setdefault(study, {})[load.stage_of(parsed)] = str(protocol)
+    for protocol, stage, study in runs[["protocol", "stage", "study"]].dropna(
+            ).drop_duplicates().itertuples(index=False):
+        by_study.setdefault(study, {})[stage] = str(protocol)
     partners = {}
-    for stages in by_study.values():
-        if len(stages) == 2:
-            partners[stages[load.SELECTION]] = stages[load.FINAL]
-            partners[stages[load.FINAL]] = stages[load.SELECTION]
+    for both in by_study.values():
+        if len(both) == 2:
+            partners[both[stages.SELECTION]] = both[stages.FINAL]
+            partners[both[stages.FINAL]] = both[stages.SELECTION]
     return partners
 
 
@@ -300,11 +300,11 @@ def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
                      stalled_margin: float) -> str:
     runs = stats.current(frame)
     mine = runs[runs["protocol"] == protocol]
-    spec = json.loads(mine["protocol_spec"].dropna().iloc[0])
+    spec = load.parsed(mine["protocol_spec"].dropna().iloc[0])
     status = mine["status"].value_counts()
     counts = ", ".join(f"{int(status.get(s, 0))} {s}"
-                       for s in ("finished", "failed", "diverged", RUNNING) if status.get(s, 0))
-    final = load.stage_of(spec) == load.FINAL
+                       for s in (*ENDED, Status.RUNNING) if status.get(s, 0))
+    final = stages.stage_of(spec) == stages.FINAL
     partner = stage_partners(runs).get(protocol)
     parts = [f"## Protocol `{protocol}`" + (f" ({index} of {total})" if total > 1 else "")
              + (": final stage" if final else ""), "",
@@ -312,8 +312,9 @@ def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
              f"Protocol: {describe_protocol(spec)}.", "", stage_note(mine, final, partner)]
     if total > 1:
         others = runs[(runs["protocol"] != protocol) & runs["protocol_spec"].notna()]
-        other_specs = [json.loads(s) for s in sorted(others["protocol_spec"].unique())]
-        differing = [k for k in PROTOCOL_KEYS if any(o.get(k) != spec.get(k) for o in other_specs)]
+        other_specs = [load.parsed(s) for s in sorted(others["protocol_spec"].unique())]
+        differing = [k for k in records.PROTOCOL_KEYS
+                     if any(o.get(k) != spec.get(k) for o in other_specs)]
         parts += ["", "Differs from the other protocols in: "
                   + ", ".join(f"`{k}` ({describe(spec.get(k))})" for k in differing) + "."]
     keys = [g for g in stats.groups(frame) if g[0] == protocol]
@@ -372,11 +373,10 @@ def render(frame: pd.DataFrame, issues: Issues, sources: Sequence[str] = (),
         warnings_section(issues),
     ]
     runs = stats.current(frame)
-    finals = {str(p) for p, spec in zip(runs["protocol"], runs["protocol_spec"], strict=True)
-              if isinstance(spec, str) and load.stage_of(json.loads(spec)) == load.FINAL}
+    finals = set(runs.loc[runs["stage"] == stages.FINAL, "protocol"].astype(str))
     protocols = sorted(runs["protocol"].dropna().unique(),  # final stages first: Table 3's runs
                        key=lambda p: (p not in finals, -int((runs["protocol"] == p).sum()), p))
-    show_running = bool((runs["status"] == RUNNING).any())
+    show_running = bool((runs["status"] == Status.RUNNING).any())
     for index, protocol in enumerate(protocols, start=1):
         parts += ["", protocol_section(frame, protocol, index, len(protocols),
                                        figure_links or {}, show_running,
