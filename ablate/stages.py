@@ -27,6 +27,8 @@ from ablate.status import Status
 # split is a final-stage run.
 STAGE_KEYS = ("dataset.val_size", "trainer.limit_val_batches")
 SELECTION, FINAL = "selection", "final"
+# Counted per lr besides the finished runs: an lr with failed or diverged runs is chosen last.
+COUNTED = (Status.FAILED, Status.DIVERGED, Status.RUNNING)
 
 
 def protocol_id(protocol: Mapping[str, Any]) -> str:
@@ -95,10 +97,9 @@ def lr_counts(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         counts.append({
             "lr": lr, "n": len(done), "val_mean": math.fsum(vals) / len(vals) if vals else math.nan,
             "test_errors": [_number(run.get("test_error")) for run in done],
-            "failed": sum(run.get("status") == Status.FAILED for run in mine) + sum(
+            Status.FAILED: sum(run.get("status") == Status.FAILED for run in mine) + sum(
                 run.get("status") == Status.FINISHED for run in mine) - len(done),
-            "diverged": sum(run.get("status") == Status.DIVERGED for run in mine),
-            "running": sum(run.get("status") == Status.RUNNING for run in mine),
+            **{status: sum(run.get("status") == status for run in mine) for status in COUNTED[1:]},
         })
     return counts
 
@@ -108,7 +109,7 @@ def choose_lr(counts: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     the lrs with a finished run, those free of failed and diverged runs if there are any;
     ties go to more finished seeds, then the smaller lr; no validation error sorts last."""
     finished = [entry for entry in counts if entry["n"] > 0]
-    pool = [e for e in finished if e["failed"] + e["diverged"] == 0] or finished
+    pool = [e for e in finished if e[Status.FAILED] + e[Status.DIVERGED] == 0] or finished
     if not pool:
         return None
     return min(pool, key=lambda e: (math.isnan(e["val_mean"]),

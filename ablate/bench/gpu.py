@@ -45,6 +45,7 @@ import yaml
 
 from ablate import records, spec
 from ablate.bench.steps import all_cnn_c, plain_seconds, synthetic_batches
+from ablate.status import Status
 from ablate.sweep import measured
 from ablate.sweep.estimate import forward_macs
 
@@ -386,7 +387,7 @@ def _run_cli(overrides: list[str], cwd: Path, timeout: float) -> dict:
         raise RuntimeError(f"python -m ablate.run {' '.join(overrides)} exited "
                            f"{done.returncode}:\n{(done.stdout + done.stderr)[-2000:]}")
     record = records.read_record(found[0])
-    if record["status"] != "finished":
+    if record["status"] != Status.FINISHED:
         raise RuntimeError(f"the run {record['status']}: {record.get('error')}")
     return {"launched": launched, "ended": ended, "first_step_at": record["first_step_at"],
             "record_wall_seconds": record["wall_seconds"], "epochs": record["epochs"],

@@ -18,6 +18,7 @@ from ablate.report import formatting as fmt
 from ablate.report.formatting import p_text
 from ablate.report.load import shift_columns
 from ablate.rows import CONSISTENCY_FLIP
+from ablate.status import Status
 
 
 def summary_text(values: Sequence[float]) -> str:
@@ -245,13 +246,13 @@ def consistency_section(runs: pd.DataFrame) -> str:
 
 def instability_section(runs: pd.DataFrame, margin: float) -> str:
     found = instability.counts(runs, margin)
-    show_running = bool(found["running"].any())
+    show_running = bool(found[Status.RUNNING].any())
     rows = []
     for name in stats.ordered_names(found["name"]):
         for _, row in found[found["name"] == name].iterrows():
-            rows.append([name, fmt.lr_text(row["lr"]), row["runs"], row["finished"],
-                         row["stalled"], row["diverged"], row["failed"],
-                         *([row["running"]] if show_running else [])])
+            rows.append([name, fmt.lr_text(row["lr"]), row["runs"], row[Status.FINISHED],
+                         row["stalled"], row[Status.DIVERGED], row[Status.FAILED],
+                         *([row[Status.RUNNING]] if show_running else [])])
     chance = {str(d): instability.chance_error(str(d)) for d in runs["dataset"].dropna()}
     levels = ", ".join(f"{d} {fmt.pct(c)} %" if c is not None else f"{d} unknown"
                        for d, c in sorted(chance.items()))
@@ -262,8 +263,8 @@ def instability_section(runs: pd.DataFrame, margin: float) -> str:
         f"{fmt.pct(margin)} points of chance ({levels}; the margin is set in "
         "`ablate/report/claims.yaml`).",
         "",
-        fmt.table(["model", "lr", "runs", "finished", "stalled at chance", "diverged",
-                    "failed", *(["running"] if show_running else [])], rows),
+        fmt.table(["model", "lr", "runs", Status.FINISHED, "stalled at chance", Status.DIVERGED,
+                    Status.FAILED, *([Status.RUNNING] if show_running else [])], rows),
     ])
 
 

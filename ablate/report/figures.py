@@ -17,6 +17,7 @@ import pandas as pd
 from ablate import records
 from ablate.report import evidence, load, reference, stats
 from ablate.report import history as history_lib
+from ablate.status import Status
 
 COLORS = {"pool": "#4c72b0", "stride": "#dd8452", "convpool": "#55a868", "conv": "#c44e52"}
 
@@ -78,7 +79,7 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
                 if pick["n"] >= 2:
                     intervals.append((x, 100 * pick["test_mean"], 100 * pick["test_ci"]))
                 seeds = runs[(runs["name"] == names[(model, mode)]) & (runs["lr"] == pick["lr"])
-                             & (runs["status"] == "finished") & runs["test_error"].notna()]
+                             & (runs["status"] == Status.FINISHED) & runs["test_error"].notna()]
                 points += [(x, 100 * float(e)) for e in seeds["test_error"]]
             else:
                 axes.text(x, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=7,
@@ -124,7 +125,7 @@ def learning_curves(runs: pd.DataFrame, title: str, path: Path) -> Path | None:
     from matplotlib.figure import Figure
 
     chosen = stats.selected(runs)
-    finished = runs[(runs["status"] == "finished") & runs["history"].notna()]
+    finished = runs[(runs["status"] == Status.FINISHED) & runs["history"].notna()]
     models = [m for m in reference.MODELS if m in set(finished["model"])] + sorted(
         set(finished["model"].dropna()) - set(reference.MODELS))
     if not models:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate import predictions
+from ablate.status import Status
 
 NA = "n/a (no predictions)"
 UNUSABLE = "runs whose predictions.npz cannot be used (per-example tests n/a)"
@@ -26,7 +27,7 @@ def row_fields(record: Mapping[str, Any], path: Path, issues: Any,
                display: str | None = None) -> dict[str, Any]:
     """``{"test_fingerprint", "correct"}`` for the runs DataFrame; empty when there are none."""
     entry = record.get("predictions")
-    if entry is None or record.get("status") != "finished":
+    if entry is None or record.get("status") != Status.FINISHED:
         return {}
     try:
         loaded = predictions.read_predictions(path.parent, entry)

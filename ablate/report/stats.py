@@ -18,11 +18,12 @@ import pandas as pd
 
 from ablate import stages
 from ablate.report import evidence, reference
+from ablate.status import Status
 
 GROUP = ["protocol", "dataset", "augmentation"]
 RULE_COLUMNS = ["lr", "status", "val_error", "test_error"]  # what the lr rule reads of a run
-STAT_COLUMNS = ["name", "lr", "n", "val_mean", "test_mean", "test_std", "test_ci", "failed",
-                "diverged", "running"]
+STAT_COLUMNS = ["name", "lr", "n", "val_mean", "test_mean", "test_std", "test_ci",
+                *stages.COUNTED]
 
 
 def current(frame: pd.DataFrame) -> pd.DataFrame:
@@ -74,9 +75,8 @@ def selected(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
         result[name] = {
             "model": first["model"], "downsample": first["downsample"],
             "chosen": chosen,
-            "failed": int(mine["failed"].sum()), "diverged": int(mine["diverged"].sum()),
-            "running": int(mine["running"].sum()), "runs": int(len(runs[runs["name"] == name])),
-            "params": params,
+            **{status: int(mine[status].sum()) for status in stages.COUNTED},
+            "runs": int(len(runs[runs["name"] == name])), "params": params,
         }
     return result
 
@@ -91,7 +91,8 @@ def at_chosen_lr(runs: pd.DataFrame) -> dict[str, tuple[dict[str, Any], pd.DataF
         if pick is None:
             continue
         picked[name] = (mine, runs[(runs["name"] == name) & (runs["lr"] == pick["lr"])
-                                   & (runs["status"] == "finished") & runs["test_error"].notna()])
+                                   & (runs["status"] == Status.FINISHED)
+                                   & runs["test_error"].notna()])
     return picked
 
 

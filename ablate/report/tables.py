@@ -93,8 +93,8 @@ def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
     paper = reference.table3().set_index("name")
     comparable = (dataset, augmentation) == (PAPER_DATASET, PAPER_AUGMENTATION)
     header = ["model", "lr (selected)" if final else "lr (by val)", "val error %",
-              "test error % (mean ± 95 % CI)", "n", "failed",
-              "diverged", *(["running"] if show_running else []), "paper % (CIFAR-10)",
+              "test error % (mean ± 95 % CI)", "n", Status.FAILED,
+              Status.DIVERGED, *([Status.RUNNING] if show_running else []), "paper % (CIFAR-10)",
               "difference", "params", "paper params (exact)", "paper params (printed)"]
     rows = []
     for name in stats.ordered_names([*paper.index, *chosen]):
@@ -103,7 +103,7 @@ def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
         pick = mine["chosen"] if mine else None
         if pick is None:
             test = ("missing" if not mine else "no finished run"
-                    if mine["failed"] + mine["diverged"] else "running")
+                    if mine[Status.FAILED] + mine[Status.DIVERGED] else Status.RUNNING)
             lr, val, n, diff = "–", "–", 0, "–"
         else:
             test, lr, val, n = test_text(pick), lr_text(pick["lr"]), pct(pick["val_mean"]), pick[
@@ -111,8 +111,8 @@ def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
             diff = "n/a" if ref is None else (
                 signed(100 * pick["test_mean"] - ref["error"]) if comparable else "n/a")
         rows.append([
-            name, lr, val, test, n, mine["failed"] if mine else 0,
-            mine["diverged"] if mine else 0, *([mine["running"] if mine else 0]
+            name, lr, val, test, n, mine[Status.FAILED] if mine else 0,
+            mine[Status.DIVERGED] if mine else 0, *([mine[Status.RUNNING] if mine else 0]
                                                if show_running else []),
             f"{ref['error']:.2f}" if ref is not None else "–", diff,
             ", ".join(f"{p:,}" for p in mine["params"]) if mine and mine["params"] else "–",
@@ -151,7 +151,7 @@ def lr_section(runs: pd.DataFrame) -> str:
             text = f"{pct(c['val_mean'])} ({c['n']})" if c["n"] else "no finished run"
             if pick is not None and pick["lr"] == lr:
                 text = f"**{text}**"
-            extra = [f"{c[k]} {k}" for k in ("failed", "diverged", "running") if c[k]]
+            extra = [f"{c[k]} {k}" for k in stages.COUNTED if c[k]]
             row.append(text + (" +" + ", ".join(extra) if extra else ""))
         rows.append(row)
     return "\n".join([
@@ -181,8 +181,8 @@ def pivot_section(runs: pd.DataFrame) -> str:
             if mine is None:
                 row.append("missing")
             elif mine["chosen"] is None:
-                bad = mine["failed"] + mine["diverged"]
-                row.append(f"no finished run ({bad} failed/diverged)" if bad else "running")
+                bad = mine[Status.FAILED] + mine[Status.DIVERGED]
+                row.append(f"no finished run ({bad} failed/diverged)" if bad else Status.RUNNING)
             else:
                 row.append(f"{test_text(mine['chosen'])} (n = {mine['chosen']['n']})")
         rows.append(row)
@@ -215,14 +215,14 @@ def augmentation_section(frame: pd.DataFrame, protocol: str, dataset: str,
                     if pick is not None and ref is not None else "–")
             test = test_text(pick) if pick else "no finished run" if mine else "missing"
             rows.append([name, aug, lr_text(pick["lr"]) if pick else "–", test,
-                         pick["n"] if pick else 0, mine["failed"] if mine else 0,
-                         mine["diverged"] if mine else 0,
+                         pick["n"] if pick else 0, mine[Status.FAILED] if mine else 0,
+                         mine[Status.DIVERGED] if mine else 0,
                          f"{ref['error']:.2f}" if ref is not None else "–", diff])
     parts = [f"#### Augmentation comparison: {dataset}", "",
              "flip_translate = the paper's small augmentation; large = our approximation of its "
              "large one (the paper also used a larger network).", "",
-             table(["model", "augmentation", "lr (by val)", "test error %", "n", "failed",
-                    "diverged", "paper %", "difference"], rows)]
+             table(["model", "augmentation", "lr (by val)", "test error %", "n", Status.FAILED,
+                    Status.DIVERGED, "paper %", "difference"], rows)]
     if dataset == PAPER_DATASET:
         context = reference.comparisons()
         ctx_rows = []
@@ -249,15 +249,15 @@ def cifar100_section(frame: pd.DataFrame, protocol: str) -> str:
         rows.append([
             name, test_text(p10) if p10 else "missing", test_text(p100) if p100 else
             "no finished run", p100["n"] if p100 else 0,
-            c100[name]["failed"], c100[name]["diverged"],
+            c100[name][Status.FAILED], c100[name][Status.DIVERGED],
             f"{ref10['error']:.2f}" if ref10 is not None else "–",
             f"{ref100['error']:.2f}" if ref100 is not None else "–",
             signed(100 * p100["test_mean"] - ref100["error"]) if p100 and ref100 is not None
             else "–",
         ])
     return "\n".join(["#### CIFAR-100 (no augmentation)", "",
-                      table(["model", "CIFAR-10 test %", "CIFAR-100 test %", "n", "failed",
-                             "diverged", "paper CIFAR-10 %", "paper CIFAR-100 %",
+                      table(["model", "CIFAR-10 test %", "CIFAR-100 test %", "n", Status.FAILED,
+                             Status.DIVERGED, "paper CIFAR-10 %", "paper CIFAR-100 %",
                              "difference (CIFAR-100)"], rows)])
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ablate import records
+from ablate.status import Status
 
 
 class VisualizeError(ValueError):
@@ -79,10 +80,10 @@ def read_finished_record(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         record = records.read_record(record_path)
     except records.RecordError as error:
         raise VisualizeError(f"{error}; rerun that cell or leave it out") from error
-    if record["status"] != "finished":
+    if record["status"] != Status.FINISHED:
         reason = str(record.get("error") or "no error recorded").splitlines()[0][:200]
         raise VisualizeError(
-            f"{run_dir}: run status is {record['status']!r} ({reason}); only 'finished' runs "
+            f"{run_dir}: run status is {record['status']!r} ({reason}); only finished runs "
             "have weights worth visualising: leave it out or rerun it"
         )
     if not (run_dir / records.CHECKPOINT_FILE).is_file():
