@@ -147,7 +147,7 @@ class Outcome:
     paired: evidence.Paired | None = None  # on the claim's metric
     result: str = NOT_TESTED
     p_adjusted: float | None = None
-    note: str = ""
+    differences: list[str] = field(default_factory=list)  # from the paper's setting
 
 
 def judge(claim: Claim, result: evidence.Paired, p_adjusted: float | None,
@@ -183,13 +183,13 @@ def _same(actual: Any, expected: Any) -> bool:
         return str(actual) == str(expected)
 
 
-def setting_note(claim: Claim, comparison: compare.Comparison, paper: Mapping[str, Any]) -> str:
+def setting_differences(claim: Claim, comparison: compare.Comparison,
+                        paper: Mapping[str, Any]) -> list[str]:
     """How these runs differ from the paper's setting (the claim's own axis aside)."""
-    differences = [f"{key} {compare.text(comparison.setting[key])} (paper: {expected})"
-                   for key, expected in paper.items()
-                   if key != claim.axis and key in comparison.setting
-                   and not _same(comparison.setting[key], expected)]
-    return "not the paper's setting: " + ", ".join(differences) if differences else ""
+    return [f"{key} {compare.text(comparison.setting[key])} (paper: {expected})"
+            for key, expected in paper.items()
+            if key != claim.axis and key in comparison.setting
+            and not _same(comparison.setting[key], expected)]
 
 
 def evaluate(frame: pd.DataFrame, claims: Sequence[Claim], config: Settings,
@@ -206,7 +206,8 @@ def evaluate(frame: pd.DataFrame, claims: Sequence[Claim], config: Settings,
                 claim.axis, context.cell, compare.side(claim.a, context.sides[claim.a]),
                 compare.side(claim.b, context.sides[claim.b]), warnings)
             outcomes.append(Outcome(claim, comparison, comparison.on(claim.metric),
-                                    note=setting_note(claim, comparison, config.paper_setting)))
+                                    differences=setting_differences(claim, comparison,
+                                                                    config.paper_setting)))
     tested = [o for o in outcomes if o.paired is not None]
     adjusted = evidence.holm([o.paired.t_p for o in tested])
     for outcome, p in zip(tested, adjusted, strict=True):

@@ -51,9 +51,20 @@ def context_text(cell: Mapping[str, str], skip: Sequence[str] = ()) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(cell.items()) if k not in skip) or "–"
 
 
+def _shared(lists: Sequence[Sequence[str]]) -> list[str]:
+    """The items every list holds, in the order of the first."""
+    return [item for item in lists[0] if all(item in other for other in lists)] if lists else []
+
+
 # ---------------------------------------------------------------- claims
 
 def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) -> str:
+    """The Claims table; what all its tested lines share (their runs' setting, how it differs
+    from the paper's) is said once above it, each line keeps only its own part."""
+    tested = [o for o in outcomes if o.comparison is not None]
+    runs = _shared([[f"{k} {v}" for k, v in sorted(o.comparison.cell.items()) if k != "model"]
+                    for o in tested])
+    unlike = _shared([o.differences for o in tested])
     rows = []
     for outcome in outcomes:
         c, result = outcome.comparison, outcome.paired
@@ -65,11 +76,15 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
         tested = result.n > 1
         # McNemar counts examples one side classifies correctly: evidence on error only
         per_example = mcnemar_text(c) if metric.column == compare.TEST_ERROR else "–"
+        own = [f"{k} {v}" for k, v in sorted(c.cell.items()) if k != "model"
+               and f"{k} {v}" not in runs]
+        extra = [d for d in outcome.differences if d not in unlike]
         rows.append([
-            outcome.claim.statement, metric.label, context_text(c.cell, ("model",)), result.n,
+            outcome.claim.statement, metric.label, ", ".join(own) or "as above", result.n,
             difference(result), p_text(result.t_p) if tested else "–",
             p_text(outcome.p_adjusted) if tested else "–", per_example, outcome.result,
-            outcome.note,
+            f"{'also ' if unlike else ''}not the paper's setting: {', '.join(extra)}"
+            if extra else "",
         ])
     cited = list(dict.fromkeys(o.claim.cites for o in outcomes))
     return "\n".join([
@@ -86,6 +101,9 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
         "shows A worse by less than the margin, contradicted when it shows A worse by more. "
         "McNemar (test error claims only): exact, on the per-example discordant counts summed "
         "over seeds (b: only A right, c: only B right).",
+        *(["", "Runs of every tested line: " + ", ".join(runs) + "."] if runs else []),
+        *(["", "Not the paper's setting in every tested line: " + ", ".join(unlike) + "."]
+          if unlike else []),
         "",
         fmt.table(["claim", "metric", "runs", "n", "A − B (pp) [95 % CI]", "t p", "Holm p",
                     "McNemar p", "result", "note"], rows),
