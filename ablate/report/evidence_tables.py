@@ -51,6 +51,16 @@ def context_text(cell: Mapping[str, str], skip: Sequence[str] = ()) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(cell.items()) if k not in skip) or "–"
 
 
+def _title(cell: Mapping[str, str]) -> str:
+    """A comparison table's heading: its model (or all) and the setting its runs share."""
+    model = f"Model {cell['model']}" if "model" in cell else "All models"
+    return f"{model}: {context_text(cell, ('model',))}"
+
+
+def _names(c: compare.Comparison) -> str:
+    return c.a.name if c.a.name == c.b.name else f"{c.a.name} vs {c.b.name}"
+
+
 def _shared(lists: Sequence[Sequence[str]]) -> list[str]:
     """The items every list holds, in the order of the first."""
     return [item for item in lists[0] if all(item in other for other in lists)] if lists else []
@@ -120,20 +130,17 @@ def comparison_table(axis: str, cell: Mapping[str, str],
     body = []
     for c, p in zip(rows, adjusted, strict=True):
         tested = c.n > 1
-        names = c.a.name if c.a.name == c.b.name else f"{c.a.name} vs {c.b.name}"
         verdict = (evidence.verdict(c.n, c.paired.mean_diff, p, alpha) if c.n
                    else "no seed finished on both sides")
         body.append([
-            names, c.a.value, c.b.value, f"{fmt.lr_text(c.a.lr)} / {fmt.lr_text(c.b.lr)}", c.n,
+            _names(c), c.a.value, c.b.value, f"{fmt.lr_text(c.a.lr)} / {fmt.lr_text(c.b.lr)}", c.n,
             difference(c.paired), p_text(c.paired.t_p) if tested else "–",
             p_text(c.paired.wilcoxon_p) if tested else "–", mcnemar_text(c),
             p_text(p) if tested else "–", verdict,
         ])
     protocols = sorted({p for c in rows for p in (*c.a.protocols, *c.b.protocols)})
-    title = (f"Model {cell['model']}" if "model" in cell else "All models") + ": " + \
-        context_text(cell, ("model",))
     return "\n".join([
-        f"#### {title} (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")",
+        f"#### {_title(cell)} (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")",
         "",
         fmt.table(["models", "A", "B", "lr A / B (by val)", "n", "A − B (pp) [95 % CI]", "t p",
                "Wilcoxon p", "McNemar p", "Holm p (t)", "verdict"], body),
@@ -149,16 +156,13 @@ def consistency_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison
     body = []
     for c, result, p in zip(rows, results, adjusted, strict=True):
         tested = result.n > 1
-        names = c.a.name if c.a.name == c.b.name else f"{c.a.name} vs {c.b.name}"
         verdict = (metric.verdict(result.n, result.mean_diff, p, alpha) if result.n
                    else "n/a" if c.n else "no seed finished on both sides")
-        body.append([names, c.a.value, c.b.value, result.n, difference(result),
+        body.append([_names(c), c.a.value, c.b.value, result.n, difference(result),
                      p_text(result.t_p) if tested else "–", p_text(p) if tested else "–",
                      verdict])
-    title = (f"Model {cell['model']}" if "model" in cell else "All models") + ": " + \
-        context_text(cell, ("model",))
     return "\n".join([
-        f"#### {title}: {metric.label}",
+        f"#### {_title(cell)}: {metric.label}",
         "",
         fmt.table(["models", "A", "B", "n", "A − B (pp) [95 % CI]", "t p", "Holm p (t)",
                     "verdict"], body),

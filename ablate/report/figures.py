@@ -60,7 +60,7 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
         return None
     by_cell = {(str(v["model"]), str(v["downsample"])): v["chosen"] for v in chosen.values()}
     names = {(str(v["model"]), str(v["downsample"])): name for name, v in chosen.items()}
-    models = list(reference.MODELS) + sorted({m for m, _ in by_cell} - set(reference.MODELS))
+    models = stats.in_order({*reference.MODELS, *(m for m, _ in by_cell)}, reference.MODELS)
     modes = stats.in_order({*reference.DOWNSAMPLES, *(d for _, d in by_cell)},
                            reference.DOWNSAMPLES)
     table3 = reference.table3()
@@ -126,8 +126,7 @@ def learning_curves(runs: pd.DataFrame, title: str, path: Path) -> Path | None:
 
     chosen = stats.selected(runs)
     finished = runs[(runs["status"] == Status.FINISHED) & runs["history"].notna()]
-    models = [m for m in reference.MODELS if m in set(finished["model"])] + sorted(
-        set(finished["model"].dropna()) - set(reference.MODELS))
+    models = stats.in_order(finished["model"].dropna(), reference.MODELS)
     if not models:
         return None
     figure = Figure(figsize=(4 * len(models), 3.6))
@@ -166,9 +165,10 @@ def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | N
     if not measured:
         return None
     found = {str(entry["model"]) for entry, _ in measured.values()}
-    models = [m for m in reference.MODELS if m in found] + sorted(found - set(reference.MODELS))
-    modes = list(reference.DOWNSAMPLES) + sorted(
-        {str(entry["downsample"]) for entry, _ in measured.values()} - set(reference.DOWNSAMPLES))
+    models = stats.in_order(found, reference.MODELS)
+    modes = stats.in_order({*reference.DOWNSAMPLES, *(str(entry["downsample"])
+                                                      for entry, _ in measured.values())},
+                           reference.DOWNSAMPLES)
     figure = Figure(figsize=(4 * len(models), 3.6))
     for i, model in enumerate(models, start=1):
         axes = figure.add_subplot(1, len(models), i)

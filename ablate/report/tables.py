@@ -168,8 +168,8 @@ def lr_section(runs: pd.DataFrame) -> str:
 def pivot_section(runs: pd.DataFrame) -> str:
     """Base model x downsampling mode, at each model's chosen lr."""
     chosen = stats.selected(runs)
-    models = [m for m in reference.MODELS] + sorted(
-        {str(v["model"]) for v in chosen.values()} - set(reference.MODELS))
+    models = stats.in_order({*reference.MODELS, *(str(v["model"]) for v in chosen.values())},
+                            reference.MODELS)
     modes = compare.value_order("downsample", {*reference.DOWNSAMPLES,
                                                *(str(v["downsample"]) for v in chosen.values())})
     by_cell = {(str(v["model"]), str(v["downsample"])): v for v in chosen.values()}
