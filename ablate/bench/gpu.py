@@ -41,6 +41,7 @@ import torch
 from ablate import records
 from ablate.bench import gpu_report, gpu_steps
 from ablate.bench.steps import all_cnn_c
+from ablate.budget import batches_of, planned_batches
 from ablate.status import Status
 from ablate.sweep.estimate import forward_macs
 
@@ -80,12 +81,8 @@ def _epoch_images(config: dict) -> tuple[int, int]:
     val = round(pool * val_size) if isinstance(val_size, float) and val_size < 1 else val_size
     trainer = config["trainer"]
 
-    def limited(images: int, batch: int, limit: Any) -> int:
-        if isinstance(limit, int) and not isinstance(limit, bool):
-            return min(images, limit * batch)
-        if isinstance(limit, float) and limit < 1.0:
-            return min(images, int(-(-images // batch) * limit) * batch)
-        return images
+    def limited(images: int, batch: int, limit: Any) -> int:  # batches as Lightning counts them
+        return min(images, planned_batches(batches_of(images, batch), limit) * batch)
 
     return (limited(pool - val, config["batch_size"], trainer.get("limit_train_batches")),
             limited(val, config["eval_batch_size"], trainer.get("limit_val_batches")))

@@ -1,10 +1,5 @@
-"""The GPU benchmark's measurements on synthetic data (sections 1 to 3 of ``ablate.bench.gpu``).
-
-1. Step throughput per variant and batch size with the plain loop of ``ablate.bench.steps``;
-2. the framework ratio, Lightning + ``Classifier`` against that loop;
-3. packing: worker processes (``python -m ablate.bench.gpu --worker``, :func:`worker`)
-   training at once on the one device, released together, timed over the same window.
-"""
+"""Sections 1 to 3 of ``ablate.bench.gpu``, on synthetic data: step throughput per variant,
+the framework ratio, and packing (workers: ``python -m ablate.bench.gpu --worker``)."""
 
 from __future__ import annotations
 
