@@ -42,6 +42,19 @@ def test_text(chosen: Mapping[str, Any]) -> str:
     return mean_ci(chosen["test_mean"], chosen["test_ci"], chosen["n"])
 
 
+def result_text(mine: Mapping[str, Any] | None, counts: bool = False) -> str:
+    """A model's test error at its chosen lr (``stats.selected``'s entry), or why there is
+    none: missing (no run), running, or no finished run (how many failed, with ``counts``)."""
+    if not mine:
+        return "missing"
+    if mine["chosen"] is not None:
+        return test_text(mine["chosen"])
+    bad = mine[Status.FAILED] + mine[Status.DIVERGED]
+    if not bad:
+        return Status.RUNNING
+    return f"no finished run ({bad} failed/diverged)" if counts else "no finished run"
+
+
 def inputs_section(frame: pd.DataFrame, issues: Issues, sources: Sequence[str]) -> str:
     runs = stats.current(frame)
     status = runs["status"].value_counts()
@@ -101,13 +114,11 @@ def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
         mine = chosen.get(name)
         ref = paper.loc[name] if name in paper.index else None
         pick = mine["chosen"] if mine else None
+        test = result_text(mine)
         if pick is None:
-            test = ("missing" if not mine else "no finished run"
-                    if mine[Status.FAILED] + mine[Status.DIVERGED] else Status.RUNNING)
             lr, val, n, diff = "–", "–", 0, "–"
         else:
-            test, lr, val, n = test_text(pick), lr_text(pick["lr"]), pct(pick["val_mean"]), pick[
-                "n"]
+            lr, val, n = lr_text(pick["lr"]), pct(pick["val_mean"]), pick["n"]
             diff = "n/a" if ref is None else (
                 signed(100 * pick["test_mean"] - ref["error"]) if comparable else "n/a")
         rows.append([
@@ -178,13 +189,9 @@ def pivot_section(runs: pd.DataFrame) -> str:
         row = [model]
         for mode in modes:
             mine = by_cell.get((model, mode))
-            if mine is None:
-                row.append("missing")
-            elif mine["chosen"] is None:
-                bad = mine[Status.FAILED] + mine[Status.DIVERGED]
-                row.append(f"no finished run ({bad} failed/diverged)" if bad else Status.RUNNING)
-            else:
-                row.append(f"{test_text(mine['chosen'])} (n = {mine['chosen']['n']})")
+            pick = mine and mine["chosen"]
+            row.append(f"{test_text(pick)} (n = {pick['n']})" if pick
+                       else result_text(mine, counts=True))
         rows.append(row)
     return "\n".join([
         "#### Model x downsampling",
@@ -213,8 +220,7 @@ def augmentation_section(frame: pd.DataFrame, protocol: str, dataset: str,
             pick = mine["chosen"] if mine else None
             diff = (signed(100 * pick["test_mean"] - ref["error"])
                     if pick is not None and ref is not None else "–")
-            test = test_text(pick) if pick else "no finished run" if mine else "missing"
-            rows.append([name, aug, lr_text(pick["lr"]) if pick else "–", test,
+            rows.append([name, aug, lr_text(pick["lr"]) if pick else "–", result_text(mine),
                          pick["n"] if pick else 0, mine[Status.FAILED] if mine else 0,
                          mine[Status.DIVERGED] if mine else 0,
                          f"{ref['error']:.2f}" if ref is not None else "–", diff])
@@ -245,10 +251,8 @@ def cifar100_section(frame: pd.DataFrame, protocol: str) -> str:
         ref10 = reference.lookup(name, "cifar10", "none")
         ref100 = reference.lookup(name, "cifar100", "none")
         p100 = c100[name]["chosen"]
-        p10 = c10.get(name, {}).get("chosen") if name in c10 else None
         rows.append([
-            name, test_text(p10) if p10 else "missing", test_text(p100) if p100 else
-            "no finished run", p100["n"] if p100 else 0,
+            name, result_text(c10.get(name)), result_text(c100[name]), p100["n"] if p100 else 0,
             c100[name][Status.FAILED], c100[name][Status.DIVERGED],
             f"{ref10['error']:.2f}" if ref10 is not None else "–",
             f"{ref100['error']:.2f}" if ref100 is not None else "–",
