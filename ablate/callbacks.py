@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
+from ablate import invariance
 from ablate.budget import duration, planned_batches
 from ablate.data.module import TensorDataModule
 
@@ -224,7 +225,7 @@ class TestPredictions(pl.Callback):
     perturbed images are the test tensors the network sees, after preprocessing.
     """
 
-    def __init__(self, dirpath: str, shifts: Sequence[int] = (1, 2, 3, 4)) -> None:
+    def __init__(self, dirpath: str, shifts: Sequence[int] = invariance.DEFAULT_SHIFTS) -> None:
         self.dirpath = dirpath
         self.shifts = tuple(shifts)
         self.entry: dict[str, str] | None = None
@@ -243,7 +244,6 @@ class TestPredictions(pl.Callback):
         self._labels.append(batch[1].detach().cpu())
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from ablate import invariance
         from ablate.predictions import write_predictions
 
         if not self._logits:

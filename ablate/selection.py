@@ -4,40 +4,43 @@ The paper chose each model's lr from {0.25, 0.1, 0.05, 0.01} on held-out data; i
 preprocessing recipe (pylearn2's maxout scripts) then retrains on all training images. The
 selection stage is a sweep with a validation split (``+sweep=table3``); the final stage
 (``+sweep=table3_final selection=<its folder>``) retrains each model at the lr chosen there.
-The choice is the report's own (``ablate.report.stats.choose_lr`` over the same rows), so the
+The choice is the report's own (``ablate.stages.choose_lr`` over the same rows), so the
 lr a final run trains at is the lr the report shows as chosen, by construction.
 
 The sweeper calls :func:`final_grid` before planning (each job gets its lr, or the stage does
 not start); the runner calls :func:`verify` (a final-stage run at another lr is refused). No
-torch here: this reads records only.
+torch, pandas or scipy here: this reads records only.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from ablate import identity, records, rows, stages
+from ablate import overrides as overrides_lib
 from ablate.errors import SelectionError
-from ablate.report import load, stats
+from ablate.status import Status
 
 SELECTED = "selected"  # the lr of a final-stage grid: each job's own, from the selection
-DONE = ("finished", "diverged")  # a run that counts as an outcome of the selection
+DONE = (Status.FINISHED, Status.DIVERGED)  # a run that counts as an outcome of the selection
+Run = dict[str, Any]  # a row of ``ablate.rows``
 
 
 def _protocol(cfg: DictConfig) -> dict[str, Any]:
     """The protocol of a composed config (only the nodes that define it are resolved: the rest
     may hold ``${hydra:...}``, which resolves only inside a job)."""
-    tops = {key.split(".")[0] for key in load.PROTOCOL_KEYS}
+    tops = {key.split(".")[0] for key in identity.PROTOCOL_KEYS}
     plain = {top: (OmegaConf.to_container(cfg[top], resolve=True)
                    if OmegaConf.is_config(cfg[top]) else cfg[top])
              for top in sorted(tops) if top in cfg}
-    return load.protocol_of(plain)
+    return identity.protocol_of(plain)
 
 
 def _cell(cfg: DictConfig, choices: Mapping[str, Any]) -> dict[str, Any]:
@@ -45,7 +48,7 @@ def _cell(cfg: DictConfig, choices: Mapping[str, Any]) -> dict[str, Any]:
     downsample = OmegaConf.to_container(cfg.downsample, resolve=True)
     return {"model": choices.get("model"), "dataset": choices.get("dataset"),
             "augmentation": choices.get("augmentation"),
-            "downsample": load.downsample_mode(choices.get("downsample"), downsample)}
+            "downsample": stages.downsample_mode(choices.get("downsample"), downsample)}
 
 
 def _where(cell: Mapping[str, Any]) -> str:
@@ -53,10 +56,31 @@ def _where(cell: Mapping[str, Any]) -> str:
 
 
 def _differences(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> str:
-    keys = [k for k in load.PROTOCOL_KEYS if k not in load.STAGE_KEYS
+    keys = [k for k in identity.PROTOCOL_KEYS if k not in stages.STAGE_KEYS
             and mine.get(k) != theirs.get(k)]
     return ", ".join(f"{k} {json.dumps(theirs.get(k))} there, {json.dumps(mine.get(k))} here"
                      for k in keys)
+
+
+def _read(path: str) -> list[Run]:
+    """The rows of the runs under ``path`` that count, as the report counts them: superseded
+    reruns left out; an unreadable record or job folder is a missing run here (the report
+    names it under Warnings)."""
+    found = rows.discover([path])
+    runs = []
+    for record_path in found.records:
+        try:
+            runs.append(rows.row_from_record(records.load(record_path), record_path))
+        except rows.READ_ERRORS:
+            continue
+    for job_dir in found.in_progress:
+        try:
+            runs.append(rows.in_progress_row(job_dir))
+        except Exception:  # noqa: BLE001 - a half-written folder: no run yet
+            continue
+    replaced = rows.superseded(runs)
+    return [run for position, run in enumerate(runs)
+            if position not in replaced and run["protocol_spec"] is not None]
 
 
 class Selection:
@@ -67,62 +91,59 @@ class Selection:
         if not Path(path).exists():
             raise SelectionError(f"selection={path}: no such folder; pass the folder of the "
                                  "selection sweep (e.g. selection=sweeps/table3)")
-        frame, _ = load.load_runs([path], wandb_offline="none")
-        self.runs = stats.current(frame)
-        self.runs = self.runs[self.runs["protocol_spec"].notna()]
-        if self.runs.empty:
+        self.runs = _read(path)
+        if not self.runs:
             raise SelectionError(f"selection={path} holds no runs (no result.json below it): "
                                  "it is not a sweep; run the selection stage first, e.g. "
                                  "python -m ablate.run -m +sweep=table3")
-        specs = [json.loads(spec) for spec in self.runs["protocol_spec"]]
-        studies = [load.study_protocol(spec) for spec in specs]
-        ids = [load.protocol_id(study) for study in studies]
-        self.runs = self.runs.assign(stage=[load.stage_of(spec) for spec in specs], study=ids)
-        self.specs = dict(zip(ids, studies, strict=True))
+        self.specs = {run["study"]: stages.study_protocol(json.loads(run["protocol_spec"]))
+                      for run in self.runs}
 
-    def _comparable(self, cell: Mapping[str, Any], protocol: Mapping[str, Any]) -> pd.DataFrame:
+    def _comparable(self, cell: Mapping[str, Any], protocol: Mapping[str, Any]) -> list[Run]:
         """The selection-stage runs of this dataset and protocol, or why there are none."""
-        runs = self.runs[self.runs["dataset"] == cell["dataset"]]
-        if runs.empty:
-            found = ", ".join(sorted(str(d) for d in self.runs["dataset"].dropna().unique()))
+        runs = [run for run in self.runs if run["dataset"] == cell["dataset"]]
+        if not runs:
+            found = ", ".join(sorted({str(run["dataset"]) for run in self.runs
+                                      if run["dataset"] is not None}))
             raise SelectionError(f"selection={self.path} holds runs on {found}, not on "
                                  f"{cell['dataset']}: point it at the selection sweep of "
                                  f"{cell['dataset']}")
-        runs = runs[runs["stage"] == load.SELECTION]
-        if runs.empty:
+        runs = [run for run in runs if run["stage"] == stages.SELECTION]
+        if not runs:
             raise SelectionError(f"selection={self.path} holds only final-stage runs (no "
                                  "validation split, so no validation error to choose by); "
                                  "point it at the selection stage's sweep (+sweep=table3)")
-        study = load.protocol_id(load.study_protocol(protocol))
-        mine = runs[runs["study"] == study]
-        if mine.empty:
-            theirs = self.specs[runs["study"].value_counts().index[0]]
+        study = stages.protocol_id(stages.study_protocol(protocol))
+        mine = [run for run in runs if run["study"] == study]
+        if not mine:
+            theirs = self.specs[Counter(run["study"] for run in runs).most_common(1)[0][0]]
             raise SelectionError(
                 f"selection={self.path} was run under another protocol than this stage: "
-                f"{_differences(load.study_protocol(protocol), theirs)}; run the final stage "
+                f"{_differences(stages.study_protocol(protocol), theirs)}; run the final stage "
                 "with the selection's settings, or select again with these")
         return mine
 
     def _cell_runs(self, cell: Mapping[str, Any],
-                   protocol: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   protocol: Mapping[str, Any]) -> tuple[list[Run], list[Run]]:
         """The comparable runs (whose lrs and seeds make the selection's grid) and, among
         them, this cell's."""
         runs = self._comparable(cell, protocol)
-        mine = runs[(runs["model"] == cell["model"]) & (runs["downsample"] == cell["downsample"])
-                    & (runs["augmentation"] == cell["augmentation"])]
+        mine = [run for run in runs if all(run[key] == cell[key]
+                                           for key in ("model", "downsample", "augmentation"))]
         return runs, mine
 
     def missing(self, cell: Mapping[str, Any], protocol: Mapping[str, Any]) -> list[str]:
         """The selection's runs this cell still lacks: one line per (lr, seed) of its grid."""
         return self._gaps(cell, *self._cell_runs(cell, protocol))
 
-    def _gaps(self, cell: Mapping[str, Any], runs: pd.DataFrame, mine: pd.DataFrame) -> list[str]:
-        lrs, seeds = sorted(runs["lr"].dropna().unique()), sorted(runs["seed"].dropna().unique())
+    def _gaps(self, cell: Mapping[str, Any], runs: list[Run], mine: list[Run]) -> list[str]:
+        lrs = sorted({run["lr"] for run in runs if run["lr"] is not None
+                      and not math.isnan(run["lr"])})
+        seeds = sorted({run["seed"] for run in runs if run["seed"] is not None})
         lines = []
         for lr in lrs:
             for seed in seeds:
-                there = mine[(mine["lr"] == lr) & (mine["seed"] == seed)]
-                states = set(there["status"])
+                states = {run["status"] for run in mine if run["lr"] == lr and run["seed"] == seed}
                 if not states & set(DONE):
                     state = "/".join(sorted(states)) or "no run"
                     lines.append(f"{_where(cell)} lr {lr:g} seed {seed} ({state})")
@@ -134,7 +155,7 @@ class Selection:
         missing = self._gaps(cell, runs, mine)
         if missing:
             raise SelectionError(self._incomplete(missing))
-        chosen = stats.choose_lr(stats.lr_stats(mine))
+        chosen = stages.choose_lr(stages.lr_counts(mine))
         if chosen is None:
             raise SelectionError(f"selection={self.path}: no run of {_where(cell)} finished at "
                                  "any lr (all failed or diverged): there is no lr to retrain at")
@@ -148,10 +169,6 @@ class Selection:
                 "(relaunching its sweep runs only what is missing)")
 
 
-def _lr_of(overrides: Sequence[str]) -> str | None:
-    return next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("lr=")), None)
-
-
 def final_grid(grid: Sequence[Sequence[str]],
                compose: Callable[[list[str]], DictConfig]) -> list[list[str]]:
     """Each job of a final-stage grid with ``lr=<its chosen lr>``; ``SelectionError`` naming
@@ -162,7 +179,7 @@ def final_grid(grid: Sequence[Sequence[str]],
     jobs, problems, missing = [], [], []
     selection: Selection | None = None
     for overrides in grid:
-        rest = [o for o in overrides if _lr_of([o]) is None]
+        rest = overrides_lib.without(overrides, ["lr"])
         cfg = compose(rest)
         path = cfg.get("selection")
         if not path:
@@ -180,7 +197,7 @@ def final_grid(grid: Sequence[Sequence[str]],
         except SelectionError as error:
             problems.append(str(error))
             continue
-        typed = _lr_of(overrides)
+        typed = overrides_lib.find(overrides, "lr")
         if typed not in (None, SELECTED) and not math.isclose(float(typed), lr):
             problems.append(f"lr={typed} for {_where(cell)}, but its selection chose {lr:g}: "
                             "the final stage takes each model's lr from the selection (drop lr=)")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import cli_env
 
-from ablate.bench import gpu
+from ablate.bench import gpu, gpu_report, gpu_steps
 from ablate.sweep import measured
 
 MACS_C = 270_798_336  # All-CNN-C, 3x32x32: the estimate's forward_macs, checked in test_sweep
@@ -21,9 +21,9 @@ MACS_C = 270_798_336  # All-CNN-C, 3x32x32: the estimate's forward_macs, checked
 
 def _gpu_record(total_rates: dict[int, float]) -> dict:
     """A record as a CUDA run would leave it (numbers made up, shapes real)."""
-    scale = asdict(gpu.SCALES["cuda"])
+    scale = asdict(gpu_steps.SCALES["cuda"])
     steps = []
-    for variant, rate in zip(gpu.VARIANTS, (10_000.0, 30_000.0, 50_000.0), strict=True):
+    for variant, rate in zip(gpu_steps.VARIANTS, (10_000.0, 30_000.0, 50_000.0), strict=True):
         for batch in (128, 512):
             steps.append({"variant": variant.name, "batch": batch, "skipped": None,
                           "first_step_seconds": 40.0 if variant.compile else 0.5,
@@ -36,8 +36,8 @@ def _gpu_record(total_rates: dict[int, float]) -> dict:
         "torch": "2.11.0", "cuda": "12.8", "python": "3.12.0", "cpus": 16, "threads": 8,
         "cudnn_allow_tf32": True, "scale": scale, "forward_macs": MACS_C,
         "steps": steps,
-        "framework": {"variant": gpu.VARIANTS[2].name, "batch": 128, "steps": 100, "warmup": 11,
-                      "plain_ms": 2.56, "lightning_ms": 3.2, "ratio": 0.8},
+        "framework": {"variant": gpu_steps.VARIANTS[2].name, "batch": 128, "steps": 100,
+                      "warmup": 11, "plain_ms": 2.56, "lightning_ms": 3.2, "ratio": 0.8},
         "packing": [{"processes": n, "total_images_per_second": rate,
                      "per_process_images_per_second": rate / n,
                      "slowest_process_images_per_second": rate / n, "window_overlap": 1.0}
@@ -49,7 +49,7 @@ def _gpu_record(total_rates: dict[int, float]) -> dict:
                                             ("long", 35.0, 6))},
             "startup_seconds": 20.0, "cold_extra_seconds": 50.0, "epoch_seconds": 1.0,
             "train_images_per_epoch": 1293, "val_images_per_epoch": 144, "batch": 128,
-            "variant": gpu.VARIANTS[2].name, "network_macs": MACS_C,
+            "variant": gpu_steps.VARIANTS[2].name, "network_macs": MACS_C,
             "predicted_epoch_seconds": 0.25,
         },
         "macs_per_second_best": 50_000.0 * 3 * MACS_C * 0.8,
@@ -60,12 +60,12 @@ def _gpu_record(total_rates: dict[int, float]) -> dict:
 
 def test_projection_prices_the_table3_grid_at_the_best_packing() -> None:
     record = _gpu_record({1: 40_000.0, 2: 70_000.0, 4: 90_000.0, 8: 85_000.0})
-    projection = gpu.projection(record)
-    networks = gpu.table3_grid()
+    projection = gpu_report.projection(record)
+    networks = gpu_report.table3_grid()
     assert len(networks) == 12 and projection["runs"] == 48  # 3 models x 4 modes x 4 lrs
-    assert gpu.grid_forward_macs("C", "conv") == MACS_C
+    assert gpu_report.grid_forward_macs("C", "conv") == MACS_C
     passes = 350 * (3 * 45_000 + 5_000)
-    work = sum(gpu.grid_forward_macs(m, d) * 4 * passes for m, d, _ in networks)
+    work = sum(gpu_report.grid_forward_macs(m, d) * 4 * passes for m, d, _ in networks)
     assert projection["processes"] == 4  # 90,000 images/s: the best total, not the most processes
     assert projection["arithmetic_seconds"] == pytest.approx(work / (90_000 * 3 * MACS_C) / 0.8)
     # start-up 20 s per run, 350 x (1.0 - 0.25) s per run, 50 s cold compile per network; / 4
@@ -76,8 +76,8 @@ def test_projection_prices_the_table3_grid_at_the_best_packing() -> None:
 
 def test_gpu_report_states_mfu_compile_time_and_the_estimate_line(tmp_path: Path) -> None:
     record = _gpu_record({1: 40_000.0, 2: 70_000.0})
-    record["projection"] = gpu.projection(record)
-    text = gpu.render(record)
+    record["projection"] = gpu_report.projection(record)
+    text = gpu_report.render(record)
     # 50,000 images/s x 6 x 0.2708 GMAC = 81.24 TFLOP/s, 8.2% of 989
     assert "81.24" in text and "8.2%" in text
     assert "~40.0 s" in text  # compile: first step 40 s minus one steady step (2.6 ms)
@@ -157,9 +157,9 @@ def test_cpu_smoke_run_measures_every_section(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     text, record = out.read_text(), json.loads(out.with_suffix(".json").read_text())
-    assert text == gpu.render(record) and done.stdout.endswith(text)  # after progress bars
+    assert text == gpu_report.render(record) and done.stdout.endswith(text)  # after progress bars
     rates = {(r["variant"], r["batch"]): r.get("images_per_second") for r in record["steps"]}
-    assert all(rates[(v.name, b)] > 0 for v in gpu.VARIANTS[:2] for b in (32, 64)), rates
+    assert all(rates[(v.name, b)] > 0 for v in gpu_steps.VARIANTS[:2] for b in (32, 64)), rates
     compiled = [r for r in record["steps"] if "compile" in r["variant"]]
     assert all("--compile" in r["skipped"] for r in compiled) and "skipped" in text
     assert record["framework"]["ratio"] > 0

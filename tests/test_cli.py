@@ -90,3 +90,17 @@ def test_diverging_run_is_recorded_as_diverged(workdir):
     record = load(path)
     assert record["status"] == "diverged", record["error"]
     assert "training loss became nan" in record["error"]
+
+
+def test_help_shows_the_everyday_commands_and_the_config_groups(workdir):
+    """``--help`` is the project's template (conf/hydra/help/ablate.yaml), not Hydra's generic
+    "run is powered by Hydra" with a config dump: a multirun example and every group."""
+    done = run_cli(["--help"], workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = done.stdout
+    assert "python -m ablate.run -m downsample=pool,stride,conv model=A,B,C" in text
+    assert "python -m ablate.run -m +sweep=quick" in text and "python -m ablate.report" in text
+    assert "== Configuration groups ==" in text and "model: A, B, C" in text
+    assert "downsample: avgpool, conv, convpool, lppool, pool, stride" in text
+    assert "sweep: augmentation," in text and "is powered by Hydra" not in text
+    assert result_files(workdir) == []  # help runs nothing

@@ -19,6 +19,8 @@ from ablate import atomic, identity, records
 from ablate import config as config_lib
 from ablate.report import load, reference, stats, tables
 from ablate.report.__main__ import main as report_main
+from ablate.report.history import History, series
+from ablate.status import Status
 
 SWEEP = "table3/2026-01-01_00-00-00"
 
@@ -142,7 +144,7 @@ def test_loader_counts_every_kind_of_bad_input(grid):
     assert len(frame) == 12  # 11 readable records (one superseded) + 1 running job
     superseded = frame[frame["superseded"]]
     assert list(superseded["test_error"]) == [0.50]
-    running = frame[frame["status"] == load.RUNNING]
+    running = frame[frame["status"] == Status.RUNNING]
     assert list(running["name"]) == ["All-CNN-B"] and running["test_error"].isna().all()
     assert set(frame.columns) == set(load.COLUMNS)
     # the running job's protocol is read from its Hydra folder: same as the main grid's
@@ -294,23 +296,23 @@ def test_history_columns_give_back_the_rows_and_the_curves_average_them():
     rows = [{"epoch": 0, "val_error": 0.5, "train_error": 0.75},
             {"epoch": 1, "val_error": 0.25},
             {"epoch": 2, "val_error": float("nan"), "train_error": 0.125}]
-    history = load.History.of(rows)
-    assert isinstance(history, load.History) and list(history)[:2] == rows[:2]
+    history = History.of(rows)
+    assert isinstance(history, History) and list(history)[:2] == rows[:2]
     assert math.isnan(history[2]["val_error"]) and history[2]["train_error"] == 0.125
     assert [r.keys() for r in history] == [r.keys() for r in rows]
-    epochs, values = load.series(history, "train_error")
+    epochs, values = series(history, "train_error")
     assert epochs.tolist() == [0, 2] and values.tolist() == [0.75, 0.125]
     # text in a history: kept as plain rows, and read the same way
     plain = [{"epoch": 0, "val_error": 0.1, "note": "x"}, {"epoch": 1, "val_error": None}]
-    assert load.History.of(plain) is plain
-    assert [a.tolist() for a in load.series(plain, "val_error")] == [[0], [0.1]]
+    assert History.of(plain) is plain
+    assert [a.tolist() for a in series(plain, "val_error")] == [[0], [0.1]]
     # the mean per epoch over two runs, one of each kind; NaN and missing values left out
     runs = pd.DataFrame({"history": [history, plain]})
     assert figures._curve(runs, "val_error") == ([1, 2], [100 * (0.5 + 0.1) / 2, 25.0])
     assert figures._curve(runs, "test_error") == ([], [])
     # an epoch that is no number is left out, not turned into a huge integer
-    odd = load.History.of([{"epoch": 0, "val_error": 0.5}, {"epoch": math.nan, "val_error": 0.1}])
-    assert [a.tolist() for a in load.series(odd, "val_error")] == [[0], [0.5]]
+    odd = History.of([{"epoch": 0, "val_error": 0.5}, {"epoch": math.nan, "val_error": 0.1}])
+    assert [a.tolist() for a in series(odd, "val_error")] == [[0], [0.5]]
 
 
 def test_a_setting_swept_within_a_cell_gets_rows_of_its_own_not_superseded(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 from test_report import _rows, write_record
 
 from ablate import atomic, identity, predictions
-from ablate.report import claims, evidence_tables, load, per_example, reference, tables
+from ablate.report import claims, formatting, load, per_example, reference, tables
 from ablate.report.__main__ import main as report_main
 
 
@@ -110,18 +110,24 @@ def test_claims_open_the_report_with_numbers_and_setting_notes(study):
     assert headings[0] == "## Claims" and headings[1] == "## Inputs"
     header = ["claim", "metric", "runs", "n", "A − B (pp) [95 % CI]", "t p", "Holm p",
               "McNemar p", "result", "note"]
-    rows = table_rows(section(text, "## Claims"))
+    claims_text = section(text, "## Claims")
+    rows = table_rows(claims_text)
     assert rows[0] == header
     claim_rows = {r[0]: dict(zip(header, r, strict=True)) for r in rows[1:]}
-    note = ("not the paper's setting: dataset digits (paper: cifar10), dataset.val_size 0.1 "
-            "(paper: 0), trainer.max_epochs 20 (paper: 350)")
+    # what every line shares is said once, above the table, not on each row
+    note = ("dataset digits (paper: cifar10), dataset.val_size 0.1 (paper: 0), "
+            "trainer.max_epochs 20 (paper: 350)")
+    assert f"Not the paper's setting in every tested line: {note}." in claims_text
+    assert claims_text.count("trainer.max_epochs 20 (paper: 350)") == 1
+    assert ("Runs of every tested line: augmentation none, dataset digits, "
+            "trainer.max_epochs 20.") in claims_text
     # conv - pool: -2, -1, -3 points; the paired t-test worked by hand in test_evidence
     # (p 0.0742) -> inconclusive; McNemar: 4 + 2 + 6 examples only conv got right, 0 only
     # pool -> p = 2 / 2^12 = 0.000488
     row = claim_rows["All-CNN-C has lower error than Model C"]
     assert row["n"] == "3" and row["A − B (pp) [95 % CI]"] == "-2.00 [-4.48, +0.48]"
     assert row["t p"] == "0.074" and row["McNemar p"] == "<0.001 (b 12, c 0)"
-    assert row["result"] == "inconclusive" and row["note"] == note
+    assert row["result"] == "inconclusive" and row["note"] == "" and row["runs"] == "as above"
     # stride - pool: +18, +18, +19 points, t = 55.0 with 2 df -> p 0.00033; Holm over the 3
     # tested lines keeps it below 0.05
     row = claim_rows["Strided-CNN-C has higher error than Model C"]
@@ -293,6 +299,6 @@ def test_claims_file_errors_name_the_value_and_the_fix():
 
 
 def test_p_values_and_differences_are_formatted_stably():
-    assert evidence_tables.p_text(None) == "–" and evidence_tables.p_text(0.0004) == "<0.001"
-    assert evidence_tables.p_text(0.07418) == "0.074"
-    assert math.isclose(float(evidence_tables.p_text(1.0)), 1.0)
+    assert formatting.p_text(None) == "–" and formatting.p_text(0.0004) == "<0.001"
+    assert formatting.p_text(0.07418) == "0.074"
+    assert math.isclose(float(formatting.p_text(1.0)), 1.0)

@@ -31,19 +31,23 @@ CLAIM_HEADER = ["claim", "metric", "runs", "n", "A − B (pp) [95 % CI]", "t p",
                 "McNemar p", "result", "note"]
 
 
-def summary(at_2px: float, error: float = 0.1) -> dict:
+CONSISTENCY = ["consistency_1", "consistency_2", "consistency_3", "consistency_4",
+               "consistency_flip"]
+
+
+def summary(at_2px: float, error: float = 0.1, shifts: tuple[int, ...] = (1, 2, 3, 4)) -> dict:
     """``metrics.invariance`` as ``ablate.invariance.summarise`` lays it out."""
     moved = {f"shift_{k}": {"error": error, "consistency": at_2px + 0.05 * (2 - k)}
-             for k in (1, 2, 3, 4)}
+             for k in shifts}
     return {"images": 200, "identity": {"error": error, "consistency": 1.0},
             "flip": {"error": error, "consistency": at_2px - 0.30}, **moved,
             "directions": {"dy=-1,dx=0": {"error": error, "consistency": at_2px + 0.05}}}
 
 
-def measure(path: Path, at_2px: float) -> None:
+def measure(path: Path, at_2px: float, shifts: tuple[int, ...] = (1, 2, 3, 4)) -> None:
     """Give a record the invariance summary that its run would have written."""
     record = json.loads(path.read_text())
-    record["metrics"]["invariance"] = summary(at_2px, record["metrics"]["test_error"])
+    record["metrics"]["invariance"] = summary(at_2px, record["metrics"]["test_error"], shifts)
     atomic.write_json_atomic(path, record)
 
 
@@ -87,13 +91,32 @@ def invariance_rows(text: str) -> dict[str, dict[str, str]]:
 
 def test_records_carry_consistency_and_older_ones_load_as_nan(study):
     frame, _ = load.load_runs([study])
-    assert set(load.CONSISTENCY) <= set(frame.columns)
+    assert set(CONSISTENCY) <= set(frame.columns)
     [pool] = frame[frame["path"].str.endswith("C-pool-1/result.json")].itertuples()
     assert math.isclose(pool.consistency_2, 0.92) and math.isclose(pool.consistency_1, 0.97)
     assert math.isclose(pool.consistency_4, 0.82) and math.isclose(pool.consistency_flip, 0.62)
     [older] = frame[frame["path"].str.endswith("A-conv/result.json")].itertuples()
     assert older.test_error == 0.15  # the rest of an older record loads as before
-    assert all(math.isnan(getattr(older, column)) for column in load.CONSISTENCY)
+    assert all(math.isnan(getattr(older, column)) for column in CONSISTENCY)
+
+
+def test_shifts_come_from_the_records_an_8_px_shift_keeps_its_column(tmp_path):
+    """A run with ``callbacks.test_predictions.shifts=[1,2,8]``: its 8 px consistency is a
+    column of the frame, of the invariance table and a point of the figure; 3 and 4 px, which
+    no run measured, are no columns at all."""
+    root = tmp_path / "sweeps"
+    for seed, value in enumerate((0.90, 0.92)):
+        measure(run(root, f"C-pool-{seed}", model="C", downsample="pool", seed=seed, lr=0.05,
+                    test=0.1), value, shifts=(1, 2, 8))
+    frame, issues = load.load_runs([root])
+    assert load.shift_columns(frame) == {1: "consistency_1", 2: "consistency_2",
+                                         8: "consistency_8"}
+    assert sorted(frame["consistency_8"]) == pytest.approx([0.60, 0.62])  # 2 px - 5 x 6 points
+    rows = table_rows(tables.render(frame, issues).split(INVARIANCE, 1)[1].split("\n#", 1)[0])
+    assert rows[0] == ["model", "downsampling", "lr", "n", "1 px", "2 px", "8 px", "flip"]
+    assert rows[1][6] == "61.00 ± 12.71"  # 60, 62: half-width t(0.975, 1) * 1 = 12.71
+    figure = figures.consistency_by_shift(frame, "shifts 1, 2, 8", tmp_path / "shift.png")
+    assert figure is not None and figure.is_file()
 
 
 def test_invariance_table_gives_mean_and_t_interval_at_the_chosen_lr(report):

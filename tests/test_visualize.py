@@ -23,8 +23,9 @@ from helpers import TINY, cli_env, compose_config, run_cli
 from torch import nn
 
 from ablate import network as network_lib
+from ablate.report import evidence
 from ablate.visualize import attribution, deletion, units
-from ablate.visualize.figures import filters_figure, normalise_map
+from ablate.visualize.panels import filters_figure, normalise_map
 
 
 class Total(nn.Module):
@@ -247,7 +248,8 @@ def test_deletion_removes_most_attributed_pixels_first_and_scores_the_predicted_
 def test_area_and_confidence_interval_match_hand_values():
     line = torch.tensor([[1.0, 0.5, 0.0]])
     assert deletion.area_under(line, (0.0, 0.25, 0.5))[0] == pytest.approx(0.5)
-    mean, half = deletion.mean_ci(np.array([1.0, 2.0, 3.0]))
+    summary = evidence.summarize(np.array([1.0, 2.0, 3.0]))  # the deletion table's interval
+    mean, half = summary.mean, summary.half_width
     # sd 1, sem 1/sqrt(3), t(0.975, 2 df) = 4.302653
     assert mean == 2.0 and half == pytest.approx(4.302653 / np.sqrt(3), rel=1e-6)
 
@@ -263,6 +265,7 @@ def test_maps_are_normalised_around_one_half_per_image():
 
 @pytest.mark.slow  # a real W&B offline run
 def test_figures_reach_the_runs_offline_wandb_run_and_wandb_trouble_only_warns(tmp_path, caplog):
+    from ablate.records import Record
     from ablate.visualize.wandb_log import log_figures
 
     png = tmp_path / "figures" / "visualize_filters_x.png"
@@ -270,12 +273,12 @@ def test_figures_reach_the_runs_offline_wandb_run_and_wandb_trouble_only_warns(t
     png.write_bytes(filters_figure("x", torch.ones(2, 1, 3, 3)))
     entry = {"id": "vizrun01", "project": "ablate", "mode": "offline",
              "dir": str(tmp_path / "run" / "wandb")}
-    assert log_figures({"wandb": entry}, {"figures/visualize_filters_x.png": png})
+    assert log_figures(Record(cell={}, wandb=entry), {"figures/visualize_filters_x.png": png})
     (run_folder,) = (tmp_path / "run" / "wandb").glob("offline-run-*-vizrun01")
     assert list(run_folder.glob("files/media/images/visualize/filters_x_*.png"))
-    assert not log_figures({}, {})  # no W&B entry: nothing to do
+    assert not log_figures(Record(cell={}), {})  # no W&B entry: nothing to do
     broken = {**entry, "mode": "no-such-mode"}
-    assert not log_figures({"wandb": broken}, {"figures/visualize_filters_x.png": png})
+    assert not log_figures(Record(cell={}, wandb=broken), {"figures/visualize_filters_x.png": png})
     assert "could not log the figures" in caplog.text
 
 

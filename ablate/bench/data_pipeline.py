@@ -28,7 +28,6 @@ throughput. Images/s counts images delivered (or trained on) per second of wall 
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import platform
 import time
 from collections.abc import Callable
@@ -36,32 +35,25 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from ablate import spec
+from ablate import atomic
+from ablate.bench.steps import all_cnn_c, plain_seconds, synchronize, synthetic_batches
 from ablate.data.augment import FlipTranslate
 from ablate.data.batches import TensorBatches
-from ablate.init import xavier_uniform
-from ablate.network import build_network
 
 DEFAULT_OUTPUT = Path("reports/benchmarks/data_pipeline.txt")
-
-
-def _synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _timed(run: Callable[[], int], device: torch.device, repeats: int) -> tuple[int, float]:
     """Run once untimed, then ``repeats`` times timed; return (images, seconds) of the best."""
     run()
-    _synchronise(device)
+    synchronize(device)
     best = (0, float("inf"))
     for _ in range(repeats):
         start = time.perf_counter()
         images = run()
-        _synchronise(device)
+        synchronize(device)
         seconds = time.perf_counter() - start
         if seconds < best[1]:
             best = (images, seconds)
@@ -98,17 +90,15 @@ class PerSampleFlipTranslate(Dataset):
 def prepare_seconds(images: torch.Tensor, device: torch.device) -> float:
     """The one-off cost of padding and mirroring the training set (once per run)."""
     x = images.to(device)
-    _synchronise(device)
+    synchronize(device)
     start = time.perf_counter()
     FlipTranslate().prepare(x)
-    _synchronise(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
-def tensor_pipeline_rate(
-    images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device,
-    repeats: int,
-) -> tuple[int, float]:
+def tensor_pipeline_rate(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                         device: torch.device, repeats: int) -> tuple[int, float]:
     x, y = images.to(device), labels.to(device)
     batches = TensorBatches(x, y, batch_size, shuffle=True, seed=0, augment=FlipTranslate())
 
@@ -121,22 +111,10 @@ def tensor_pipeline_rate(
     return _timed(epoch, device, repeats)
 
 
-def per_sample_rate(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int,
-    batches: int,
-    workers: int,
-    device: torch.device,
-    repeats: int,
-) -> tuple[int, float]:
-    loader = DataLoader(
-        PerSampleFlipTranslate(images, labels),
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-    )
+def per_sample_rate(images: torch.Tensor, labels: torch.Tensor, batch_size: int, batches: int,
+                    workers: int, device: torch.device, repeats: int) -> tuple[int, float]:
+    loader = DataLoader(PerSampleFlipTranslate(images, labels), batch_size=batch_size,
+                        shuffle=True, num_workers=workers, persistent_workers=workers > 0)
 
     def some_batches() -> int:
         count = 0
@@ -150,37 +128,12 @@ def per_sample_rate(
     return _timed(some_batches, device, repeats)
 
 
-def all_cnn_c() -> torch.nn.Module:
-    """All-CNN-C exactly as a run builds it: the base model's YAML, the all-conv transform."""
-    model_yaml = importlib.resources.files("ablate.conf") / "model" / "C.yaml"
-    layers = OmegaConf.to_container(OmegaConf.load(str(model_yaml)).layers)
-    return build_network(
-        layers, spec.all_conv, in_channels=3, image_size=32, num_classes=10,
-        init=xavier_uniform, name="All-CNN-C",
-    )
-
-
 def model_rate(batch_size: int, steps: int, device: torch.device) -> tuple[int, float]:
-    network = all_cnn_c().to(device).train()
-    optimiser = torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-3)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch_size, 3, 32, 32, generator=generator).to(device)
-    y = torch.randint(0, 10, (batch_size,), generator=generator).to(device)
-
-    def train(count: int) -> int:
-        for _ in range(count):
-            optimiser.zero_grad(set_to_none=True)
-            F.cross_entropy(network(x), y).backward()
-            optimiser.step()
-        return count * batch_size
-
-    # One warm-up step, then one timed run: a step takes seconds on a CPU, far above the noise.
-    train(1)
-    _synchronise(device)
-    start = time.perf_counter()
-    images = train(steps)
-    _synchronise(device)
-    return images, time.perf_counter() - start
+    """All-CNN-C as a run builds it, trained with the plain loop of ``ablate.bench.steps``: one
+    warm-up step, then one timed run (a step takes seconds on a CPU, far above the noise)."""
+    network = all_cnn_c(1.0, 32, 3).to(device)
+    batches = synthetic_batches(batch_size, 32, 3, batch_size, device)
+    return steps * batch_size, plain_seconds(network, batches, 1, steps)
 
 
 def run(args: argparse.Namespace) -> str:
@@ -190,18 +143,15 @@ def run(args: argparse.Namespace) -> str:
     torch.set_num_threads(args.pipeline_threads if device.type == "cpu" else threads)
     rows = {
         "tensor pipeline (TensorBatches + FlipTranslate, 1 epoch)": tensor_pipeline_rate(
-            images, labels, args.batch_size, device, args.repeats
-        ),
+            images, labels, args.batch_size, device, args.repeats),
         f"per-sample Dataset + DataLoader ({args.workers} workers)": per_sample_rate(
             images, labels, args.batch_size, args.per_sample_batches, args.workers, device,
-            args.repeats,
-        ),
+            args.repeats),
     }
     prepare = prepare_seconds(images, device)
     torch.set_num_threads(threads)
     rows["All-CNN-C training step (fwd + bwd + SGD)"] = model_rate(
-        args.batch_size, args.model_steps, device
-    )
+        args.batch_size, args.model_steps, device)
     rates = {name: count / seconds for name, (count, seconds) in rows.items()}
     ours, per_sample, model = rates.values()
     lines = [
@@ -216,10 +166,8 @@ def run(args: argparse.Namespace) -> str:
     ]
     for name, (count, seconds) in rows.items():
         lines.append(f"{name:<62}{count:>9}{seconds:>10.3f}{rates[name]:>12,.0f}")
-    lines.append(
-        f"one-off, not in the rates: FlipTranslate.prepare (pad + mirror {args.images} images) "
-        f"{prepare:.3f} s"
-    )
+    lines.append(f"one-off, not in the rates: FlipTranslate.prepare (pad + mirror "
+                 f"{args.images} images) {prepare:.3f} s")
     checks = [
         ("tensor pipeline / per-sample pipeline", ours / per_sample, 10.0),
         ("tensor pipeline / All-CNN-C training", ours / model, 20.0),
@@ -242,14 +190,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pipeline-threads", type=int, default=1,
                         help="intra-op threads for the data pipelines on a CPU")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+    parser.add_argument("--output", default=str(DEFAULT_OUTPUT),
                         help="where the table is also written ('' for nowhere)")
     args = parser.parse_args(argv)
     report = run(args)
     print(report)
-    if str(args.output):
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(report + "\n")
+    if args.output:  # '' writes nowhere (Path('') would be the working directory)
+        atomic.write_atomic(args.output, report + "\n")
 
 
 if __name__ == "__main__":

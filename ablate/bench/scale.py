@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from ablate import atomic, identity, provenance, records
+from ablate.status import Status
 
 OUTPUT = Path("reports/benchmarks/scale.txt")
 CELLS_AND_LRS = 48  # table3: 3 models x 4 downsampling modes x 4 learning rates
@@ -69,7 +70,7 @@ def _record(cfg, config_id: str, job: int, directory: Path, rng_state: int,
         "cell_id": identity.cell_id(cell), "params": 1_369_738, "config": config,
         "config_id": config_id, "versions": versions,
         "started_at": "2026-01-01T00:00:00+00:00", "output_dir": str(directory),
-        "status": "finished",
+        "status": Status.FINISHED,
         "ended_at": f"2026-01-02T00:{job // 60 % 60:02d}:{job % 60:02d}+00:00",
         "metrics": {"test_error": error, "val_error": error + 0.01, "train_error": 0.002,
                     "train_loss": 0.01, "val_loss": 0.4, "test_loss": 0.41},

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ablate import atomic
 from ablate.report import figures, load, tables
+from ablate.report import issues as issues_lib
 
 log = logging.getLogger("ablate.report")
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if frame.empty:
         log.warning("no runs found under %s", ", ".join(args.paths))
     for kind, message in issues.sorted_messages():
-        if kind not in load.INFO:
+        if kind not in issues_lib.INFO:
             log.warning("%s: %s", kind, message)
     links = {}
     if not args.no_figures:

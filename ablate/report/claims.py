@@ -1,7 +1,7 @@
 """The paper's claims (``claims.yaml``) judged on the runs at hand.
 
 A claim is data: an axis, two values of it (A and B), the runs it is about (``where``), the
-metric it is about (``metric``, test error unless it says otherwise: ``compare.METRICS``) and
+metric it is about (``metric``, test error unless it says otherwise: ``compare.metric``) and
 what is expected of it (``lower``, ``higher``, ``no_worse``; the rules are written beside them
 in ``claims.yaml``). Each context of runs that has both sides gives one line of evidence, with
 the numbers behind it and a note when those runs are not the paper's setting. Holm's
@@ -105,9 +105,11 @@ def parse(data: Any) -> tuple[Settings, list[Claim]]:
                                   f"(none of {compare.NOT_AXES}); use a swept key such as "
                                   "downsample, augmentation or init")
             metric = str(item.get("metric", compare.TEST_ERROR))
-            if metric not in compare.METRICS:
+            try:
+                compare.metric(metric)
+            except KeyError:
                 raise ClaimsError(f"{where}: metric {metric!r} is not one of "
-                                  f"{tuple(compare.METRICS)}; leave it out for test error")
+                                  f"{compare.METRICS}; leave it out for test error") from None
             margin = item.get("margin")
             if expect == "no_worse" and margin is None:
                 raise ClaimsError(f"{where}: expect no_worse needs a margin (the metric, as a "
@@ -145,7 +147,7 @@ class Outcome:
     paired: evidence.Paired | None = None  # on the claim's metric
     result: str = NOT_TESTED
     p_adjusted: float | None = None
-    note: str = ""
+    differences: list[str] = field(default_factory=list)  # from the paper's setting
 
 
 def judge(claim: Claim, result: evidence.Paired, p_adjusted: float | None,
@@ -155,13 +157,13 @@ def judge(claim: Claim, result: evidence.Paired, p_adjusted: float | None,
     if result.n == 0:
         if claim.metric == compare.TEST_ERROR:
             return f"{INCONCLUSIVE} (no seed finished on both sides)"
-        label = compare.METRICS[claim.metric].label
+        label = compare.metric(claim.metric).label
         return f"{INCONCLUSIVE} (n/a: no seed has {label} on both sides)"
     if result.n < 2:
         return f"{INCONCLUSIVE} ({evidence.ONE_SEED})"
     if claim.expect == "no_worse":
         # how much worse A is than B: A − B for an error, B − A where higher is better
-        sign = -1 if compare.METRICS[claim.metric].higher_is_better else 1
+        sign = -1 if compare.metric(claim.metric).higher_is_better else 1
         low, high = sorted((sign * result.ci_low, sign * result.ci_high))
         if high < claim.margin:
             return SUPPORTED
@@ -181,13 +183,13 @@ def _same(actual: Any, expected: Any) -> bool:
         return str(actual) == str(expected)
 
 
-def setting_note(claim: Claim, comparison: compare.Comparison, paper: Mapping[str, Any]) -> str:
+def setting_differences(claim: Claim, comparison: compare.Comparison,
+                        paper: Mapping[str, Any]) -> list[str]:
     """How these runs differ from the paper's setting (the claim's own axis aside)."""
-    differences = [f"{key} {compare.text(comparison.setting[key])} (paper: {expected})"
-                   for key, expected in paper.items()
-                   if key != claim.axis and key in comparison.setting
-                   and not _same(comparison.setting[key], expected)]
-    return "not the paper's setting: " + ", ".join(differences) if differences else ""
+    return [f"{key} {compare.text(comparison.setting[key])} (paper: {expected})"
+            for key, expected in paper.items()
+            if key != claim.axis and key in comparison.setting
+            and not _same(comparison.setting[key], expected)]
 
 
 def evaluate(frame: pd.DataFrame, claims: Sequence[Claim], config: Settings,
@@ -204,7 +206,8 @@ def evaluate(frame: pd.DataFrame, claims: Sequence[Claim], config: Settings,
                 claim.axis, context.cell, compare.side(claim.a, context.sides[claim.a]),
                 compare.side(claim.b, context.sides[claim.b]), warnings)
             outcomes.append(Outcome(claim, comparison, comparison.on(claim.metric),
-                                    note=setting_note(claim, comparison, config.paper_setting)))
+                                    differences=setting_differences(claim, comparison,
+                                                                    config.paper_setting)))
     tested = [o for o in outcomes if o.paired is not None]
     adjusted = evidence.holm([o.paired.t_p for o in tested])
     for outcome, p in zip(tested, adjusted, strict=True):

@@ -2,7 +2,7 @@
 
 For an axis (``downsample``, ``init``, ``augmentation``, any key a sweep varied), two runs
 belong to one *context* when everything but that axis, the seed and the lr is the same: every
-other key of their cells and every protocol key (``load.PROTOCOL_KEYS``) except those the axis
+other key of their cells and every protocol key (``identity.PROTOCOL_KEYS``) except those the axis
 itself sets. So ``init=xavier,kaiming``, which lands in two protocol sections of the tables, is
 still compared: its protocol keys are left out of the grouping along ``init`` only.
 
@@ -25,7 +25,9 @@ import pandas as pd
 
 from ablate import identity
 from ablate.report import evidence, per_example, reference, stats
-from ablate.report.load import RUNNING, SHIFTS
+from ablate.report.load import parsed
+from ablate.rows import CONSISTENCY_FLIP
+from ablate.status import Status
 
 # Never compared along: seed pairs the runs, lr is chosen per side on validation error, and
 # runs on different datasets have different test sets (and chance levels) to be paired on.
@@ -54,12 +56,20 @@ class Metric:
 
 TEST_ERROR = "test_error"
 INVARIANT = (evidence.MORE_INVARIANT, evidence.LESS_INVARIANT)
-METRICS = {
-    TEST_ERROR: Metric(TEST_ERROR, "test error", False, (evidence.A_BETTER, evidence.B_BETTER)),
-    **{f"consistency_{step}": Metric(f"consistency_{step}", f"consistency at {step} px", True,
-                                     INVARIANT) for step in SHIFTS},
-    "consistency_flip": Metric("consistency_flip", "consistency under a flip", True, INVARIANT),
-}
+METRICS = ("test_error", "consistency_<k> (k px)", CONSISTENCY_FLIP)  # for error messages
+
+
+def metric(column: str) -> Metric:
+    """The metric of a column: test error, or a consistency at any shift the runs measured
+    (``consistency_<k>``) or under the flip; ``KeyError`` for anything else."""
+    if column == TEST_ERROR:
+        return Metric(TEST_ERROR, "test error", False, (evidence.A_BETTER, evidence.B_BETTER))
+    if column == CONSISTENCY_FLIP:
+        return Metric(column, "consistency under a flip", True, INVARIANT)
+    step = column.removeprefix("consistency_")
+    if column.startswith("consistency_") and step.isdigit():
+        return Metric(column, f"consistency at {int(step)} px", True, INVARIANT)
+    raise KeyError(column)
 # The shift the Comparisons section tests consistency at: 2 px, the stride of every
 # downsampling layer (3x3 max-pooling or convolution with stride 2), the move one pooling stage
 # is said to absorb. One shift keeps one question, one Holm family, per table; the invariance
@@ -89,14 +99,14 @@ def _related(protocol_key: str, axis: str) -> bool:
 def comparable_runs(frame: pd.DataFrame) -> pd.DataFrame:
     """Runs that count and have a config: not superseded, not running."""
     runs = stats.current(frame)
-    return runs[(runs["status"] != RUNNING) & runs["protocol_spec"].notna()
+    return runs[(runs["status"] != Status.RUNNING) & runs["protocol_spec"].notna()
                 & runs["cell"].notna()]
 
 
 @functools.lru_cache(maxsize=1 << 17)  # runs of many reports in one process: bounded
 def _setting(cell: str, drop: tuple[str, ...]) -> str:
     """A cell's JSON without ``drop`` (its seed and lr): what the runs of one setting share."""
-    return json.dumps({k: v for k, v in json.loads(cell).items() if k not in drop},
+    return json.dumps({k: v for k, v in parsed(cell).items() if k not in drop},
                       sort_keys=True)
 
 
@@ -127,12 +137,12 @@ def contexts(frame: pd.DataFrame, axis: str) -> list[Context]:
     runs = comparable_runs(frame)
     grouped: dict[str, tuple[dict[str, str], dict[str, list[int]]]] = {}
     for (setting, spec), positions in _by_setting(runs, _run_keys(axis)).items():
-        cell = json.loads(setting)
+        cell = parsed(setting)
         if axis not in cell:
             continue
         keyed = {k: text(v) for k, v in cell.items()
                  if k not in (axis, "seed", "lr", *IGNORED_KEYS)}
-        protocol = {k: v for k, v in json.loads(spec).items() if not _related(k, axis)}
+        protocol = {k: v for k, v in parsed(spec).items() if not _related(k, axis)}
         key = json.dumps([keyed, protocol], sort_keys=True)
         grouped.setdefault(key, (keyed, {}))[1].setdefault(text(cell[axis]), []).extend(positions)
     found = []
@@ -153,7 +163,7 @@ def _run_keys(axis: str) -> tuple[str, ...]:
 def axes(frame: pd.DataFrame) -> list[str]:
     """Cell keys with two or more values within some context: ``downsample`` first."""
     settings = _by_setting(comparable_runs(frame), _run_keys(""))
-    keys = sorted({k for setting, _ in settings for k in json.loads(setting)}
+    keys = sorted({k for setting, _ in settings for k in parsed(setting)}
                   - set(NOT_AXES) - set(IGNORED_KEYS))
     found = [k for k in keys if any(len(c.sides) > 1 for c in contexts(frame, k))]
     return sorted(found, key=lambda k: (k != "downsample", k))
@@ -187,16 +197,18 @@ class Comparison:
 
     def on(self, column: str) -> evidence.Paired:
         """The paired test on another column (a consistency), over the seeds where both sides
-        measured it: runs recorded before it existed drop out rather than count as 0."""
+        measured it: runs recorded before it existed drop out rather than count as 0 (a shift
+        no run measured has no column at all)."""
         if column == TEST_ERROR:
             return self.paired
         a, b = self.a.by_seed, self.b.by_seed
-        seeds = [s for s in self.seeds if not (pd.isna(a[s][column]) or pd.isna(b[s][column]))]
+        seeds = [s for s in self.seeds
+                 if not (pd.isna(a[s].get(column)) or pd.isna(b[s].get(column)))]
         return evidence.paired([a[s][column] for s in seeds], [b[s][column] for s in seeds])
 
     def measured(self, column: str) -> bool:
         """Whether any run of either side has ``column`` (none: leave its table out)."""
-        return any(not pd.isna(run[column])
+        return any(not pd.isna(run.get(column))
                    for side in (self.a, self.b) for run in side.by_seed.values())
 
 
@@ -207,7 +219,7 @@ def side(value: str, runs: pd.DataFrame) -> Side:
     protocols = tuple(sorted({str(p) for p in runs["protocol"].dropna()}))
     if chosen is None:
         return Side(value, name, None, {}, protocols)
-    at_lr = runs[(runs["lr"] == chosen["lr"]) & (runs["status"] == "finished")
+    at_lr = runs[(runs["lr"] == chosen["lr"]) & (runs["status"] == Status.FINISHED)
                  & runs["test_error"].notna()]
     by_seed = {row["seed"]: row for _, row in at_lr.sort_values("seed", kind="stable").iterrows()}
     return Side(value, name, float(chosen["lr"]), by_seed, protocols)
@@ -253,8 +265,8 @@ def compare(axis: str, cell: Mapping[str, str], a: Side, b: Side,
     else:
         note = "n/a (test sets differ)" if differ else per_example.NA
     first = next(iter(a.by_seed.values()), None)
-    setting = {} if first is None else {**json.loads(first["protocol_spec"]),
-                                        **json.loads(first["cell"])}
+    setting = {} if first is None else {**parsed(first["protocol_spec"]),
+                                        **parsed(first["cell"])}
     return Comparison(axis, dict(cell), a, b, seeds, result, mcnemar, len(pairs), note, setting)
 
 

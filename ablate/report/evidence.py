@@ -40,7 +40,7 @@ WILCOXON_MIN_N = 6
 ONE_SEED = "one seed: no claim"
 A_BETTER, B_BETTER = "A better", "B better"
 # The words for a metric where higher is better and "better" would not say what was measured:
-# prediction consistency under shifts (``compare.METRICS``).
+# prediction consistency under shifts (``compare.metric``).
 MORE_INVARIANT, LESS_INVARIANT = "A more invariant", "A less invariant"
 # Every seed differs by exactly the same amount (errors on a small test set are multiples of
 # 1/N): the t statistic is undefined, and "no detectable difference" would misstate it.
@@ -100,7 +100,8 @@ class Paired:
     wilcoxon_p: float | None  # None for n < WILCOXON_MIN_N
 
 
-def _finite(value: float) -> float | None:
+def _pvalue(value: float) -> float | None:
+    """A test's p-value, or None where the test gave none (NaN): no test, not p = NaN."""
     return float(value) if value is not None and math.isfinite(value) else None
 
 
@@ -122,10 +123,10 @@ def paired(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENC
         # difference", a constant non-zero one is left untested rather than given p = 0.
         t_p = 1.0 if summary.mean == 0 else None
     else:
-        t_p = _finite(scipy_stats.ttest_rel(a_array, b_array).pvalue)
+        t_p = _pvalue(scipy_stats.ttest_rel(a_array, b_array).pvalue)
     wilcoxon_p = None
     if n >= WILCOXON_MIN_N:
-        wilcoxon_p = 1.0 if not diff.any() else _finite(
+        wilcoxon_p = 1.0 if not diff.any() else _pvalue(
             scipy_stats.wilcoxon(a_array, b_array).pvalue)
     return Paired(n, summary.mean, summary.ci_low, summary.ci_high, t_p, wilcoxon_p)
 

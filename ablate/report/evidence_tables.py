@@ -14,23 +14,17 @@ import numpy as np
 import pandas as pd
 
 from ablate.report import claims, compare, evidence, instability, per_example, stats
-
-# tables imports this module: its helpers are looked up at call time, through the module.
-from ablate.report import tables as base
-from ablate.report.load import CONSISTENCY, SHIFTS
-
-
-def p_text(p: float | None) -> str:
-    if p is None:
-        return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+from ablate.report import formatting as fmt
+from ablate.report.formatting import p_text
+from ablate.report.load import shift_columns
+from ablate.rows import CONSISTENCY_FLIP
+from ablate.status import Status
 
 
-def mean_ci(summary: evidence.Summary) -> str:
-    """``9.50 ± 6.35``: mean ± half-width of the 95 % t interval; the mean alone for n = 1."""
-    if summary.n > 1:
-        return f"{base.pct(summary.mean)} ± {base.pct(summary.half_width)}"
-    return base.pct(summary.mean)
+def summary_text(values: Sequence[float]) -> str:
+    """``mean ± CI`` of per-seed values."""
+    summary = evidence.summarize(values)
+    return fmt.mean_ci(summary.mean, summary.half_width, summary.n)
 
 
 def difference(result: evidence.Paired) -> str:
@@ -38,9 +32,9 @@ def difference(result: evidence.Paired) -> str:
     if result.n == 0:
         return "–"
     if result.n < 2 or math.isnan(result.ci_low):
-        return base.signed(100 * result.mean_diff)
-    return (f"{base.signed(100 * result.mean_diff)} [{base.signed(100 * result.ci_low)}, "
-            f"{base.signed(100 * result.ci_high)}]")
+        return fmt.signed(100 * result.mean_diff)
+    return (f"{fmt.signed(100 * result.mean_diff)} [{fmt.signed(100 * result.ci_low)}, "
+            f"{fmt.signed(100 * result.ci_high)}]")
 
 
 def mcnemar_text(comparison: compare.Comparison) -> str:
@@ -57,13 +51,34 @@ def context_text(cell: Mapping[str, str], skip: Sequence[str] = ()) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(cell.items()) if k not in skip) or "–"
 
 
+def _title(cell: Mapping[str, str]) -> str:
+    """A comparison table's heading: its model (or all) and the setting its runs share."""
+    model = f"Model {cell['model']}" if "model" in cell else "All models"
+    return f"{model}: {context_text(cell, ('model',))}"
+
+
+def _names(c: compare.Comparison) -> str:
+    return c.a.name if c.a.name == c.b.name else f"{c.a.name} vs {c.b.name}"
+
+
+def _shared(lists: Sequence[Sequence[str]]) -> list[str]:
+    """The items every list holds, in the order of the first."""
+    return [item for item in lists[0] if all(item in other for other in lists)] if lists else []
+
+
 # ---------------------------------------------------------------- claims
 
 def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) -> str:
+    """The Claims table; what all its tested lines share (their runs' setting, how it differs
+    from the paper's) is said once above it, each line keeps only its own part."""
+    tested = [o for o in outcomes if o.comparison is not None]
+    runs = _shared([[f"{k} {v}" for k, v in sorted(o.comparison.cell.items()) if k != "model"]
+                    for o in tested])
+    unlike = _shared([o.differences for o in tested])
     rows = []
     for outcome in outcomes:
         c, result = outcome.comparison, outcome.paired
-        metric = compare.METRICS[outcome.claim.metric]
+        metric = compare.metric(outcome.claim.metric)
         if c is None or result is None:
             rows.append([outcome.claim.statement, metric.label, "–", 0, "–", "–", "–", "–",
                          outcome.result, ""])
@@ -71,11 +86,15 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
         tested = result.n > 1
         # McNemar counts examples one side classifies correctly: evidence on error only
         per_example = mcnemar_text(c) if metric.column == compare.TEST_ERROR else "–"
+        own = [f"{k} {v}" for k, v in sorted(c.cell.items()) if k != "model"
+               and f"{k} {v}" not in runs]
+        extra = [d for d in outcome.differences if d not in unlike]
         rows.append([
-            outcome.claim.statement, metric.label, context_text(c.cell, ("model",)), result.n,
+            outcome.claim.statement, metric.label, ", ".join(own) or "as above", result.n,
             difference(result), p_text(result.t_p) if tested else "–",
             p_text(outcome.p_adjusted) if tested else "–", per_example, outcome.result,
-            outcome.note,
+            f"{'also ' if unlike else ''}not the paper's setting: {', '.join(extra)}"
+            if extra else "",
         ])
     cited = list(dict.fromkeys(o.claim.cites for o in outcomes))
     return "\n".join([
@@ -92,8 +111,11 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
         "shows A worse by less than the margin, contradicted when it shows A worse by more. "
         "McNemar (test error claims only): exact, on the per-example discordant counts summed "
         "over seeds (b: only A right, c: only B right).",
+        *(["", "Runs of every tested line: " + ", ".join(runs) + "."] if runs else []),
+        *(["", "Not the paper's setting in every tested line: " + ", ".join(unlike) + "."]
+          if unlike else []),
         "",
-        base.table(["claim", "metric", "runs", "n", "A − B (pp) [95 % CI]", "t p", "Holm p",
+        fmt.table(["claim", "metric", "runs", "n", "A − B (pp) [95 % CI]", "t p", "Holm p",
                     "McNemar p", "result", "note"], rows),
         "",
         "Sources: " + "; ".join(cited) + ".",
@@ -108,22 +130,19 @@ def comparison_table(axis: str, cell: Mapping[str, str],
     body = []
     for c, p in zip(rows, adjusted, strict=True):
         tested = c.n > 1
-        names = c.a.name if c.a.name == c.b.name else f"{c.a.name} vs {c.b.name}"
         verdict = (evidence.verdict(c.n, c.paired.mean_diff, p, alpha) if c.n
                    else "no seed finished on both sides")
         body.append([
-            names, c.a.value, c.b.value, f"{base.lr_text(c.a.lr)} / {base.lr_text(c.b.lr)}", c.n,
+            _names(c), c.a.value, c.b.value, f"{fmt.lr_text(c.a.lr)} / {fmt.lr_text(c.b.lr)}", c.n,
             difference(c.paired), p_text(c.paired.t_p) if tested else "–",
             p_text(c.paired.wilcoxon_p) if tested else "–", mcnemar_text(c),
             p_text(p) if tested else "–", verdict,
         ])
     protocols = sorted({p for c in rows for p in (*c.a.protocols, *c.b.protocols)})
-    title = (f"Model {cell['model']}" if "model" in cell else "All models") + ": " + \
-        context_text(cell, ("model",))
     return "\n".join([
-        f"#### {title} (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")",
+        f"#### {_title(cell)} (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")",
         "",
-        base.table(["models", "A", "B", "lr A / B (by val)", "n", "A − B (pp) [95 % CI]", "t p",
+        fmt.table(["models", "A", "B", "lr A / B (by val)", "n", "A − B (pp) [95 % CI]", "t p",
                "Wilcoxon p", "McNemar p", "Holm p (t)", "verdict"], body),
     ])
 
@@ -137,24 +156,21 @@ def consistency_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison
     body = []
     for c, result, p in zip(rows, results, adjusted, strict=True):
         tested = result.n > 1
-        names = c.a.name if c.a.name == c.b.name else f"{c.a.name} vs {c.b.name}"
         verdict = (metric.verdict(result.n, result.mean_diff, p, alpha) if result.n
                    else "n/a" if c.n else "no seed finished on both sides")
-        body.append([names, c.a.value, c.b.value, result.n, difference(result),
+        body.append([_names(c), c.a.value, c.b.value, result.n, difference(result),
                      p_text(result.t_p) if tested else "–", p_text(p) if tested else "–",
                      verdict])
-    title = (f"Model {cell['model']}" if "model" in cell else "All models") + ": " + \
-        context_text(cell, ("model",))
     return "\n".join([
-        f"#### {title}: {metric.label}",
+        f"#### {_title(cell)}: {metric.label}",
         "",
-        base.table(["models", "A", "B", "n", "A − B (pp) [95 % CI]", "t p", "Holm p (t)",
+        fmt.table(["models", "A", "B", "n", "A − B (pp) [95 % CI]", "t p", "Holm p (t)",
                     "verdict"], body),
     ])
 
 
 def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -> str:
-    metric = compare.METRICS[compare.COMPARED_CONSISTENCY]
+    metric = compare.metric(compare.COMPARED_CONSISTENCY)
     parts = [
         "## Comparisons",
         "",
@@ -198,8 +214,8 @@ def seeds_section(runs: pd.DataFrame) -> str:
         usable = sum(isinstance(c, np.ndarray) for c in mine["correct"])
         examples = ("ok" if usable == len(mine) else per_example.NA if usable == 0
                     else f"{usable} of {len(mine)} ({per_example.NA} for the rest)")
-        rows.append([name, base.lr_text(pick["lr"]), *[base.pct(by_seed.get(s)) for s in seeds],
-                     f"{mean_ci(evidence.summarize(mine['test_error']))} (n = {len(mine)})",
+        rows.append([name, fmt.lr_text(pick["lr"]), *[fmt.pct(by_seed.get(s)) for s in seeds],
+                     f"{summary_text(mine['test_error'])} (n = {len(mine)})",
                      examples])
     return "\n".join([
         "#### Test error per seed",
@@ -207,7 +223,7 @@ def seeds_section(runs: pd.DataFrame) -> str:
         "Each finished seed's test error % at the model's chosen lr; mean ± 95 % t interval; "
         "per-example = whether its predictions.npz could be used.",
         "",
-        base.table(["model", "lr", *[f"seed {s}" for s in seeds], "mean ± 95 % CI",
+        fmt.table(["model", "lr", *[f"seed {s}" for s in seeds], "mean ± 95 % CI",
                     "per-example"], rows),
     ])
 
@@ -218,7 +234,7 @@ def consistency_cell(values: pd.Series, n: int) -> str:
     measured = values.dropna()
     if not len(measured):
         return "n/a"
-    text = mean_ci(evidence.summarize(measured))
+    text = summary_text(measured)
     return text if len(measured) == n else f"{text} ({len(measured)} of {n})"
 
 
@@ -228,12 +244,14 @@ def consistency_section(runs: pd.DataFrame) -> str:
     lr than the one the error is reported at."""
     picked = stats.at_chosen_lr(runs)
     heading = ["#### Invariance: prediction consistency under shifts", ""]
-    if not any(mine[list(CONSISTENCY)].notna().to_numpy().any() for _, mine in picked.values()):
+    shifts = shift_columns(runs)
+    columns = [*shifts.values(), CONSISTENCY_FLIP]
+    if not any(mine[columns].notna().to_numpy().any() for _, mine in picked.values()):
         return "\n".join([*heading, "n/a: no run here measured invariance (records made "
                            "before metrics.invariance existed, or with "
                            "`callbacks.test_predictions.shifts=[]`)."])
-    rows = [[name, entry["downsample"], base.lr_text(entry["chosen"]["lr"]), len(mine),
-             *[consistency_cell(mine[column], len(mine)) for column in CONSISTENCY]]
+    rows = [[name, entry["downsample"], fmt.lr_text(entry["chosen"]["lr"]), len(mine),
+             *[consistency_cell(mine[column], len(mine)) for column in columns]]
             for name, (entry, mine) in picked.items()]
     return "\n".join([
         *heading,
@@ -243,32 +261,32 @@ def consistency_section(runs: pd.DataFrame) -> str:
         "Higher = more invariant; 0 px would be 100. n/a = runs recorded before invariance "
         "was measured; (k of n) = only k seeds measured it.",
         "",
-        base.table(["model", "downsampling", "lr", "n", *[f"{step} px" for step in SHIFTS],
+        fmt.table(["model", "downsampling", "lr", "n", *[f"{step} px" for step in shifts],
                     "flip"], rows),
     ])
 
 
 def instability_section(runs: pd.DataFrame, margin: float) -> str:
     found = instability.counts(runs, margin)
-    show_running = bool(found["running"].any())
+    show_running = bool(found[Status.RUNNING].any())
     rows = []
     for name in stats.ordered_names(found["name"]):
         for _, row in found[found["name"] == name].iterrows():
-            rows.append([name, base.lr_text(row["lr"]), row["runs"], row["finished"],
-                         row["stalled"], row["diverged"], row["failed"],
-                         *([row["running"]] if show_running else [])])
+            rows.append([name, fmt.lr_text(row["lr"]), row["runs"], row[Status.FINISHED],
+                         row["stalled"], row[Status.DIVERGED], row[Status.FAILED],
+                         *([row[Status.RUNNING]] if show_running else [])])
     chance = {str(d): instability.chance_error(str(d)) for d in runs["dataset"].dropna()}
-    levels = ", ".join(f"{d} {base.pct(c)} %" if c is not None else f"{d} unknown"
+    levels = ", ".join(f"{d} {fmt.pct(c)} %" if c is not None else f"{d} unknown"
                        for d, c in sorted(chance.items()))
     return "\n".join([
         "#### Instability per model and lr",
         "",
         "stalled at chance = finished with a final training error within "
-        f"{base.pct(margin)} points of chance ({levels}; the margin is set in "
+        f"{fmt.pct(margin)} points of chance ({levels}; the margin is set in "
         "`ablate/report/claims.yaml`).",
         "",
-        base.table(["model", "lr", "runs", "finished", "stalled at chance", "diverged",
-                    "failed", *(["running"] if show_running else [])], rows),
+        fmt.table(["model", "lr", "runs", Status.FINISHED, "stalled at chance", Status.DIVERGED,
+                    Status.FAILED, *([Status.RUNNING] if show_running else [])], rows),
     ])
 
 

@@ -16,7 +16,8 @@ import pandas as pd
 
 from ablate import atomic
 from ablate.report import evidence, load, reference, stats
-from ablate.report.load import SHIFTS
+from ablate.report import history as history_lib
+from ablate.status import Status
 
 COLORS = {"pool": "#4c72b0", "stride": "#dd8452", "convpool": "#55a868", "conv": "#c44e52"}
 
@@ -59,7 +60,7 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
         return None
     by_cell = {(str(v["model"]), str(v["downsample"])): v["chosen"] for v in chosen.values()}
     names = {(str(v["model"]), str(v["downsample"])): name for name, v in chosen.items()}
-    models = list(reference.MODELS) + sorted({m for m, _ in by_cell} - set(reference.MODELS))
+    models = stats.in_order({*reference.MODELS, *(m for m, _ in by_cell)}, reference.MODELS)
     modes = stats.in_order({*reference.DOWNSAMPLES, *(d for _, d in by_cell)},
                            reference.DOWNSAMPLES)
     table3 = reference.table3()
@@ -78,7 +79,7 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
                 if pick["n"] >= 2:
                     intervals.append((x, 100 * pick["test_mean"], 100 * pick["test_ci"]))
                 seeds = runs[(runs["name"] == names[(model, mode)]) & (runs["lr"] == pick["lr"])
-                             & (runs["status"] == "finished") & runs["test_error"].notna()]
+                             & (runs["status"] == Status.FINISHED) & runs["test_error"].notna()]
                 points += [(x, 100 * float(e)) for e in seeds["test_error"]]
             else:
                 axes.text(x, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=7,
@@ -108,7 +109,7 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
 
 def _curve(rows: pd.DataFrame, key: str) -> tuple[list[int], list[float]]:
     """Mean of ``key`` per epoch over the runs' histories."""
-    pairs = [load.series(history, key) for history in rows["history"]]
+    pairs = [history_lib.series(history, key) for history in rows["history"]]
     if not pairs or not sum(len(epochs) for epochs, _ in pairs):
         return [], []
     epochs = np.concatenate([epochs for epochs, _ in pairs])
@@ -124,9 +125,8 @@ def learning_curves(runs: pd.DataFrame, title: str, path: Path) -> Path | None:
     from matplotlib.figure import Figure
 
     chosen = stats.selected(runs)
-    finished = runs[(runs["status"] == "finished") & runs["history"].notna()]
-    models = [m for m in reference.MODELS if m in set(finished["model"])] + sorted(
-        set(finished["model"].dropna()) - set(reference.MODELS))
+    finished = runs[(runs["status"] == Status.FINISHED) & runs["history"].notna()]
+    models = stats.in_order(finished["model"].dropna(), reference.MODELS)
     if not models:
         return None
     figure = Figure(figsize=(4 * len(models), 3.6))
@@ -158,15 +158,17 @@ def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | N
     """
     from matplotlib.figure import Figure
 
-    columns = [f"consistency_{step}" for step in SHIFTS]
+    shifts = load.shift_columns(runs)
+    columns = list(shifts.values())
     measured = {name: (entry, mine) for name, (entry, mine) in stats.at_chosen_lr(runs).items()
                 if mine[columns].notna().to_numpy().any()}
     if not measured:
         return None
     found = {str(entry["model"]) for entry, _ in measured.values()}
-    models = [m for m in reference.MODELS if m in found] + sorted(found - set(reference.MODELS))
-    modes = list(reference.DOWNSAMPLES) + sorted(
-        {str(entry["downsample"]) for entry, _ in measured.values()} - set(reference.DOWNSAMPLES))
+    models = stats.in_order(found, reference.MODELS)
+    modes = stats.in_order({*reference.DOWNSAMPLES, *(str(entry["downsample"])
+                                                      for entry, _ in measured.values())},
+                           reference.DOWNSAMPLES)
     figure = Figure(figsize=(4 * len(models), 3.6))
     for i, model in enumerate(models, start=1):
         axes = figure.add_subplot(1, len(models), i)
@@ -177,7 +179,7 @@ def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | N
             color = COLORS.get(mode, "0.4")
             nudge = (modes.index(mode) - (len(modes) - 1) / 2) * 0.06
             xs, means, intervals, points = [0.0], [100.0], [], []
-            for step, column in zip(SHIFTS, columns, strict=True):
+            for step, column in shifts.items():
                 values = mine[column].dropna()
                 if not len(values):
                     continue
@@ -195,7 +197,7 @@ def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | N
                               capsize=3, zorder=3)
             axes.scatter([p[0] for p in points], [p[1] for p in points], s=9, color=color,
                          edgecolors="0.15", linewidths=0.4, zorder=4)
-        axes.set_xticks(range(0, max(SHIFTS) + 1))
+        axes.set_xticks(range(0, max(shifts) + 1))
         _label_panel(axes, model, "shift (px, mean over 8 directions)",
                      "consistency % (mean, 95 % CI, seeds)" if i == 1 else None)
     return _save_panels(figure, title, path)

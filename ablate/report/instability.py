@@ -17,9 +17,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ablate.report.load import RUNNING
+from ablate.status import Status
 
-COLUMNS = ["name", "lr", "runs", "finished", "stalled", "diverged", "failed", "running"]
+COLUMNS = ["name", "lr", "runs", Status.FINISHED, "stalled", Status.DIVERGED, Status.FAILED,
+           Status.RUNNING]
 
 
 @functools.cache
@@ -60,12 +61,12 @@ def counts(runs: pd.DataFrame, margin: float) -> pd.DataFrame:
     """One row per (model name, lr) with runs, in name then lr order."""
     rows: list[dict[str, Any]] = []
     for (name, lr), cell in runs.groupby(["name", "lr"], sort=True, dropna=True):
-        finished = cell[cell["status"] == "finished"]
+        finished = cell[cell["status"] == Status.FINISHED]
         rows.append({
-            "name": name, "lr": float(lr), "runs": len(cell), "finished": len(finished),
+            "name": name, "lr": float(lr), "runs": len(cell), Status.FINISHED: len(finished),
             "stalled": sum(stalled(run, margin) for _, run in finished.iterrows()),
-            "diverged": int((cell["status"] == "diverged").sum()),
-            "failed": int((cell["status"] == "failed").sum()),
-            "running": int((cell["status"] == RUNNING).sum()),
+            Status.DIVERGED: int((cell["status"] == Status.DIVERGED).sum()),
+            Status.FAILED: int((cell["status"] == Status.FAILED).sum()),
+            Status.RUNNING: int((cell["status"] == Status.RUNNING).sum()),
         })
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -2,7 +2,7 @@
 
 ``load.load_records`` calls :func:`row_fields` for every record: a run whose predictions can be
 trusted gets its test-set fingerprint and its per-example correctness in the runs DataFrame; a
-run whose file is missing, truncated or altered gets neither, one warning in ``load.Issues``,
+run whose file is missing, truncated or altered gets neither, one warning in ``issues.Issues``,
 and "n/a (no predictions)" wherever a per-example test would have used it. Everything else in
 the report (means, intervals, paired t-tests) does not need the file and is unaffected.
 Records made before predictions existed, and W&B-only runs, have no entry: seed-level tests
@@ -11,22 +11,23 @@ only, and no warning (nothing is wrong with them).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ablate import predictions
+from ablate.records import Record
+from ablate.status import Status
 
 NA = "n/a (no predictions)"
 UNUSABLE = "runs whose predictions.npz cannot be used (per-example tests n/a)"
 TEST_SETS_DIFFER = "seed pairs on different test sets (per-example test refused)"
 
 
-def row_fields(record: Mapping[str, Any], path: Path, issues: Any,
+def row_fields(record: Record, path: Path, issues: Any,
                display: str | None = None) -> dict[str, Any]:
     """``{"test_fingerprint", "correct"}`` for the runs DataFrame; empty when there are none."""
-    entry = record.get("predictions")
-    if entry is None or record.get("status") != "finished":
+    entry = record.predictions
+    if entry is None or record.status != Status.FINISHED:
         return {}
     try:
         loaded = predictions.read_predictions(path.parent, entry)

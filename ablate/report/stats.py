@@ -10,19 +10,20 @@ failures (the table still counts every failed and diverged run).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
 
+from ablate import stages
 from ablate.report import evidence, reference
-from ablate.report.load import RUNNING
+from ablate.status import Status
 
 GROUP = ["protocol", "dataset", "augmentation"]
-STAT_COLUMNS = ["name", "lr", "n", "val_mean", "test_mean", "test_std", "test_ci", "failed",
-                "diverged", "running"]
+RULE_COLUMNS = ["lr", "status", "val_error", "test_error"]  # what the lr rule reads of a run
+STAT_COLUMNS = ["name", "lr", "n", "val_mean", "test_mean", "test_std", "test_ci",
+                *stages.COUNTED]
 
 
 def current(frame: pd.DataFrame) -> pd.DataFrame:
@@ -45,35 +46,21 @@ def runs_of(frame: pd.DataFrame, protocol: str, dataset: str, augmentation: str)
 
 
 def lr_stats(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model name, lr): finished seeds, mean val/test error, failure counts."""
+    """One row per (model name, lr): finished seeds, mean val/test error, failure counts, as
+    ``ablate.stages.lr_counts`` counts them for the final stage too."""
     rows = []
-    for (name, lr), cell in runs.groupby(["name", "lr"], sort=True, dropna=True):
-        done = cell[(cell["status"] == "finished") & cell["test_error"].notna()]
-        n = len(done)
-        rows.append({
-            "name": name, "lr": float(lr), "n": n,
-            "val_mean": float(done["val_error"].mean()) if n else math.nan,
-            "test_mean": float(done["test_error"].mean()) if n else math.nan,
-            "test_std": float(done["test_error"].std(ddof=1)) if n > 1 else math.nan,
-            "test_ci": evidence.summarize(done["test_error"]).half_width,
-            "failed": int(((cell["status"] == "failed")
-                           | ((cell["status"] == "finished") & cell["test_error"].isna())).sum()),
-            "diverged": int((cell["status"] == "diverged").sum()),
-            "running": int((cell["status"] == RUNNING).sum()),
-        })
+    for name, mine in runs.groupby("name", sort=True):
+        for entry in stages.lr_counts(mine[RULE_COLUMNS].to_dict("records")):
+            test = evidence.summarize(entry.pop("test_errors"))
+            rows.append({"name": name, **entry, "test_mean": test.mean, "test_std": test.std,
+                         "test_ci": test.half_width})
     return pd.DataFrame(rows, columns=STAT_COLUMNS)
 
 
-def choose_lr(stats: pd.DataFrame) -> pd.Series | None:
-    """The row of ``stats`` (one model's lrs) with the lowest mean validation error."""
-    finished = stats[stats["n"] > 0]
-    clean = finished[(finished["failed"] + finished["diverged"]) == 0]
-    pool = clean if len(clean) else finished
-    if not len(pool):
-        return None
-    pool = pool.assign(_neg_n=-pool["n"]).sort_values(["val_mean", "_neg_n", "lr"],
-                                                      na_position="last", kind="stable")
-    return pool.iloc[0].drop("_neg_n")
+def choose_lr(stats: pd.DataFrame) -> dict[str, Any] | None:
+    """The row of ``stats`` (one model's lrs) that ``ablate.stages.choose_lr`` chooses."""
+    chosen = stages.choose_lr(stats.to_dict("records"))
+    return None if chosen is None else dict(chosen)
 
 
 def selected(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -87,10 +74,9 @@ def selected(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
         first = runs[runs["name"] == name].iloc[0]
         result[name] = {
             "model": first["model"], "downsample": first["downsample"],
-            "chosen": None if chosen is None else chosen.to_dict(),
-            "failed": int(mine["failed"].sum()), "diverged": int(mine["diverged"].sum()),
-            "running": int(mine["running"].sum()), "runs": int(len(runs[runs["name"] == name])),
-            "params": params,
+            "chosen": chosen,
+            **{status: int(mine[status].sum()) for status in stages.COUNTED},
+            "runs": int(len(runs[runs["name"] == name])), "params": params,
         }
     return result
 
@@ -105,7 +91,8 @@ def at_chosen_lr(runs: pd.DataFrame) -> dict[str, tuple[dict[str, Any], pd.DataF
         if pick is None:
             continue
         picked[name] = (mine, runs[(runs["name"] == name) & (runs["lr"] == pick["lr"])
-                                   & (runs["status"] == "finished") & runs["test_error"].notna()])
+                                   & (runs["status"] == Status.FINISHED)
+                                   & runs["test_error"].notna()])
     return picked
 
 

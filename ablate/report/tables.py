@@ -10,75 +10,50 @@ comparisons) are rendered by ``evidence_tables``.
 from __future__ import annotations
 
 import copy
-import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
+from ablate import identity, stages
 from ablate.report import claims, compare, evidence_tables, load, per_example, reference, stats
-from ablate.report.load import COLUMNS, INFO, PROTOCOL_KEYS, RUNNING, Issues
+from ablate.report.formatting import (
+    describe,
+    describe_protocol,
+    lr_text,
+    mean_ci,
+    pct,
+    signed,
+    table,
+)
+from ablate.report.issues import INFO, Issues
+from ablate.rows import COLUMNS
+from ablate.status import ENDED, Status
 
 PAPER_DATASET, PAPER_AUGMENTATION = "cifar10", "none"
 MAX_MESSAGES = 20  # per kind of warning; the count is always complete
 FigureLinks = Mapping[tuple[str, str, str], Sequence[tuple[str, str]]]
 
 
-# ---------------------------------------------------------------- formatting
-
-def pct(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{100 * float(value):.2f}"
-
-
-def signed(value: float) -> str:
-    text = f"{value:+.2f}"
-    return "+0.00" if text == "-0.00" else text
-
-
-def lr_text(value: Any) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(
-        float(value), "g")
-
-
-def mean_ci(chosen: Mapping[str, Any]) -> str:
-    """``mean ± half-width of the 95 % t interval``; the mean alone for one seed."""
-    if chosen["n"] > 1:
-        return f"{pct(chosen['test_mean'])} ± {pct(chosen['test_ci'])}"
-    return pct(chosen["test_mean"])
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def describe(value: Any) -> str:
-    """A config node in one short line: ``SGD(momentum=0.9, weight_decay=0.001)``."""
-    if isinstance(value, Mapping):
-        skip = {"_target_", "_partial_", "name", "transform"}
-        head = str(value.get("name") or str(value.get("_target_", "")).rsplit(".", 1)[-1])
-        params = ", ".join(f"{k}={describe(v)}" for k, v in sorted(value.items())
-                           if k not in skip)
-        return f"{head}({params})" if params else head
-    if isinstance(value, list):
-        return "[" + ", ".join(describe(v) for v in value) + "]"
-    return json.dumps(value) if isinstance(value, str) and not value else str(value)
-
-
-def describe_protocol(spec: Mapping[str, Any]) -> str:
-    return "; ".join(f"{key} {describe(spec[key])}" for key in PROTOCOL_KEYS
-                     if spec.get(key) is not None)
-
-
 # ---------------------------------------------------------------- sections
+
+def test_text(chosen: Mapping[str, Any]) -> str:
+    """A chosen lr's test error over its seeds: ``mean ± CI``."""
+    return mean_ci(chosen["test_mean"], chosen["test_ci"], chosen["n"])
+
+
+def result_text(mine: Mapping[str, Any] | None, counts: bool = False) -> str:
+    """A model's test error at its chosen lr (``stats.selected``'s entry), or why there is
+    none: missing (no run), running, or no finished run (how many failed, with ``counts``)."""
+    if not mine:
+        return "missing"
+    if mine["chosen"] is not None:
+        return test_text(mine["chosen"])
+    bad = mine[Status.FAILED] + mine[Status.DIVERGED]
+    if not bad:
+        return Status.RUNNING
+    return f"no finished run ({bad} failed/diverged)" if counts else "no finished run"
+
 
 def inputs_section(frame: pd.DataFrame, issues: Issues, sources: Sequence[str]) -> str:
     runs = stats.current(frame)
@@ -88,7 +63,7 @@ def inputs_section(frame: pd.DataFrame, issues: Issues, sources: Sequence[str]) 
             ["runs loaded", f"{len(frame)} (" + ", ".join(
                 f"{s}: {by_source[s]}" for s in sorted(by_source.index)) + ")" if len(frame)
              else "0"]]
-    for name in ("finished", "failed", "diverged"):
+    for name in ENDED:
         rows.append([f"{name} (counted)", int(status.get(name, 0))])
     rows += [[kind, issues.counts[kind]] for kind in sorted(issues.counts)]
     datasets = runs["dataset"].value_counts()
@@ -131,26 +106,24 @@ def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
     paper = reference.table3().set_index("name")
     comparable = (dataset, augmentation) == (PAPER_DATASET, PAPER_AUGMENTATION)
     header = ["model", "lr (selected)" if final else "lr (by val)", "val error %",
-              "test error % (mean ± 95 % CI)", "n", "failed",
-              "diverged", *(["running"] if show_running else []), "paper % (CIFAR-10)",
+              "test error % (mean ± 95 % CI)", "n", Status.FAILED,
+              Status.DIVERGED, *([Status.RUNNING] if show_running else []), "paper % (CIFAR-10)",
               "difference", "params", "paper params (exact)", "paper params (printed)"]
     rows = []
     for name in stats.ordered_names([*paper.index, *chosen]):
         mine = chosen.get(name)
         ref = paper.loc[name] if name in paper.index else None
         pick = mine["chosen"] if mine else None
+        test = result_text(mine)
         if pick is None:
-            test = ("missing" if not mine else "no finished run"
-                    if mine["failed"] + mine["diverged"] else "running")
             lr, val, n, diff = "–", "–", 0, "–"
         else:
-            test, lr, val, n = mean_ci(pick), lr_text(pick["lr"]), pct(pick["val_mean"]), pick[
-                "n"]
+            lr, val, n = lr_text(pick["lr"]), pct(pick["val_mean"]), pick["n"]
             diff = "n/a" if ref is None else (
                 signed(100 * pick["test_mean"] - ref["error"]) if comparable else "n/a")
         rows.append([
-            name, lr, val, test, n, mine["failed"] if mine else 0,
-            mine["diverged"] if mine else 0, *([mine["running"] if mine else 0]
+            name, lr, val, test, n, mine[Status.FAILED] if mine else 0,
+            mine[Status.DIVERGED] if mine else 0, *([mine[Status.RUNNING] if mine else 0]
                                                if show_running else []),
             f"{ref['error']:.2f}" if ref is not None else "–", diff,
             ", ".join(f"{p:,}" for p in mine["params"]) if mine and mine["params"] else "–",
@@ -189,7 +162,7 @@ def lr_section(runs: pd.DataFrame) -> str:
             text = f"{pct(c['val_mean'])} ({c['n']})" if c["n"] else "no finished run"
             if pick is not None and pick["lr"] == lr:
                 text = f"**{text}**"
-            extra = [f"{c[k]} {k}" for k in ("failed", "diverged", "running") if c[k]]
+            extra = [f"{c[k]} {k}" for k in stages.COUNTED if c[k]]
             row.append(text + (" +" + ", ".join(extra) if extra else ""))
         rows.append(row)
     return "\n".join([
@@ -206,8 +179,8 @@ def lr_section(runs: pd.DataFrame) -> str:
 def pivot_section(runs: pd.DataFrame) -> str:
     """Base model x downsampling mode, at each model's chosen lr."""
     chosen = stats.selected(runs)
-    models = [m for m in reference.MODELS] + sorted(
-        {str(v["model"]) for v in chosen.values()} - set(reference.MODELS))
+    models = stats.in_order({*reference.MODELS, *(str(v["model"]) for v in chosen.values())},
+                            reference.MODELS)
     modes = compare.value_order("downsample", {*reference.DOWNSAMPLES,
                                                *(str(v["downsample"]) for v in chosen.values())})
     by_cell = {(str(v["model"]), str(v["downsample"])): v for v in chosen.values()}
@@ -216,13 +189,9 @@ def pivot_section(runs: pd.DataFrame) -> str:
         row = [model]
         for mode in modes:
             mine = by_cell.get((model, mode))
-            if mine is None:
-                row.append("missing")
-            elif mine["chosen"] is None:
-                bad = mine["failed"] + mine["diverged"]
-                row.append(f"no finished run ({bad} failed/diverged)" if bad else "running")
-            else:
-                row.append(f"{mean_ci(mine['chosen'])} (n = {mine['chosen']['n']})")
+            pick = mine and mine["chosen"]
+            row.append(f"{test_text(pick)} (n = {pick['n']})" if pick
+                       else result_text(mine, counts=True))
         rows.append(row)
     return "\n".join([
         "#### Model x downsampling",
@@ -251,16 +220,15 @@ def augmentation_section(frame: pd.DataFrame, protocol: str, dataset: str,
             pick = mine["chosen"] if mine else None
             diff = (signed(100 * pick["test_mean"] - ref["error"])
                     if pick is not None and ref is not None else "–")
-            rows.append([name, aug, lr_text(pick["lr"]) if pick else "–",
-                         mean_ci(pick) if pick else ("missing" if not mine else "no finished run"),
-                         pick["n"] if pick else 0, mine["failed"] if mine else 0,
-                         mine["diverged"] if mine else 0,
+            rows.append([name, aug, lr_text(pick["lr"]) if pick else "–", result_text(mine),
+                         pick["n"] if pick else 0, mine[Status.FAILED] if mine else 0,
+                         mine[Status.DIVERGED] if mine else 0,
                          f"{ref['error']:.2f}" if ref is not None else "–", diff])
     parts = [f"#### Augmentation comparison: {dataset}", "",
              "flip_translate = the paper's small augmentation; large = our approximation of its "
              "large one (the paper also used a larger network).", "",
-             table(["model", "augmentation", "lr (by val)", "test error %", "n", "failed",
-                    "diverged", "paper %", "difference"], rows)]
+             table(["model", "augmentation", "lr (by val)", "test error %", "n", Status.FAILED,
+                    Status.DIVERGED, "paper %", "difference"], rows)]
     if dataset == PAPER_DATASET:
         context = reference.comparisons()
         ctx_rows = []
@@ -283,36 +251,32 @@ def cifar100_section(frame: pd.DataFrame, protocol: str) -> str:
         ref10 = reference.lookup(name, "cifar10", "none")
         ref100 = reference.lookup(name, "cifar100", "none")
         p100 = c100[name]["chosen"]
-        p10 = c10.get(name, {}).get("chosen") if name in c10 else None
         rows.append([
-            name, mean_ci(p10) if p10 else "missing", mean_ci(p100) if p100 else
-            "no finished run", p100["n"] if p100 else 0,
-            c100[name]["failed"], c100[name]["diverged"],
+            name, result_text(c10.get(name)), result_text(c100[name]), p100["n"] if p100 else 0,
+            c100[name][Status.FAILED], c100[name][Status.DIVERGED],
             f"{ref10['error']:.2f}" if ref10 is not None else "–",
             f"{ref100['error']:.2f}" if ref100 is not None else "–",
             signed(100 * p100["test_mean"] - ref100["error"]) if p100 and ref100 is not None
             else "–",
         ])
     return "\n".join(["#### CIFAR-100 (no augmentation)", "",
-                      table(["model", "CIFAR-10 test %", "CIFAR-100 test %", "n", "failed",
-                             "diverged", "paper CIFAR-10 %", "paper CIFAR-100 %",
+                      table(["model", "CIFAR-10 test %", "CIFAR-100 test %", "n", Status.FAILED,
+                             Status.DIVERGED, "paper CIFAR-10 %", "paper CIFAR-100 %",
                              "difference (CIFAR-100)"], rows)])
 
 
 def stage_partners(runs: pd.DataFrame) -> dict[str, str]:
     """Protocol -> the protocol of its other stage (selection <-> final), where both have runs:
-    the two differ only in ``load.STAGE_KEYS``."""
+    the two differ only in ``stages.STAGE_KEYS``."""
     by_study: dict[str, dict[str, str]] = {}
-    for protocol, spec in runs[["protocol", "protocol_spec"]].dropna().drop_duplicates().itertuples(
-            index=False):
-        parsed = json.loads(spec)
-        study = json.dumps(load.study_protocol(parsed), sort_keys=True)
-        by_study.setdefault(study, {})[load.stage_of(parsed)] = str(protocol)
+    for protocol, stage, study in runs[["protocol", "stage", "study"]].dropna(
+            ).drop_duplicates().itertuples(index=False):
+        by_study.setdefault(study, {})[stage] = str(protocol)
     partners = {}
-    for stages in by_study.values():
-        if len(stages) == 2:
-            partners[stages[load.SELECTION]] = stages[load.FINAL]
-            partners[stages[load.FINAL]] = stages[load.SELECTION]
+    for both in by_study.values():
+        if len(both) == 2:
+            partners[both[stages.SELECTION]] = both[stages.FINAL]
+            partners[both[stages.FINAL]] = both[stages.SELECTION]
     return partners
 
 
@@ -340,11 +304,11 @@ def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
                      stalled_margin: float) -> str:
     runs = stats.current(frame)
     mine = runs[runs["protocol"] == protocol]
-    spec = json.loads(mine["protocol_spec"].dropna().iloc[0])
+    spec = load.parsed(mine["protocol_spec"].dropna().iloc[0])
     status = mine["status"].value_counts()
     counts = ", ".join(f"{int(status.get(s, 0))} {s}"
-                       for s in ("finished", "failed", "diverged", RUNNING) if status.get(s, 0))
-    final = load.stage_of(spec) == load.FINAL
+                       for s in (*ENDED, Status.RUNNING) if status.get(s, 0))
+    final = stages.stage_of(spec) == stages.FINAL
     partner = stage_partners(runs).get(protocol)
     parts = [f"## Protocol `{protocol}`" + (f" ({index} of {total})" if total > 1 else "")
              + (": final stage" if final else ""), "",
@@ -352,8 +316,9 @@ def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
              f"Protocol: {describe_protocol(spec)}.", "", stage_note(mine, final, partner)]
     if total > 1:
         others = runs[(runs["protocol"] != protocol) & runs["protocol_spec"].notna()]
-        other_specs = [json.loads(s) for s in sorted(others["protocol_spec"].unique())]
-        differing = [k for k in PROTOCOL_KEYS if any(o.get(k) != spec.get(k) for o in other_specs)]
+        other_specs = [load.parsed(s) for s in sorted(others["protocol_spec"].unique())]
+        differing = [k for k in identity.PROTOCOL_KEYS
+                     if any(o.get(k) != spec.get(k) for o in other_specs)]
         parts += ["", "Differs from the other protocols in: "
                   + ", ".join(f"`{k}` ({describe(spec.get(k))})" for k in differing) + "."]
     keys = [g for g in stats.groups(frame) if g[0] == protocol]
@@ -412,11 +377,10 @@ def render(frame: pd.DataFrame, issues: Issues, sources: Sequence[str] = (),
         warnings_section(issues),
     ]
     runs = stats.current(frame)
-    finals = {str(p) for p, spec in zip(runs["protocol"], runs["protocol_spec"], strict=True)
-              if isinstance(spec, str) and load.stage_of(json.loads(spec)) == load.FINAL}
+    finals = set(runs.loc[runs["stage"] == stages.FINAL, "protocol"].astype(str))
     protocols = sorted(runs["protocol"].dropna().unique(),  # final stages first: Table 3's runs
                        key=lambda p: (p not in finals, -int((runs["protocol"] == p).sum()), p))
-    show_running = bool((runs["status"] == RUNNING).any())
+    show_running = bool((runs["status"] == Status.RUNNING).any())
     for index, protocol in enumerate(protocols, start=1):
         parts += ["", protocol_section(frame, protocol, index, len(protocols),
                                        figure_links or {}, show_running,

@@ -72,18 +72,6 @@ def area_under(curves: torch.Tensor, fractions: Sequence[float] = FRACTIONS) -> 
     return area / (x[-1] - x[0])
 
 
-def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Mean and the half-width of its Student-t confidence interval over images."""
-    from scipy import stats
-
-    values = np.asarray(values, dtype=np.float64)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan")
-    sem = float(values.std(ddof=1)) / np.sqrt(len(values))
-    return mean, float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * sem)
-
-
 @torch.no_grad()
 def deletion_test(network: nn.Module, inputs: torch.Tensor,
                   attributions: Mapping[str, torch.Tensor], fill: torch.Tensor,

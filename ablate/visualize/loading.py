@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ablate import records
+from ablate.status import Status
 
 
 class VisualizeError(ValueError):
@@ -33,7 +34,7 @@ class LoadedRun:
     """
 
     run_dir: Path
-    record: dict[str, Any]
+    record: records.Record
     name: str
     network: torch.nn.Sequential
     test_x: torch.Tensor
@@ -43,7 +44,7 @@ class LoadedRun:
 
     @property
     def dataset(self) -> str:
-        return str(self.record.get("cell", {}).get("dataset", "?"))
+        return str(self.record.cell.get("dataset", "?"))
 
 
 def _state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -66,7 +67,7 @@ def _state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def read_finished_record(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def read_finished_record(run_dir: str | os.PathLike[str]) -> records.Record:
     """The run's record, refusing anything that is not a finished run with a checkpoint."""
     run_dir = Path(run_dir)
     record_path = run_dir / records.RESULT_FILE
@@ -76,13 +77,13 @@ def read_finished_record(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             f"(the folder holding {records.RESULT_FILE} and {records.CHECKPOINT_FILE})"
         )
     try:
-        record = records.load(record_path).to_json()
+        record = records.load(record_path)
     except records.RecordError as error:
         raise VisualizeError(f"{error}; rerun that cell or leave it out") from error
-    if record["status"] != "finished":
-        reason = str(record.get("error") or "no error recorded").splitlines()[0][:200]
+    if record.status != Status.FINISHED:
+        reason = str(record.error or "no error recorded").splitlines()[0][:200]
         raise VisualizeError(
-            f"{run_dir}: run status is {record['status']!r} ({reason}); only 'finished' runs "
+            f"{run_dir}: run status is '{record.status}' ({reason}); only finished runs "
             "have weights worth visualising: leave it out or rerun it"
         )
     if not (run_dir / records.CHECKPOINT_FILE).is_file():
@@ -99,7 +100,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
 
     run_dir = Path(run_dir)
     record = read_finished_record(run_dir)
-    config = record.get("config") or {}
+    config = record.config
     missing = [key for key in ("network", "datamodule") if key not in config]
     if missing:
         raise VisualizeError(
@@ -108,7 +109,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
         )
     # init is dropped: the weights come from the checkpoint, and a random init would only
     # spend the global RNG.
-    network = hydra.utils.instantiate(config["network"], name=record.get("name", "network"),
+    network = hydra.utils.instantiate(config["network"], name=record.name or "network",
                                       init=None)
     try:
         network.load_state_dict(_state_dict(run_dir / records.CHECKPOINT_FILE))
@@ -126,7 +127,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
     if images.shape[-2:] != test_x.shape[-2:]:  # an eval-time canvas (large augmentation)
         images = _to_unit_range(test_x)
     return LoadedRun(
-        run_dir=run_dir, record=record, name=str(record.get("name", run_dir.name)),
+        run_dir=run_dir, record=record, name=str(record.name or run_dir.name),
         network=network, test_x=test_x, test_y=test_y, images=images.cpu(),
         input_mean=train_x.mean(dim=(0, 2, 3)),
     )
@@ -139,12 +140,12 @@ def _to_unit_range(x: torch.Tensor) -> torch.Tensor:
     return (x - low) / (high - low).clamp_min(1e-12)
 
 
-def dataset_identity(record: Mapping[str, Any]) -> dict[str, Any]:
+def dataset_identity(record: records.Record) -> dict[str, Any]:
     """What must agree for two runs to have the same test images in the same order."""
-    config = record.get("config") or {}
+    config = record.config
     datamodule = config.get("datamodule") or {}
     return {
-        "dataset": (record.get("cell") or {}).get("dataset"),
+        "dataset": record.cell.get("dataset"),
         "image_size": datamodule.get("image_size"),
         "source": datamodule.get("source"),
         "split_seed": datamodule.get("split_seed"),

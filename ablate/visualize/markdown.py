@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ablate import spec as spec_lib
+from ablate.report import evidence
 from ablate.visualize import attribution, deletion
 
 if TYPE_CHECKING:
@@ -19,8 +20,12 @@ if TYPE_CHECKING:
 COMPARISONS = (("guided", "backprop"), ("guided", "deconvnet"), ("guided", deletion.RANDOM))
 
 
-def describe(layer: spec_lib.Layer) -> str:
-    return spec_lib.describe(layer)
+def _mean_and_interval(values: Sequence[float]) -> tuple[str, str]:
+    """The mean over images and its 95 % Student-t interval ``[low, high]``, as text."""
+    summary = evidence.summarize(values)
+    interval = ("n/a" if math.isnan(summary.half_width)
+                else f"[{_number(summary.ci_low)}, {_number(summary.ci_high)}]")
+    return _number(summary.mean), interval
 
 
 def _number(value: float, digits: int = 3) -> str:
@@ -31,10 +36,10 @@ def _runs_table(results: Sequence[RunResult]) -> list[str]:
     lines = ["| run | folder | cell | test error | epochs |", "|---|---|---|---|---|"]
     for r in results:
         record = r.run.record
-        error = (record.get("metrics") or {}).get("test_error")
+        error = record.metrics.get("test_error")
         error_text = "n/a" if error is None else f"{100 * float(error):.2f} %"
-        lines.append(f"| {r.label} | `{r.run.run_dir.as_posix()}` | {record.get('cell_id', '?')} "
-                     f"| {error_text} | {record.get('epochs', '?')} |")
+        lines.append(f"| {r.label} | `{r.run.run_dir.as_posix()}` | {record.cell_id or '?'} "
+                     f"| {error_text} | {record.epochs if record.epochs is not None else '?'} |")
     return lines
 
 
@@ -43,10 +48,8 @@ def _deletion_table(results: Sequence[RunResult]) -> list[str]:
     lines = ["| run | method | mean AUC | 95 % CI | n |", "|---|---|---|---|---|"]
     for r in results:
         for method, values in r.deletion.items():
-            mean, half = deletion.mean_ci(values["auc"])
-            ci = ("n/a" if math.isnan(half)
-                  else f"[{_number(mean - half)}, {_number(mean + half)}]")
-            lines.append(f"| {r.label} | {titles[method]} | {_number(mean)} | {ci} "
+            mean, ci = _mean_and_interval(values["auc"])
+            lines.append(f"| {r.label} | {titles[method]} | {mean} | {ci} "
                          f"| {len(values['auc'])} |")
     return lines
 
@@ -57,11 +60,9 @@ def _paired_table(results: Sequence[RunResult]) -> list[str]:
     for r in results:
         for a, b in COMPARISONS:
             diff = r.deletion[a]["auc"] - r.deletion[b]["auc"]
-            mean, half = deletion.mean_ci(diff)
-            ci = ("n/a" if math.isnan(half)
-                  else f"[{_number(mean - half)}, {_number(mean + half)}]")
+            mean, ci = _mean_and_interval(diff)
             better = int((diff < 0).sum())
-            lines.append(f"| {r.label} | {a} − {b} | {_number(mean)} | {ci} "
+            lines.append(f"| {r.label} | {a} − {b} | {mean} | {ci} "
                          f"| {better} / {len(diff)} images |")
     return lines
 
@@ -71,7 +72,7 @@ def _layer_section(r: RunResult, layer: Mapping, path: str) -> list[str]:
     shown = ", ".join(f"{channel} (images {', '.join(f'#{i}' for i in indices)})"
                       for channel, _, _, _, indices in layer["units"])
     return [
-        f"**{r.label}, {layer['name']}** ({describe(layer['layer'])}; {layer['map_size']}x"
+        f"**{r.label}, {layer['name']}** ({spec_lib.describe(layer['layer'])}; {layer['map_size']}x"
         f"{layer['map_size']} map; receptive field {field.size}x{field.size} px, stride "
         f"{field.jump}). Units: {shown}.",
         "",

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ablate import atomic
-from ablate.visualize import attribution, deletion, figures, markdown, units
+from ablate import spec as spec_lib
+from ablate.visualize import attribution, deletion, markdown, panels, units
 from ablate.visualize.loading import (
     LoadedRun,
     VisualizeError,
@@ -166,24 +167,24 @@ def render(results: Sequence[RunResult], options: Options,
         for run_label in per_run if label is None else [label]:
             per_run[run_label].append(path)
 
-    add("regions", "visualize_regions.png", figures.regions_figure(
+    add("regions", "visualize_regions.png", panels.regions_figure(
         first.images[:rows], first.test_y[:rows], list(range(rows)),
         [(r.label, r.predicted[:rows], {m: v[:rows] for m, v in r.maps.items()})
          for r in results], titles))
-    add("deletion", "visualize_deletion.png", figures.deletion_figure(
+    add("deletion", "visualize_deletion.png", panels.deletion_figure(
         {r.label: {m: d["curves"] for m, d in r.deletion.items()} for r in results},
         deletion.FRACTIONS, {**titles, deletion.RANDOM: "random order"}))
     for r in results:
         slug = _slug(r.label)
         for layer in r.layers:
-            title = (f"{r.label}, {layer['name']} ({markdown.describe(layer['layer'])}): "
+            title = (f"{r.label}, {layer['name']} ({spec_lib.describe(layer['layer'])}): "
                      f"receptive field {layer['field'].size} px")
             add(f"units/{r.label}/{layer['name']}",
                 f"visualize_units_{slug}_{layer['name']}.png",
-                figures.units_figure(title, [u[:4] for u in layer["units"]], titles), r.label)
+                panels.units_figure(title, [u[:4] for u in layer["units"]], titles), r.label)
         first_conv = next(m for m in r.run.network if isinstance(m, torch.nn.Conv2d))
         add(f"filters/{r.label}", f"visualize_filters_{slug}.png",
-            figures.filters_figure(f"{r.label}: conv1 filters", first_conv.weight.detach()),
+            panels.filters_figure(f"{r.label}: conv1 filters", first_conv.weight.detach()),
             r.label)
     files[REPORT_FILE] = markdown.render(results, options, figure_paths, sources).encode()
     return files, per_run

@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+
+from ablate.records import Record
 
 log = logging.getLogger("ablate.visualize")
 
 
-def log_figures(record: Mapping[str, Any], figures: Mapping[str, Path]) -> bool:
+def log_figures(record: Record, figures: Mapping[str, Path]) -> bool:
     """Log ``figures`` (name -> PNG path) as images to the record's W&B run; True if done."""
-    entry = record.get("wandb")
+    entry = record.wandb
     if not entry or not entry.get("id") or entry.get("mode") == "disabled":
         return False
     try:

@@ -1,0 +1,293 @@
+"""Sections 1 to 3 of ``ablate.bench.gpu``, on synthetic data: step throughput per variant,
+the framework ratio, and packing (workers: ``python -m ablate.bench.gpu --worker``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ablate.bench.steps import all_cnn_c, plain_seconds, synthetic_batches
+
+CHECKOUT = Path(__file__).resolve().parent.parent.parent
+WORKER_TAG = "ablate-bench-worker"  # prefixes the lines a worker prints for its parent
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the same training step."""
+
+    name: str
+    autocast: torch.dtype | None
+    channels_last: bool
+    compile: bool
+
+    @property
+    def precision(self) -> str:
+        """Lightning's name for the same arithmetic."""
+        return "bf16-mixed" if self.autocast is torch.bfloat16 else "32-true"
+
+
+VARIANTS = (
+    Variant("fp32 eager", None, False, False),
+    Variant("bf16 + channels_last", torch.bfloat16, True, False),
+    Variant("bf16 + channels_last + compile", torch.bfloat16, True, True),
+)
+VARIANT_BY_NAME = {variant.name: variant for variant in VARIANTS}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """What one device kind measures; the CPU scale only proves the code runs."""
+
+    width: float
+    size: int
+    channels: int
+    batches: tuple[int, ...]  # the first is the runs' batch size: used for 2, 3 and 4
+    warmup: int  # untimed steps after the first (compiled, autotuned) one
+    timed_images: int  # per timed repeat: enough for a few hundred milliseconds on the device
+    min_steps: int
+    repeats: int  # best of, in 1
+    framework_repeats: int  # best of, in 2: each repeat compiles twice (from the cache)
+    packing: tuple[int, ...]
+    window_seconds: float  # how long packed workers train together
+    run_overrides: tuple[str, ...]
+    run_epochs: tuple[int, int]  # a short and a long real run; the difference is per-epoch time
+
+    def steps(self, batch: int) -> int:
+        return max(self.min_steps, self.timed_images // batch)
+
+
+SCALES = {
+    "cuda": Scale(
+        width=1.0, size=32, channels=3, batches=(128, 512), warmup=10, timed_images=25_600,
+        min_steps=20, repeats=2, framework_repeats=1, packing=(1, 2, 4, 8), window_seconds=5.0,
+        run_overrides=("dataset=digits", "dataset.image_size=32", "width=1", "hardware=gpu",
+                       "logger=none"),
+        run_epochs=(1, 6),
+    ),
+    "cpu": Scale(
+        width=0.125, size=16, channels=3, batches=(32, 64), warmup=1, timed_images=192,
+        min_steps=3, repeats=1, framework_repeats=1, packing=(1, 2), window_seconds=1.0,
+        run_overrides=("dataset=digits", "dataset.image_size=16", "width=0.125", "hardware=cpu",
+                       "logger=none", "batch_size=32", "trainer.limit_train_batches=2",
+                       "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"),
+        run_epochs=(1, 2),
+    ),
+}
+
+
+def log(message: str) -> None:
+    print(f"[gpu bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def short_error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".strip()[:500]
+
+
+def subprocess_env() -> dict[str, str]:
+    """This checkout first on the path, so workers and runs use the code being measured."""
+    path = os.pathsep.join(p for p in [str(CHECKOUT), os.environ.get("PYTHONPATH", "")] if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONWARNINGS": "ignore"}
+
+
+def _network(variant: Variant, device: torch.device, scale: Scale) -> torch.nn.Module:
+    network = all_cnn_c(scale.width, scale.size, scale.channels).to(device)
+    if variant.channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    if not variant.compile:
+        return network
+    # A fresh compilation per measurement: reusing one across batch sizes would make dynamo
+    # recompile with a dynamic batch dimension (slower kernels) inside the timed steps.
+    torch._dynamo.reset()
+    return torch.compile(network)
+
+
+def _batches(scale: Scale, batch: int, device: torch.device):
+    return synthetic_batches(batch * 8, scale.size, scale.channels, batch, device)
+
+
+def _skip_reason(variant: Variant, device: torch.device, compile_on_cpu: bool) -> str | None:
+    if variant.compile and device.type == "cpu" and not compile_on_cpu:
+        return "torch.compile on a CPU takes minutes; add --compile to measure it"
+    return None
+
+
+# ------------------------------------------------------------------------------ 1. steps
+
+
+def step_throughput(device: torch.device, scale: Scale, compile_on_cpu: bool) -> list[dict]:
+    """Images/s of the plain loop per variant and batch size; first step timed apart."""
+    rows = []
+    for variant in VARIANTS:
+        for batch in scale.batches:
+            row: dict[str, Any] = {"variant": variant.name, "batch": batch}
+            rows.append(row)
+            row["skipped"] = _skip_reason(variant, device, compile_on_cpu)
+            if row["skipped"]:
+                continue
+            log(f"steps: {variant.name}, batch {batch}")
+            try:
+                network = _network(variant, device, scale)
+                batches = _batches(scale, batch, device)
+                run = {"autocast": variant.autocast, "channels_last": variant.channels_last}
+                # The first step compiles (forward and backward), autotunes cuDNN, allocates.
+                row["first_step_seconds"] = plain_seconds(network, batches, 0, 1, **run)
+                steps = scale.steps(batch)
+                best = min(plain_seconds(network, batches, scale.warmup, steps, **run)
+                           for _ in range(scale.repeats))
+            except Exception as error:  # one broken variant must not cost the others
+                row["error"] = short_error(error)
+                continue
+            row.update(steps=steps, seconds=best, images_per_second=steps * batch / best)
+    return rows
+
+
+def fastest(rows: list[dict], batch: int) -> dict | None:
+    measured_rows = [r for r in rows if r["batch"] == batch and r.get("images_per_second")]
+    return max(measured_rows, key=lambda r: r["images_per_second"], default=None)
+
+
+# -------------------------------------------------------------------------- 2. framework
+
+
+def framework_ratio(device: torch.device, scale: Scale, variant: Variant, batch: int) -> dict:
+    """Plain loop vs Lightning + ``Classifier``, alternating, best of ``framework_repeats``."""
+    # Imported here, not at the top: packing workers import this module and need no Lightning.
+    from ablate.bench.overhead import lightning_seconds
+
+    batches = _batches(scale, batch, device)
+    steps = scale.steps(batch)
+    # Warm-up covers the first step too: compilation happens in Lightning's first step as well.
+    warmup = scale.warmup + 1
+    run = {"autocast": variant.autocast, "channels_last": variant.channels_last}
+    plain, lightning = [], []
+    for _ in range(scale.framework_repeats):
+        plain.append(plain_seconds(_network(variant, device, scale), batches, warmup, steps,
+                                   **run))
+        torch._dynamo.reset()
+        lightning.append(lightning_seconds(
+            all_cnn_c(scale.width, scale.size, scale.channels), batches, warmup, steps,
+            accelerator="gpu" if device.type == "cuda" else "cpu", precision=variant.precision,
+            channels_last=variant.channels_last, compile=variant.compile,
+        ))
+    return {
+        "variant": variant.name, "batch": batch, "steps": steps, "warmup": warmup,
+        "plain_ms": min(plain) / steps * 1000, "lightning_ms": min(lightning) / steps * 1000,
+        "ratio": min(plain) / min(lightning),
+    }
+
+
+# ---------------------------------------------------------------------------- 3. packing
+
+
+def _expect(process: subprocess.Popen, word: str, stderr_path: Path) -> str:
+    """The payload of the next ``WORKER_TAG word`` line; a dead worker's stderr if none comes."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith(f"{WORKER_TAG} {word}"):
+            return line[len(WORKER_TAG) + len(word) + 1:].strip()
+    tail = stderr_path.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"worker exited ({process.wait()}) before '{word}':\n{tail}")
+
+
+def pack(device: torch.device, scale: Scale, variant: Variant, batch: int, count: int,
+         timeout: float) -> dict:
+    """``count`` workers warm up (compiling from the cache the main process filled), then are
+    released together and each trains for ``window_seconds``; totals are summed rates."""
+    command = [sys.executable, "-m", "ablate.bench.gpu", "--worker", "--device", device.type,
+               "--variant", variant.name, "--batch", str(batch), "--width", str(scale.width),
+               "--size", str(scale.size), "--channels", str(scale.channels),
+               "--warmup", str(scale.warmup), "--seconds", str(scale.window_seconds)]
+    if device.type == "cpu":  # share the cores instead of oversubscribing them
+        command += ["--threads", str(max(1, (os.cpu_count() or 1) // count))]
+    processes: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="ablate-pack-") as logs:
+        errs = [Path(logs) / f"worker{i}.err" for i in range(count)]
+        watchdog = threading.Timer(timeout, lambda: [p.kill() for p in processes])
+        try:
+            for err in errs:
+                with open(err, "w") as stream:
+                    processes.append(subprocess.Popen(
+                        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stream,
+                        text=True, env=subprocess_env()))
+            watchdog.start()
+            for process, err in zip(processes, errs, strict=True):
+                _expect(process, "ready", err)
+            for process in processes:
+                assert process.stdin is not None
+                process.stdin.write("go\n")
+                process.stdin.flush()
+            results = [json.loads(_expect(p, "result", e))
+                       for p, e in zip(processes, errs, strict=True)]
+            for process in processes:
+                process.wait()
+        finally:
+            watchdog.cancel()
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                for stream in (process.stdin, process.stdout):
+                    if stream is not None:
+                        stream.close()
+    rates = [r["images"] / r["seconds"] for r in results]
+    overlap = min(r["ended"] for r in results) - max(r["started"] for r in results)
+    return {
+        "processes": count,
+        "total_images_per_second": sum(rates),
+        "per_process_images_per_second": sum(rates) / count,
+        "slowest_process_images_per_second": min(rates),
+        "window_overlap": max(0.0, overlap) / max(r["seconds"] for r in results),
+    }
+
+
+def packing(device: torch.device, scale: Scale, variant: Variant, batch: int,
+            timeout: float) -> list[dict]:
+    rows = []
+    for count in scale.packing:
+        log(f"packing: {count} processes")
+        try:
+            rows.append(pack(device, scale, variant, batch, count, timeout))
+        except Exception as error:
+            rows.append({"processes": count, "error": short_error(error)})
+    return rows
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One packed process: warm up, say ready, wait for the go line, train for the window."""
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    variant = VARIANT_BY_NAME[args.variant]
+    scale = Scale(width=args.width, size=args.size, channels=args.channels, batches=(args.batch,),
+                  warmup=args.warmup, timed_images=0, min_steps=0, repeats=1, framework_repeats=1,
+                  packing=(), window_seconds=args.seconds, run_overrides=(), run_epochs=(1, 1))
+    network = _network(variant, device, scale)
+    batches = _batches(scale, args.batch, device)
+    run = {"autocast": variant.autocast, "channels_last": variant.channels_last}
+    plain_seconds(network, batches, 0, args.warmup + 1, **run)
+    print(f"{WORKER_TAG} ready", flush=True)
+    sys.stdin.readline()
+    # Steps in chunks, one device sync each, until the window is over: a sync per step would
+    # leave the device idle between steps, a fixed step count would end the workers apart.
+    chunk = 25 if device.type == "cuda" else 1
+    images, started, clock = 0, time.time(), time.perf_counter()
+    while time.perf_counter() - clock < args.seconds:
+        plain_seconds(network, batches, 0, chunk, **run)
+        images += chunk * args.batch
+    seconds, ended = time.perf_counter() - clock, time.time()
+    result = {"images": images, "seconds": seconds, "started": started, "ended": ended}
+    print(f"{WORKER_TAG} result {json.dumps(result)}", flush=True)

@@ -1,0 +1,143 @@
+"""W&B runs as rows: offline (or local) run folders, read with W&B's own
+``wandb leet inspect --summary --json`` (``wandb.Api`` cannot read offline runs), and the runs
+of a W&B project online, through ``wandb.Api`` and its filters. Both go through
+:func:`row_from_wandb`, into the rows ``ablate.rows`` makes of records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ablate.report.issues import IN_PROGRESS, NOT_ABLATE, UNREADABLE_WANDB, Issues
+from ablate.rows import display, make_row
+from ablate.status import ENDED, Status
+
+
+class WandbReadError(RuntimeError):
+    """``wandb leet inspect`` could not read a W&B run folder."""
+
+
+def _unwrap_config(config: Any) -> dict[str, Any]:
+    """W&B config as plain values (some tools keep W&B's ``{"value": ...}`` wrappers)."""
+    if not isinstance(config, Mapping):
+        return {}
+    plain = {}
+    for key, value in config.items():
+        if str(key).startswith("_wandb"):
+            continue
+        if isinstance(value, Mapping) and set(value) <= {"value", "desc"} and "value" in value:
+            value = value["value"]
+        plain[str(key)] = value
+    return plain
+
+
+# W&B's run states (its words, not ours) as the status of a run that did not log its own
+_STATE_TO_STATUS = {"finished": Status.FINISHED, "failed": Status.FAILED, "crashed": Status.FAILED,
+                    "killed": Status.FAILED, "running": Status.RUNNING, "pending": Status.RUNNING}
+
+
+def row_from_wandb(meta: Mapping[str, Any], *, source: str, path: str,
+                   issues: Issues) -> dict[str, Any] | None:
+    """One run as W&B shows it: ``meta`` has run_id, state, config, summary, (group).
+
+    ``meta`` has the shape of ``wandb leet inspect --summary --json``; :func:`load_wandb_api`
+    builds the same shape from ``wandb.Api`` run objects, so both go through this one function.
+    """
+    config = _unwrap_config(meta.get("config"))
+    summary = meta.get("summary") if isinstance(meta.get("summary"), Mapping) else {}
+    cell = config.get("cell")
+    if not isinstance(cell, Mapping):
+        issues.add(NOT_ABLATE, path)
+        return None
+    status = summary.get("status")
+    state = str(meta.get("state") or "").lower()
+    if _STATE_TO_STATUS.get(state) == Status.RUNNING and status is None:
+        status = Status.RUNNING
+    elif status not in ENDED:
+        status = _STATE_TO_STATUS.get(state, Status.FAILED)
+    if status == Status.RUNNING:
+        issues.add(IN_PROGRESS, path)
+    run_id = meta.get("run_id") or meta.get("id")
+    sweep = meta.get("group") or config.get("sweep") or None
+    return make_row(
+        source=source, path=path, sweep=sweep, cell=cell, name=config.get("name"), status=status,
+        metrics=summary, config=config, wandb_id=run_id, cell_id=config.get("cell_id"),
+        params=summary.get("params", config.get("params")), epochs=summary.get("epochs"),
+        wall_seconds=summary.get("wall_seconds"),
+        error=summary.get("error"),
+    )
+
+
+def inspect_wandb_run(run_dir: Path, timeout: float = 120) -> dict[str, Any]:
+    """``wandb leet inspect --summary --json RUN_DIR``: W&B's own reader of offline runs."""
+    command = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json",
+               str(run_dir)]
+    # offline: the reader must never try to reach a server (nor report errors to one).
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_ERROR_REPORTING": "false",
+           "WANDB_SILENT": "true"}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise WandbReadError(f"{run_dir}: {error}") from error
+    if done.returncode != 0:
+        message = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        raise WandbReadError(f"wandb leet inspect failed ({message})")
+    try:
+        meta = json.loads(done.stdout)
+    except json.JSONDecodeError as error:
+        raise WandbReadError(f"wandb leet inspect printed no JSON ({error})") from error
+    if not isinstance(meta, dict):
+        raise WandbReadError("wandb leet inspect printed no JSON object")
+    return meta
+
+
+def load_wandb_offline(run_dirs: Sequence[Path], issues: Issues,
+                       workers: int = 4) -> list[dict[str, Any]]:
+    """Rows for local W&B run folders, read in parallel (one ``wandb leet`` process each)."""
+    def read(run_dir: Path) -> tuple[Path, dict[str, Any] | Exception]:
+        try:
+            return run_dir, inspect_wandb_run(run_dir)
+        except WandbReadError as error:
+            return run_dir, error
+
+    rows = []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(run_dirs) or 1))) as pool:
+        for run_dir, meta in pool.map(read, run_dirs):
+            if isinstance(meta, Exception):
+                issues.add(UNREADABLE_WANDB, f"{display(run_dir)}: {meta}")
+                continue
+            row = row_from_wandb(meta, source="wandb-offline", path=display(run_dir),
+                                 issues=issues)
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def load_wandb_api(project: str, filters: Mapping[str, Any] | None, issues: Issues,
+                   api: Any = None) -> list[dict[str, Any]]:
+    """Rows for the runs of an online W&B project (``entity/project``), MongoDB-style filters.
+
+    Example filters: ``{"group": "table3/2026-12-01_10-00-00"}``, ``{"tags": "dataset=cifar10"}``,
+    ``{"state": "finished"}``. Needs a W&B login.
+    """
+    import wandb
+
+    api = api or wandb.Api(timeout=60)
+    rows = []
+    for run in api.runs(project, filters=dict(filters or {}), order="+created_at"):
+        meta = {
+            "run_id": run.id, "name": run.name, "state": run.state, "group": run.group,
+            "config": dict(run.config), "summary": dict(run.summary_metrics or {}),
+            "tags": list(run.tags or []),
+        }
+        row = row_from_wandb(meta, source="wandb-api", path=f"{project}/{run.id}", issues=issues)
+        if row is not None:
+            rows.append(row)
+    return rows
