@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate import identity, records, stages
+from ablate import atomic, identity, provenance, records, stages
 from ablate.status import Status
 
 METRICS = ("test_error", "val_error", "train_error", "train_loss", "val_loss", "test_loss")
@@ -155,9 +156,21 @@ def _versions(versions: Any) -> str | None:
                      if versions.get(name)) or None
 
 
+def job_state(job_dir: Path) -> Status:
+    """A job folder without a record is running, unless its start marker names a process of
+    this host that is gone: then it was killed (``kill -9``, a lost node) and is interrupted.
+    A process on another host cannot be checked from here: it counts as running."""
+    marker = atomic.read_json(job_dir / records.START_FILE)
+    if marker is None or marker.get("host") != socket.gethostname():
+        return Status.RUNNING
+    alive = provenance.process_alive(marker.get("host"), marker.get("pid"),
+                                     marker.get("pid_start"))
+    return Status.RUNNING if alive else Status.INTERRUPTED
+
+
 def in_progress_row(job_dir: Path) -> dict[str, Any]:
-    """A Hydra job folder with no record: still running (or killed before it could write one).
-    Raises whatever OmegaConf raises on a half-written folder."""
+    """A Hydra job folder with no record: still running, or killed before it could write one
+    (``job_state``). Raises whatever OmegaConf raises on a half-written folder."""
     from omegaconf import OmegaConf
 
     hydra_cfg = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra
@@ -174,7 +187,8 @@ def in_progress_row(job_dir: Path) -> dict[str, Any]:
     name = ((resolved or {}).get("network") or {}).get("name")
     return make_row(source="job folder", path=display(job_dir),
                     sweep=_sweep_of(job_dir / records.RESULT_FILE, config.get("sweep_name")),
-                    cell=cell, name=name, status=Status.RUNNING, metrics={}, config=resolved)
+                    cell=cell, name=name, status=job_state(job_dir), metrics={},
+                    config=resolved)
 
 
 @dataclass

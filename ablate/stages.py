@@ -97,7 +97,9 @@ def lr_counts(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         counts.append({
             "lr": lr, "n": len(done), "val_mean": math.fsum(vals) / len(vals) if vals else math.nan,
             "test_errors": [_number(run.get("test_error")) for run in done],
-            Status.FAILED: sum(run.get("status") == Status.FAILED for run in mine) + sum(
+            # a run killed before its record (interrupted) did not complete either
+            Status.FAILED: sum(run.get("status") in (Status.FAILED, Status.INTERRUPTED)
+                               for run in mine) + sum(
                 run.get("status") == Status.FINISHED for run in mine) - len(done),
             **{status: sum(run.get("status") == status for run in mine) for status in COUNTED[1:]},
         })

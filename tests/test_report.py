@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from ablate import atomic, identity, records
+from ablate import atomic, identity, provenance, records
 from ablate import config as config_lib
 from ablate.report import load, reference, stats, tables
 from ablate.report.__main__ import main as report_main
@@ -352,3 +355,39 @@ def test_a_setting_swept_within_a_cell_gets_rows_of_its_own_not_superseded(tmp_p
     picked = stats.selected(stats.current(frame))
     assert {name: (entry["chosen"]["n"], round(entry["chosen"]["test_mean"], 4))
             for name, entry in picked.items()} == {one: (2, 0.21), five: (2, 0.11)}
+
+
+def _job_folder(root: Path, job: str, *, pid: int, pid_start: float | None) -> None:
+    """A Hydra job folder with a start marker and no record, as a run leaves it while it runs
+    or after it was killed with -9."""
+    hydra = root / SWEEP / job / ".hydra"
+    hydra.mkdir(parents=True)
+    OmegaConf.save({"hydra": {"runtime": {"choices": {
+        "model": "B", "downsample": "conv", "dataset": "cifar10", "augmentation": "none"}}}},
+        hydra / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create({"seed": 0, "lr": 0.05, "sweep_name": "table3",
+                                     **json.loads(_config("cifar10", ("model=B",)))}),
+                   hydra / "config.yaml")
+    atomic.write_json_atomic(root / SWEEP / job / records.START_FILE, {
+        "config_id": "x", "host": socket.gethostname(), "pid": pid, "pid_start": pid_start})
+
+
+def test_a_killed_run_is_interrupted_not_running_forever(tmp_path):
+    root = tmp_path / "sweeps"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    _job_folder(root, "0", pid=dead.pid, pid_start=123.0)  # killed -9: no record, no process
+    with subprocess.Popen(["sleep", "60"]) as alive:
+        _job_folder(root, "1", pid=alive.pid, pid_start=provenance.process_start(alive.pid))
+        frame, issues = load.load_runs([root])
+        alive.kill()
+    assert issues.counts[load.KILLED] == 1 and issues.counts[load.IN_PROGRESS] == 1
+    assert sorted(frame["status"]) == ["interrupted", "running"]
+    # relaunched, the cell finished: the killed run is superseded, nothing is "running"
+    write_record(root, "2", name="Model B", model="B", downsample="conv", lr=0.05, seed=0,
+                 test=0.1, val=0.1)
+    shutil.rmtree(root / SWEEP / "1")
+    frame, issues = load.load_runs([root])
+    assert "running" not in set(frame["status"]) and issues.counts[load.KILLED] == 1
+    text = tables.render(frame, issues, sources=["sweeps"])
+    assert "killed before their record" in text and "| running |" not in text

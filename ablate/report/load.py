@@ -31,6 +31,7 @@ from ablate.report.history import History
 from ablate.report.issues import (
     DUPLICATES,
     IN_PROGRESS,
+    KILLED,
     MIXED_DATASETS,
     MIXED_PROTOCOLS,
     UNREADABLE_RECORDS,
@@ -44,7 +45,7 @@ from ablate.report.wandb_runs import inspect_wandb_run, load_wandb_api, load_wan
 from ablate.rows import COLUMNS, TABLE_CELL, WITHOUT_METRICS
 from ablate.status import Status
 
-__all__ = ["COLUMNS", "DUPLICATES", "IN_PROGRESS", "MIXED_DATASETS", "MIXED_PROTOCOLS",
+__all__ = ["COLUMNS", "DUPLICATES", "IN_PROGRESS", "KILLED", "MIXED_DATASETS", "MIXED_PROTOCOLS",
            "UNREADABLE_RECORDS", "VARIANTS", "WANDB_DISAGREES", "WANDB_MIRRORED",
            "WITHOUT_METRICS", "Issues", "inspect_wandb_run", "load_runs", "parsed",
            "shift_columns"]
@@ -82,7 +83,8 @@ def load_records(paths: Sequence[Path], issues: Issues) -> list[tuple[Path, dict
 
 
 def _in_progress(job_dirs: Sequence[Path], issues: Issues) -> list[dict[str, Any]]:
-    """Rows of the job folders without a record, each named among the runs in progress."""
+    """Rows of the job folders without a record, each named among the runs in progress or,
+    where its process is gone, among the killed ones."""
     found = []
     for job_dir in job_dirs:
         try:
@@ -90,7 +92,8 @@ def _in_progress(job_dirs: Sequence[Path], issues: Issues) -> list[dict[str, Any
         except Exception as error:  # noqa: BLE001 - a half-written folder is what we expect
             issues.add(IN_PROGRESS, f"{rows.display(job_dir)} (unreadable: {error})")
             continue
-        issues.add(IN_PROGRESS, rows.display(job_dir))
+        killed = found[-1]["status"] == Status.INTERRUPTED
+        issues.add(KILLED if killed else IN_PROGRESS, rows.display(job_dir))
     return found
 
 
