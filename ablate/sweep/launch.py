@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hydra.core.utils import JobReturn, JobStatus
 
+from ablate import overrides as overrides_lib
 from ablate import records
 from ablate.status import Action, Outcome, Status
 from ablate.sweep import index, lease, state
@@ -26,7 +27,7 @@ def quoted(value: str) -> str:
 
 def launch_overrides(run: PlannedRun) -> list[str]:
     """The overrides ``run`` is launched with: where it resumes from, if it does."""
-    overrides = records.without_resume(run.overrides)
+    overrides = overrides_lib.without(run.overrides, ["resume_from", "resume_fallback"])
     if run.decision.checkpoint is not None:  # found by config id; unreadable: start afresh
         overrides += [f"resume_from={quoted(str(run.decision.checkpoint))}",
                       "resume_fallback=true"]
