@@ -124,15 +124,19 @@ class AblateSweeper(Sweeper):
         return self.composer
 
     def _grid(self, arguments: Sequence[str]) -> tuple[list[list[str]], "Axes"]:
-        """Every job of the grid (the union of ``params`` and its ``variants``) and its axes;
-        in a final stage (its config has ``selection``) each at the lr its selection chose."""
-        from ablate import selection
-        from ablate.errors import SelectionError
+        """Every job of the grid (the union of ``params`` and its ``variants``) and its axes."""
         from ablate.sweep import grid
 
         parse = OverridesParser.create(config_loader=self.config_loader).parse_overrides
-        jobs, axes = grid.union(parse, self.settings.params or {}, self.settings.variants or [],
-                                arguments)
+        return grid.union(parse, self.settings.params or {}, self.settings.variants or [],
+                          arguments)
+
+    def _final_stage(self, jobs: list[list[str]], axes: "Axes") -> tuple[list[list[str]], "Axes"]:
+        """In a final stage (its config has ``selection``), each job at the lr its selection
+        sweep chose (``ablate.selection``); nothing starts while that sweep is incomplete."""
+        from ablate import selection
+        from ablate.errors import SelectionError
+
         if "selection" not in self.config:
             return jobs, axes
         try:
@@ -146,7 +150,7 @@ class AblateSweeper(Sweeper):
         priced: ``(axes, runs, estimate note, records root)``. Nothing is launched."""
         from ablate.sweep import planner
 
-        grid, axes = self._grid(arguments)
+        grid, axes = self._final_stage(*self._grid(arguments))
         # Composing thousands of jobs allocates millions of small objects, and every collection
         # of the oldest generation would walk the whole imported stack (torch, Lightning) too:
         # left out of collections while planning, the plan takes half the time.
