@@ -66,11 +66,9 @@ class PlannedRun:
 
 
 def _relative(path: Path | None) -> str:
-    if path is None:
-        return "-"
     try:
-        return os.path.relpath(path)
-    except ValueError:
+        return "-" if path is None else os.path.relpath(path)
+    except ValueError:  # another drive
         return str(path)
 
 
@@ -111,15 +109,9 @@ def _job_line(job: PlannedRun) -> str:
     return f"{line}; now {job.held_by}" if job.held_by else line
 
 
-def format_plan(
-    name: str,
-    sweep_dir: Path,
-    root: Path,
-    axes: list[tuple[str, list[str]]],
-    jobs: list[PlannedRun],
-    estimate_note: str,
-    dry_run: bool,
-) -> str:
+def format_plan(name: str, sweep_dir: Path, root: Path, axes: list[tuple[str, list[str]]],
+                jobs: list[PlannedRun], estimate_note: str, dry_run: bool) -> str:
+    """The plan printed before launching: the grid, what this launch does, the time it takes."""
     counts = {action: sum(j.decision.action == action for j in jobs) for action in Action}
     todo = [j for j in jobs if j.decision.action != Action.SKIP]
     total = sum(j.seconds or 0.0 for j in todo)
@@ -129,8 +121,8 @@ def format_plan(
         + f" -> {_relative(sweep_dir)}",
         f"  grid: {grid_line(axes, len(jobs))}",
         f"  this launch: {counts[Action.RUN]} to run, {counts[Action.RESUME]} to resume, "
-        f"{counts[Action.SKIP]} "
-        f"skipped (earlier runs looked up by config under {_relative(root)})",
+        f"{counts[Action.SKIP]} skipped (earlier runs looked up by config under "
+        f"{_relative(root)})",
     ]
     held = sum(bool(j.held_by) for j in todo)
     if held:
@@ -152,6 +144,7 @@ def format_plan(
 
 
 def format_summary(name: str, sweep_dir: Path, jobs: list[PlannedRun], seconds: float) -> str:
+    """The summary printed after: every job's outcome and directory, and what a relaunch does."""
     by = {outcome: [j for j in jobs if j.state == outcome] for outcome in Outcome}
     finished, skipped = by[Outcome.FINISHED], by[Outcome.SKIPPED]
     elsewhere, diverged = by[Outcome.ELSEWHERE], by[Outcome.DIVERGED]
@@ -166,10 +159,9 @@ def format_summary(name: str, sweep_dir: Path, jobs: list[PlannedRun], seconds: 
         + f" -> {_relative(sweep_dir)}"
     ]
     for job in sorted(jobs, key=lambda j: j.index):
-        if job.state in (Outcome.SKIPPED, Outcome.ELSEWHERE):
-            where = job.decision.previous.directory if job.decision.previous else None
-        else:
-            where = job.output_dir
+        previous = job.decision.previous
+        where = job.output_dir if job.state not in (Outcome.SKIPPED, Outcome.ELSEWHERE) else \
+            previous.directory if previous else None
         line = f"  {job.state:<9} #{job.index:<3} {job.label}  {_relative(where)}"
         if job.state not in (Outcome.FINISHED, Outcome.SKIPPED):
             line += f"\n            {job.error}"

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -33,6 +33,14 @@ from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+if TYPE_CHECKING:  # annotations only: ablate.sweep is imported when a sweep runs
+    from hydra.core.config_loader import ConfigLoader
+    from hydra.plugins.launcher import Launcher
+
+    from ablate.sweep.grid import Axes
+    from ablate.sweep.plan import PlannedRun
+    from hydra_plugins.ablate_sweeper._composer import JobComposer
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +88,9 @@ class AblateSweeper(Sweeper):
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
         self.config: Any = None  # the sweep's DictConfig, once set up
-        self.config_loader: Any = None
-        self.launcher: Any = None  # made once the sweep has its folder (submitit's is in it)
-        self.composer: Any = None  # _composer.JobComposer, made on first use
+        self.config_loader: ConfigLoader | None = None
+        self.launcher: Launcher | None = None  # made once the sweep has its folder
+        self.composer: JobComposer | None = None  # made on first use
         self.unsaved: str | None = None  # sweep.json could not be written (a full disk)
 
     def setup(
@@ -108,23 +116,27 @@ class AblateSweeper(Sweeper):
         records_root = self.settings.records_root
         return Path(records_root).absolute() if records_root else self.requested_dir.parent
 
-    def _composer(self) -> Any:
+    def _composer(self) -> "JobComposer":
         from hydra_plugins.ablate_sweeper._composer import JobComposer
 
         if self.composer is None:
             self.composer = JobComposer(self.config_loader, self.config)
         return self.composer
 
-    def _grid(self, arguments: Sequence[str]) -> tuple[list[list[str]], list]:
-        """Every job of the grid (the union of ``params`` and its ``variants``) and its axes;
-        in a final stage (its config has ``selection``) each at the lr its selection chose."""
-        from ablate import selection
-        from ablate.errors import SelectionError
+    def _grid(self, arguments: Sequence[str]) -> tuple[list[list[str]], "Axes"]:
+        """Every job of the grid (the union of ``params`` and its ``variants``) and its axes."""
         from ablate.sweep import grid
 
         parse = OverridesParser.create(config_loader=self.config_loader).parse_overrides
-        jobs, axes = grid.union(parse, self.settings.params or {}, self.settings.variants or [],
-                                arguments)
+        return grid.union(parse, self.settings.params or {}, self.settings.variants or [],
+                          arguments)
+
+    def _final_stage(self, jobs: list[list[str]], axes: "Axes") -> tuple[list[list[str]], "Axes"]:
+        """In a final stage (its config has ``selection``), each job at the lr its selection
+        sweep chose (``ablate.selection``); nothing starts while that sweep is incomplete."""
+        from ablate import selection
+        from ablate.errors import SelectionError
+
         if "selection" not in self.config:
             return jobs, axes
         try:
@@ -133,12 +145,12 @@ class AblateSweeper(Sweeper):
             _refuse(f"the final stage cannot start: {error}")
         return jobs, [(k, [selection.SELECTED] if k == "lr" else v) for k, v in axes]
 
-    def plan(self, arguments: Sequence[str]) -> tuple[list, list, str, Path]:
+    def plan(self, arguments: Sequence[str]) -> tuple["Axes", list["PlannedRun"], str, Path]:
         """The grid of ``arguments`` as planned runs, each looked up among earlier runs and
         priced: ``(axes, runs, estimate note, records root)``. Nothing is launched."""
         from ablate.sweep import planner
 
-        grid, axes = self._grid(arguments)
+        grid, axes = self._final_stage(*self._grid(arguments))
         # Composing thousands of jobs allocates millions of small objects, and every collection
         # of the oldest generation would walk the whole imported stack (torch, Lightning) too:
         # left out of collections while planning, the plan takes half the time.
@@ -207,7 +219,7 @@ class AblateSweeper(Sweeper):
                 launch.skip(run)
         todo = [run for run in runs if run.decision.action != Action.SKIP]
         self.progress = progress.Progress(todo)
-        returns: list[Sequence[JobReturn]] = []
+        returns: list[list[JobReturn]] = []
         stopped = None
         try:
             with interruptible():  # between jobs too: a signal never loses the summary
@@ -244,7 +256,8 @@ class AblateSweeper(Sweeper):
         else:
             logging.getLogger(BASIC_LAUNCHER.rsplit(".", 1)[0]).setLevel(logging.WARNING)
 
-    def _launch_all(self, todo: list, returns: list, sweep_dir: Path) -> None:
+    def _launch_all(self, todo: list["PlannedRun"], returns: list[list[JobReturn]],
+                    sweep_dir: Path) -> None:
         """Hand the jobs to the launcher in batches: ``max_batch_size``, else all at once; one
         at a time for the basic launcher, which runs them one after another anyway."""
         from ablate.sweep import launch, lease
@@ -267,7 +280,7 @@ class AblateSweeper(Sweeper):
                     lease.release(root, run.config_id)
             next_num += len(batch)
 
-    def _launch_batch(self, batch: list, first: int) -> list[JobReturn]:
+    def _launch_batch(self, batch: list["PlannedRun"], first: int) -> list[JobReturn]:
         """One batch through the launcher; each job's outcome and ``[k/N]`` line as soon as it
         is known (as each ends where the launcher says so: ``job_ended``, the Ray launcher)."""
         from ablate.sweep import launch
@@ -298,7 +311,7 @@ class AblateSweeper(Sweeper):
                 ended(offset, result, launch_error)
         return [result for result in results if result is not None]
 
-    def _output_dir(self, run: Any, num: int, result: JobReturn | None) -> Path:
+    def _output_dir(self, run: "PlannedRun", num: int, result: JobReturn | None) -> Path:
         """Where job ``num`` ran: as its ``JobReturn`` says, else as Hydra composes it."""
         if result is not None and result.hydra_cfg is not None:
             return Path(str(result.hydra_cfg.hydra.runtime.output_dir))
@@ -307,8 +320,8 @@ class AblateSweeper(Sweeper):
             cfg.hydra.job.num = num
         return Path(str(cfg.hydra.sweep.dir)).absolute() / str(cfg.hydra.sweep.subdir)
 
-    def _save(self, sweep_dir: Path, name: str, root: Path, axes: Any, runs: list, began: float,
-              ended: float | None) -> None:
+    def _save(self, sweep_dir: Path, name: str, root: Path, axes: "Axes",
+              runs: Sequence["PlannedRun"], began: float, ended: float | None) -> None:
         from ablate.sweep import plan
 
         try:
