@@ -17,11 +17,12 @@ import difflib
 import functools
 import inspect
 import math
+import re
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -234,3 +235,14 @@ def exit_for(stop: SystemExit) -> SystemExit:
     # Hydra 1.3's run_and_report prints the error and calls sys.exit(1): the exception it
     # caught is the SystemExit's context, the only place Hydra leaves it.
     return SystemExit(2) if stop.code == 1 and isinstance(stop.__context__, composition) else stop
+
+
+SWEEP_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def sweep_name_problem(name: Any) -> str | None:
+    """What is wrong with ``sweep_name=name``; None when it is a valid folder name."""
+    if isinstance(name, str) and SWEEP_NAME.fullmatch(name):
+        return None
+    return (f"sweep_name={name!r} is not a folder name: use a single path component of "
+            "letters, digits, '.', '_' and '-', not starting with '.' (e.g. sweep_name=table3)")

@@ -18,6 +18,7 @@ import pytest
 import torch
 from helpers import REPO, TINY, cli_env, compose_config, load, result_files, run_cli
 
+from ablate import config as config_lib
 from ablate import identity, provenance, records
 from ablate.network import build_network
 from ablate.spec import all_conv, conv_pool, normalise, pool, strided
@@ -181,18 +182,18 @@ def test_invalid_config_in_a_grid_stops_before_launching(workdir):
 
 def test_a_sweep_name_must_be_one_folder_name():
     for bad in ("../../escape", "a b/c", ".", "..", "", "/abs/path", ".hidden", "a/b", 3):
-        problem = plan.sweep_name_problem(bad)
+        problem = config_lib.sweep_name_problem(bad)
         assert problem and f"sweep_name={bad!r}" in problem and "single path component" in problem
     for good in ("table3", "quick", "my-run_2.v1", "0"):
-        assert plan.sweep_name_problem(good) is None
+        assert config_lib.sweep_name_problem(good) is None
 
 
 @SLOW
 def test_a_bad_sweep_name_or_a_typo_in_a_grid_leaves_nothing_behind(workdir):
     # refused before anything runs: nothing written above, beside or in sweeps/
     (workdir / "deep" / "er").mkdir(parents=True)
-    for bad in ("../../escape", "a b/c"):
-        done = run_cli(["-m", *TINY, f"sweep_name='{bad}'"], workdir / "deep" / "er")
+    for bad, multirun in (("../../escape", ["-m"]), ("a b/c", ["-m"]), ("../../escape", [])):
+        done = run_cli([*multirun, *TINY, f"sweep_name='{bad}'"], workdir / "deep" / "er")
         assert done.returncode == 2, done.stderr[-2000:]
         assert f"sweep_name={bad!r} is not a folder name" in done.stderr
     assert sorted(p.name for p in workdir.rglob("*")) == ["deep", "er"]

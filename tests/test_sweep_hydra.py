@@ -5,6 +5,7 @@ returns) holds for them too."""
 from __future__ import annotations
 
 import pytest
+from helpers import REPO
 from hydra.test_utils.launcher_common_tests import (
     BatchedSweeperTestSuite,
     IntegrationTestSuite,
@@ -21,6 +22,17 @@ def hydras_own_version_base():
     from hydra import version
 
     version.setbase("1.1")
+
+
+@pytest.fixture(autouse=True)
+def plugins_on_the_path(monkeypatch):
+    """Hydra's integration suite runs its own apps as scripts, which never call
+    ``ablate.run.main``'s registration: they find the plugins by Hydra's scan of
+    ``hydra_plugins`` on ``sys.path``, as under a regular (not editable) install."""
+    import os
+
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
 
 
 @pytest.mark.parametrize("launcher_name, overrides", [

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -180,17 +179,6 @@ def format_summary(name: str, sweep_dir: Path, jobs: list[PlannedRun], seconds: 
 
 # A sweep name is one folder under sweeps/: no path separator, no "." or ".." (which would write
 # elsewhere, or make a sweep find every other sweep's runs as its own), no space.
-SWEEP_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
-
-
-def sweep_name_problem(name: Any) -> str | None:
-    """What is wrong with ``sweep_name=name``; None when it is a valid folder name."""
-    if isinstance(name, str) and SWEEP_NAME.fullmatch(name):
-        return None
-    return (f"sweep_name={name!r} is not a folder name: use a single path component of "
-            "letters, digits, '.', '_' and '-', not starting with '.' (e.g. sweep_name=table3)")
-
-
 def unique_dir(path: Path) -> Path:
     """Take ``path``, or ``path_2``, ``path_3``... if taken: never a directory in use.
 

@@ -96,7 +96,7 @@ class AblateSweeper(Sweeper):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        from ablate.sweep.plan import sweep_name_problem
+        from ablate.config import sweep_name_problem
 
         problem = sweep_name_problem(config.sweep_name) if "sweep_name" in config else None
         if problem:  # refused before anything runs or is written
