@@ -391,3 +391,24 @@ def test_a_killed_run_is_interrupted_not_running_forever(tmp_path):
     assert "running" not in set(frame["status"]) and issues.counts[load.KILLED] == 1
     text = tables.render(frame, issues, sources=["sweeps"])
     assert "killed before their record" in text and "| running |" not in text
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"params": "many"}, "'params'"), ({"metrics": {"test_error": "0.001"}}, "test_error"),
+    ({"metrics": {"test_error": 42}}, "test_error"),
+    ({"metrics": {"test_error": True}}, "test_error"),
+    ({"cell": {"model": "C", "lr": "abc"}}, "lr"),
+])
+def test_a_record_that_does_not_validate_is_named_under_warnings_never_shown(tmp_path, change,
+                                                                             field):
+    root = tmp_path / "sweeps"
+    write_record(root, "0", name="All-CNN-C", model="C", downsample="conv", lr=0.05, seed=0,
+                 test=0.1, val=0.1)
+    bad = write_record(root, "1", name="All-CNN-C", model="C", downsample="conv", lr=0.05,
+                       seed=1, test=0.1, val=0.1)
+    bad.write_text(json.dumps({**json.loads(bad.read_text()), **change}))
+    frame, issues = load.load_runs([root])
+    assert len(frame) == 1 and issues.counts[load.UNREADABLE_RECORDS] == 1
+    text = tables.render(frame, issues, sources=["sweeps"])
+    [line] = [m for kind, m in issues.messages if kind == load.UNREADABLE_RECORDS]
+    assert "1/result.json" in line and field in line and line in text
