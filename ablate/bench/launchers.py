@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ablate import records
+
 OUTPUT = Path("reports/benchmarks/launchers.txt")
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 # Three tiny jobs: the training itself takes well under a second.
@@ -63,18 +65,16 @@ def _sweep(args: list[str], directory: Path) -> tuple[float, dict, list[dict]]:
     sweep = json.loads(sweep_file.read_text())
     results = []
     for job in sorted(sweep["jobs"], key=lambda j: j["index"]):
-        path = Path(job["output_dir"]) / "result.json"
-        record = json.loads(path.read_text())
-        record["_ended"] = path.stat().st_mtime
-        results.append({**job, "record": record})
+        path = Path(job["output_dir"]) / records.RESULT_FILE
+        results.append({**job, "record": records.load(path), "ended": path.stat().st_mtime})
     return wall, sweep, results
 
 
 def overhead(launcher: str, args: list[str]) -> str:
     with tempfile.TemporaryDirectory() as scratch:
         _, _, jobs = _sweep(["seed=0,1,2", *TINY, *args], Path(scratch))
-    first = jobs[0]["record"]["first_step_at"] - jobs[0]["launched_at"]
-    later = [b["record"]["first_step_at"] - a["record"]["_ended"]
+    first = jobs[0]["record"].first_step_at - jobs[0]["launched_at"]
+    later = [b["record"].first_step_at - a["ended"]
              for a, b in zip(jobs, jobs[1:], strict=False)]
     return (f"  {launcher:<6} launch -> first step {first:6.1f} s   previous end -> first step "
             f"{statistics.median(later):6.1f} s (median of {len(later)})")
@@ -83,7 +83,7 @@ def overhead(launcher: str, args: list[str]) -> str:
 def grid_wall(name: str, args: list[str]) -> str:
     with tempfile.TemporaryDirectory() as scratch:
         wall, _, jobs = _sweep([*GRID, *args], Path(scratch))
-    training = sum(job["record"]["wall_seconds"] for job in jobs)
+    training = sum(job["record"].wall_seconds for job in jobs)
     return (f"  {name:<20} {wall:6.1f} s wall for {len(jobs)} jobs "
             f"(sum of the jobs' own run times {training:.1f} s)")
 
