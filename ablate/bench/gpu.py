@@ -8,7 +8,7 @@ in one process tree (sized to finish within six minutes on one H200):
    ``ablate.bench.steps``; model FLOP utilisation against the device's dense bf16 peak.
 2. The framework ratio: Lightning with this project's ``Classifier`` against the plain loop
    (``ablate.bench.overhead``), at the fastest variant of 1 and the runs' batch size.
-3. Packing: 1, 2, 4, 8 worker processes (this module with ``--worker``) training at once on the
+3. Packing: 1, 2, 4, 8 worker processes (``ablate.bench.gpu_steps``) training at once on the
    one device, released together and timed over the same wall-clock window.
 4. A real run through ``python -m ablate.run`` on digits (the GPU preset, ``hardware=gpu``):
    start-up, compilation and per-epoch time, against the time 1 predicts for the same images.
@@ -87,7 +87,8 @@ def _epoch_images(config: dict) -> tuple[int, int]:
             limited(val, config["eval_batch_size"], trainer.get("limit_val_batches")))
 
 
-def _run_cli(overrides: list[str], cwd: Path, timeout: float) -> dict:
+def _run_cli(overrides: list[str], cwd: Path, timeout: float) -> tuple[dict, dict]:
+    """Times and numbers of one run, and its config."""
     launched = time.time()
     done = subprocess.run([sys.executable, "-m", "ablate.run", *overrides], cwd=cwd,
                           env=gpu_steps.subprocess_env(), capture_output=True, text=True,
@@ -102,7 +103,7 @@ def _run_cli(overrides: list[str], cwd: Path, timeout: float) -> dict:
         raise RuntimeError(f"the run {record.status}: {record.error}")
     return {"launched": launched, "ended": ended, "first_step_at": record.first_step_at,
             "record_wall_seconds": record.wall_seconds, "epochs": record.epochs,
-            "device": record.device, "config": record.config}
+            "device": record.device}, record.config
 
 
 def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.device,
@@ -121,10 +122,8 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
             gpu_steps.log(f"real run: {label}, {epochs} epochs")
             cwd = Path(scratch) / label
             cwd.mkdir()
-            runs[label] = _run_cli([*overrides, f"trainer.max_epochs={epochs}"], cwd, timeout)
-    config = runs["long"].pop("config")
-    for run in runs.values():
-        run.pop("config", None)
+            runs[label], config = _run_cli([*overrides, f"trainer.max_epochs={epochs}"], cwd,
+                                           timeout)  # config: the long run's, the last
     warm_short, warm_long = runs["short"], runs["long"]
 
     def wall(run: dict) -> float:
@@ -183,10 +182,7 @@ def _device_info(device: torch.device, peak_override: float | None) -> dict:
 def benchmark(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     scale = gpu_steps.SCALES[device.type]
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as hardware=gpu does (trainer.benchmark)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    gpu_steps.set_up(device, args.threads)
     started = time.perf_counter()
     record: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -200,24 +196,24 @@ def benchmark(args: argparse.Namespace) -> dict:
         "sections_seconds": {},
     }
 
-    def section(name: str, work) -> Any:
+    def section(name: str, work, table_row: dict | None = None) -> Any:
+        """The section's result, or ``{"error": ...}``: as the one row of a table for tables."""
         if name not in args.sections:
-            return {"error": "not run (--sections)"}
-        clock = time.perf_counter()
-        try:
-            return work()
-        except Exception as error:
-            gpu_steps.log(f"{name} failed: {gpu_steps.short_error(error)}")
-            return {"error": gpu_steps.short_error(error)}
-        finally:
+            result: Any = {"error": "not run (--sections)"}
+        else:
+            clock = time.perf_counter()
+            try:
+                result = work()
+            except Exception as error:
+                gpu_steps.log(f"{name} failed: {gpu_steps.short_error(error)}")
+                result = {"error": gpu_steps.short_error(error)}
             record["sections_seconds"][name] = round(time.perf_counter() - clock, 1)
+        return [{**table_row, **result}] if table_row and isinstance(result, dict) else result
 
-    record["steps"] = section("steps", lambda: gpu_steps.step_throughput(device, scale,
-                                                                         args.compile))
-    if isinstance(record["steps"], dict):  # the section failed as a whole
-        record["steps"] = [{"variant": "all variants", "batch": 0, **record["steps"]}]
+    record["steps"] = section("steps", lambda: gpu_steps.step_throughput(
+        device, scale, args.compile), {"variant": "all variants", "batch": 0})
     batch = scale.batches[0]
-    top = gpu_steps.fastest(record["steps"], batch) if isinstance(record["steps"], list) else None
+    top = gpu_steps.fastest(record["steps"], batch)
     # Without 1, what the runs use: hardware=gpu compiles, hardware=cpu does not.
     variant = (gpu_steps.VARIANT_BY_NAME[top["variant"]] if top
                else gpu_steps.VARIANTS[2] if device.type == "cuda" else gpu_steps.VARIANTS[0])
@@ -225,10 +221,8 @@ def benchmark(args: argparse.Namespace) -> dict:
                                   lambda: gpu_steps.framework_ratio(device, scale, variant, batch))
     if device.type == "cuda":  # the workers get the memory this process no longer needs
         torch.cuda.empty_cache()
-    record["packing"] = section("packing", lambda: gpu_steps.packing(device, scale, variant, batch,
-                                                           args.timeout))
-    if isinstance(record["packing"], dict):
-        record["packing"] = [{"processes": "-", **record["packing"]}]
+    record["packing"] = section("packing", lambda: gpu_steps.packing(
+        device, scale, variant, batch, args.timeout), {"processes": "-"})
     record["end_to_end"] = section("end_to_end", lambda: end_to_end(scale, args.compile, device,
                                                                     args.timeout))
     e2e = record["end_to_end"]
@@ -274,13 +268,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run only these (a second try within a device budget)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds allowed to one packing round or one real run")
-    worker_args = parser.add_argument_group("worker (internal: one packed process)")
-    worker_args.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    worker_args.add_argument("--variant", choices=list(gpu_steps.VARIANT_BY_NAME),
-                             help=argparse.SUPPRESS)
-    for name, kind in (("batch", int), ("width", float), ("size", int), ("channels", int),
-                       ("warmup", int), ("seconds", float)):
-        worker_args.add_argument(f"--{name}", type=kind, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -290,9 +277,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.worker:
-        gpu_steps.worker(args)
-        return
     out = Path(args.out or ("reports/benchmarks/gpu.txt" if args.device == "cuda"
                             else "reports/benchmarks/gpu_cpu.txt"))
     record = benchmark(args)

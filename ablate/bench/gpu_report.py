@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
+import math
 
 import yaml
 
@@ -33,10 +34,8 @@ def table3_grid() -> list[tuple[str, str, int]]:
     params = yaml.safe_load((CONF / "sweep" / "table3.yaml").read_text())
     params = params["hydra"]["sweeper"]["params"]
     axes = {key: [v.strip() for v in str(value).split(",")] for key, value in params.items()}
-    runs_per_network = 1
-    for key, values in axes.items():
-        if key not in ("model", "downsample"):
-            runs_per_network *= len(values)
+    runs_per_network = math.prod(len(v) for k, v in axes.items()
+                                 if k not in ("model", "downsample"))
     return [(model, mode, runs_per_network) for model in axes["model"]
             for mode in axes["downsample"]]
 
@@ -86,10 +85,6 @@ def projection(record: dict) -> dict:
 # ----------------------------------------------------------------------------- report
 
 
-def _fmt(value: float | None, spec_: str = ",.0f", missing: str = "n/a") -> str:
-    return missing if value is None else format(value, spec_)
-
-
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds:.0f} s"
 
@@ -110,8 +105,8 @@ def render(record: dict) -> str:
         f"All-CNN-C at width {scale['width']}, {scale['size']} px, {scale['channels']} channels: "
         f"{macs / 1e9:.4f} GMAC per forward pass; a training image costs 3 forward passes "
         f"({6 * macs / 1e9:.3f} GFLOP).",
-        f"Peak for utilisation (MFU): {_fmt(peak, ',.0f')} TFLOP/s dense bf16 "
-        f"({dev['peak_source']}).",
+        f"Peak for utilisation (MFU): {'n/a' if peak is None else f'{peak:,.0f}'} TFLOP/s "
+        f"dense bf16 ({dev['peak_source']}).",
         "",
         "1. Training-step throughput (plain loop: forward, loss, backward, SGD step; synthetic",
         "   data already on the device; best of "
@@ -132,10 +127,9 @@ def render(record: dict) -> str:
         ips = row["images_per_second"]
         tflops = ips * 6 * macs / 1e12
         mfu = f"{tflops / peak:.1%}" if peak else "n/a"
-        compile_note = ""
-        if VARIANT_BY_NAME[row["variant"]].compile:
-            steady = row["seconds"] / row["steps"]
-            compile_note = f"~{row['first_step_seconds'] - steady:.1f} s"
+        steady = row["seconds"] / row["steps"]
+        compile_note = (f"~{row['first_step_seconds'] - steady:.1f} s"
+                        if VARIANT_BY_NAME[row["variant"]].compile else "")
         lines.append(label + f"{ips:>10,.0f} {tflops:>8.2f} {mfu:>6} "
                      f"{row['first_step_seconds']:>9.2f} s  {compile_note}")
 
@@ -144,8 +138,7 @@ def render(record: dict) -> str:
     fw = record["framework"]
     if "ratio" in fw:
         lines.append(f"   {fw['variant']}, batch {fw['batch']}: plain {fw['plain_ms']:.2f} "
-                     "ms/step, "
-                     f"Lightning + Classifier {fw['lightning_ms']:.2f} ms/step, ratio "
+                     f"ms/step, Lightning + Classifier {fw['lightning_ms']:.2f} ms/step, ratio "
                      f"{fw['ratio']:.3f} (plain / Lightning time; 1.0 = no overhead)")
     else:
         lines.append(f"   not measured: {fw.get('error')}")

@@ -1,9 +1,9 @@
 """Sections 1 to 3 of ``ablate.bench.gpu``, on synthetic data: step throughput per variant,
-the framework ratio, and packing (workers: ``python -m ablate.bench.gpu --worker``)."""
+the framework ratio, and packing (each worker runs this module: ``python -m
+ablate.bench.gpu_steps '{"device": ..., "variant": ..., "batch": ..., "threads": ...}'``)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -117,12 +117,6 @@ def _batches(scale: Scale, batch: int, device: torch.device):
     return synthetic_batches(batch * 8, scale.size, scale.channels, batch, device)
 
 
-def _skip_reason(variant: Variant, device: torch.device, compile_on_cpu: bool) -> str | None:
-    if variant.compile and device.type == "cpu" and not compile_on_cpu:
-        return "torch.compile on a CPU takes minutes; add --compile to measure it"
-    return None
-
-
 # ------------------------------------------------------------------------------ 1. steps
 
 
@@ -133,7 +127,9 @@ def step_throughput(device: torch.device, scale: Scale, compile_on_cpu: bool) ->
         for batch in scale.batches:
             row: dict[str, Any] = {"variant": variant.name, "batch": batch}
             rows.append(row)
-            row["skipped"] = _skip_reason(variant, device, compile_on_cpu)
+            row["skipped"] = ("torch.compile on a CPU takes minutes; add --compile to measure it"
+                              if variant.compile and device.type == "cpu" and not compile_on_cpu
+                              else None)
             if row["skipped"]:
                 continue
             log(f"steps: {variant.name}, batch {batch}")
@@ -205,12 +201,10 @@ def pack(device: torch.device, scale: Scale, variant: Variant, batch: int, count
          timeout: float) -> dict:
     """``count`` workers warm up (compiling from the cache the main process filled), then are
     released together and each trains for ``window_seconds``; totals are summed rates."""
-    command = [sys.executable, "-m", "ablate.bench.gpu", "--worker", "--device", device.type,
-               "--variant", variant.name, "--batch", str(batch), "--width", str(scale.width),
-               "--size", str(scale.size), "--channels", str(scale.channels),
-               "--warmup", str(scale.warmup), "--seconds", str(scale.window_seconds)]
-    if device.type == "cpu":  # share the cores instead of oversubscribing them
-        command += ["--threads", str(max(1, (os.cpu_count() or 1) // count))]
+    # On a CPU the workers share the cores instead of oversubscribing them.
+    threads = max(1, (os.cpu_count() or 1) // count) if device.type == "cpu" else None
+    command = [sys.executable, "-m", "ablate.bench.gpu_steps", json.dumps(
+        {"device": device.type, "variant": variant.name, "batch": batch, "threads": threads})]
     processes: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="ablate-pack-") as logs:
         errs = [Path(logs) / f"worker{i}.err" for i in range(count)]
@@ -264,30 +258,36 @@ def packing(device: torch.device, scale: Scale, variant: Variant, batch: int,
     return rows
 
 
-def worker(args: argparse.Namespace) -> None:
-    """One packed process: warm up, say ready, wait for the go line, train for the window."""
-    device = torch.device(args.device)
+def set_up(device: torch.device, threads: int | None) -> None:
+    """What the runs' hardware presets set: cuDNN autotuning on CUDA (``trainer.benchmark``)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    variant = VARIANT_BY_NAME[args.variant]
-    scale = Scale(width=args.width, size=args.size, channels=args.channels, batches=(args.batch,),
-                  warmup=args.warmup, timed_images=0, min_steps=0, repeats=1, framework_repeats=1,
-                  packing=(), window_seconds=args.seconds, run_overrides=(), run_epochs=(1, 1))
-    network = _network(variant, device, scale)
-    batches = _batches(scale, args.batch, device)
-    run = {"autocast": variant.autocast, "channels_last": variant.channels_last}
-    plain_seconds(network, batches, 0, args.warmup + 1, **run)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def worker(device: str, variant: str, batch: int, threads: int | None) -> None:
+    """One packed process of ``SCALES[device]``: warm up, say ready, wait for the go line, train
+    for the window."""
+    device_, scale, variant_ = torch.device(device), SCALES[device], VARIANT_BY_NAME[variant]
+    set_up(device_, threads)
+    network = _network(variant_, device_, scale)
+    batches = _batches(scale, batch, device_)
+    run = {"autocast": variant_.autocast, "channels_last": variant_.channels_last}
+    plain_seconds(network, batches, 0, scale.warmup + 1, **run)
     print(f"{WORKER_TAG} ready", flush=True)
     sys.stdin.readline()
     # Steps in chunks, one device sync each, until the window is over: a sync per step would
     # leave the device idle between steps, a fixed step count would end the workers apart.
-    chunk = 25 if device.type == "cuda" else 1
+    chunk = 25 if device_.type == "cuda" else 1
     images, started, clock = 0, time.time(), time.perf_counter()
-    while time.perf_counter() - clock < args.seconds:
+    while time.perf_counter() - clock < scale.window_seconds:
         plain_seconds(network, batches, 0, chunk, **run)
-        images += chunk * args.batch
+        images += chunk * batch
     seconds, ended = time.perf_counter() - clock, time.time()
     result = {"images": images, "seconds": seconds, "started": started, "ended": ended}
     print(f"{WORKER_TAG} result {json.dumps(result)}", flush=True)
+
+
+if __name__ == "__main__":
+    worker(**json.loads(sys.argv[1]))
