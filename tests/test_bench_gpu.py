@@ -14,6 +14,7 @@ import torch
 from helpers import cli_env
 
 from ablate.bench import gpu, gpu_report, gpu_steps
+from ablate.bench.steps import VARIANTS
 from ablate.sweep import measured
 
 MACS_C = 270_798_336  # All-CNN-C, 3x32x32: the estimate's forward_macs, checked in test_sweep
@@ -23,7 +24,7 @@ def _gpu_record(total_rates: dict[int, float]) -> dict:
     """A record as a CUDA run would leave it (numbers made up, shapes real)."""
     scale = asdict(gpu_steps.SCALES["cuda"])
     steps = []
-    for variant, rate in zip(gpu_steps.VARIANTS, (10_000.0, 30_000.0, 50_000.0), strict=True):
+    for variant, rate in zip(VARIANTS, (10_000.0, 30_000.0, 50_000.0), strict=True):
         for batch in (128, 512):
             steps.append({"variant": variant.name, "batch": batch, "skipped": None,
                           "first_step_seconds": 40.0 if variant.compile else 0.5,
@@ -36,7 +37,7 @@ def _gpu_record(total_rates: dict[int, float]) -> dict:
         "torch": "2.11.0", "cuda": "12.8", "python": "3.12.0", "cpus": 16, "threads": 8,
         "cudnn_allow_tf32": True, "scale": scale, "forward_macs": MACS_C,
         "steps": steps,
-        "framework": {"variant": gpu_steps.VARIANTS[2].name, "batch": 128, "steps": 100,
+        "framework": {"variant": VARIANTS[2].name, "batch": 128, "steps": 100,
                       "warmup": 11, "plain_ms": 2.56, "lightning_ms": 3.2, "ratio": 0.8},
         "packing": [{"processes": n, "total_images_per_second": rate,
                      "per_process_images_per_second": rate / n,
@@ -49,7 +50,7 @@ def _gpu_record(total_rates: dict[int, float]) -> dict:
                                             ("long", 35.0, 6))},
             "startup_seconds": 20.0, "cold_extra_seconds": 50.0, "epoch_seconds": 1.0,
             "train_images_per_epoch": 1293, "val_images_per_epoch": 144, "batch": 128,
-            "variant": gpu_steps.VARIANTS[2].name, "network_macs": MACS_C,
+            "variant": VARIANTS[2].name, "network_macs": MACS_C,
             "predicted_epoch_seconds": 0.25,
         },
         "macs_per_second_best": 50_000.0 * 3 * MACS_C * 0.8,
@@ -159,7 +160,7 @@ def test_cpu_smoke_run_measures_every_section(tmp_path: Path) -> None:
     text, record = out.read_text(), json.loads(out.with_suffix(".json").read_text())
     assert text == gpu_report.render(record) and done.stdout.endswith(text)  # after progress bars
     rates = {(r["variant"], r["batch"]): r.get("images_per_second") for r in record["steps"]}
-    assert all(rates[(v.name, b)] > 0 for v in gpu_steps.VARIANTS[:2] for b in (32, 64)), rates
+    assert all(rates[(v.name, b)] > 0 for v in VARIANTS[:2] for b in (32, 64)), rates
     compiled = [r for r in record["steps"] if "compile" in r["variant"]]
     assert all("--compile" in r["skipped"] for r in compiled) and "skipped" in text
     assert record["framework"]["ratio"] > 0

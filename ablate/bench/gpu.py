@@ -39,8 +39,8 @@ from typing import Any
 import torch
 
 from ablate import atomic, records
-from ablate.bench import gpu_report, gpu_steps
-from ablate.bench.steps import all_cnn_c
+from ablate.bench import gpu_report, gpu_steps, overhead
+from ablate.bench.steps import VARIANT_BY_NAME, VARIANTS, all_cnn_c
 from ablate.budget import batches_of, planned_batches
 from ablate.sweep.estimate import forward_macs
 
@@ -156,7 +156,7 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
 def _variant_of(config: dict) -> str | None:
     """The variant of 1 that does the run's arithmetic (None: none does, no prediction)."""
     bf16 = str(config["trainer"].get("precision", "")).startswith("bf16")
-    for variant in gpu_steps.VARIANTS:
+    for variant in VARIANTS:
         if ((variant.autocast is not None) == bf16 and variant.compile == bool(config["compile"])
                 and variant.channels_last == bool(config["channels_last"])):
             return variant.name
@@ -215,10 +215,12 @@ def benchmark(args: argparse.Namespace) -> dict:
     batch = scale.batches[0]
     top = gpu_steps.fastest(record["steps"], batch)
     # Without 1, what the runs use: hardware=gpu compiles, hardware=cpu does not.
-    variant = (gpu_steps.VARIANT_BY_NAME[top["variant"]] if top
-               else gpu_steps.VARIANTS[2] if device.type == "cuda" else gpu_steps.VARIANTS[0])
-    record["framework"] = section("framework",
-                                  lambda: gpu_steps.framework_ratio(device, scale, variant, batch))
+    variant = (VARIANT_BY_NAME[top["variant"]] if top
+               else VARIANTS[2] if device.type == "cuda" else VARIANTS[0])
+    # Warm-up covers the first step too: compilation happens in Lightning's first step as well.
+    record["framework"] = section("framework", lambda: overhead.framework_ratio(
+        device, variant, scale.width, scale.size, scale.channels, batch, scale.warmup + 1,
+        scale.steps(batch), scale.framework_repeats))
     if device.type == "cuda":  # the workers get the memory this process no longer needs
         torch.cuda.empty_cache()
     record["packing"] = section("packing", lambda: gpu_steps.packing(

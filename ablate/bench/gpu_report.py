@@ -13,7 +13,8 @@ import math
 import yaml
 
 from ablate import spec
-from ablate.bench.gpu_steps import VARIANT_BY_NAME, fastest
+from ablate.bench.gpu_steps import fastest
+from ablate.bench.steps import VARIANT_BY_NAME
 from ablate.sweep import measured
 from ablate.sweep.estimate import forward_macs
 

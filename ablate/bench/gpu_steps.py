@@ -1,5 +1,5 @@
-"""Sections 1 to 3 of ``ablate.bench.gpu``, on synthetic data: step throughput per variant,
-the framework ratio, and packing (each worker runs this module: ``python -m
+"""Sections 1 and 3 of ``ablate.bench.gpu``, on synthetic data: step throughput per variant,
+and packing (each worker runs this module: ``python -m
 ablate.bench.gpu_steps '{"device": ..., "variant": ..., "batch": ..., "threads": ...}'``)."""
 
 from __future__ import annotations
@@ -17,33 +17,10 @@ from typing import Any
 
 import torch
 
-from ablate.bench.steps import all_cnn_c, plain_seconds, synthetic_batches
+from ablate.bench.steps import VARIANT_BY_NAME, VARIANTS, Variant, synthetic_batches
 
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
 WORKER_TAG = "ablate-bench-worker"  # prefixes the lines a worker prints for its parent
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One way of running the same training step."""
-
-    name: str
-    autocast: torch.dtype | None
-    channels_last: bool
-    compile: bool
-
-    @property
-    def precision(self) -> str:
-        """Lightning's name for the same arithmetic."""
-        return "bf16-mixed" if self.autocast is torch.bfloat16 else "32-true"
-
-
-VARIANTS = (
-    Variant("fp32 eager", None, False, False),
-    Variant("bf16 + channels_last", torch.bfloat16, True, False),
-    Variant("bf16 + channels_last + compile", torch.bfloat16, True, True),
-)
-VARIANT_BY_NAME = {variant.name: variant for variant in VARIANTS}
 
 
 @dataclass(frozen=True)
@@ -101,18 +78,6 @@ def subprocess_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONWARNINGS": "ignore"}
 
 
-def _network(variant: Variant, device: torch.device, scale: Scale) -> torch.nn.Module:
-    network = all_cnn_c(scale.width, scale.size, scale.channels).to(device)
-    if variant.channels_last:
-        network = network.to(memory_format=torch.channels_last)
-    if not variant.compile:
-        return network
-    # A fresh compilation per measurement: reusing one across batch sizes would make dynamo
-    # recompile with a dynamic batch dimension (slower kernels) inside the timed steps.
-    torch._dynamo.reset()
-    return torch.compile(network)
-
-
 def _batches(scale: Scale, batch: int, device: torch.device):
     return synthetic_batches(batch * 8, scale.size, scale.channels, batch, device)
 
@@ -134,13 +99,12 @@ def step_throughput(device: torch.device, scale: Scale, compile_on_cpu: bool) ->
                 continue
             log(f"steps: {variant.name}, batch {batch}")
             try:
-                network = _network(variant, device, scale)
+                network = variant.network(device, scale.width, scale.size, scale.channels)
                 batches = _batches(scale, batch, device)
-                run = {"autocast": variant.autocast, "channels_last": variant.channels_last}
                 # The first step compiles (forward and backward), autotunes cuDNN, allocates.
-                row["first_step_seconds"] = plain_seconds(network, batches, 0, 1, **run)
+                row["first_step_seconds"] = variant.seconds(network, batches, 0, 1)
                 steps = scale.steps(batch)
-                best = min(plain_seconds(network, batches, scale.warmup, steps, **run)
+                best = min(variant.seconds(network, batches, scale.warmup, steps)
                            for _ in range(scale.repeats))
             except Exception as error:  # one broken variant must not cost the others
                 row["error"] = short_error(error)
@@ -152,36 +116,6 @@ def step_throughput(device: torch.device, scale: Scale, compile_on_cpu: bool) ->
 def fastest(rows: list[dict], batch: int) -> dict | None:
     measured_rows = [r for r in rows if r["batch"] == batch and r.get("images_per_second")]
     return max(measured_rows, key=lambda r: r["images_per_second"], default=None)
-
-
-# -------------------------------------------------------------------------- 2. framework
-
-
-def framework_ratio(device: torch.device, scale: Scale, variant: Variant, batch: int) -> dict:
-    """Plain loop vs Lightning + ``Classifier``, alternating, best of ``framework_repeats``."""
-    # Imported here, not at the top: packing workers import this module and need no Lightning.
-    from ablate.bench.overhead import lightning_seconds
-
-    batches = _batches(scale, batch, device)
-    steps = scale.steps(batch)
-    # Warm-up covers the first step too: compilation happens in Lightning's first step as well.
-    warmup = scale.warmup + 1
-    run = {"autocast": variant.autocast, "channels_last": variant.channels_last}
-    plain, lightning = [], []
-    for _ in range(scale.framework_repeats):
-        plain.append(plain_seconds(_network(variant, device, scale), batches, warmup, steps,
-                                   **run))
-        torch._dynamo.reset()
-        lightning.append(lightning_seconds(
-            all_cnn_c(scale.width, scale.size, scale.channels), batches, warmup, steps,
-            accelerator="gpu" if device.type == "cuda" else "cpu", precision=variant.precision,
-            channels_last=variant.channels_last, compile=variant.compile,
-        ))
-    return {
-        "variant": variant.name, "batch": batch, "steps": steps, "warmup": warmup,
-        "plain_ms": min(plain) / steps * 1000, "lightning_ms": min(lightning) / steps * 1000,
-        "ratio": min(plain) / min(lightning),
-    }
 
 
 # ---------------------------------------------------------------------------- 3. packing
@@ -271,10 +205,9 @@ def worker(device: str, variant: str, batch: int, threads: int | None) -> None:
     for the window."""
     device_, scale, variant_ = torch.device(device), SCALES[device], VARIANT_BY_NAME[variant]
     set_up(device_, threads)
-    network = _network(variant_, device_, scale)
+    network = variant_.network(device_, scale.width, scale.size, scale.channels)
     batches = _batches(scale, batch, device_)
-    run = {"autocast": variant_.autocast, "channels_last": variant_.channels_last}
-    plain_seconds(network, batches, 0, scale.warmup + 1, **run)
+    variant_.seconds(network, batches, 0, scale.warmup + 1)
     print(f"{WORKER_TAG} ready", flush=True)
     sys.stdin.readline()
     # Steps in chunks, one device sync each, until the window is over: a sync per step would
@@ -282,7 +215,7 @@ def worker(device: str, variant: str, batch: int, threads: int | None) -> None:
     chunk = 25 if device_.type == "cuda" else 1
     images, started, clock = 0, time.time(), time.perf_counter()
     while time.perf_counter() - clock < scale.window_seconds:
-        plain_seconds(network, batches, 0, chunk, **run)
+        variant_.seconds(network, batches, 0, chunk)
         images += chunk * batch
     seconds, ended = time.perf_counter() - clock, time.time()
     result = {"images": images, "seconds": seconds, "started": started, "ended": ended}

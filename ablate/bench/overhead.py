@@ -12,7 +12,6 @@ already in memory); validation and checkpointing are off in both.
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 import pytorch_lightning as pl
@@ -20,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from ablate import atomic
-from ablate.bench.steps import all_cnn_c, plain_seconds, sgd, synchronize, synthetic_batches
+from ablate.bench.steps import VARIANTS, Variant, all_cnn_c, sgd, synchronize, synthetic_batches
 from ablate.callbacks import progress_bar
 from ablate.data.batches import TensorBatches
 from ablate.module import Classifier
@@ -80,18 +79,24 @@ def lightning_seconds(network: torch.nn.Module, batches: TensorBatches, warmup: 
     return clock.stop - clock.start
 
 
-def measure(name: str, warmup: int, steps: int, repeats: int) -> dict[str, float]:
-    cfg = setting(name)
-    size, batch, channels = cfg.dataset.image_size, cfg.batch_size, cfg.dataset.channels
-    template = all_cnn_c(cfg.width, size, channels)
-    batches = synthetic_batches(batch * 8, size, channels, batch)
+def framework_ratio(device: torch.device, variant: Variant, width: float, size: int,
+                    channels: int, batch: int, warmup: int, steps: int, repeats: int) -> dict:
+    """Plain loop vs Lightning + ``Classifier`` on the same network (same initial weights) and
+    batches, alternating, best of ``repeats``; ratio = plain time / Lightning time."""
+    batches = synthetic_batches(batch * 8, size, channels, batch, device)
     plain, lightning = [], []
     for _ in range(repeats):
-        plain.append(plain_seconds(copy.deepcopy(template), batches, warmup, steps))
-        lightning.append(lightning_seconds(copy.deepcopy(template), batches, warmup, steps))
+        plain.append(variant.seconds(variant.network(device, width, size, channels), batches,
+                                     warmup, steps))
+        torch._dynamo.reset()
+        lightning.append(lightning_seconds(
+            all_cnn_c(width, size, channels), batches, warmup, steps,
+            accelerator="gpu" if device.type == "cuda" else "cpu", precision=variant.precision,
+            channels_last=variant.channels_last, compile=variant.compile,
+        ))
     return {
-        "plain_ms": min(plain) / steps * 1000,
-        "lightning_ms": min(lightning) / steps * 1000,
+        "variant": variant.name, "batch": batch, "steps": steps, "warmup": warmup,
+        "plain_ms": min(plain) / steps * 1000, "lightning_ms": min(lightning) / steps * 1000,
         "ratio": min(plain) / min(lightning),
     }
 
@@ -111,13 +116,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{'Lightning ms/step':>18} {'ratio':>6}",
     ]
     for name in args.settings:
-        result = measure(name, args.warmup, args.steps, args.repeats)
         cfg = setting(name)
         width, size, batch = cfg.width, cfg.dataset.image_size, cfg.batch_size
-        lines.append(
-            f"{name:<8} {width:>5} {size:>3} {batch:>5} {result['plain_ms']:>14.1f} "
-            f"{result['lightning_ms']:>18.1f} {result['ratio']:>6.3f}"
-        )
+        result = framework_ratio(torch.device("cpu"), VARIANTS[0], width, size,
+                                 cfg.dataset.channels, batch, args.warmup, args.steps, args.repeats)
+        lines.append(f"{name:<8} {width:>5} {size:>3} {batch:>5} {result['plain_ms']:>14.1f} "
+                     f"{result['lightning_ms']:>18.1f} {result['ratio']:>6.3f}")
     text = "\n".join(lines) + "\n"
     print(text, end="")
     atomic.write_atomic(args.out, text)

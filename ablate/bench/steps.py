@@ -1,4 +1,5 @@
-"""What every training-speed benchmark shares: All-CNN-C, synthetic batches, a plain timed loop.
+"""What every training-speed benchmark shares: All-CNN-C, synthetic batches, a plain timed loop
+and the variants (precision, memory format, compilation) it runs in.
 
 Torch only, no Lightning: the GPU benchmark starts up to eight worker processes at once to
 measure packing, and importing Lightning would add seconds to each of them. The loop is the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import importlib.resources
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -91,3 +93,44 @@ def plain_seconds(
                 break
     synchronize(device)
     return time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the same training step."""
+
+    name: str
+    autocast: torch.dtype | None
+    channels_last: bool
+    compile: bool
+
+    @property
+    def precision(self) -> str:
+        """Lightning's name for the same arithmetic."""
+        return "bf16-mixed" if self.autocast is torch.bfloat16 else "32-true"
+
+    def network(self, device: torch.device, width: float, size: int,
+                channels: int) -> torch.nn.Module:
+        """All-CNN-C on ``device`` in this variant's memory format, compiled if it compiles."""
+        network = all_cnn_c(width, size, channels).to(device)
+        if self.channels_last:
+            network = network.to(memory_format=torch.channels_last)
+        if not self.compile:
+            return network
+        # A fresh compilation per measurement: reusing one across batch sizes would make dynamo
+        # recompile with a dynamic batch dimension (slower kernels) inside the timed steps.
+        torch._dynamo.reset()
+        return torch.compile(network)
+
+    def seconds(self, network: torch.nn.Module, batches: TensorBatches, warmup: int,
+                steps: int) -> float:
+        """:func:`plain_seconds` in this variant's arithmetic."""
+        return plain_seconds(network, batches, warmup, steps, self.autocast, self.channels_last)
+
+
+VARIANTS = (
+    Variant("fp32 eager", None, False, False),
+    Variant("bf16 + channels_last", torch.bfloat16, True, False),
+    Variant("bf16 + channels_last + compile", torch.bfloat16, True, True),
+)
+VARIANT_BY_NAME = {variant.name: variant for variant in VARIANTS}
