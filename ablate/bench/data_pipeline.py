@@ -2,32 +2,26 @@
 
 ``python -m ablate.bench.data_pipeline`` measures, in one process and on one device:
 
-1. the project's pipeline: ``TensorBatches`` over one CIFAR-shaped tensor with the paper's
-   flip + 5 px translation (``FlipTranslate``), one full shuffled epoch of batches;
-2. a conventional pipeline doing the same augmentation: a ``torch.utils.data.Dataset`` whose
-   ``__getitem__`` flips, pads and crops one image, batched by a ``DataLoader`` (shuffle,
-   ``--workers`` worker processes, default 0), for ``--per-sample-batches`` batches;
-3. the training throughput of All-CNN-C (full width, ``conf/model/C.yaml`` + ``all_conv``,
-   Xavier init): forward, backward and an SGD step (momentum 0.9, weight decay 1e-3) on a
-   batch of ``--batch-size`` 3x32x32 images, for ``--model-steps`` steps after one warm-up
-   step (timed once: a step takes seconds on a CPU).
+1. the project's pipeline: ``TensorBatches`` with the paper's flip + 5 px translation
+   (``FlipTranslate``) over one CIFAR-shaped tensor, one full shuffled epoch;
+2. the conventional way, same augmentation: a ``Dataset`` that flips, pads and crops one image
+   per ``__getitem__``, batched by a ``DataLoader`` (``--workers``), ``--per-sample-batches``;
+3. All-CNN-C's training step (full width, 3x32x32, the plain loop of ``ablate.bench.steps``),
+   ``--model-steps`` steps after one warm-up, timed once (a step takes seconds on a CPU).
 
-Timing rules: each data-pipeline measurement follows one untimed warm-up (first-call
-allocation, lazy initialisation) and is then repeated ``--repeats`` times; the best repeat
-counts (the least disturbed by other processes). On a GPU the device is synchronised before
-the clock stops. On a CPU both data pipelines run on ``--pipeline-threads`` threads (default 1:
-a data path must not take the cores that train the model, and the tensors of one batch are too
-small for thread fan-out to pay; the per-sample pipeline is single-threaded anyway), the model
-on all of them.
-Data sits in memory already (50,000 synthetic uint8 images, converted to float32 once,
-untimed): loading, preprocessing and ``FlipTranslate.prepare`` (padding and mirroring the
-training set once per run) are one-off costs, reported on their own line but not part of a
-throughput. Images/s counts images delivered (or trained on) per second of wall time.
+Timing rules: a data pipeline gets one untimed warm-up (allocation, lazy initialisation), then
+the best of ``--repeats`` (the least disturbed); a GPU is synchronised before the clock stops.
+On a CPU the data pipelines run on ``--pipeline-threads`` threads (default 1: a data path must
+not take the cores that train the model, and one batch is too small for thread fan-out to pay),
+the model on all of them. The data is in memory already (synthetic uint8 images, converted to
+float32 once, untimed); ``FlipTranslate.prepare`` (padding and mirroring the training set once
+per run) is a one-off cost, reported on its own line, not in a rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import time
 from collections.abc import Callable
@@ -87,71 +81,34 @@ class PerSampleFlipTranslate(Dataset):
         return padded[:, top : top + 32, left : left + 32], self.labels[index]
 
 
-def prepare_seconds(images: torch.Tensor, device: torch.device) -> float:
-    """The one-off cost of padding and mirroring the training set (once per run)."""
-    x = images.to(device)
-    synchronize(device)
-    start = time.perf_counter()
-    FlipTranslate().prepare(x)
-    synchronize(device)
-    return time.perf_counter() - start
-
-
-def tensor_pipeline_rate(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                         device: torch.device, repeats: int) -> tuple[int, float]:
-    x, y = images.to(device), labels.to(device)
-    batches = TensorBatches(x, y, batch_size, shuffle=True, seed=0, augment=FlipTranslate())
-
-    def epoch() -> int:
-        count = 0
-        for xb, _ in batches:
-            count += len(xb)
-        return count
-
-    return _timed(epoch, device, repeats)
-
-
-def per_sample_rate(images: torch.Tensor, labels: torch.Tensor, batch_size: int, batches: int,
-                    workers: int, device: torch.device, repeats: int) -> tuple[int, float]:
-    loader = DataLoader(PerSampleFlipTranslate(images, labels), batch_size=batch_size,
-                        shuffle=True, num_workers=workers, persistent_workers=workers > 0)
-
-    def some_batches() -> int:
-        count = 0
-        for step, (xb, _) in enumerate(loader):
-            xb = xb.to(device, non_blocking=True)
-            count += len(xb)
-            if step + 1 == batches:
-                break
-        return count
-
-    return _timed(some_batches, device, repeats)
-
-
-def model_rate(batch_size: int, steps: int, device: torch.device) -> tuple[int, float]:
-    """All-CNN-C as a run builds it, trained with the plain loop of ``ablate.bench.steps``: one
-    warm-up step, then one timed run (a step takes seconds on a CPU, far above the noise)."""
-    network = all_cnn_c(1.0, 32, 3).to(device)
-    batches = synthetic_batches(batch_size, 32, 3, batch_size, device)
-    return steps * batch_size, plain_seconds(network, batches, 1, steps)
-
-
 def run(args: argparse.Namespace) -> str:
     device = torch.device(args.device)
     images, labels = synthetic_cifar(args.images)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.pipeline_threads if device.type == "cpu" else threads)
+    x, y = images.to(device), labels.to(device)
+    ours = TensorBatches(x, y, args.batch_size, shuffle=True, seed=0, augment=FlipTranslate())
+    loader = DataLoader(PerSampleFlipTranslate(images, labels), batch_size=args.batch_size,
+                        shuffle=True, num_workers=args.workers,
+                        persistent_workers=args.workers > 0)
     rows = {
-        "tensor pipeline (TensorBatches + FlipTranslate, 1 epoch)": tensor_pipeline_rate(
-            images, labels, args.batch_size, device, args.repeats),
-        f"per-sample Dataset + DataLoader ({args.workers} workers)": per_sample_rate(
-            images, labels, args.batch_size, args.per_sample_batches, args.workers, device,
-            args.repeats),
+        "tensor pipeline (TensorBatches + FlipTranslate, 1 epoch)": _timed(
+            lambda: sum(len(xb) for xb, _ in ours), device, args.repeats),
+        f"per-sample Dataset + DataLoader ({args.workers} workers)": _timed(
+            lambda: sum(len(xb.to(device, non_blocking=True))
+                        for xb, _ in itertools.islice(loader, args.per_sample_batches)),
+            device, args.repeats),
     }
-    prepare = prepare_seconds(images, device)
+    synchronize(device)
+    start = time.perf_counter()
+    FlipTranslate().prepare(x)  # the one-off cost of padding and mirroring the training set
+    synchronize(device)
+    prepare = time.perf_counter() - start
     torch.set_num_threads(threads)
-    rows["All-CNN-C training step (fwd + bwd + SGD)"] = model_rate(
-        args.batch_size, args.model_steps, device)
+    network = all_cnn_c(1.0, 32, 3).to(device)
+    batches = synthetic_batches(args.batch_size, 32, 3, args.batch_size, device)
+    rows["All-CNN-C training step (fwd + bwd + SGD)"] = (  # one warm-up step, one timed run
+        args.model_steps * args.batch_size, plain_seconds(network, batches, 1, args.model_steps))
     rates = {name: count / seconds for name, (count, seconds) in rows.items()}
     ours, per_sample, model = rates.values()
     lines = [

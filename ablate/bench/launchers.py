@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ablate import records
+from ablate import atomic, records
 
 OUTPUT = Path("reports/benchmarks/launchers.txt")
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -104,8 +104,7 @@ def main() -> None:
     for name, args in PARALLEL.items():
         lines.append(grid_wall(name, args))
         print(lines[-1], flush=True)
-    options.output.parent.mkdir(parents=True, exist_ok=True)
-    options.output.write_text("\n".join(lines) + "\n")
+    atomic.write_atomic(options.output, "\n".join(lines) + "\n")
     print(f"written to {options.output}")
 
 
