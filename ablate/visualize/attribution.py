@@ -44,18 +44,6 @@ def check_relus(network: nn.Module) -> None:
         )
 
 
-def _explainer(method: str, model: nn.Module):
-    from captum.attr import Deconvolution, GuidedBackprop, Saliency
-
-    if method == "backprop":
-        return Saliency(model)
-    if method == "deconvnet":
-        return Deconvolution(model)
-    if method == "guided":
-        return GuidedBackprop(model)
-    raise ValueError(f"unknown attribution method {method!r}; valid methods are {METHODS}")
-
-
 def attribute(model: nn.Module, inputs: torch.Tensor, method: str,
               target: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
     """Gradient of ``model``'s output (``target`` column, if given) w.r.t. ``inputs``.
@@ -63,22 +51,20 @@ def attribute(model: nn.Module, inputs: torch.Tensor, method: str,
     ``model`` must be in eval mode (dropout off): the maps are of the network that is tested.
     The result has the shape of ``inputs`` and keeps its sign (``Saliency`` with ``abs=False``).
     """
+    from captum.attr import Deconvolution, GuidedBackprop, Saliency
+
+    explainers = {"backprop": Saliency, "deconvnet": Deconvolution, "guided": GuidedBackprop}
+    if method not in explainers:
+        raise ValueError(f"unknown attribution method {method!r}; valid methods are {METHODS}")
     check_relus(model)
     if model.training:
         raise ValueError("the model is in training mode (dropout on); call model.eval() first")
-    explainer = _explainer(method, model)
+    explainer = explainers[method](model)
     kwargs = {"abs": False} if method == "backprop" else {}
     with warnings.catch_warnings():  # Captum announces its ReLU hooks on every call
         warnings.simplefilter("ignore", UserWarning)
         result = explainer.attribute(inputs.detach().clone(), target=target, **kwargs)
     return result.detach()
-
-
-def class_attributions(network: nn.Module, inputs: torch.Tensor,
-                       targets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each method's map of the score of ``targets`` (one class per image) w.r.t. the input."""
-    return {method: attribute(network, inputs, method, target=targets.tolist())
-            for method in METHODS}
 
 
 class UnitActivation(nn.Module):

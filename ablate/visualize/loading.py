@@ -9,10 +9,9 @@ function to adapt.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -124,8 +123,10 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
     test_x, test_y = (t.cpu() for t in datamodule.tensors["test"])
     train_x = datamodule.tensors["train"][0].cpu()
     images = datamodule.source().resized(datamodule.image_size).test_x
-    if images.shape[-2:] != test_x.shape[-2:]:  # an eval-time canvas (large augmentation)
-        images = _to_unit_range(test_x)
+    if images.shape[-2:] != test_x.shape[-2:]:  # an eval-time canvas (large augmentation):
+        low = test_x.amin(dim=(1, 2, 3), keepdim=True)  # show the input, min-max scaled per image
+        high = test_x.amax(dim=(1, 2, 3), keepdim=True)
+        images = (test_x - low) / (high - low).clamp_min(1e-12)
     return LoadedRun(
         run_dir=run_dir, record=record, name=str(record.name or run_dir.name),
         network=network, test_x=test_x, test_y=test_y, images=images.cpu(),
@@ -133,29 +134,13 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
     )
 
 
-def _to_unit_range(x: torch.Tensor) -> torch.Tensor:
-    """Per-image min-max scaling, for showing inputs whose originals have another geometry."""
-    low = x.amin(dim=(1, 2, 3), keepdim=True)
-    high = x.amax(dim=(1, 2, 3), keepdim=True)
-    return (x - low) / (high - low).clamp_min(1e-12)
-
-
-def dataset_identity(record: records.Record) -> dict[str, Any]:
-    """What must agree for two runs to have the same test images in the same order."""
-    config = record.config
-    datamodule = config.get("datamodule") or {}
-    return {
-        "dataset": record.cell.get("dataset"),
-        "image_size": datamodule.get("image_size"),
-        "source": datamodule.get("source"),
-        "split_seed": datamodule.get("split_seed"),
-    }
-
-
 def check_same_dataset(run_dirs: Sequence[str | os.PathLike[str]],
-                       loaded: Sequence[Mapping[str, Any]]) -> None:
-    """Runs shown side by side must see the same images, so their datasets must agree."""
-    identities = [dataset_identity(record) for record in loaded]
+                       loaded: Sequence[records.Record]) -> None:
+    """Runs shown side by side must see the same test images in the same order, so their
+    datasets (name, image size, source and split seed) must agree."""
+    identities = [{"dataset": record.cell.get("dataset"),
+                   **{key: (record.config.get("datamodule") or {}).get(key)
+                      for key in ("image_size", "source", "split_seed")}} for record in loaded]
     if all(identity == identities[0] for identity in identities):
         return
     lines = "; ".join(

@@ -138,7 +138,8 @@ def compute(runs: Sequence[LoadedRun], options: Options) -> list[RunResult]:
         inputs = run.test_x[: options.images]
         with torch.no_grad():
             predicted = run.network(inputs).argmax(dim=1)
-        maps = attribution.class_attributions(run.network, inputs, predicted)
+        maps = {method: attribution.attribute(run.network, inputs, method, predicted.tolist())
+                for method in attribution.METHODS}  # the predicted class's score, per image
         result = RunResult(
             run=run, label=label, predicted=predicted, maps=maps,
             deletion=deletion.deletion_test(run.network, inputs, maps, run.input_mean,
@@ -190,12 +191,6 @@ def render(results: Sequence[RunResult], options: Options,
     return files, per_run
 
 
-def write(out: Path, files: dict[str, bytes]) -> list[Path]:
-    """Figures first, the markdown that links them last, each file atomically."""
-    ordered = sorted(files, key=lambda name: (name == REPORT_FILE, name))
-    return [atomic.write_atomic(out / name, files[name]) for name in ordered]
-
-
 def visualize(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] = "reports",
               options: Options | None = None, wandb: bool = True) -> Path:
     """Write the visualisations of finished runs to ``out``; returns the markdown's path.
@@ -212,8 +207,9 @@ def visualize(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     results = compute(runs, options)
     files, per_run = render(results, options, [str(run_dir) for run_dir in run_dirs])
     out = Path(out)
-    written = write(out, files)
-    log.info("%d runs -> %s (%d figures)", len(runs), out / REPORT_FILE, len(written) - 1)
+    for name in sorted(files, key=lambda name: (name == REPORT_FILE, name)):  # markdown last
+        atomic.write_atomic(out / name, files[name])
+    log.info("%d runs -> %s (%d figures)", len(runs), out / REPORT_FILE, len(files) - 1)
     if wandb:
         from ablate.visualize.wandb_log import log_figures
 

@@ -34,18 +34,15 @@ class Field:
     jump: int
     start: float
 
+    def low(self, index: int) -> int:
+        """The first row (or column) of the field of the unit at map row (column) ``index``."""
+        return int(round(self.start + index * self.jump - (self.size - 1) / 2))
+
     def box(self, row: int, col: int, image_size: int) -> tuple[int, int, int, int]:
         """(top, bottom, left, right), half-open, of the unit's field clipped to the image."""
-        half = (self.size - 1) / 2
-
-        def span(index: int) -> tuple[int, int]:
-            centre = self.start + index * self.jump
-            low = int(round(centre - half))
-            return max(0, low), min(image_size, low + self.size)
-
-        top, bottom = span(row)
-        left, right = span(col)
-        return top, bottom, left, right
+        top, left = self.low(row), self.low(col)
+        return (max(0, top), min(image_size, top + self.size), max(0, left),
+                min(image_size, left + self.size))
 
     def crop(self, x: torch.Tensor, row: int, col: int) -> torch.Tensor:
         """The part of ``x`` (C, H, W) the unit sees, as a square of the field's side.
@@ -58,9 +55,7 @@ class Field:
         if self.size >= max(height, width):
             return x.clone()
         top, bottom, left, right = self.box(row, col, height)
-        half = (self.size - 1) / 2
-        low_row = int(round(self.start + row * self.jump - half))
-        low_col = int(round(self.start + col * self.jump - half))
+        low_row, low_col = self.low(row), self.low(col)
         canvas = torch.full((channels, self.size, self.size), float("nan"), dtype=x.dtype)
         canvas[:, top - low_row: bottom - low_row, left - low_col: right - low_col] = (
             x[:, top:bottom, left:right])
@@ -153,7 +148,6 @@ def trunk(network: nn.Sequential, layer_index: int) -> nn.Sequential:
 class TopImages:
     """For one unit: the test images that excite it most, and where in the map they do."""
 
-    channel: int
     indices: torch.Tensor
     values: torch.Tensor
     rows: torch.Tensor
@@ -182,16 +176,14 @@ def most_active_units(maps: torch.Tensor, count: int) -> list[int]:
     to the lower channel, so the choice is deterministic.
     """
     strength = maps.amax(dim=(2, 3)).mean(dim=0)
-    order = sorted(range(len(strength)), key=lambda c: (-float(strength[c]), c))
-    return order[:count]
+    return torch.argsort(strength, descending=True, stable=True)[:count].tolist()
 
 
 def top_images(maps: torch.Tensor, channel: int, k: int) -> TopImages:
     """The ``k`` images with the largest maximum of ``channel`` (ties: lower image index)."""
     per_image = maps[:, channel].flatten(1)
     peak, where = per_image.max(dim=1)
-    order = sorted(range(len(peak)), key=lambda i: (-float(peak[i]), i))[:k]
-    chosen = torch.tensor(order, dtype=torch.long)
+    chosen = torch.argsort(peak, descending=True, stable=True)[:k]
     width = maps.shape[-1]
-    return TopImages(channel=channel, indices=chosen, values=peak[chosen],
-                     rows=where[chosen] // width, cols=where[chosen] % width)
+    return TopImages(indices=chosen, values=peak[chosen], rows=where[chosen] // width,
+                     cols=where[chosen] % width)
