@@ -1,18 +1,12 @@
 """Training speed of All-CNN-C on one GPU, and what it means for the Table 3 grid.
 
 ``python -m ablate.bench.gpu [--device cuda|cpu] [--out reports/benchmarks/gpu.txt]`` measures,
-in one process tree (sized to finish within six minutes on one H200):
-
-1. Step throughput of All-CNN-C (full width, 32 px) at two batch sizes, for fp32 eager, bf16 +
-   channels_last, and bf16 + channels_last + ``torch.compile``, with the plain loop of
-   ``ablate.bench.steps``; model FLOP utilisation against the device's dense bf16 peak.
-2. The framework ratio: Lightning with this project's ``Classifier`` against the plain loop
-   (``ablate.bench.overhead``), at the fastest variant of 1 and the runs' batch size.
-3. Packing: 1, 2, 4, 8 worker processes (``ablate.bench.gpu_steps``) training at once on the
-   one device, released together and timed over the same wall-clock window.
-4. A real run through ``python -m ablate.run`` on digits (the GPU preset, ``hardware=gpu``):
-   start-up, compilation and per-epoch time, against the time 1 predicts for the same images.
-5. The projected wall time of the Table 3 grid (``conf/sweep/table3.yaml``) at the best packing.
+in one process tree (sized to finish within six minutes on one H200): 1. step throughput of the
+plain loop (``ablate.bench.steps``) per variant and batch size, with model FLOP utilisation;
+2. the framework ratio (``ablate.bench.overhead``) at the fastest variant; 3. packing: 1 to 8
+worker processes on the one device, released together, timed over one wall-clock window;
+4. real runs of ``python -m ablate.run`` on digits (``hardware=gpu``): start-up, compilation and
+per-epoch time, against what 1 predicts; 5. the Table 3 grid's projected wall time.
 
 Timing rules: every clock read on the device waits for it (``synchronize``); compilation, cuDNN
 autotuning and first allocations happen in untimed warm-up steps and are reported apart; data

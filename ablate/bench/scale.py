@@ -1,24 +1,17 @@
 """What a sweep of thousands of runs costs before and after training: plan, relaunch, report.
 
 ``python -m ablate.bench.scale [--sizes 240 2400 24000]`` takes, for each N, the grid of
-``+sweep=table3 seed=range(N/48)`` (12 cells x 4 lr x N/48 seeds) in a scratch directory and
-times the real commands, each in a process of its own (wall time from start to exit, imports
-included; peak memory is the process's maximum resident set):
-
-1. ``dry run``: ``python -m ablate.run -m ... hydra.sweeper.dry_run=true`` on an empty folder,
-   until the whole plan is printed;
-2. synthetic records are written for every job (not timed): a start marker and a finished
-   ``result.json`` with the job's own config and config id (from the sweeper's composition, so
-   the relaunch matches them), metrics and a paper-length history (350 epochs); no
-   ``predictions.npz``. Their files are dated an hour back, as runs that ended a while ago,
-   and synced to disk; they stay in the page cache (a cluster's shared filesystem reads colder);
-3. ``relaunch, no index``: the same command without the dry run, which must plan "skip" for
-   every job; the first one finds no run index and scans the tree (and writes the index);
-4. ``relaunch``: the same again, with the index: what every later relaunch costs;
+``+sweep=table3 seed=range(N/48)`` in a scratch directory and times the real commands, each in
+a process of its own (wall time from start to exit, imports included; peak resident memory):
+1. ``dry run`` (``hydra.sweeper.dry_run=true``) on an empty folder, until the plan is printed;
+2. (untimed) a start marker and a finished ``result.json`` for every job, with the job's own
+   config and config id from the sweeper's composition and a 350-epoch history, no predictions;
+   dated an hour back and synced to disk (they stay in the page cache; a cluster reads colder);
+3. ``relaunch, no index``: the same command without the dry run, which must skip every job; the
+   first one scans the tree and writes the run index; 4. ``relaunch``: again, with the index;
 5. ``report``: ``python -m ablate.report`` over the records, figures included.
-
-The machine is shared: the load average is printed before each command, so a reader can tell
-a quiet measurement from a busy one. Writes ``reports/benchmarks/scale.txt``.
+The load average printed before each command tells a quiet measurement from a busy one.
+Writes ``reports/benchmarks/scale.txt``.
 """
 
 from __future__ import annotations

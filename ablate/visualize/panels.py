@@ -16,6 +16,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 DPI = 80
 OUTSIDE = "#cfe3f3"
@@ -31,8 +34,6 @@ def normalise_map(values: torch.Tensor) -> torch.Tensor:
 
 def _panel(axes, picture: torch.Tensor) -> None:
     """Draw one (C, H, W) picture in [0, 1]: grey for one channel, RGB for three."""
-    from matplotlib import colormaps
-
     array = picture.detach().double().numpy()
     axes.set_xticks([])
     axes.set_yticks([])
@@ -49,8 +50,6 @@ def _panel(axes, picture: torch.Tensor) -> None:
 
 
 def _png(figure) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None},
@@ -65,8 +64,6 @@ def regions_figure(images: torch.Tensor, labels: torch.Tensor, image_ids: Sequen
 
     ``runs`` holds (label, predicted classes, {method: maps}) per run.
     """
-    from matplotlib.figure import Figure
-
     columns = 1 + sum(len(maps) for _, _, maps in runs)
     rows = len(images)
     figure = Figure(figsize=(1.1 * columns, 1.15 * rows + 0.6))
@@ -97,8 +94,6 @@ def units_figure(title: str, units: Sequence[tuple[int, torch.Tensor, Sequence[f
 
     ``units`` holds (channel, image crops (K, C, S, S), activations, {method: crops}).
     """
-    from matplotlib.figure import Figure
-
     k = max(len(crops) for _, crops, _, _ in units)
     methods = len(units[0][3])
     rows = len(units) * (1 + methods)
@@ -126,8 +121,6 @@ def units_figure(title: str, units: Sequence[tuple[int, torch.Tensor, Sequence[f
 
 def filters_figure(title: str, weights: torch.Tensor) -> bytes:
     """First-layer filters, each normalised on its own (all input channels together)."""
-    from matplotlib.figure import Figure
-
     count = weights.shape[0]
     columns = min(count, 12)
     rows = -(-count // columns)
@@ -144,8 +137,6 @@ def filters_figure(title: str, weights: torch.Tensor) -> bytes:
 def deletion_figure(curves: Mapping[str, Mapping[str, np.ndarray]],
                     fractions: Sequence[float], titles: Mapping[str, str]) -> bytes:
     """Mean probability of the predicted class against the fraction deleted, per run."""
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(3.2 * len(curves), 2.8))
     x = 100 * np.asarray(fractions)
     for i, (label, by_method) in enumerate(curves.items(), start=1):
