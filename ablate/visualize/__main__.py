@@ -19,32 +19,30 @@ from ablate.visualize.pipeline import DEFAULT_LAYERS, Options, visualize
 def _parser() -> argparse.ArgumentParser:
     defaults = Options()
     parser = argparse.ArgumentParser(
-        prog="python -m ablate.visualize",
+        prog="python -m ablate.visualize", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Guided backprop, deconvnet and backprop maps, higher-layer units, "
                     "first-layer filters and a deletion test for finished runs.")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                         help="output folders of finished runs (result.json + checkpoints/)")
     parser.add_argument("--out", type=Path, default=Path("reports"),
-                        help="folder for visualizations.md and figures/ (default: reports)")
+                        help="folder for visualizations.md and figures/")
     parser.add_argument("--images", type=int, default=defaults.images,
-                        help="first N test images for the maps and the deletion test "
-                             f"(default: {defaults.images})")
+                        help="first N test images for the maps and the deletion test")
     parser.add_argument("--rows", type=int, default=defaults.rows,
-                        help=f"how many of them the region figure shows (default: {defaults.rows})")
+                        help="how many of them the region figure shows")
     parser.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS),
                         help=f"conv layers by name (conv1, conv2, ...) or role "
-                             f"({', '.join(units.ROLES)}); default: {' '.join(DEFAULT_LAYERS)}")
+                             f"({', '.join(units.ROLES)})")
     parser.add_argument("--units", nargs="+", type=int, default=None,
-                        help="channel indices to show in every chosen layer "
-                             "(default: the most active ones)")
+                        help="channel indices to show in every chosen layer (%(default)s: the "
+                             "most active ones)")
     parser.add_argument("--unit-count", type=int, default=defaults.unit_count,
-                        help=f"how many most active units without --units "
-                             f"(default: {defaults.unit_count})")
+                        help="how many most active units without --units")
     parser.add_argument("--top-k", type=int, default=defaults.top_k,
-                        help=f"top test images per unit (default: {defaults.top_k})")
+                        help="top test images per unit")
     parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=True,
                         help="also log the figures to each run's W&B run, where its record has "
-                             "one (default: on)")
+                             "one")
     return parser
 
 
