@@ -6,11 +6,11 @@ Pure functions of the record (``ablate.bench.gpu`` writes both): the text ends w
 
 from __future__ import annotations
 
-import importlib
 import importlib.resources
 import math
 
 import yaml
+from hydra.utils import get_method
 
 from ablate import spec
 from ablate.bench.gpu_steps import fastest
@@ -44,8 +44,7 @@ def table3_grid() -> list[tuple[str, str, int]]:
 def grid_forward_macs(model: str, downsample: str) -> int:
     layers = yaml.safe_load((CONF / "model" / f"{model}.yaml").read_text())["layers"]
     target = yaml.safe_load((CONF / "downsample" / f"{downsample}.yaml").read_text())
-    module, name = target["transform"]["_target_"].rsplit(".", 1)
-    transform = getattr(importlib.import_module(module), name)
+    transform = get_method(target["transform"]["_target_"])
     return forward_macs(transform(spec.normalise(layers)), 3, 32, 10)
 
 

@@ -142,25 +142,24 @@ def machine() -> str:
 def measure(runs: int, say) -> None:
     with tempfile.TemporaryDirectory(prefix="ablate-scale-") as name:
         scratch = Path(name)
+
+        def step(label: str, args: list[str], expected: str) -> None:
+            before = load()
+            wall, memory, out = timed(args, scratch)
+            assert expected in out, out[-2000:]
+            say(f"  {runs:>6}  {label:<20} {wall:7.1f} s  {memory:5.2f} GiB  ({before})")
+
         command = ["-m", "ablate.run", "-m", *grid_args(runs)]
-        before = load()
-        wall, memory, out = timed([*command, "hydra.sweeper.dry_run=true"], scratch)
-        assert f"{runs} to run, 0 to resume, 0 skipped" in out, out[-2000:]
-        say(f"  {runs:>6}  dry run              {wall:7.1f} s  {memory:5.2f} GiB  ({before})")
+        step("dry run", [*command, "hydra.sweeper.dry_run=true"],
+             f"{runs} to run, 0 to resume, 0 skipped")
         started = time.perf_counter()
         root = write_records(scratch, runs)
         say(f"  {runs:>6}  (records written in {time.perf_counter() - started:.0f} s, "
             f"{sum(p.stat().st_size for p in root.rglob('result.json')) / 2**20:.0f} MiB)")
         for label in ("relaunch, no index", "relaunch"):
-            before = load()
-            wall, memory, out = timed(command, scratch)
-            assert f"0 to run, 0 to resume, {runs} skipped" in out, out[-2000:]
-            say(f"  {runs:>6}  {label:<20} {wall:7.1f} s  {memory:5.2f} GiB  ({before})")
-        before = load()
-        wall, memory, out = timed(["-m", "ablate.report", "sweeps", "--out",
-                                   str(scratch / "tables.md")], scratch)
-        assert f"{runs} runs -> " in out, out[-2000:]
-        say(f"  {runs:>6}  report               {wall:7.1f} s  {memory:5.2f} GiB  ({before})")
+            step(label, command, f"0 to run, 0 to resume, {runs} skipped")
+        step("report", ["-m", "ablate.report", "sweeps", "--out", str(scratch / "tables.md")],
+             f"{runs} runs -> ")
 
 
 def main() -> None:

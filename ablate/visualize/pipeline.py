@@ -107,23 +107,20 @@ def _resolve_layers(run: LoadedRun, options: Options) -> list[tuple[str, int, to
 def _layer_result(run: LoadedRun, name: str, index: int, trunk: torch.nn.Module,
                   options: Options) -> dict:
     """Top images of each chosen unit, cropped to its field, with both reconstructions."""
-    maps = units.activations(trunk, run.test_x)
+    with torch.no_grad():  # the layer's ReLU maps of the whole test split, in batches
+        maps = torch.cat([trunk(part) for part in run.test_x.split(500)])
     channels = (list(options.units) if options.units is not None
                 else units.most_active_units(maps, options.unit_count))
-    fields = units.receptive_fields(run.network.spec)
-    field_ = fields[index]
+    field_ = units.receptive_fields(run.network.spec)[index]
     shown = []
     for channel in channels:
         top = units.top_images(maps, channel, options.top_k)
-        inputs = run.test_x[top.indices]
-        recon = attribution.unit_attributions(trunk, channel, inputs, top.rows, top.cols)
-        place = list(zip(top.rows.tolist(), top.cols.tolist(), strict=True))
-        crops = torch.stack([field_.crop(run.images[i], r, c)
-                             for i, (r, c) in zip(top.indices.tolist(), place, strict=True)])
-        recon_crops = {method: torch.stack([field_.crop(values[j], r, c)
-                                            for j, (r, c) in enumerate(place)])
-                       for method, values in recon.items()}
-        shown.append((channel, crops, top.values.tolist(), recon_crops, top.indices.tolist()))
+        recon = attribution.unit_attributions(trunk, channel, run.test_x[top.indices], top.rows,
+                                              top.cols)
+        shown.append((channel, field_.crops(run.images[top.indices], top.rows, top.cols),
+                      top.values.tolist(),
+                      {method: field_.crops(values, top.rows, top.cols)
+                       for method, values in recon.items()}, top.indices.tolist()))
     return {"name": name, "index": index, "layer": run.network.spec[index], "field": field_,
             "units": shown, "map_size": int(maps.shape[-1])}
 

@@ -61,6 +61,11 @@ class Field:
             x[:, top:bottom, left:right])
         return canvas
 
+    def crops(self, pictures: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """:meth:`crop` of each picture (N, C, H, W) at its own unit position."""
+        return torch.stack([self.crop(picture, int(row), int(col))
+                            for picture, row, col in zip(pictures, rows, cols, strict=True)])
+
 
 def conv_layers(layers: Sequence[spec_lib.Layer]) -> dict[str, int]:
     """``conv<n>`` -> index into the spec, for every conv (classifier included)."""
@@ -152,12 +157,6 @@ class TopImages:
     values: torch.Tensor
     rows: torch.Tensor
     cols: torch.Tensor
-
-
-@torch.no_grad()
-def activations(trunk_net: nn.Module, inputs: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """The layer's ReLU maps for all ``inputs`` (N, C, H, W), computed in batches."""
-    return torch.cat([trunk_net(part) for part in inputs.split(batch)])
 
 
 def check_units(units: Sequence[int], channels: int, run: str, layer: str) -> None:
