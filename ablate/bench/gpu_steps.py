@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,35 +141,27 @@ def pack(device: torch.device, scale: Scale, variant: Variant, batch: int, count
     command = [sys.executable, "-m", "ablate.bench.gpu_steps", json.dumps(
         {"device": device.type, "variant": variant.name, "batch": batch, "threads": threads})]
     processes: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory(prefix="ablate-pack-") as logs:
+    with tempfile.TemporaryDirectory(prefix="ablate-pack-") as logs, ExitStack() as cleanup:
         errs = [Path(logs) / f"worker{i}.err" for i in range(count)]
         watchdog = threading.Timer(timeout, lambda: [p.kill() for p in processes])
-        try:
-            for err in errs:
-                with open(err, "w") as stream:
-                    processes.append(subprocess.Popen(
-                        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stream,
-                        text=True, env=subprocess_env()))
-            watchdog.start()
-            for process, err in zip(processes, errs, strict=True):
-                _expect(process, "ready", err)
-            for process in processes:
-                assert process.stdin is not None
-                process.stdin.write("go\n")
-                process.stdin.flush()
-            results = [json.loads(_expect(p, "result", e))
-                       for p, e in zip(processes, errs, strict=True)]
-            for process in processes:
-                process.wait()
-        finally:
-            watchdog.cancel()
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
-                for stream in (process.stdin, process.stdout):
-                    if stream is not None:
-                        stream.close()
+        cleanup.callback(watchdog.cancel)
+        for err in errs:
+            with open(err, "w") as stream:
+                processes.append(cleanup.enter_context(subprocess.Popen(  # exit: close, wait
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stream,
+                    text=True, env=subprocess_env())))
+            cleanup.callback(processes[-1].kill)  # first, should it still run
+        watchdog.start()
+        for process, err in zip(processes, errs, strict=True):
+            _expect(process, "ready", err)
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        results = [json.loads(_expect(p, "result", e))
+                   for p, e in zip(processes, errs, strict=True)]
+        for process in processes:
+            process.wait()
     rates = [r["images"] / r["seconds"] for r in results]
     overlap = min(r["ended"] for r in results) - max(r["started"] for r in results)
     return {

@@ -51,8 +51,9 @@ PARALLEL = {
 }
 
 
-def _sweep(args: list[str], directory: Path) -> tuple[float, dict, list[dict]]:
-    """Run one sweep in ``directory``; its wall time, sweep.json and records (by job index)."""
+def _sweep(args: list[str], directory: Path) -> tuple[float, list[dict]]:
+    """Run one sweep in ``directory``; its wall time and its jobs (sweep.json's entries, by job
+    index, each with its record and the time its record was written: when the job ended)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     started = time.time()
     done = subprocess.run([sys.executable, "-m", "ablate.run", "-m", *args], cwd=directory,
@@ -67,12 +68,12 @@ def _sweep(args: list[str], directory: Path) -> tuple[float, dict, list[dict]]:
     for job in sorted(sweep["jobs"], key=lambda j: j["index"]):
         path = Path(job["output_dir"]) / records.RESULT_FILE
         results.append({**job, "record": records.load(path), "ended": path.stat().st_mtime})
-    return wall, sweep, results
+    return wall, results
 
 
 def overhead(launcher: str, args: list[str]) -> str:
     with tempfile.TemporaryDirectory() as scratch:
-        _, _, jobs = _sweep(["seed=0,1,2", *TINY, *args], Path(scratch))
+        _, jobs = _sweep(["seed=0,1,2", *TINY, *args], Path(scratch))
     first = jobs[0]["record"].first_step_at - jobs[0]["launched_at"]
     later = [b["record"].first_step_at - a["ended"]
              for a, b in zip(jobs, jobs[1:], strict=False)]
@@ -82,7 +83,7 @@ def overhead(launcher: str, args: list[str]) -> str:
 
 def grid_wall(name: str, args: list[str]) -> str:
     with tempfile.TemporaryDirectory() as scratch:
-        wall, _, jobs = _sweep([*GRID, *args], Path(scratch))
+        wall, jobs = _sweep([*GRID, *args], Path(scratch))
     training = sum(job["record"].wall_seconds for job in jobs)
     return (f"  {name:<20} {wall:6.1f} s wall for {len(jobs)} jobs "
             f"(sum of the jobs' own run times {training:.1f} s)")

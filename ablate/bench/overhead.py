@@ -40,9 +40,8 @@ def setting(name: str) -> DictConfig:
 
     config.register()
     with initialize_config_module(config.CONFIG_MODULE, version_base="1.3"):
-        cfg = compose(config.CONFIG_NAME, overrides=["model=C", "downsample=conv",
-                                                     *SETTINGS[name]])
-    return cfg
+        return compose(config.CONFIG_NAME, overrides=["model=C", "downsample=conv",
+                                                       *SETTINGS[name]])
 
 
 class _StepClock(pl.Callback):
