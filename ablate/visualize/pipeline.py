@@ -12,7 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,7 @@ class RunResult:
     predicted: torch.Tensor
     maps: dict[str, torch.Tensor]
     deletion: dict[str, dict[str, np.ndarray]]
-    layers: list[dict] = field(default_factory=list)
+    layers: list[dict]  # per chosen layer: its units' top images and reconstructions
 
 
 def _slug(text: str) -> str:
@@ -137,14 +137,11 @@ def compute(runs: Sequence[LoadedRun], options: Options) -> list[RunResult]:
             predicted = run.network(inputs).argmax(dim=1)
         maps = {method: attribution.attribute(run.network, inputs, method, predicted.tolist())
                 for method in attribution.METHODS}  # the predicted class's score, per image
-        result = RunResult(
+        results.append(RunResult(
             run=run, label=label, predicted=predicted, maps=maps,
             deletion=deletion.deletion_test(run.network, inputs, maps, run.input_mean,
                                             seed=options.seed),
-        )
-        for name, index, trunk in chosen:
-            result.layers.append(_layer_result(run, name, index, trunk, options))
-        results.append(result)
+            layers=[_layer_result(run, *layer, options) for layer in chosen]))
     return results
 
 
