@@ -58,10 +58,8 @@ PEAK_BF16_TFLOPS = (
 
 
 def peak_tflops(device_name: str) -> float | None:
-    for key, value in PEAK_BF16_TFLOPS:
-        if key.lower() in device_name.lower():
-            return value
-    return None
+    return next((peak for key, peak in PEAK_BF16_TFLOPS if key.lower() in device_name.lower()),
+                None)
 
 
 # ------------------------------------------------------------------------- 4. a real run
@@ -150,11 +148,9 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
 def _variant_of(config: dict) -> str | None:
     """The variant of 1 that does the run's arithmetic (None: none does, no prediction)."""
     bf16 = str(config["trainer"].get("precision", "")).startswith("bf16")
-    for variant in VARIANTS:
-        if ((variant.autocast is not None) == bf16 and variant.compile == bool(config["compile"])
-                and variant.channels_last == bool(config["channels_last"])):
-            return variant.name
-    return None
+    return next((v.name for v in VARIANTS if (v.autocast is not None) == bf16
+                 and v.compile == bool(config["compile"])
+                 and v.channels_last == bool(config["channels_last"])), None)
 
 
 # ------------------------------------------------------------------------------- main

@@ -140,13 +140,10 @@ def trunk(network: nn.Sequential, layer_index: int) -> nn.Sequential:
         raise VisualizeError(f"spec layer {layer_index} is a {layers[layer_index]['type']}, "
                              "not a conv")
     wanted = sum(1 for layer in layers[: layer_index + 1] if layer["type"] in CONV_KINDS)
-    seen = 0
-    for position, module in enumerate(network):
-        if isinstance(module, nn.ReLU):
-            seen += 1
-            if seen == wanted:
-                return nn.Sequential(*list(network)[: position + 1])
-    raise VisualizeError(f"network has {seen} ReLUs but its spec needs {wanted}")
+    relus = [position for position, module in enumerate(network) if isinstance(module, nn.ReLU)]
+    if len(relus) < wanted:
+        raise VisualizeError(f"network has {len(relus)} ReLUs but its spec needs {wanted}")
+    return nn.Sequential(*list(network)[: relus[wanted - 1] + 1])
 
 
 @dataclass(frozen=True)
