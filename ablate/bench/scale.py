@@ -44,8 +44,8 @@ def grid_args(runs: int) -> list[str]:
 
 
 def _record(cfg, config_id: str, job: int, directory: Path, rng_state: int,
-            versions: dict) -> dict:
-    """A finished run's record, shaped as ``ablate.job`` writes it (no predictions)."""
+            versions: dict) -> records.Record:
+    """A finished run's record, as ``ablate.job`` writes it (no predictions)."""
     from omegaconf import OmegaConf, open_dict
 
     with open_dict(cfg):  # the only nodes that need the job's Hydra runtime to resolve
@@ -58,18 +58,16 @@ def _record(cfg, config_id: str, job: int, directory: Path, rng_state: int,
     cell = {"model": cfg.model.name, "downsample": cfg.downsample.name,
             "dataset": cfg.dataset.name, "augmentation": cfg.augmentation.name,
             "seed": cfg.seed, "lr": cfg.lr}
-    return {
-        "schema": records.SCHEMA_VERSION, "name": config["network"]["name"], "cell": cell,
-        "cell_id": identity.cell_id(cell), "params": 1_369_738, "config": config,
-        "config_id": config_id, "versions": versions,
-        "started_at": "2026-01-01T00:00:00+00:00", "output_dir": str(directory),
-        "status": Status.FINISHED,
-        "ended_at": f"2026-01-02T00:{job // 60 % 60:02d}:{job % 60:02d}+00:00",
-        "metrics": {"test_error": error, "val_error": error + 0.01, "train_error": 0.002,
-                    "train_loss": 0.01, "val_loss": 0.4, "test_loss": 0.41},
-        "epochs": EPOCHS, "history": history, "device": "cpu", "wall_seconds": 36000.0 + job,
-        "first_step_at": 0.0, "error": None,
-    }
+    return records.Record(
+        schema=records.SCHEMA_VERSION, name=config["network"]["name"], cell=cell,
+        cell_id=identity.cell_id(cell), params=1_369_738, config=config, config_id=config_id,
+        versions=versions, started_at="2026-01-01T00:00:00+00:00", output_dir=str(directory),
+        status=Status.FINISHED,
+        ended_at=f"2026-01-02T00:{job // 60 % 60:02d}:{job % 60:02d}+00:00",
+        metrics={"test_error": error, "val_error": error + 0.01, "train_error": 0.002,
+                 "train_loss": 0.01, "val_loss": 0.4, "test_loss": 0.41},
+        epochs=EPOCHS, history=history, device="cpu", wall_seconds=36000.0 + job,
+        first_step_at=0.0)
 
 
 def write_records(scratch: Path, runs: int) -> Path:
@@ -94,7 +92,7 @@ def write_records(scratch: Path, runs: int) -> Path:
             # Scratch data: plain writes, since an fsync per file would dominate this step.
             (directory / records.START_FILE).write_text(json.dumps(
                 {"config_id": config_id, "host": "elsewhere", "pid": 1}))
-            (directory / records.RESULT_FILE).write_text(json.dumps(record))
+            (directory / records.RESULT_FILE).write_text(json.dumps(record.to_json()))
             for path in (directory / records.START_FILE, directory / records.RESULT_FILE):
                 os.utime(path, (an_hour_ago, an_hour_ago + (path.name == records.RESULT_FILE)))
     for directory, _, _ in os.walk(root):
