@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 DPI = 80
@@ -45,7 +46,7 @@ def _panel(axes, picture: torch.Tensor) -> None:
     rgb = np.moveaxis(array, 0, -1)
     outside = np.isnan(rgb).any(axis=-1)
     rgb = np.clip(np.nan_to_num(rgb, nan=0.0), 0.0, 1.0)
-    rgb[outside] = [int(OUTSIDE[i: i + 2], 16) / 255 for i in (1, 3, 5)]
+    rgb[outside] = to_rgb(OUTSIDE)
     axes.imshow(rgb, interpolation="nearest")
 
 
