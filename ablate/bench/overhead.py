@@ -62,17 +62,16 @@ class _StepClock(pl.Callback):
 
 
 def lightning_seconds(network: torch.nn.Module, batches: TensorBatches, warmup: int,
-                      steps: int, accelerator: str = "cpu", precision: str = "32-true",
-                      channels_last: bool = False, compile: bool = False) -> float:
+                      steps: int, device: torch.device, variant: Variant) -> float:
+    """Seconds of ``steps`` steps of ``Trainer.fit`` with ``Classifier``, after ``warmup``."""
     module = Classifier(network, optimizer=sgd, scheduler=None, num_classes=10,
-                        channels_last=channels_last, compile_network=compile)
+                        channels_last=variant.channels_last, compile_network=variant.compile)
     clock = _StepClock(warmup)
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, precision=precision, max_steps=warmup + steps,
-        max_epochs=-1,
-        logger=False, enable_checkpointing=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[clock, progress_bar(10)],
-        enable_progress_bar=True,
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
+        precision=variant.precision, max_steps=warmup + steps, max_epochs=-1, logger=False,
+        enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
+        num_sanity_val_steps=0, callbacks=[clock, progress_bar(10)], enable_progress_bar=True,
     )
     trainer.fit(module, train_dataloaders=batches)
     return clock.stop - clock.start
@@ -88,11 +87,8 @@ def framework_ratio(device: torch.device, variant: Variant, width: float, size: 
         plain.append(variant.seconds(variant.network(device, width, size, channels), batches,
                                      warmup, steps))
         torch._dynamo.reset()
-        lightning.append(lightning_seconds(
-            all_cnn_c(width, size, channels), batches, warmup, steps,
-            accelerator="gpu" if device.type == "cuda" else "cpu", precision=variant.precision,
-            channels_last=variant.channels_last, compile=variant.compile,
-        ))
+        lightning.append(lightning_seconds(all_cnn_c(width, size, channels), batches, warmup,
+                                           steps, device, variant))
     return {
         "variant": variant.name, "batch": batch, "steps": steps, "warmup": warmup,
         "plain_ms": min(plain) / steps * 1000, "lightning_ms": min(lightning) / steps * 1000,
