@@ -34,13 +34,7 @@ class PastRun:
     # Its state comes from its record, which no later event changes (a new attempt writes a
     # new start marker first): the run index may trust it until its directory changes.
     settled: bool = False
-    # which code made it (git_commit, git_source, git_dirty of its record): a relaunch names
-    # finished runs of other code (ablate.sweep.stale)
-    code: dict[str, Any] | None = None
-
-    @property
-    def record_path(self) -> Path:
-        return self.directory / records.RESULT_FILE
+    code: dict[str, Any] | None = None  # git_commit, git_source, git_dirty of its record
 
 
 def read_run(directory: Path) -> PastRun | None:
@@ -61,12 +55,8 @@ def read_run(directory: Path) -> PastRun | None:
     changed = max(p.stat().st_mtime for p in (result, marker_path, checkpoint) if p and p.exists())
     # A marker newer than the record: the run was started again in the same directory (a
     # requeued SLURM job); the record describes an earlier attempt.
-    stale = (
-        record is not None
-        and marker is not None
-        and marker_path.stat().st_mtime > result.stat().st_mtime
-    )
-    if record is not None and not stale:
+    if record is not None and not (marker is not None
+                                   and marker_path.stat().st_mtime > result.stat().st_mtime):
         state = Status(record.status)
         if state == Status.FAILED and record.interrupted:
             state = Status.INTERRUPTED
