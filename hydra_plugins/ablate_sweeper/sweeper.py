@@ -1,16 +1,11 @@
-"""``hydra/sweeper=ablate`` (the default of ``conf/config.yaml``): a grid, as Hydra's basic
-sweeper makes it, plus a plan printed before launching (cells, runs, what is skipped or
-resumed, an estimated time; ``hydra.sweeper.dry_run=true`` stops there); resume by config id
-(finished runs skipped, interrupted ones continued from their checkpoint, failed ones rerun);
-failures isolated and summarised whatever the launcher (exit 1 if any failed); and a sweep
+"""``hydra/sweeper=ablate`` (the default of ``conf/config.yaml``): Hydra's basic grid plus a
+plan printed before launching (``hydra.sweeper.dry_run=true`` stops there), resume by config
+id, failures isolated and summarised whatever the launcher (exit 1 if any failed), and a sweep
 folder of its own, made once every job of the grid has composed.
 
 Built on Hydra's public plugin API only, as its Optuna and Ax sweepers are: ``Sweeper.setup`` /
-``sweep``, the configured launcher's ``launch(job_overrides, initial_job_idx)``, each job's
-outcome from ``JobReturn`` (``ablate.sweep.launch``). The decisions and the text are in
-``ablate.sweep``; this class wires them to Hydra. The plan composes each distinct choice of
-config groups once (``_composer.py``) and finds earlier runs through the run index, so
-thousands of jobs plan in seconds.
+``sweep``, the launcher's ``launch(job_overrides, initial_job_idx)``, each outcome from
+``JobReturn``. The decisions and the text are in ``ablate.sweep``; this class wires them to Hydra.
 """
 
 # No `from __future__ import annotations`: Hydra loads plugin modules outside sys.modules, where
@@ -98,9 +93,8 @@ class AblateSweeper(Sweeper):
     ) -> None:
         from ablate.config import sweep_name_problem
 
-        problem = sweep_name_problem(config.sweep_name) if "sweep_name" in config else None
-        if problem:  # refused before anything runs or is written
-            _refuse(f"invalid config: {problem}")
+        if "sweep_name" in config and (problem := sweep_name_problem(config.sweep_name)):
+            _refuse(f"invalid config: {problem}")  # before anything runs or is written
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         self.config_loader = hydra_context.config_loader
 
@@ -132,8 +126,8 @@ class AblateSweeper(Sweeper):
                           arguments)
 
     def _final_stage(self, jobs: list[list[str]], axes: "Axes") -> tuple[list[list[str]], "Axes"]:
-        """In a final stage (its config has ``selection``), each job at the lr its selection
-        sweep chose (``ablate.selection``); nothing starts while that sweep is incomplete."""
+        """In a final stage (a config with ``selection``), each job at the lr its selection
+        sweep chose; nothing starts while that sweep is incomplete."""
         from ablate import selection
         from ablate.errors import SelectionError
 
@@ -151,9 +145,8 @@ class AblateSweeper(Sweeper):
         from ablate.sweep import planner
 
         grid, axes = self._final_stage(*self._grid(arguments))
-        # Composing thousands of jobs allocates millions of small objects, and every collection
-        # of the oldest generation would walk the whole imported stack (torch, Lightning) too:
-        # left out of collections while planning, the plan takes half the time.
+        # Composing thousands of jobs allocates millions of objects, and each full collection
+        # would walk the imported stack (torch, Lightning) too: frozen, planning takes half.
         gc.freeze()
         try:
             runs, note = planner.plan_runs(grid, axes, self.root, self._composer().compose,
@@ -190,9 +183,8 @@ class AblateSweeper(Sweeper):
 
         began, dry_run = time.time(), self.settings.dry_run
         self._log_levels()
-        problem = missing(str(self.config.hydra.launcher.get("_target_", "")))
-        if problem:  # a launcher whose package is missing: the pip command, before any job
-            _refuse(problem)
+        if problem := missing(str(self.config.hydra.launcher.get("_target_", ""))):
+            _refuse(problem)  # a launcher whose package is missing: the pip command, first
         axes, runs, note, root = self.plan(arguments)
         other_code = planner.mark_other_code(runs, rerun=self.settings.rerun_stale)
         invalid = sum(bool(run.problem) for run in runs)
@@ -243,14 +235,13 @@ class AblateSweeper(Sweeper):
                   "runs' records are what counts", file=sys.stderr)
         if failed or self.unsaved:
             raise SweepFailed(len(failed))
-        if any(run.state == Outcome.ELSEWHERE for run in runs):
-            raise SweepIncomplete(sum(run.state == Outcome.ELSEWHERE for run in runs))
+        if elsewhere := sum(run.state == Outcome.ELSEWHERE for run in runs):
+            raise SweepIncomplete(elsewhere)
         return returns
 
     def _log_levels(self) -> None:
-        """Unless ``verbose``, Hydra's basic launcher keeps its per-job lines (``#4 : ...``) to
-        itself: the ``[k/N]`` line after each job says more. With it, the sweep's debugging
-        lines (the run index's checks) are shown too."""
+        """``verbose``: the sweep's debugging lines (the run index's checks) too; else not even
+        the basic launcher's ``#4 : ...`` lines (the ``[k/N]`` line after each job says more)."""
         if self.config.get("verbose"):
             logging.getLogger("ablate.sweep").setLevel(logging.DEBUG)
         else:
@@ -333,9 +324,8 @@ class AblateSweeper(Sweeper):
 
 @contextmanager
 def planner(overrides: Sequence[str]) -> Iterator[tuple[AblateSweeper, list[str]]]:
-    """The sweeper of ``python -m ablate.run -m OVERRIDES``, set up in this process to plan as
-    that command's dry run would, and the task overrides its ``plan`` takes: for benchmarks and
-    tests, which time or check the plan without a process per try. It launches nothing."""
+    """The sweeper of ``python -m ablate.run -m OVERRIDES`` set up to plan as its dry run would,
+    and the task overrides ``plan`` takes: for benchmarks and tests. It launches nothing."""
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
