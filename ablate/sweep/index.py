@@ -1,29 +1,22 @@
 """Where a sweep name's earlier runs are, without reading them all on every launch.
 
-A relaunch must know every run under the records root (``sweeps/<name>``): what finished, what
-failed, what is still running, with which config id. Reading every record of thousands of runs,
-or globbing a deep tree of checkpoints and W&B files, is the slow part on a cluster's shared
-filesystem. So the root keeps an index, ``.ablate/run-index.json``: each directory of the tree
-down to the run directories, with its modification time, and for each run what
-``state.read_run`` found there.
+A relaunch must know every run under the records root (``sweeps/<name>``), and reading every
+record, or globbing a deep tree, is the slow part on a cluster's shared filesystem. So the root
+keeps an index, ``.ablate/run-index.json``: each directory down to the run directories, with
+its modification time, and for each run what ``state.read_run`` found there.
 
-A launch walks the tree once and trusts an entry only while its directory is unchanged and its
-record is the file it read (same size and modification time): a ``stat`` per directory and per
-record, no record read. A record edited, truncated or emptied in place is read again. Every way
-a run can change touches its directory's modification time (records and start markers are
-written by rename into it, a first checkpoint creates ``checkpoints/`` in it, a deleted record
-removes an entry from it), and so does a new run or sweep folder for its parent. A changed
-directory is listed or read again, whoever changed it, from whichever machine. Runs whose state
-can change without that (started, no record yet: their process may die, a checkpoint may
-appear) are read again on every launch. An index that is missing, damaged or of another version
-is ignored: the walk then reads everything, as a scan, and writes the index anew. Two launches
-writing it at once lose one's update, never correctness: a missed change is still a changed
-directory.
+A launch walks the tree and trusts an entry only while its directory is unchanged and its record
+is the file it read (same size and modification time): a ``stat`` each, no read. Every way a
+run can change touches its directory's time (records and start markers are renamed into it, a
+first checkpoint creates ``checkpoints/``, a deleted record removes an entry), and a new run or
+sweep folder touches its parent's: a changed directory is read again, whoever changed it, from
+whichever machine. A record edited in place is caught by its own size and time. Runs whose state
+can change without any of that (started, no record yet) are read on every launch. An index that
+is missing, damaged or of another version is ignored (a scan, which writes it anew); two
+launches writing it at once lose one's update, never correctness.
 
-Run directories are not descended into (their own folders hold checkpoints, configs and W&B
-files, never other runs), and neither are hidden folders (``.submitit``, ``.hydra``, this index).
-
-No torch here: planning a sweep must not need the training stack.
+Run directories are not descended into (they hold checkpoints, configs and W&B files, never
+other runs), nor are hidden folders (``.submitit``, ``.hydra``, this index). No torch here.
 """
 
 from __future__ import annotations
@@ -77,20 +70,19 @@ def _record_stamp(directory: Path) -> list[int] | None:
 
 
 def _entry(run: PastRun | None, mtime_ns: int | None, directory: Path) -> dict[str, Any]:
-    if run is None:  # files of no known config (a damaged record, no marker): nothing to match
-        return {"mtime_ns": mtime_ns, "config_id": None, "record": _record_stamp(directory)}
-    return {
-        "mtime_ns": mtime_ns,
-        "record": _record_stamp(directory),
-        "config_id": run.config_id,
-        "state": run.state,
-        "checkpoint": str(run.checkpoint.relative_to(run.directory)) if run.checkpoint else None,
-        "error": run.error,
-        "measured": run.measured.as_dict() if run.measured else None,
-        "time": run.time,
-        "settled": run.settled,
-        "code": run.code,
-    }
+    entry = {"mtime_ns": mtime_ns, "record": _record_stamp(directory), "config_id": None}
+    if run is not None:  # else files of no known config (a damaged record, no marker)
+        entry.update(
+            config_id=run.config_id,
+            state=run.state,
+            checkpoint=str(run.checkpoint.relative_to(run.directory)) if run.checkpoint else None,
+            error=run.error,
+            measured=run.measured.as_dict() if run.measured else None,
+            time=run.time,
+            settled=run.settled,
+            code=run.code,
+        )
+    return entry
 
 
 def _past_run(directory: Path, entry: Mapping[str, Any]) -> PastRun | None:
@@ -104,7 +96,7 @@ def _past_run(directory: Path, entry: Mapping[str, Any]) -> PastRun | None:
 
 
 def _visit(walk: _Walk, rel: str) -> None:
-    path = walk.root / rel if rel else walk.root
+    path = walk.root / rel  # rel "" is the root itself
     try:
         mtime_ns = os.stat(path).st_mtime_ns
     except OSError:
@@ -117,23 +109,21 @@ def _visit(walk: _Walk, rel: str) -> None:
     known = walk.old_dirs.get(rel)
     if known is not None and known["mtime_ns"] == mtime_ns:
         walk.dirs[rel] = dict(known)
-        for child in known["children"]:
-            _visit(walk, f"{rel}/{child}" if rel else child)
-        return
-    try:
-        with os.scandir(path) as listing:
-            entries = list(listing)
-    except OSError:
-        return
-    names = {entry.name for entry in entries}
-    if records.START_FILE in names or records.RESULT_FILE in names:
-        walk.read += 1
-        walk.runs[rel] = _entry(read_run(path), walk.settled(mtime_ns), path)
-        return
-    children = sorted(entry.name for entry in entries
-                      if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False))
-    walk.dirs[rel] = {"mtime_ns": walk.settled(mtime_ns), "children": children}
-    for child in children:
+    else:
+        try:
+            with os.scandir(path) as listing:
+                entries = list(listing)
+        except OSError:
+            return
+        names = {entry.name for entry in entries}
+        if records.START_FILE in names or records.RESULT_FILE in names:
+            walk.read += 1
+            walk.runs[rel] = _entry(read_run(path), walk.settled(mtime_ns), path)
+            return
+        children = sorted(entry.name for entry in entries
+                          if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False))
+        walk.dirs[rel] = {"mtime_ns": walk.settled(mtime_ns), "children": children}
+    for child in walk.dirs[rel]["children"]:
         _visit(walk, f"{rel}/{child}" if rel else child)
 
 
@@ -151,8 +141,7 @@ def _load(root: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
             assert all(isinstance(child, str) for child in entry["children"])
         for entry in runs.values():
             assert "mtime_ns" in entry
-            if entry["config_id"] is not None:
-                _past_run(root, entry)
+            _past_run(root, entry)
     except (AssertionError, KeyError, TypeError, ValueError, AttributeError):
         return None
     return dirs, runs
@@ -170,7 +159,7 @@ def _save(root: Path, walk: _Walk) -> None:
 def _found(walk: _Walk) -> dict[str, list[PastRun]]:
     found: dict[str, list[PastRun]] = {}
     for rel, entry in walk.runs.items():
-        run = _past_run(walk.root / rel if rel else walk.root, entry)
+        run = _past_run(walk.root / rel, entry)
         if run is not None:
             found.setdefault(run.config_id, []).append(run)
     return found
