@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,24 +189,3 @@ def past_runs(root: Path) -> dict[str, list[PastRun]]:
     # a debugging line: shown with verbose=true (the sweeper turns this logger's debug on)
     log.debug("%s: %s, %d run directories, %d read", root, how, len(walk.runs), walk.read)
     return _found(walk)
-
-
-def note_runs(root: Path, directories: Iterable[Path]) -> None:
-    """Put runs that just ended into the index, so that the next launch need not read them.
-
-    Only their own entries change: a parent folder keeps its recorded modification time, so the
-    next launch still lists it and finds whatever else appeared there meanwhile.
-    """
-    loaded = _load(root)
-    if loaded is None:
-        return  # the next launch scans and writes a whole index
-    dirs, runs = loaded
-    walk = _Walk(root, dirs, runs, dirs=dict(dirs), runs=dict(runs))
-    for directory in directories:
-        try:
-            rel = directory.relative_to(root).as_posix().removeprefix(".")
-            mtime_ns = os.stat(directory).st_mtime_ns
-        except (ValueError, OSError):
-            continue  # elsewhere than under the records root, or gone
-        walk.runs[rel] = _entry(read_run(directory), walk.settled(mtime_ns), directory)
-    _save(root, walk)

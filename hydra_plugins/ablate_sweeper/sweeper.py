@@ -178,7 +178,7 @@ class AblateSweeper(Sweeper):
         from ablate.errors import Interrupted, SweepFailed, SweepIncomplete
         from ablate.signals import interruptible
         from ablate.status import Action, Outcome
-        from ablate.sweep import index, launch, plan, planner, progress
+        from ablate.sweep import launch, plan, planner, progress
         from hydra_plugins.ablate_sweeper.extras import missing
 
         began, dry_run = time.time(), self.settings.dry_run
@@ -223,8 +223,6 @@ class AblateSweeper(Sweeper):
                     launch.collect(run, self._output_dir(run, num, None), None, None)
                 if run.error and run.error.startswith("no record"):
                     run.error = f"not launched: the sweep was {stop}"
-        # The next launch finds these runs in the index instead of reading them again.
-        index.note_runs(root, [run.output_dir for run in todo if run.output_dir])
         self._save(sweep_dir, name, root, axes, runs, began, time.time())
         print(plan.format_summary(name, sweep_dir, runs, time.time() - began), flush=True)
         if stopped is not None:
