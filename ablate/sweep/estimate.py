@@ -76,11 +76,10 @@ class Work:
     epochs: int
     device: str
 
-    def seconds(self, device: Device | None = None) -> float:
-        device = device or DEVICES[self.device]
-        return device.run_seconds + self.epochs * device.epoch_seconds + self.macs / (
-            device.macs_per_second
-        )
+    def seconds(self) -> float:
+        device = DEVICES[self.device]
+        return device.run_seconds + self.epochs * device.epoch_seconds \
+            + self.macs / device.macs_per_second
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -88,10 +87,8 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
 
 
 def work_of(cfg: DictConfig | Mapping[str, Any]) -> Work:
-    """The work of the run ``cfg`` describes (a composed config, or a record's ``config``).
-
-    Raises ``SpecError`` when the network cannot take the input, as the run itself would.
-    """
+    """The work of the run ``cfg`` describes (a composed config, or a record's ``config``);
+    ``SpecError`` when the network cannot take the input, as the run itself would."""
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
     from hydra.utils import get_method
 
@@ -117,8 +114,7 @@ def work_of(cfg: DictConfig | Mapping[str, Any]) -> Work:
     train_steps = _batches(train_images, batch, _get(cfg, "trainer.limit_train_batches"))
     val_steps = _batches(val_images, eval_batch, _get(cfg, "trainer.limit_val_batches"))
     test_steps = _batches(test_images, eval_batch, _get(cfg, "trainer.limit_test_batches"))
-    epochs = int(_get(cfg, "trainer.max_epochs") or 1)
-    epochs = epochs if epochs > 0 else 1
+    epochs = max(int(_get(cfg, "trainer.max_epochs") or 1), 1)  # -1 (no limit) counts as 1
     max_steps = _get(cfg, "trainer.max_steps")
     if max_steps and max_steps > 0 and train_steps:
         epochs = min(epochs, math.ceil(max_steps / train_steps))
@@ -177,11 +173,10 @@ def calibration_point(record: Record) -> Measured | None:
             _work_of_records[key] = work_of(inputs)
         except Exception:  # a record from another version of the config: not comparable
             _work_of_records[key] = None
-    work = _work_of_records[key]
-    if work is None:
+    if (work := _work_of_records[key]) is None:
         return None
     kind = "gpu" if "cuda" in str(record.device) else "cpu"
-    return Measured(float(seconds), Work(work.macs, work.epochs, kind), record.host)
+    return Measured(float(seconds), replace(work, device=kind), record.host)
 
 
 def this_machine(finished: Iterable[Measured],

@@ -1,21 +1,19 @@
 """Cell leases: two overlapping launches of one sweep never run the same cell twice.
 
-Planning reads what earlier launches left on disk, but two launches started together both
-plan before either has started a run, so both would run every cell. Hence a lease: before a job
-is handed to the launcher, its sweeper creates ``<records root>/.leases/<config_id>.json``
-(the records root is ``sweeps/<sweep name>``, where every launch of the sweep looks), saying
-which host, process and launch holds it and since when. Creating it is exclusive: the lease is
-written to a private temporary file and hard-linked to its name, which fails if the name exists,
-atomically, on a local disk and on NFS alike (where links are not supported, ``O_EXCL``). Of two
-launches, exactly one gets each cell; the other reports it as running elsewhere.
+Two launches started together both plan before either has started a run, so both would run
+every cell. Hence a lease: before a job is handed to the launcher, its sweeper creates
+``<records root>/.leases/<config_id>.json`` (``sweeps/<sweep name>``, where every launch of the
+sweep looks), saying which host, process and launch holds it and since when. Creating it is
+exclusive: the lease is written to a private temporary file and hard-linked to its name, which
+fails if the name exists, atomically, on a local disk and on NFS alike (where links are not
+supported, ``O_EXCL``). Of two launches, exactly one gets each cell; the other reports it as
+running elsewhere.
 
-A lease is released when its launch has collected the job's outcome (the record exists, or the
-job is known lost). A lease left behind by a launch that died has *expired* and may be taken
-over: its process is gone (knowable on its own host: ``provenance.process_alive``), or it is older
-than ``hydra.sweeper.lease_timeout_hours`` (the only evidence from another machine). Taking over
-renames the expired file away first (one renamer wins), then takes it as usual.
-
-No torch and no Hydra here: the sweeper calls these; the training side never does.
+A lease is released once its launch has collected the job's outcome. One left behind by a launch
+that died has *expired* and may be taken over: its process is gone (knowable on its own host),
+or it is older than ``hydra.sweeper.lease_timeout_hours`` (the only evidence from another
+machine). Taking over renames the expired file away first (one renamer wins), then takes it.
+No torch and no Hydra here.
 """
 
 from __future__ import annotations

@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 def plan_runs(grid: Sequence[Sequence[str]], axes: Axes, root: Path,
               compose: Callable[[Sequence[str]], DictConfig], resume: bool = True,
-              rerun_diverged: bool = False) -> tuple[list[PlannedRun], str]:
+              rerun_diverged: bool = False,
+              lease_timeout_hours: float = lease.DEFAULT_TIMEOUT_HOURS
+              ) -> tuple[list[PlannedRun], str]:
     """Every job of ``grid`` as a planned run, and the note on how its time was estimated.
     ``compose`` gives a job's config (the sweeper's composition, without Hydra's node)."""
     past = index.past_runs(root) if resume else {}
@@ -70,6 +72,11 @@ def plan_runs(grid: Sequence[Sequence[str]], axes: Axes, root: Path,
         else:
             kinds.add(work.device)
             run.seconds = work.seconds() * (factors.get(work.device) or 1.0)
+    if resume:  # the cells another launch holds right now: named in the plan
+        held = lease.held_elsewhere(root, [run.config_id for run in runs if run.decision.action
+                                           != Action.SKIP], lease_timeout_hours)
+        for run in runs:
+            run.held_by = held[run.config_id].describe() if run.config_id in held else None
     if any(kind in factors for kind in kinds):
         note = (f"{'/'.join(sorted(kinds))}; calibrated on {len(finished)} finished runs of "
                 "this machine")
@@ -78,15 +85,6 @@ def plan_runs(grid: Sequence[Sequence[str]], axes: Axes, root: Path,
     if elsewhere:
         note += f"; {elsewhere} finished runs of other machines not used"
     return runs, note
-
-
-def mark_held(runs: Sequence[PlannedRun], root: Path, timeout_hours: float) -> None:
-    """Name, on each run to do, the other launch that holds its cell now (if one does)."""
-    held = lease.held_elsewhere(root, [run.config_id for run in runs
-                                       if run.decision.action != Action.SKIP], timeout_hours)
-    for run in runs:
-        holder = held.get(run.config_id)
-        run.held_by = holder.describe() if holder else None
 
 
 def made_by_other_code(record: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:

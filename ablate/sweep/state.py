@@ -85,15 +85,12 @@ class Decision:
 
 def decide(past: list[PastRun], rerun_diverged: bool = False) -> Decision:
     """Skip what finished, diverged or still runs; resume what was interrupted; rerun what
-    failed.
+    failed. Divergence is a result, not a crash (the restored random state would diverge again):
+    skipped like a finished run, unless ``rerun_diverged`` asks for another try."""
 
-    Divergence is a result, not a crash: the restored random state would make the run diverge
-    again, so it is skipped like a finished one, unless ``rerun_diverged`` asks for another try.
-    """
-
-    def newest(state: Status, with_checkpoint: bool = False) -> PastRun | None:
-        runs = [r for r in past if r.state == state and (r.checkpoint or not with_checkpoint)]
-        return max(runs, key=lambda r: r.time) if runs else None
+    def newest(*states: Status, with_checkpoint: bool = False) -> PastRun | None:
+        runs = [r for r in past if r.state in states and (r.checkpoint or not with_checkpoint)]
+        return max(runs, key=lambda r: r.time, default=None)
 
     if run := newest(Status.FINISHED):
         return Decision(Action.SKIP, Status.FINISHED, previous=run)
@@ -103,9 +100,7 @@ def decide(past: list[PastRun], rerun_diverged: bool = False) -> Decision:
         return Decision(Action.RESUME, Status.INTERRUPTED, checkpoint=run.checkpoint, previous=run)
     if not rerun_diverged and (run := newest(Status.DIVERGED)):
         return Decision(Action.SKIP, Status.DIVERGED, previous=run)
-    failed = [r for r in past if r.state in (Status.FAILED, Status.DIVERGED)]
-    if failed:
-        run = max(failed, key=lambda r: r.time)
+    if run := newest(Status.FAILED, Status.DIVERGED):
         return Decision(Action.RUN, f"{run.state} before: {run.error}", previous=run)
     if run := newest(Status.INTERRUPTED):
         return Decision(Action.RUN, "interrupted before its first checkpoint", previous=run)

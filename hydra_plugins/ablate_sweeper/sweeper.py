@@ -149,12 +149,11 @@ class AblateSweeper(Sweeper):
         # would walk the imported stack (torch, Lightning) too: frozen, planning takes half.
         gc.freeze()
         try:
-            runs, note = planner.plan_runs(grid, axes, self.root, self._composer().compose,
-                                           self.settings.resume, self.settings.rerun_diverged)
+            runs, note = planner.plan_runs(
+                grid, axes, self.root, self._composer().compose, self.settings.resume,
+                self.settings.rerun_diverged, self.settings.lease_timeout_hours)
         finally:
             gc.unfreeze()
-        if self.settings.resume:  # cells another launch holds right now: named in the plan
-            planner.mark_held(runs, self.root, self.settings.lease_timeout_hours)
         return axes, runs, note, self.root
 
     def _take_sweep_dir(self) -> Path:
