@@ -2,18 +2,18 @@
 
 A relaunch must know every run under the records root (``sweeps/<name>``), and reading every
 record, or globbing a deep tree, is the slow part on a cluster's shared filesystem. So the root
-keeps an index, ``.ablate/run-index.json``: each directory down to the run directories, with
-its modification time, and for each run what ``state.read_run`` found there.
+keeps an index, ``.ablate/run-index.json``: for each run directory, its modification time and
+what ``state.read_run`` found there.
 
-A launch walks the tree and trusts an entry only while its directory is unchanged and its record
-is the file it read (same size and modification time): a ``stat`` each, no read. Every way a
-run can change touches its directory's time (records and start markers are renamed into it, a
-first checkpoint creates ``checkpoints/``, a deleted record removes an entry), and a new run or
-sweep folder touches its parent's: a changed directory is read again, whoever changed it, from
-whichever machine. A record edited in place is caught by its own size and time. Runs whose state
-can change without any of that (started, no record yet) are read on every launch. An index that
-is missing, damaged or of another version is ignored (a scan, which writes it anew); two
-launches writing it at once lose one's update, never correctness.
+A launch lists the folders above the runs (a few: the sweep folders) and trusts a run's entry
+only while its directory is unchanged and its record is the file it read (same size and
+modification time): a ``stat`` each, no read. Every way a run can change touches its directory's
+time (records and start markers are renamed into it, a first checkpoint creates
+``checkpoints/``, a deleted record removes an entry), whoever changed it, from whichever
+machine; a record edited in place is caught by its own size and time. Runs whose state can
+change without any of that (started, no record yet) are read on every launch. An index that is
+missing, damaged or of another version is ignored (a scan, which writes it anew); two launches
+writing it at once lose one's update, never correctness.
 
 Run directories are not descended into (they hold checkpoints, configs and W&B files, never
 other runs), nor are hidden folders (``.submitit``, ``.hydra``, this index). No torch here.
@@ -37,7 +37,7 @@ from ablate.sweep.state import PastRun, read_run
 log = logging.getLogger(__name__)
 
 INDEX_FILE = Path(".ablate") / "run-index.json"  # in a folder of its own: writing it leaves the
-VERSION = 2  # root's modification time alone
+VERSION = 3  # root's modification time alone
 # A directory modified this recently may be modified again within the same timestamp tick
 # (1-2 s on coarse filesystems): its entry is kept but checked again by the next launch.
 SETTLE_NS = 5 * 10**9
@@ -48,10 +48,8 @@ class _Walk:
     """One pass over the tree: the index read before it, the index it leaves, what it found."""
 
     root: Path
-    old_dirs: Mapping[str, Any]
     old_runs: Mapping[str, Any]
     now_ns: int = field(default_factory=time.time_ns)
-    dirs: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     read: int = 0  # run directories whose files were read
 
@@ -106,52 +104,40 @@ def _visit(walk: _Walk, rel: str) -> None:
             and known.get("record") == _record_stamp(path)):
         walk.runs[rel] = dict(known)
         return
-    known = walk.old_dirs.get(rel)
-    if known is not None and known["mtime_ns"] == mtime_ns:
-        walk.dirs[rel] = dict(known)
-    else:
-        try:
-            with os.scandir(path) as listing:
-                entries = list(listing)
-        except OSError:
-            return
-        names = {entry.name for entry in entries}
-        if records.START_FILE in names or records.RESULT_FILE in names:
-            walk.read += 1
-            walk.runs[rel] = _entry(read_run(path), walk.settled(mtime_ns), path)
-            return
-        children = sorted(entry.name for entry in entries
-                          if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False))
-        walk.dirs[rel] = {"mtime_ns": walk.settled(mtime_ns), "children": children}
-    for child in walk.dirs[rel]["children"]:
+    try:
+        with os.scandir(path) as listing:
+            entries = list(listing)
+    except OSError:
+        return
+    names = {entry.name for entry in entries}
+    if records.START_FILE in names or records.RESULT_FILE in names:
+        walk.read += 1
+        walk.runs[rel] = _entry(read_run(path), walk.settled(mtime_ns), path)
+        return
+    for child in sorted(entry.name for entry in entries
+                        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)):
         _visit(walk, f"{rel}/{child}" if rel else child)
 
 
-def _load(root: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """``(dirs, runs)`` of the index under ``root``; None if it is missing or unusable."""
-    data = atomic.read_json(root / INDEX_FILE)
-    if data is None or data.get("version") != VERSION:
-        return None
-    dirs, runs = data.get("dirs"), data.get("runs")
-    if not isinstance(dirs, dict) or not isinstance(runs, dict):
+def _load(root: Path) -> dict[str, Any] | None:
+    """The run entries of the index under ``root``; None if it is missing or unusable."""
+    data = atomic.read_json(root / INDEX_FILE) or {}
+    runs = data.get("runs")
+    if data.get("version") != VERSION or not isinstance(runs, dict):
         return None
     try:  # every entry must have what _visit and _past_run read: else the whole index is rebuilt
-        for entry in dirs.values():
-            assert isinstance(entry["children"], list) and "mtime_ns" in entry
-            assert all(isinstance(child, str) for child in entry["children"])
         for entry in runs.values():
             assert "mtime_ns" in entry
             _past_run(root, entry)
     except (AssertionError, KeyError, TypeError, ValueError, AttributeError):
         return None
-    return dirs, runs
+    return runs
 
 
 def _save(root: Path, walk: _Walk) -> None:
     try:
         atomic.write_json_atomic(root / INDEX_FILE, {
-            "version": VERSION, "written_by": "ablate.sweep.index", "dirs": walk.dirs,
-            "runs": walk.runs})
+            "version": VERSION, "written_by": "ablate.sweep.index", "runs": walk.runs})
     except OSError as error:  # a read-only share: the next launch scans again, nothing worse
         log.warning("could not write the run index %s: %s", root / INDEX_FILE, error)
 
@@ -168,7 +154,7 @@ def _found(walk: _Walk) -> dict[str, list[PastRun]]:
 def scan(root: Path) -> dict[str, list[PastRun]]:
     """Every run under ``root``, grouped by config id, read from disk (no index used or
     written)."""
-    walk = _Walk(root, {}, {})
+    walk = _Walk(root, {})
     if root.is_dir():
         _visit(walk, "")
     return _found(walk)
@@ -179,13 +165,12 @@ def past_runs(root: Path) -> dict[str, list[PastRun]]:
     brought up to date (or rebuilt by a scan when it is missing or unusable)."""
     if not root.is_dir():
         return {}
-    loaded = _load(root)
-    dirs, runs = loaded if loaded is not None else ({}, {})
-    walk = _Walk(root, dirs, runs)
+    runs = _load(root)
+    walk = _Walk(root, runs or {})
     _visit(walk, "")
-    if loaded is None or walk.dirs != dirs or walk.runs != runs:
+    if runs is None or walk.runs != runs:
         _save(root, walk)
-    how = "scanned (no usable index)" if loaded is None else "index checked"
+    how = "scanned (no usable index)" if runs is None else "index checked"
     # a debugging line: shown with verbose=true (the sweeper turns this logger's debug on)
     log.debug("%s: %s, %d run directories, %d read", root, how, len(walk.runs), walk.read)
     return _found(walk)

@@ -140,8 +140,7 @@ class AblateSweeper(Sweeper):
         return jobs, [(k, [selection.SELECTED] if k == "lr" else v) for k, v in axes]
 
     def plan(self, arguments: Sequence[str]) -> tuple["Axes", list["PlannedRun"], str, Path]:
-        """The grid of ``arguments`` as planned runs, each looked up among earlier runs and
-        priced: ``(axes, runs, estimate note, records root)``. Nothing is launched."""
+        """``(axes, planned runs, estimate note, records root)`` of ``arguments``' grid."""
         from ablate.sweep import planner
 
         grid, axes = self._final_stage(*self._grid(arguments))
@@ -246,8 +245,8 @@ class AblateSweeper(Sweeper):
 
     def _launch_all(self, todo: list["PlannedRun"], returns: list[list[JobReturn]],
                     sweep_dir: Path) -> None:
-        """Hand the jobs to the launcher in batches: ``max_batch_size``, else all at once; one
-        at a time for the basic launcher, which runs them one after another anyway."""
+        """The jobs to the launcher in batches of ``max_batch_size``, else all at once (one at a
+        time to the basic launcher, which runs them one after another anyway)."""
         from ablate.sweep import launch, lease
 
         settings, root = self.settings, self.root
@@ -269,8 +268,8 @@ class AblateSweeper(Sweeper):
             next_num += len(batch)
 
     def _launch_batch(self, batch: list["PlannedRun"], first: int) -> list[JobReturn]:
-        """One batch through the launcher; each job's outcome and ``[k/N]`` line as soon as it
-        is known (as each ends where the launcher says so: ``job_ended``, the Ray launcher)."""
+        """One batch through the launcher; each job's outcome and ``[k/N]`` line once known (as
+        each ends, where the launcher has a ``job_ended``, as the Ray launcher does)."""
         from ablate.sweep import launch
 
         launched, reported = time.time(), set()
