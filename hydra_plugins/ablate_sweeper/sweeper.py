@@ -98,8 +98,6 @@ class AblateSweeper(Sweeper):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         self.config_loader = hydra_context.config_loader
 
-    # ---------------------------------------------------------------------------------- plan
-
     @property
     def requested_dir(self) -> Path:
         return Path(str(self.config.hydra.sweep.dir)).absolute()
@@ -169,8 +167,6 @@ class AblateSweeper(Sweeper):
             kept = overrides.without(self.config.hydra.overrides.hydra, ["hydra.sweep.dir"])
             self.config.hydra.overrides.hydra = [*kept, f"hydra.sweep.dir={quoted(str(taken))}"]
         return taken
-
-    # ------------------------------------------------------------------------------- launch
 
     def sweep(self, arguments: list[str]) -> Any:
         from ablate.errors import Interrupted, SweepFailed, SweepIncomplete
@@ -325,6 +321,7 @@ def planner(overrides: Sequence[str]) -> Iterator[tuple[AblateSweeper, list[str]
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
+    from hydra.utils import instantiate
 
     from ablate import config as config_lib
 
@@ -333,10 +330,7 @@ def planner(overrides: Sequence[str]) -> Iterator[tuple[AblateSweeper, list[str]
         loader = GlobalHydra.instance().config_loader()
         master = loader.load_configuration(config_lib.CONFIG_NAME, list(overrides),
                                            run_mode=RunMode.MULTIRUN)
-        settings = OmegaConf.to_container(master.hydra.sweeper, resolve=True)
-        assert isinstance(settings, dict)
-        settings.pop("_target_", None)
-        sweeper = AblateSweeper(**settings)
+        sweeper = instantiate(master.hydra.sweeper, _convert_="all")  # as Hydra's Plugins do
         # Planning reads only the config and its loader; Hydra's callbacks belong to launching.
         sweeper.config, sweeper.config_loader = master, loader
         yield sweeper, [str(o) for o in master.hydra.overrides.task]
