@@ -12,13 +12,9 @@ def register_plugins() -> None:
     scan, a listing of ``hydra_plugins`` on disk, cannot see them: a (default, strict) editable
     install maps the package through an import hook. Elsewhere this does nothing."""
     from hydra.core.plugins import Plugins
+    from hydra.utils import get_class
 
     plugins = Plugins.instance()  # Hydra's scan (once per process; Hydra runs it anyway)
-    if all(name in plugins.class_name_to_class for name in PLUGINS):
-        return
-    from hydra_plugins.ablate_sweeper.ray_launcher import AblateRayLauncher
-    from hydra_plugins.ablate_sweeper.sweeper import AblateSweeper
-
-    for plugin in (AblateSweeper, AblateRayLauncher):
-        if f"{plugin.__module__}.{plugin.__name__}" not in plugins.class_name_to_class:
-            plugins.register(plugin)
+    for name in PLUGINS:
+        if name not in plugins.class_name_to_class:  # imported only then
+            plugins.register(get_class(name))
