@@ -97,11 +97,10 @@ def _create(path: Path, content: dict[str, Any]) -> bool:
     finally:
         private.unlink(missing_ok=True)
     try:  # a filesystem without hard links: O_EXCL (a reader may see it empty for a moment)
-        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, atomic.umask_mode())
+        with open(path, "x", encoding="utf-8") as stream:
+            json.dump(content, stream, indent=2)
     except FileExistsError:
         return False
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(json.dumps(content, indent=2).encode("utf-8"))
     return True
 
 

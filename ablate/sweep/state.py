@@ -46,7 +46,7 @@ def read_run(directory: Path) -> PastRun | None:
             record = records.load(result)
         except records.RecordError as error:  # never counted as finished: the run is done again
             damaged = f"its record does not validate ({error})"
-    marker = atomic.read_json(marker_path) if marker_path.is_file() else None
+    marker = atomic.read_json(marker_path)  # None when missing or unreadable
     config_id = (record and record.config_id) or (marker or {}).get("config_id")
     if not config_id:
         return None

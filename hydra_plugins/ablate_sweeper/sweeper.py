@@ -205,11 +205,10 @@ class AblateSweeper(Sweeper):
                 launch.skip(run)
         todo = [run for run in runs if run.decision.action != Action.SKIP]
         self.progress = progress.Progress(todo)
-        returns: list[list[JobReturn]] = []
         stopped = None
         try:
             with interruptible():  # between jobs too: a signal never loses the summary
-                self._launch_all(todo, returns, sweep_dir)
+                returns = self._launch_all(todo, sweep_dir)
         except Interrupted as stop:  # stop launching, say what happened, exit 128 + signal
             stopped = stop
             for num, run in enumerate(todo):  # job numbers follow the order of launch
@@ -239,8 +238,7 @@ class AblateSweeper(Sweeper):
         else:
             logging.getLogger(BASIC_LAUNCHER.rsplit(".", 1)[0]).setLevel(logging.WARNING)
 
-    def _launch_all(self, todo: list["PlannedRun"], returns: list[list[JobReturn]],
-                    sweep_dir: Path) -> None:
+    def _launch_all(self, todo: list["PlannedRun"], sweep_dir: Path) -> list[list[JobReturn]]:
         """The jobs to the launcher in batches of ``max_batch_size``, else all at once (one at a
         time to the basic launcher, which runs them one after another anyway)."""
         from ablate.sweep import launch, lease
@@ -248,7 +246,7 @@ class AblateSweeper(Sweeper):
         settings, root = self.settings, self.root
         basic = self.config.hydra.launcher.get("_target_") == BASIC_LAUNCHER
         size = settings.max_batch_size or (1 if basic else len(todo) or 1)
-        next_num = 0
+        next_num, returns = 0, []
         for start in range(0, len(todo), size):
             batch = todo[start:start + size]
             if settings.resume:  # resume=false: no leases either (every job runs again)
@@ -262,6 +260,7 @@ class AblateSweeper(Sweeper):
                 for run in batch if settings.resume else []:
                     lease.release(root, run.config_id)
             next_num += len(batch)
+        return returns
 
     def _launch_batch(self, batch: list["PlannedRun"], first: int) -> list[JobReturn]:
         """One batch through the launcher; each job's outcome and ``[k/N]`` line once known (as
