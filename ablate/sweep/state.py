@@ -5,8 +5,6 @@ when it starts), ``checkpoints/last.ckpt`` (after each epoch) and ``result.json`
 when it ends, whatever happened). Runs are matched to the grid by ``config_id``, the hash of their
 effective config, never by directory names or job numbers: the same grid relaunched with its
 axes in another order, or with other job numbers, still finds its finished runs.
-
-No torch here: planning a sweep must not need the training stack.
 """
 
 from __future__ import annotations
