@@ -246,3 +246,18 @@ def sweep_name_problem(name: Any) -> str | None:
         return None
     return (f"sweep_name={name!r} is not a folder name: use a single path component of "
             "letters, digits, '.', '_' and '-', not starting with '.' (e.g. sweep_name=table3)")
+
+
+def check_sweep_name(arguments: Sequence[str]) -> None:
+    """Refuse a bad ``sweep_name=`` on the command line, single runs included: Hydra makes
+    ``sweeps/<sweep_name>/...`` before any of the run's code could check it."""
+    for argument in arguments:
+        if not argument.lstrip("+").startswith("sweep_name="):
+            continue
+        try:
+            value = overrides.parse(argument).value()
+        except Exception:  # noqa: BLE001 - Hydra reports an override it cannot parse itself
+            continue
+        problem = sweep_name_problem(value)
+        if problem:
+            raise ConfigError(problem)

@@ -101,10 +101,13 @@ def expand_run_directory(arguments: list[str]) -> list[str]:
     if any(a in ("-m", "--multirun") for a in arguments):
         return arguments
     for index, argument in enumerate(arguments):
-        if argument.startswith("-") or "=" not in argument:  # Hydra's flags: --cfg, -m
+        if not argument.lstrip("+").startswith("resume_from="):  # flags, other keys
             continue
-        value = overrides.value(argument)
-        if overrides.key(argument) != "resume_from" or not value or not Path(value).is_dir():
+        try:
+            value = overrides.parse(argument).value()
+        except Exception:  # noqa: BLE001 - Hydra reports an override it cannot parse itself
+            continue
+        if not value or not Path(str(value)).is_dir():
             continue
         run_dir = Path(value)
         checkpoint = run_dir / records.CHECKPOINT_FILE

@@ -18,8 +18,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ProgressBar
 
-from ablate import config, console, identity, overrides
-from ablate.errors import CONFIG_ERRORS, ConfigError, Interrupted, SweepFailed, SweepIncomplete
+from ablate import config, console, identity
+from ablate.errors import CONFIG_ERRORS, Interrupted, SweepFailed, SweepIncomplete
 from ablate.job import Job, study_of
 from ablate.module import Classifier
 from ablate.signals import interruptible
@@ -99,11 +99,7 @@ def main() -> None:
         from ablate.resume import expand_run_directory
 
         sys.argv[1:] = expand_run_directory(sys.argv[1:])
-        named = [a for a in sys.argv[1:] if not a.startswith("-") and "=" in a
-                 and overrides.key(a) == "sweep_name"]  # before Hydra makes its folder
-        for problem in (config.sweep_name_problem(overrides.parse(a).value()) for a in named):
-            if problem:
-                raise ConfigError(problem)
+        config.check_sweep_name(sys.argv[1:])  # before Hydra makes the run's folder
     except CONFIG_ERRORS as error:
         print(f"ablate: invalid config: {error}", file=sys.stderr)
         raise SystemExit(2) from None

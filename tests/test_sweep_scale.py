@@ -134,12 +134,12 @@ def test_a_deleted_or_damaged_index_is_rebuilt_by_a_scan(root, damage):
     assert json.loads(path.read_text())["runs"] == good["runs"]  # written again, whole
 
 
-def test_runs_noted_as_they_end_are_not_read_again(root):
+def test_a_run_read_once_is_not_read_again_while_unchanged(root):
     index.past_runs(root)
     new = _write_run(root, "2026-01-03_00-00-00/0", "d")
-    os.utime(new, (AN_HOUR_AGO, AN_HOUR_AGO))  # it ended a while before the sweeper noted it
-    index.note_runs(root, [new])
-    with pytest.MonkeyPatch.context() as patch:  # noted, unchanged: trusted without a read
+    os.utime(new, (AN_HOUR_AGO, AN_HOUR_AGO))  # it ended a while ago
+    index.past_runs(root)  # read once, into the index
+    with pytest.MonkeyPatch.context() as patch:  # unchanged: trusted without a read
         real = index.read_run
         patch.setattr(index, "read_run", lambda directory: pytest.fail(f"read {directory}")
                       if directory == new else real(directory))

@@ -12,11 +12,12 @@ import math
 import yaml
 from hydra.utils import get_method
 
-from ablate import spec
+from ablate import overrides, spec
 from ablate.bench.gpu_steps import fastest
 from ablate.bench.steps import VARIANT_BY_NAME
 from ablate.sweep import measured
 from ablate.sweep.estimate import forward_macs
+from ablate.sweep.grid import values_of
 
 CONF = importlib.resources.files("ablate.conf")
 SECTIONS = ("steps", "framework", "packing", "end_to_end", "projection")  # in the order run
@@ -33,12 +34,10 @@ GRID_VAL_IMAGES = 5_000  # forward only, once per epoch
 def table3_grid() -> list[tuple[str, str, int]]:
     """(model, downsampling, runs) per network of ``conf/sweep/table3.yaml``."""
     params = yaml.safe_load((CONF / "sweep" / "table3.yaml").read_text())
-    params = params["hydra"]["sweeper"]["params"]
-    axes = {key: [v.strip() for v in str(value).split(",")] for key, value in params.items()}
-    runs_per_network = math.prod(len(v) for k, v in axes.items()
-                                 if k not in ("model", "downsample"))
-    return [(model, mode, runs_per_network) for model in axes["model"]
-            for mode in axes["downsample"]]
+    axes = values_of([overrides.parse(f"{key}={value}")  # Hydra's parser, as the sweeper reads
+                      for key, value in params["hydra"]["sweeper"]["params"].items()])
+    per_network = math.prod(len(v) for k, v in axes.items() if k not in ("model", "downsample"))
+    return [(model, mode, per_network) for model in axes["model"] for mode in axes["downsample"]]
 
 
 def grid_forward_macs(model: str, downsample: str) -> int:

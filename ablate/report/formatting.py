@@ -52,19 +52,19 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def describe(value: Any) -> str:
+def node_text(value: Any) -> str:
     """A config node in one short line: ``SGD(momentum=0.9, weight_decay=0.001)``."""
     if isinstance(value, Mapping):
         skip = {"_target_", "_partial_", "name", "transform"}
         head = str(value.get("name") or str(value.get("_target_", "")).rsplit(".", 1)[-1])
-        params = ", ".join(f"{k}={describe(v)}" for k, v in sorted(value.items())
+        params = ", ".join(f"{k}={node_text(v)}" for k, v in sorted(value.items())
                            if k not in skip)
         return f"{head}({params})" if params else head
     if isinstance(value, list):
-        return "[" + ", ".join(describe(v) for v in value) + "]"
+        return "[" + ", ".join(node_text(v) for v in value) + "]"
     return json.dumps(value) if isinstance(value, str) and not value else str(value)
 
 
-def describe_protocol(spec: Mapping[str, Any]) -> str:
-    return "; ".join(f"{key} {describe(spec[key])}" for key in PROTOCOL_KEYS
+def protocol_text(spec: Mapping[str, Any]) -> str:
+    return "; ".join(f"{key} {node_text(spec[key])}" for key in PROTOCOL_KEYS
                      if spec.get(key) is not None)

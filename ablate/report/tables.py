@@ -18,11 +18,11 @@ import pandas as pd
 from ablate import identity, stages
 from ablate.report import claims, compare, evidence_tables, load, per_example, reference, stats
 from ablate.report.formatting import (
-    describe,
-    describe_protocol,
     lr_text,
     mean_ci,
+    node_text,
     pct,
+    protocol_text,
     signed,
     table,
 )
@@ -313,14 +313,14 @@ def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
     parts = [f"## Protocol `{protocol}`" + (f" ({index} of {total})" if total > 1 else "")
              + (": final stage" if final else ""), "",
              f"{len(mine)} run{'' if len(mine) == 1 else 's'}: {counts}.", "",
-             f"Protocol: {describe_protocol(spec)}.", "", stage_note(mine, final, partner)]
+             f"Protocol: {protocol_text(spec)}.", "", stage_note(mine, final, partner)]
     if total > 1:
         others = runs[(runs["protocol"] != protocol) & runs["protocol_spec"].notna()]
         other_specs = [load.parsed(s) for s in sorted(others["protocol_spec"].unique())]
         differing = [k for k in identity.PROTOCOL_KEYS
                      if any(o.get(k) != spec.get(k) for o in other_specs)]
         parts += ["", "Differs from the other protocols in: "
-                  + ", ".join(f"`{k}` ({describe(spec.get(k))})" for k in differing) + "."]
+                  + ", ".join(f"`{k}` ({node_text(spec.get(k))})" for k in differing) + "."]
     keys = [g for g in stats.groups(frame) if g[0] == protocol]
     for _, dataset, augmentation in keys:
         group = stats.runs_of(frame, protocol, dataset, augmentation)

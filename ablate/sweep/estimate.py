@@ -1,19 +1,17 @@
 """How long a run will take, before it runs: multiply-accumulates over a throughput.
 
-The model: a run costs a fixed start-up (process, imports, data, Lightning), plus a fixed cost
-per epoch, plus its arithmetic: every training image costs three forward passes of MACs
-(forward, and a backward pass of about twice that), every validation and test image one. MACs
-come from the layer spec (``ablate.spec``), so the twelve networks, their width and input size
-are priced exactly; the throughput is a per-device constant (``DEVICES``). Once a sweep has
-finished runs, their wall times calibrate the whole model for that machine (one factor).
-
-No torch here: the plan is printed before anything heavy is imported or launched.
+A run costs a fixed start-up (process, imports, data, Lightning), a fixed cost per epoch, and
+its arithmetic: three forward passes of MACs per training image (a backward pass is about two),
+one per validation and test image. MACs come from the layer spec (``ablate.spec``), exactly;
+the throughput is a per-device constant (``DEVICES``). A sweep's finished runs calibrate the
+whole model for their machine (one factor). No torch here: the plan comes before anything heavy.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -70,12 +68,6 @@ def _batches(images: int, batch: int, limit: Any) -> int:
     return budget.planned_batches(budget.batches_of(images, batch), limit)
 
 
-def _held_out(images: int, val_size: Any) -> int:
-    if isinstance(val_size, float) and val_size < 1:
-        return int(round(images * val_size))
-    return int(val_size or 0)
-
-
 @dataclass(frozen=True)
 class Work:
     """The arithmetic and the epochs of one run."""
@@ -84,11 +76,10 @@ class Work:
     epochs: int
     device: str
 
-    def seconds(self, device: Device | None = None) -> float:
-        device = device or DEVICES[self.device]
-        return device.run_seconds + self.epochs * device.epoch_seconds + self.macs / (
-            device.macs_per_second
-        )
+    def seconds(self) -> float:
+        device = DEVICES[self.device]
+        return device.run_seconds + self.epochs * device.epoch_seconds \
+            + self.macs / device.macs_per_second
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -96,10 +87,8 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
 
 
 def work_of(cfg: DictConfig | Mapping[str, Any]) -> Work:
-    """The work of the run ``cfg`` describes (a composed config, or a record's ``config``).
-
-    Raises ``SpecError`` when the network cannot take the input, as the run itself would.
-    """
+    """The work of the run ``cfg`` describes (a composed config, or a record's ``config``);
+    ``SpecError`` when the network cannot take the input, as the run itself would."""
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
     from hydra.utils import get_method
 
@@ -116,14 +105,16 @@ def work_of(cfg: DictConfig | Mapping[str, Any]) -> Work:
     # dataset.images: the source's training (before the validation split) and test counts
     train_pool = int(_get(cfg, "dataset.images.train", 0) or 0)
     test_images = int(_get(cfg, "dataset.images.test", 0) or 0)
-    val_images = min(_held_out(train_pool, _get(cfg, "dataset.val_size")), train_pool)
+    val_size = _get(cfg, "dataset.val_size")  # a fraction of the pool, or a count
+    held_out = round(train_pool * val_size) if isinstance(val_size, float) and val_size < 1 \
+        else int(val_size or 0)
+    val_images = min(held_out, train_pool)
     train_images = train_pool - val_images
     batch, eval_batch = int(cfg.batch_size), int(_get(cfg, "eval_batch_size", 1000))
     train_steps = _batches(train_images, batch, _get(cfg, "trainer.limit_train_batches"))
     val_steps = _batches(val_images, eval_batch, _get(cfg, "trainer.limit_val_batches"))
     test_steps = _batches(test_images, eval_batch, _get(cfg, "trainer.limit_test_batches"))
-    epochs = int(_get(cfg, "trainer.max_epochs") or 1)
-    epochs = epochs if epochs > 0 else 1
+    epochs = max(int(_get(cfg, "trainer.max_epochs") or 1), 1)  # -1 (no limit) counts as 1
     max_steps = _get(cfg, "trainer.max_steps")
     if max_steps and max_steps > 0 and train_steps:
         epochs = min(epochs, math.ceil(max_steps / train_steps))
@@ -182,21 +173,17 @@ def calibration_point(record: Record) -> Measured | None:
             _work_of_records[key] = work_of(inputs)
         except Exception:  # a record from another version of the config: not comparable
             _work_of_records[key] = None
-    work = _work_of_records[key]
-    if work is None:
+    if (work := _work_of_records[key]) is None:
         return None
     kind = "gpu" if "cuda" in str(record.device) else "cpu"
-    return Measured(float(seconds), Work(work.macs, work.epochs, kind), record.host)
+    return Measured(float(seconds), replace(work, device=kind), record.host)
 
 
 def this_machine(finished: Iterable[Measured],
                  host: str | None = None) -> tuple[list[Measured], int]:
-    """The finished runs made on this host, and how many others were left out.
-
-    Another machine's (or a record that does not say: made before records kept their host)
-    wall times say nothing of this one's speed: the same grid ran 4x slower on a loaded copy of
-    the same 2-core VM. They never calibrate an estimate here.
-    """
+    """The finished runs made on this host, and how many others were left out: another
+    machine's wall times (or a record's without a host) say nothing of this one's speed (the
+    same grid ran 4x slower on a loaded copy of the same 2-core VM)."""
     import socket
 
     host = host or socket.gethostname()
@@ -207,10 +194,9 @@ def this_machine(finished: Iterable[Measured],
 
 def calibration(finished: Iterable[Measured]) -> dict[str, float]:
     """Measured / modelled wall time of finished runs, per device kind (one factor each)."""
-    wall: dict[str, float] = {}
-    modelled: dict[str, float] = {}
+    wall: Counter[str] = Counter()
+    modelled: Counter[str] = Counter()
     for point in finished:
-        kind = point.work.device
-        wall[kind] = wall.get(kind, 0.0) + point.wall_seconds
-        modelled[kind] = modelled.get(kind, 0.0) + point.work.seconds()
+        wall[point.work.device] += point.wall_seconds
+        modelled[point.work.device] += point.work.seconds()
     return {kind: wall[kind] / modelled[kind] for kind in wall if modelled[kind] > 0}

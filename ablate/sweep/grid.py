@@ -1,10 +1,8 @@
 """A sweep's grid: the product of its swept values, and the union of grids a sweep's variants add.
 
-The overrides come parsed by Hydra's own ``OverridesParser`` (the sweeper passes its
-``parse_overrides``, which knows the config groups for ``glob(...)``) and are expanded as
-Hydra's basic sweeper does: a later override of a key replaces an earlier one, each discrete
-sweep (``a=1,2``, ``range``, ``choice``, ``glob``) is an axis, and the jobs are the cartesian
-product in the order the keys were first given.
+Overrides parsed by Hydra's ``parse_overrides`` (the sweeper's knows the config groups, for
+``glob(...)``) are expanded as Hydra's basic sweeper does: a later override of a key replaces an
+earlier one, each discrete sweep is an axis, the jobs are the product in the keys' first order.
 """
 
 from __future__ import annotations

@@ -1,29 +1,22 @@
 """Where a sweep name's earlier runs are, without reading them all on every launch.
 
-A relaunch must know every run under the records root (``sweeps/<name>``): what finished, what
-failed, what is still running, with which config id. Reading every record of thousands of runs,
-or globbing a deep tree of checkpoints and W&B files, is the slow part on a cluster's shared
-filesystem. So the root keeps an index, ``.ablate/run-index.json``: each directory of the tree
-down to the run directories, with its modification time, and for each run what
-``state.read_run`` found there.
+A relaunch must know every run under the records root (``sweeps/<name>``), and reading every
+record, or globbing a deep tree, is the slow part on a cluster's shared filesystem. So the root
+keeps an index, ``.ablate/run-index.json``: for each run directory, its modification time and
+what ``state.read_run`` found there.
 
-A launch walks the tree once and trusts an entry only while its directory is unchanged and its
-record is the file it read (same size and modification time): a ``stat`` per directory and per
-record, no record read. A record edited, truncated or emptied in place is read again. Every way
-a run can change touches its directory's modification time (records and start markers are
-written by rename into it, a first checkpoint creates ``checkpoints/`` in it, a deleted record
-removes an entry from it), and so does a new run or sweep folder for its parent. A changed
-directory is listed or read again, whoever changed it, from whichever machine. Runs whose state
-can change without that (started, no record yet: their process may die, a checkpoint may
-appear) are read again on every launch. An index that is missing, damaged or of another version
-is ignored: the walk then reads everything, as a scan, and writes the index anew. Two launches
-writing it at once lose one's update, never correctness: a missed change is still a changed
-directory.
+A launch lists the folders above the runs (a few: the sweep folders) and trusts a run's entry
+only while its directory is unchanged and its record is the file it read (same size and
+modification time): a ``stat`` each, no read. Every way a run can change touches its directory's
+time (records and start markers are renamed into it, a first checkpoint creates
+``checkpoints/``, a deleted record removes an entry), whoever changed it, from whichever
+machine; a record edited in place is caught by its own size and time. Runs whose state can
+change without any of that (started, no record yet) are read on every launch. An index that is
+missing, damaged or of another version is ignored (a scan, which writes it anew); two launches
+writing it at once lose one's update, never correctness.
 
-Run directories are not descended into (their own folders hold checkpoints, configs and W&B
-files, never other runs), and neither are hidden folders (``.submitit``, ``.hydra``, this index).
-
-No torch here: planning a sweep must not need the training stack.
+Run directories are not descended into (they hold checkpoints, configs and W&B files, never
+other runs), nor are hidden folders (``.submitit``, ``.hydra``, this index). No torch here.
 """
 
 from __future__ import annotations
@@ -31,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +37,7 @@ from ablate.sweep.state import PastRun, read_run
 log = logging.getLogger(__name__)
 
 INDEX_FILE = Path(".ablate") / "run-index.json"  # in a folder of its own: writing it leaves the
-VERSION = 2  # root's modification time alone
+VERSION = 3  # root's modification time alone
 # A directory modified this recently may be modified again within the same timestamp tick
 # (1-2 s on coarse filesystems): its entry is kept but checked again by the next launch.
 SETTLE_NS = 5 * 10**9
@@ -55,10 +48,8 @@ class _Walk:
     """One pass over the tree: the index read before it, the index it leaves, what it found."""
 
     root: Path
-    old_dirs: Mapping[str, Any]
     old_runs: Mapping[str, Any]
     now_ns: int = field(default_factory=time.time_ns)
-    dirs: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     read: int = 0  # run directories whose files were read
 
@@ -77,20 +68,19 @@ def _record_stamp(directory: Path) -> list[int] | None:
 
 
 def _entry(run: PastRun | None, mtime_ns: int | None, directory: Path) -> dict[str, Any]:
-    if run is None:  # files of no known config (a damaged record, no marker): nothing to match
-        return {"mtime_ns": mtime_ns, "config_id": None, "record": _record_stamp(directory)}
-    return {
-        "mtime_ns": mtime_ns,
-        "record": _record_stamp(directory),
-        "config_id": run.config_id,
-        "state": run.state,
-        "checkpoint": str(run.checkpoint.relative_to(run.directory)) if run.checkpoint else None,
-        "error": run.error,
-        "measured": run.measured.as_dict() if run.measured else None,
-        "time": run.time,
-        "settled": run.settled,
-        "code": run.code,
-    }
+    entry = {"mtime_ns": mtime_ns, "record": _record_stamp(directory), "config_id": None}
+    if run is not None:  # else files of no known config (a damaged record, no marker)
+        entry.update(
+            config_id=run.config_id,
+            state=run.state,
+            checkpoint=str(run.checkpoint.relative_to(run.directory)) if run.checkpoint else None,
+            error=run.error,
+            measured=run.measured.as_dict() if run.measured else None,
+            time=run.time,
+            settled=run.settled,
+            code=run.code,
+        )
+    return entry
 
 
 def _past_run(directory: Path, entry: Mapping[str, Any]) -> PastRun | None:
@@ -104,7 +94,7 @@ def _past_run(directory: Path, entry: Mapping[str, Any]) -> PastRun | None:
 
 
 def _visit(walk: _Walk, rel: str) -> None:
-    path = walk.root / rel if rel else walk.root
+    path = walk.root / rel  # rel "" is the root itself
     try:
         mtime_ns = os.stat(path).st_mtime_ns
     except OSError:
@@ -113,12 +103,6 @@ def _visit(walk: _Walk, rel: str) -> None:
     if (known is not None and known["mtime_ns"] == mtime_ns and known.get("settled", True)
             and known.get("record") == _record_stamp(path)):
         walk.runs[rel] = dict(known)
-        return
-    known = walk.old_dirs.get(rel)
-    if known is not None and known["mtime_ns"] == mtime_ns:
-        walk.dirs[rel] = dict(known)
-        for child in known["children"]:
-            _visit(walk, f"{rel}/{child}" if rel else child)
         return
     try:
         with os.scandir(path) as listing:
@@ -130,39 +114,30 @@ def _visit(walk: _Walk, rel: str) -> None:
         walk.read += 1
         walk.runs[rel] = _entry(read_run(path), walk.settled(mtime_ns), path)
         return
-    children = sorted(entry.name for entry in entries
-                      if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False))
-    walk.dirs[rel] = {"mtime_ns": walk.settled(mtime_ns), "children": children}
-    for child in children:
+    for child in sorted(entry.name for entry in entries
+                        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)):
         _visit(walk, f"{rel}/{child}" if rel else child)
 
 
-def _load(root: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """``(dirs, runs)`` of the index under ``root``; None if it is missing or unusable."""
-    data = atomic.read_json(root / INDEX_FILE)
-    if data is None or data.get("version") != VERSION:
-        return None
-    dirs, runs = data.get("dirs"), data.get("runs")
-    if not isinstance(dirs, dict) or not isinstance(runs, dict):
+def _load(root: Path) -> dict[str, Any] | None:
+    """The run entries of the index under ``root``; None if it is missing or unusable."""
+    data = atomic.read_json(root / INDEX_FILE) or {}
+    runs = data.get("runs")
+    if data.get("version") != VERSION or not isinstance(runs, dict):
         return None
     try:  # every entry must have what _visit and _past_run read: else the whole index is rebuilt
-        for entry in dirs.values():
-            assert isinstance(entry["children"], list) and "mtime_ns" in entry
-            assert all(isinstance(child, str) for child in entry["children"])
         for entry in runs.values():
             assert "mtime_ns" in entry
-            if entry["config_id"] is not None:
-                _past_run(root, entry)
+            _past_run(root, entry)
     except (AssertionError, KeyError, TypeError, ValueError, AttributeError):
         return None
-    return dirs, runs
+    return runs
 
 
 def _save(root: Path, walk: _Walk) -> None:
     try:
         atomic.write_json_atomic(root / INDEX_FILE, {
-            "version": VERSION, "written_by": "ablate.sweep.index", "dirs": walk.dirs,
-            "runs": walk.runs})
+            "version": VERSION, "written_by": "ablate.sweep.index", "runs": walk.runs})
     except OSError as error:  # a read-only share: the next launch scans again, nothing worse
         log.warning("could not write the run index %s: %s", root / INDEX_FILE, error)
 
@@ -170,7 +145,7 @@ def _save(root: Path, walk: _Walk) -> None:
 def _found(walk: _Walk) -> dict[str, list[PastRun]]:
     found: dict[str, list[PastRun]] = {}
     for rel, entry in walk.runs.items():
-        run = _past_run(walk.root / rel if rel else walk.root, entry)
+        run = _past_run(walk.root / rel, entry)
         if run is not None:
             found.setdefault(run.config_id, []).append(run)
     return found
@@ -179,7 +154,7 @@ def _found(walk: _Walk) -> dict[str, list[PastRun]]:
 def scan(root: Path) -> dict[str, list[PastRun]]:
     """Every run under ``root``, grouped by config id, read from disk (no index used or
     written)."""
-    walk = _Walk(root, {}, {})
+    walk = _Walk(root, {})
     if root.is_dir():
         _visit(walk, "")
     return _found(walk)
@@ -190,34 +165,12 @@ def past_runs(root: Path) -> dict[str, list[PastRun]]:
     brought up to date (or rebuilt by a scan when it is missing or unusable)."""
     if not root.is_dir():
         return {}
-    loaded = _load(root)
-    dirs, runs = loaded if loaded is not None else ({}, {})
-    walk = _Walk(root, dirs, runs)
+    runs = _load(root)
+    walk = _Walk(root, runs or {})
     _visit(walk, "")
-    if loaded is None or walk.dirs != dirs or walk.runs != runs:
+    if runs is None or walk.runs != runs:
         _save(root, walk)
-    how = "scanned (no usable index)" if loaded is None else "index checked"
+    how = "scanned (no usable index)" if runs is None else "index checked"
     # a debugging line: shown with verbose=true (the sweeper turns this logger's debug on)
     log.debug("%s: %s, %d run directories, %d read", root, how, len(walk.runs), walk.read)
     return _found(walk)
-
-
-def note_runs(root: Path, directories: Iterable[Path]) -> None:
-    """Put runs that just ended into the index, so that the next launch need not read them.
-
-    Only their own entries change: a parent folder keeps its recorded modification time, so the
-    next launch still lists it and finds whatever else appeared there meanwhile.
-    """
-    loaded = _load(root)
-    if loaded is None:
-        return  # the next launch scans and writes a whole index
-    dirs, runs = loaded
-    walk = _Walk(root, dirs, runs, dirs=dict(dirs), runs=dict(runs))
-    for directory in directories:
-        try:
-            rel = directory.relative_to(root).as_posix().removeprefix(".")
-            mtime_ns = os.stat(directory).st_mtime_ns
-        except (ValueError, OSError):
-            continue  # elsewhere than under the records root, or gone
-        walk.runs[rel] = _entry(read_run(directory), walk.settled(mtime_ns), directory)
-    _save(root, walk)

@@ -1,25 +1,23 @@
 """Cell leases: two overlapping launches of one sweep never run the same cell twice.
 
-Planning reads what earlier launches left on disk, but two launches started together both
-plan before either has started a run, so both would run every cell. Hence a lease: before a job
-is handed to the launcher, its sweeper creates ``<records root>/.leases/<config_id>.json``
-(the records root is ``sweeps/<sweep name>``, where every launch of the sweep looks), saying
-which host, process and launch holds it and since when. Creating it is exclusive: the lease is
-written to a private temporary file and hard-linked to its name, which fails if the name exists,
-atomically, on a local disk and on NFS alike (where links are not supported, ``O_EXCL``). Of two
-launches, exactly one gets each cell; the other reports it as running elsewhere.
+Two launches started together both plan before either has started a run, so both would run
+every cell. Hence a lease: before a job is handed to the launcher, its sweeper creates
+``<records root>/.leases/<config_id>.json`` (``sweeps/<sweep name>``, where every launch of the
+sweep looks), saying which host, process and launch holds it and since when. Creating it is
+exclusive: the lease is written to a private temporary file and hard-linked to its name, which
+fails if the name exists, atomically, on a local disk and on NFS alike (where links are not
+supported, ``O_EXCL``). Of two launches, exactly one gets each cell; the other reports it as
+running elsewhere.
 
-A lease is released when its launch has collected the job's outcome (the record exists, or the
-job is known lost). A lease left behind by a launch that died has *expired* and may be taken
-over: its process is gone (knowable on its own host: ``provenance.process_alive``), or it is older
-than ``hydra.sweeper.lease_timeout_hours`` (the only evidence from another machine). Taking over
-renames the expired file away first (one renamer wins), then takes it as usual.
-
-No torch and no Hydra here: the sweeper calls these; the training side never does.
+A lease is released once its launch has collected the job's outcome. One left behind by a launch
+that died has *expired* and may be taken over: its process is gone (knowable on its own host),
+or it is older than ``hydra.sweeper.lease_timeout_hours`` (the only evidence from another
+machine). Taking over renames the expired file away first (one renamer wins), then takes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -43,56 +41,43 @@ class Holder:
 
     host: str | None
     pid: int | None
+    pid_start: Any
     sweep_dir: str | None
-    since: float | None
-    path: Path
+    since: float
 
     def describe(self) -> str:
         where = f"{self.host}, pid {self.pid}" if self.host else "an unknown process"
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since)) \
-            if self.since else "an unknown time"
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
         return f"running elsewhere: leased by {where} since {since} ({self.sweep_dir or '?'})"
+
+    @property
+    def ours(self) -> bool:
+        return self.pid == os.getpid() and self.host == socket.gethostname()
+
+    def expired(self, timeout_hours: float) -> bool:
+        """Whether the lease may be taken over: its holder is gone, or it is too old. Another
+        machine's process cannot be seen from here: its lease waits for the timeout."""
+        if time.time() - self.since > timeout_hours * 3600:
+            return True
+        return (self.host == socket.gethostname() and not self.ours
+                and not provenance.process_alive(self.host, self.pid, self.pid_start))
 
 
 def lease_path(root: Path, config_id: str) -> Path:
     return Path(root) / FOLDER / f"{config_id}.json"
 
 
-def _content(config_id: str, sweep_dir: Path, output_dir: Path | None) -> dict[str, Any]:
-    pid = os.getpid()
-    return {"config_id": config_id, "host": socket.gethostname(), "pid": pid,
-            "pid_start": provenance.process_start(pid), "sweep_dir": str(sweep_dir),
-            "output_dir": str(output_dir) if output_dir else None, "leased_time": time.time()}
-
-
 def read_holder(path: Path) -> Holder | None:
     """The lease at ``path``; None when there is none. A file being written reads as a fresh
     lease of an unknown holder (it never expires before the timeout)."""
-    if not path.exists():
-        return None
     data = atomic.read_json(path) or {}
-    since = data.get("leased_time")
-    if not isinstance(since, int | float):
-        try:
-            since = path.stat().st_mtime
-        except OSError:
-            return None
-    pid = data.get("pid")
-    return Holder(data.get("host"), pid if isinstance(pid, int) else None, data.get("sweep_dir"),
-                  float(since), path)
-
-
-def has_expired(path: Path, timeout_hours: float) -> bool:
-    """Whether the lease at ``path`` may be taken over: its holder is gone, or it is too old."""
-    data = atomic.read_json(path)
-    holder = read_holder(path)
-    if holder is None:
-        return False
-    if holder.since is not None and time.time() - holder.since > timeout_hours * 3600:
-        return True
-    if data is None or data.get("host") != socket.gethostname() or _ours(path):
-        return False  # another machine's process cannot be seen from here: wait for the timeout
-    return not provenance.process_alive(data.get("host"), data.get("pid"), data.get("pid_start"))
+    since, pid = data.get("leased_time"), data.get("pid")
+    try:
+        since = since if isinstance(since, int | float) else path.stat().st_mtime
+    except OSError:
+        return None
+    return Holder(data.get("host"), pid if isinstance(pid, int) else None, data.get("pid_start"),
+                  data.get("sweep_dir"), float(since))
 
 
 def _create(path: Path, content: dict[str, Any]) -> bool:
@@ -111,47 +96,46 @@ def _create(path: Path, content: dict[str, Any]) -> bool:
     finally:
         private.unlink(missing_ok=True)
     try:  # a filesystem without hard links: O_EXCL (a reader may see it empty for a moment)
-        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, atomic.umask_mode())
+        with open(path, "x", encoding="utf-8") as stream:
+            json.dump(content, stream, indent=2)
     except FileExistsError:
         return False
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(json.dumps(content, indent=2).encode("utf-8"))
     return True
 
 
-def _take_over(path: Path, timeout_hours: float) -> None:
+def _take_over(path: Path, expired: Holder) -> None:
     """Move an expired lease out of the way; a concurrent taker may win, which is fine."""
-    before = atomic.read_json(path)
-    if not has_expired(path, timeout_hours):
-        return
     aside = path.with_name(f".{path.name}.expired.{uuid.uuid4().hex}")
     try:
         os.rename(path, aside)
     except FileNotFoundError:
         return  # another launch moved it first
-    if atomic.read_json(aside) != before:  # it was replaced between the check and the rename
-        try:
-            os.link(aside, path)  # put the fresh lease back (unless yet another took its place)
-        except OSError:
-            pass
+    if read_holder(aside) != expired:  # it was replaced between the check and the rename
+        with contextlib.suppress(OSError):  # put the fresh lease back (unless another took it)
+            os.link(aside, path)
     aside.unlink(missing_ok=True)
 
 
-def take(root: Path, config_id: str, sweep_dir: Path, output_dir: Path | None = None,
+def take(root: Path, config_id: str, sweep_dir: Path,
          timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> Holder | None:
     """Lease ``config_id`` to this process; None when taken, else the live holder."""
     path = lease_path(root, config_id)
-    content = _content(config_id, sweep_dir, output_dir)
+    pid = os.getpid()
+    content = {"config_id": config_id, "host": socket.gethostname(), "pid": pid,
+               "pid_start": provenance.process_start(pid), "sweep_dir": str(sweep_dir),
+               "leased_time": time.time()}
     for _ in range(3):  # an expired lease moved aside, then taken: once more if another took it
-        if _create(path, content) or _ours(path):  # ours: the same cell twice in one grid
+        if _create(path, content):
             return None
-        if not has_expired(path, timeout_hours):
-            holder = read_holder(path)
-            if holder is not None:
-                return holder
+        holder = read_holder(path)
+        if holder is None:
             continue  # released between the two looks
-        _take_over(path, timeout_hours)
-    return read_holder(path) or Holder(None, None, None, time.time(), path)
+        if holder.ours:  # the same cell twice in one grid
+            return None
+        if not holder.expired(timeout_hours):
+            return holder
+        _take_over(path, holder)
+    return read_holder(path) or Holder(None, None, None, None, time.time())
 
 
 def held_elsewhere(root: Path, config_ids: Iterable[str],
@@ -166,23 +150,15 @@ def held_elsewhere(root: Path, config_ids: Iterable[str],
         return {}
     held = {}
     for config_id in sorted(set(config_ids) & present):
-        path = lease_path(root, config_id)
-        if _ours(path) or has_expired(path, timeout_hours):
-            continue
-        holder = read_holder(path)
-        if holder is not None:
+        holder = read_holder(lease_path(root, config_id))
+        if holder is not None and not holder.ours and not holder.expired(timeout_hours):
             held[config_id] = holder
     return held
-
-
-def _ours(path: Path) -> bool:
-    data = atomic.read_json(path)
-    return data is not None and data.get("pid") == os.getpid() \
-        and data.get("host") == socket.gethostname()
 
 
 def release(root: Path, config_id: str) -> None:
     """Drop this process's lease on ``config_id`` (another process's is left alone)."""
     path = lease_path(root, config_id)
-    if _ours(path):
+    holder = read_holder(path)
+    if holder is not None and holder.ours:
         path.unlink(missing_ok=True)

@@ -22,25 +22,19 @@ BEST_MACS = "macs_per_second_best"
 
 def format_fields(fields: Mapping[str, object]) -> str:
     """``key: value`` lines; floats as ``%.4e``, which ``float()`` reads back."""
-    lines = [f"# {MARKER} (ablate.sweep.measured reads these)"]
-    for key, value in fields.items():
-        text = f"{value:.4e}" if isinstance(value, float) else str(value)
-        lines.append(f"{key}: {text}")
-    return "\n".join(lines) + "\n"
+    lines = [f"{key}: {f'{value:.4e}' if isinstance(value, float) else value}"
+             for key, value in fields.items()]
+    return "\n".join([f"# {MARKER} (ablate.sweep.measured reads these)", *lines]) + "\n"
 
 
 def read_fields(text: str) -> dict[str, str]:
     """Every ``key: value`` line after the marker line (later lines win)."""
-    fields: dict[str, str] = {}
-    seen_marker = False
-    for line in text.splitlines():
-        if MARKER in line and line.startswith("#"):
-            seen_marker = True
-            continue
-        key, colon, value = line.partition(":")
-        if seen_marker and colon and key.strip() and " " not in key.strip():
-            fields[key.strip()] = value.strip()
-    return fields
+    lines = text.splitlines()
+    start = next((n for n, line in enumerate(lines) if line.startswith("#") and MARKER in line),
+                 len(lines))
+    fields = (line.partition(":") for line in lines[start + 1:])
+    return {key.strip(): value.strip() for key, colon, value in fields
+            if colon and key.strip() and " " not in key.strip()}
 
 
 def measured_gpu_macs_per_second(path: str | os.PathLike[str]) -> float | None:
@@ -48,15 +42,9 @@ def measured_gpu_macs_per_second(path: str | os.PathLike[str]) -> float | None:
     counts them), or None when there is no such report, it was measured on a CPU (the smoke
     test), or the number is not a positive finite float."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    fields = read_fields(text)
-    if fields.get(DEVICE_KIND) != "cuda":
-        return None
-    try:
-        value = float(fields.get(BEST_MACS, "nan"))
-    except ValueError:
+        fields = read_fields(Path(path).read_text(encoding="utf-8"))
+        value = float(fields.get(BEST_MACS, "nan")) if fields.get(DEVICE_KIND) == "cuda" else 0
+    except (OSError, UnicodeDecodeError, ValueError):
         return None
     return value if math.isfinite(value) and value > 0 else None
 

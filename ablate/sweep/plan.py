@@ -1,7 +1,5 @@
 """A sweep as a list of planned runs: what each will do, the plan printed before launching,
-the summary printed after, the sweep's own directory and its ``sweep.json``.
-
-Pure data and text; the Hydra sweeper (``hydra_plugins/ablate_sweeper``) fills it in.
+the summary printed after, the sweep's own directory and its ``sweep.json``. Pure data and text.
 """
 
 from __future__ import annotations
@@ -73,16 +71,14 @@ def _relative(path: Path | None) -> str:
 
 def grid_line(axes: list[tuple[str, list[str]]], runs: int) -> str:
     """``model (3) x downsample (4) = 12 cells x 4 lr x 1 seed = 48 runs``."""
-    swept = [(key, values) for key, values in axes if len(values) > 1]
-    cells = math.prod(len(v) for k, v in swept if k.lstrip("+") not in identity.REPLICATE_KEYS)
-    parts = [f"{k} ({len(v)}: {', '.join(v)})" for k, v in swept
-             if k.lstrip("+") not in identity.REPLICATE_KEYS]
+    swept = [(k, v) for k, v in axes
+             if len(v) > 1 and k.lstrip("+") not in identity.REPLICATE_KEYS]
     replicates = math.prod(len(v) for k, v in axes if k.lstrip("+") in identity.REPLICATE_KEYS)
     union = runs // max(replicates, 1)  # a union of grids (sweeper variants) has fewer cells
-    text = " x ".join(parts) if parts else "1 cell"
-    if parts:
+    text = " x ".join(f"{k} ({len(v)}: {', '.join(v)})" for k, v in swept) or "1 cell"
+    if swept:
         text += f" = {union} cell{'s' if union != 1 else ''}"
-        text += " (a union of grids)" if union != cells else ""
+        text += " (a union of grids)" if union != math.prod(len(v) for _, v in swept) else ""
     for axis in identity.REPLICATE_KEYS:
         values = next((v for k, v in axes if k.lstrip("+") == axis), None)
         count = len(values) if values else 1
@@ -101,10 +97,8 @@ def _job_line(job: PlannedRun) -> str:
         return f"{line}  {job.decision.reason}: {_relative(previous.directory)}"
     if job.decision.action == Action.RESUME:
         line = f"{line}  from {_relative(job.decision.checkpoint)}"
-    elif previous is not None:
-        line = f"{line}  ~{duration(job.seconds)} ({job.decision.reason})"
     else:
-        line = f"{line}  ~{duration(job.seconds)}"
+        line += f"  ~{duration(job.seconds)}" + (f" ({job.decision.reason})" if previous else "")
     return f"{line}; now {job.held_by}" if job.held_by else line
 
 
@@ -123,8 +117,7 @@ def format_plan(name: str, sweep_dir: Path, root: Path, axes: list[tuple[str, li
         f"{counts[Action.SKIP]} skipped (earlier runs looked up by config under "
         f"{_relative(root)})",
     ]
-    held = sum(bool(j.held_by) for j in todo)
-    if held:
+    if held := sum(bool(j.held_by) for j in todo):
         lines.append(f"  held by another launch now: {held} of those to run (each is run here "
                      "only if its lease is gone when this launch reaches it)")
     if todo:
@@ -177,8 +170,6 @@ def format_summary(name: str, sweep_dir: Path, jobs: list[PlannedRun], seconds: 
     return "\n".join(lines)
 
 
-# A sweep name is one folder under sweeps/: no path separator, no "." or ".." (which would write
-# elsewhere, or make a sweep find every other sweep's runs as its own), no space.
 def unique_dir(path: Path) -> Path:
     """Take ``path``, or ``path_2``, ``path_3``... if taken: never a directory in use.
 

@@ -1,15 +1,12 @@
 """From a grid to planned runs: each job composed once, matched to earlier runs by config id,
 checked, and priced; then the cells another launch holds, and the runs made by other code.
-
-``compose`` gives a job's config from its overrides (the sweeper's composition, without Hydra's
-own node); nothing here launches or writes a run.
+Nothing here launches or writes a run.
 
 Runs made by other code: a run is matched by its config, which says nothing of the code that
-trained it, so after a new commit (or an edit of ``ablate/spec.py``) a relaunch would skip every
-finished run without a word. Each record keeps ``git_commit`` and ``git_source`` (the commit
-plus any uncommitted edit, ``provenance.git_state``): the plan says how many finished runs came
-from other code, and which; they are still skipped (most commits change no result) unless
-``hydra.sweeper.rerun_stale=true``.
+trained it, so after a new commit a relaunch would skip every finished run without a word. Each
+record keeps ``git_commit`` and ``git_source`` (the commit plus any uncommitted edit): the plan
+says how many finished runs came from other code, and which; they are still skipped (most
+commits change no result) unless ``hydra.sweeper.rerun_stale=true``.
 """
 
 from __future__ import annotations
@@ -35,16 +32,13 @@ from ablate.sweep.plan import PlannedRun
 log = logging.getLogger(__name__)
 
 
-def _is_run_config(cfg: DictConfig) -> bool:
-    """Whether ``cfg`` is a run of this project (checked and priced), not another Hydra app's
-    job (Hydra's own sweeper test suite runs this sweeper on its test apps)."""
-    return "network" in cfg
-
-
 def plan_runs(grid: Sequence[Sequence[str]], axes: Axes, root: Path,
               compose: Callable[[Sequence[str]], DictConfig], resume: bool = True,
-              rerun_diverged: bool = False) -> tuple[list[PlannedRun], str]:
-    """Every job of ``grid`` as a planned run, and the note on how its time was estimated."""
+              rerun_diverged: bool = False,
+              lease_timeout_hours: float = lease.DEFAULT_TIMEOUT_HOURS
+              ) -> tuple[list[PlannedRun], str]:
+    """Every job of ``grid`` as a planned run, and the note on how its time was estimated.
+    ``compose`` gives a job's config (the sweeper's composition, without Hydra's node)."""
     past = index.past_runs(root) if resume else {}
     finished = [run.measured for runs in past.values() for run in runs
                 if run.state == Status.FINISHED and run.measured]
@@ -63,7 +57,7 @@ def plan_runs(grid: Sequence[Sequence[str]], axes: Axes, root: Path,
         decision = state.decide(past.get(config_id, []), rerun_diverged)
         run = PlannedRun(number, list(overrides), label, config_id, decision)
         runs.append(run)
-        if not _is_run_config(cfg):
+        if "network" not in cfg:  # another Hydra app's job (Hydra's sweeper tests): not priced
             continue
         try:
             config_lib.validate(cfg)
@@ -78,6 +72,11 @@ def plan_runs(grid: Sequence[Sequence[str]], axes: Axes, root: Path,
         else:
             kinds.add(work.device)
             run.seconds = work.seconds() * (factors.get(work.device) or 1.0)
+    if resume:  # the cells another launch holds right now: named in the plan
+        held = lease.held_elsewhere(root, [run.config_id for run in runs if run.decision.action
+                                           != Action.SKIP], lease_timeout_hours)
+        for run in runs:
+            run.held_by = held[run.config_id].describe() if run.config_id in held else None
     if any(kind in factors for kind in kinds):
         note = (f"{'/'.join(sorted(kinds))}; calibrated on {len(finished)} finished runs of "
                 "this machine")
@@ -86,15 +85,6 @@ def plan_runs(grid: Sequence[Sequence[str]], axes: Axes, root: Path,
     if elsewhere:
         note += f"; {elsewhere} finished runs of other machines not used"
     return runs, note
-
-
-def mark_held(runs: Sequence[PlannedRun], root: Path, timeout_hours: float) -> None:
-    """Name, on each run to do, the other launch that holds its cell now (if one does)."""
-    held = lease.held_elsewhere(root, [run.config_id for run in runs
-                                       if run.decision.action != Action.SKIP], timeout_hours)
-    for run in runs:
-        holder = held.get(run.config_id)
-        run.held_by = holder.describe() if holder else None
 
 
 def made_by_other_code(record: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:

@@ -1,14 +1,9 @@
 """One line per job as a sweep goes: ``[k/N] <cell> finished in 41 s · sweep 3.2 min / ~5-7 min``.
 
-Between jobs Hydra prints only ``#4 : <overrides>``: no count, no time left. The remaining time
-comes from the plan's estimates until a job of this sweep has ended; from then on it comes
-from this sweep's own jobs: the time elapsed, scaled by how much estimated work is left against
-how much is done (so a loaded machine, or a launcher running jobs side by side, is measured, not
-assumed), and shown as a range: the spread of the finished jobs' measured / estimated times
-(all of them up to 3 jobs, the middle half from 4 on). Nothing from other machines or earlier
-sweeps enters it.
-
-Pure data and text, no Hydra and no torch: the sweeper feeds it jobs as they end.
+The time left is the plan's estimate until a job of this sweep has ended; then the time elapsed,
+scaled by the estimated work left against the work done (so a loaded machine, or jobs side by
+side, is measured, not assumed), as a range: the spread of the ended jobs' measured / estimated
+times. Nothing from other machines or earlier sweeps enters it. Pure data and text.
 """
 
 from __future__ import annotations
@@ -70,8 +65,6 @@ class Progress:
         left = self.remaining(now)
         if left is None:
             return text + " / done"
-        low, high = left
-        source = "" if self.done and any(j.seconds for j, _ in self.done) else " (plan)"
-        if duration(low) == duration(high):
-            return f"{text} / ~{duration(high)} left{source}"
-        return f"{text} / ~{duration(low)}-{duration(high)} left{source}"
+        low, high = duration(left[0]), duration(left[1])
+        source = "" if any(j.seconds for j, _ in self.done) else " (plan)"
+        return f"{text} / ~{high if low == high else f'{low}-{high}'} left{source}"

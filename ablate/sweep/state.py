@@ -5,8 +5,6 @@ when it starts), ``checkpoints/last.ckpt`` (after each epoch) and ``result.json`
 when it ends, whatever happened). Runs are matched to the grid by ``config_id``, the hash of their
 effective config, never by directory names or job numbers: the same grid relaunched with its
 axes in another order, or with other job numbers, still finds its finished runs.
-
-No torch here: planning a sweep must not need the training stack.
 """
 
 from __future__ import annotations
@@ -34,13 +32,7 @@ class PastRun:
     # Its state comes from its record, which no later event changes (a new attempt writes a
     # new start marker first): the run index may trust it until its directory changes.
     settled: bool = False
-    # which code made it (git_commit, git_source, git_dirty of its record): a relaunch names
-    # finished runs of other code (ablate.sweep.stale)
-    code: dict[str, Any] | None = None
-
-    @property
-    def record_path(self) -> Path:
-        return self.directory / records.RESULT_FILE
+    code: dict[str, Any] | None = None  # git_commit, git_source, git_dirty of its record
 
 
 def read_run(directory: Path) -> PastRun | None:
@@ -52,7 +44,7 @@ def read_run(directory: Path) -> PastRun | None:
             record = records.load(result)
         except records.RecordError as error:  # never counted as finished: the run is done again
             damaged = f"its record does not validate ({error})"
-    marker = atomic.read_json(marker_path) if marker_path.is_file() else None
+    marker = atomic.read_json(marker_path)  # None when missing or unreadable
     config_id = (record and record.config_id) or (marker or {}).get("config_id")
     if not config_id:
         return None
@@ -61,12 +53,8 @@ def read_run(directory: Path) -> PastRun | None:
     changed = max(p.stat().st_mtime for p in (result, marker_path, checkpoint) if p and p.exists())
     # A marker newer than the record: the run was started again in the same directory (a
     # requeued SLURM job); the record describes an earlier attempt.
-    stale = (
-        record is not None
-        and marker is not None
-        and marker_path.stat().st_mtime > result.stat().st_mtime
-    )
-    if record is not None and not stale:
+    if record is not None and not (marker is not None
+                                   and marker_path.stat().st_mtime > result.stat().st_mtime):
         state = Status(record.status)
         if state == Status.FAILED and record.interrupted:
             state = Status.INTERRUPTED
@@ -95,15 +83,12 @@ class Decision:
 
 def decide(past: list[PastRun], rerun_diverged: bool = False) -> Decision:
     """Skip what finished, diverged or still runs; resume what was interrupted; rerun what
-    failed.
+    failed. Divergence is a result, not a crash (the restored random state would diverge again):
+    skipped like a finished run, unless ``rerun_diverged`` asks for another try."""
 
-    Divergence is a result, not a crash: the restored random state would make the run diverge
-    again, so it is skipped like a finished one, unless ``rerun_diverged`` asks for another try.
-    """
-
-    def newest(state: Status, with_checkpoint: bool = False) -> PastRun | None:
-        runs = [r for r in past if r.state == state and (r.checkpoint or not with_checkpoint)]
-        return max(runs, key=lambda r: r.time) if runs else None
+    def newest(*states: Status, with_checkpoint: bool = False) -> PastRun | None:
+        runs = [r for r in past if r.state in states and (r.checkpoint or not with_checkpoint)]
+        return max(runs, key=lambda r: r.time, default=None)
 
     if run := newest(Status.FINISHED):
         return Decision(Action.SKIP, Status.FINISHED, previous=run)
@@ -113,9 +98,7 @@ def decide(past: list[PastRun], rerun_diverged: bool = False) -> Decision:
         return Decision(Action.RESUME, Status.INTERRUPTED, checkpoint=run.checkpoint, previous=run)
     if not rerun_diverged and (run := newest(Status.DIVERGED)):
         return Decision(Action.SKIP, Status.DIVERGED, previous=run)
-    failed = [r for r in past if r.state in (Status.FAILED, Status.DIVERGED)]
-    if failed:
-        run = max(failed, key=lambda r: r.time)
+    if run := newest(Status.FAILED, Status.DIVERGED):
         return Decision(Action.RUN, f"{run.state} before: {run.error}", previous=run)
     if run := newest(Status.INTERRUPTED):
         return Decision(Action.RUN, "interrupted before its first checkpoint", previous=run)

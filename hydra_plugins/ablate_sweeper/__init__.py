@@ -1,9 +1,6 @@
 """Hydra plugins of ablate: the sweeper that plans, resumes and summarises a grid, and a Ray
-launcher that gives each job its own GPU (or a share of one) in a fresh process.
-
-Hydra finds them itself: its plugin scan lists the ``hydra_plugins`` namespace package on disk.
-Both modules import only Hydra at first (the sweep code of ``ablate.sweep`` is imported when a
-sweep runs), so a single run pays nothing for them.
+launcher that gives each job its own GPU (or a share of one) in a fresh process. Both import
+only Hydra at first (``ablate.sweep`` when a sweep runs): a single run pays nothing for them.
 """
 
 PLUGINS = ("hydra_plugins.ablate_sweeper.sweeper.AblateSweeper",
@@ -11,18 +8,13 @@ PLUGINS = ("hydra_plugins.ablate_sweeper.sweeper.AblateSweeper",
 
 
 def register_plugins() -> None:
-    """Make the sweeper and the Ray launcher (and their configs) known to Hydra where its scan
-    cannot see them: a (default, strict) editable install maps the package through an import
-    hook that a listing of ``hydra_plugins`` on disk does not see. Elsewhere Hydra's scan has
-    found them and this does nothing."""
+    """Make the sweeper and the Ray launcher (and their configs) known to Hydra where its plugin
+    scan, a listing of ``hydra_plugins`` on disk, cannot see them: a (default, strict) editable
+    install maps the package through an import hook. Elsewhere this does nothing."""
     from hydra.core.plugins import Plugins
+    from hydra.utils import get_class
 
     plugins = Plugins.instance()  # Hydra's scan (once per process; Hydra runs it anyway)
-    if all(name in plugins.class_name_to_class for name in PLUGINS):
-        return
-    from hydra_plugins.ablate_sweeper.ray_launcher import AblateRayLauncher
-    from hydra_plugins.ablate_sweeper.sweeper import AblateSweeper
-
-    for plugin in (AblateSweeper, AblateRayLauncher):
-        if f"{plugin.__module__}.{plugin.__name__}" not in plugins.class_name_to_class:
-            plugins.register(plugin)
+    for name in PLUGINS:
+        if name not in plugins.class_name_to_class:  # imported only then
+            plugins.register(get_class(name))

@@ -1,19 +1,15 @@
 """Compose a sweep's jobs at the cost of their distinct config compositions, not of their number.
 
-Hydra's ``load_sweep_config`` composes every job from scratch: it builds the defaults list, loads
-and merges every YAML file, then applies the job's value overrides (``lr=0.1``, ``seed=3``,
-``trainer.max_epochs=2``) with ``OmegaConf.update``. The first part depends only on the
-overrides that pick config-group options or change the defaults (``model=A``, ``+sweep=table3``,
-``~callbacks``, ``hydra.*``); in a grid of seeds and learning rates it is the same for most jobs
-and takes nearly all the time (about 0.14 s a job on a 2-core machine).
-
-:class:`JobComposer` composes once per distinct tuple of those structural overrides (through
-the public ``load_sweep_config``) and applies each job's plain value overrides to a copy,
-exactly as Hydra would (same parser, same ``OmegaConf.update(..., merge=True)`` on a struct
-config). It gives the job's config without Hydra's own node (``hydra``: what the launcher
-composes again for each job it starts), which is all the plan reads; ``tests/test_sweep_scale.py``
-checks that it equals a full composition for every job of the presets. An override it cannot
-apply that way is handed to a full composition, whose error is Hydra's own.
+Hydra's ``load_sweep_config`` composes every job from scratch (about 0.14 s a job on a 2-core
+machine): the defaults list, every YAML file merged, then the job's value overrides (``lr=0.1``)
+applied with ``OmegaConf.update``. All but the last step depend only on the overrides that pick
+config-group options or change the defaults (``model=A``, ``+sweep=table3``, ``~callbacks``,
+``hydra.*``), which most jobs of a grid share. :class:`JobComposer` composes once per distinct
+tuple of those (through ``load_sweep_config``) and applies each job's value overrides to a copy
+as Hydra does (same parser, same ``OmegaConf.update(..., merge=True)`` on a struct config),
+without Hydra's own node, which the launcher composes again for each job it starts;
+``tests/test_sweep_scale.py`` checks it against a full composition for every job of the presets.
+An override it cannot apply that way goes to a full composition, whose error is Hydra's own.
 
 The leading underscore keeps Hydra's plugin scan from executing this module.
 """
@@ -23,9 +19,10 @@ import pickle
 from collections.abc import Sequence
 
 from hydra.core.config_loader import ConfigLoader
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ablate import overrides as overrides_lib
 
 
 class JobComposer:
@@ -34,20 +31,11 @@ class JobComposer:
     def __init__(self, loader: ConfigLoader, master: DictConfig) -> None:
         self.loader = loader
         self.master = master
-        self.parser = OverridesParser.create(config_loader=loader)
         # Each distinct composition, pickled: unpickling copies a config about ten times faster
         # than copy.deepcopy (1 ms against 11 ms for this project's), flags and nodes included.
         self.bases: dict[tuple[str, ...], bytes] = {}
         self.full_compositions = 0  # Hydra compositions run: the cost that matters
         self._is_group: dict[str, bool] = {}
-        # Hydra's override grammar is slow to run (about 5 ms a job); a grid repeats its values.
-        self._parsed: dict[str, Override] = {}
-
-    def _parse(self, overrides: Sequence[str]) -> list[Override]:
-        for line in overrides:
-            if line not in self._parsed:
-                [self._parsed[line]] = self.parser.parse_overrides([line])
-        return [self._parsed[line] for line in overrides]
 
     def _group_exists(self, key: str) -> bool:
         # Hydra's own test (defaults_list.Overrides): a key naming a config group is a choice.
@@ -76,7 +64,8 @@ class JobComposer:
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         """What ``load_sweep_config(master, overrides)`` returns, less its ``hydra`` node (which
         ``identity.config_id`` ignores too), from a shared composition."""
-        parsed = self._parse(overrides)
+        # Hydra's grammar is slow to run (about 5 ms a job): ablate.overrides caches each line.
+        parsed = [overrides_lib.parse(line) for line in overrides]
         structural = tuple(o.input_line for o in parsed if not self.is_plain_value(o))
         if structural not in self.bases:
             self.bases[structural] = pickle.dumps(self._full(structural))

@@ -1,12 +1,12 @@
-"""The optional packages each launcher needs, checked before anything is launched.
-
-Without them ``hydra/launcher=ray_local`` used to pass its dry run and then fail every job with
-"No module named 'ray'"; ``hydra/launcher=slurm`` fails to compose with Hydra's "Could not
-load 'hydra/launcher/submitit_slurm'". Both now name the pip command that fixes them.
+"""The optional packages each launcher needs, checked before anything is launched: without
+them ``hydra/launcher=ray_local`` passed its dry run and then failed every job with "No module
+named 'ray'", and ``hydra/launcher=slurm`` failed to compose with Hydra's "Could not load
+'hydra/launcher/submitit_slurm'". Both now name the pip command that fixes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from collections.abc import Sequence
 
@@ -35,15 +35,13 @@ def missing(launcher: str) -> str | None:
 
 def launcher_hint(arguments: Sequence[str]) -> str | None:
     """For a command line that chose a launcher (``hydra/launcher=...``): what it lacks."""
-    from hydra.errors import OverrideParseException
+    from hydra.errors import HydraException
 
     from ablate import overrides
 
-    readable = []
+    launcher = None  # the last one given wins, as in Hydra
     for argument in arguments:  # flags (-m) and what Hydra could not parse either: not ours
-        try:
-            readable += [] if argument.startswith("-") else [overrides.parse(argument).input_line]
-        except OverrideParseException:
-            continue
-    launcher = overrides.find(readable, "hydra/launcher")
+        with contextlib.suppress(HydraException):
+            if not argument.startswith("-") and overrides.key(argument) == "hydra/launcher":
+                launcher = overrides.value(argument)
     return missing(launcher) if launcher else None

@@ -1,17 +1,13 @@
-"""``hydra/launcher=ablate_ray``: hydra-ray-launcher's jobs, placed one GPU (or 1/k) each.
+"""``hydra/launcher=ablate_ray`` (built on by ``conf/hydra/launcher/ray_local.yaml`` and
+``ray_cluster.yaml``): each job runs Hydra's public ``run_job`` in a Ray task, as
+hydra-ray-launcher's do, plus what a grid of small, independent trainings needs:
 
-The presets ``conf/hydra/launcher/ray_local.yaml`` and ``ray_cluster.yaml`` build on it. Each job
-runs Hydra's public ``run_job`` in a Ray task, as hydra-ray-launcher's does; this class adds what
-a grid of small, independent trainings needs and the stock launcher leaves to the user:
-
-- placement: ``num_gpus`` per job is 1 (Ray then sets ``CUDA_VISIBLE_DEVICES`` to a GPU of its
-  own), ``1/jobs_per_gpu`` to pack several small jobs on one GPU, and 0 where the runtime has
-  no GPU at all: the jobs then run side by side on CPU cores (``num_cpus`` each) instead of
-  waiting forever for a GPU;
+- placement: ``num_gpus`` per job is 1 (Ray sets ``CUDA_VISIBLE_DEVICES`` to a GPU of its own),
+  ``1/jobs_per_gpu`` to pack small jobs on one GPU, and 0 where the runtime has no GPU (the jobs
+  then share the CPU cores, ``num_cpus`` each, instead of waiting forever for a GPU);
 - a fresh worker process for every job (``max_calls: 1``): no CUDA context, W&B run or global
-  state is carried from one job to the next;
-- isolation: a job whose worker dies (killed, out of memory) is returned as failed, and the
-  other jobs' results are still collected;
+  state carried from one job to the next;
+- isolation: a job whose worker dies is returned as failed, the others' results still collected;
 - progress: ``job_ended`` (set by the sweeper) hears of each job as it ends.
 """
 

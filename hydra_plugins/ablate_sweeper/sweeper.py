@@ -1,16 +1,11 @@
-"""``hydra/sweeper=ablate`` (the default of ``conf/config.yaml``): a grid, as Hydra's basic
-sweeper makes it, plus a plan printed before launching (cells, runs, what is skipped or
-resumed, an estimated time; ``hydra.sweeper.dry_run=true`` stops there); resume by config id
-(finished runs skipped, interrupted ones continued from their checkpoint, failed ones rerun);
-failures isolated and summarised whatever the launcher (exit 1 if any failed); and a sweep
+"""``hydra/sweeper=ablate`` (the default of ``conf/config.yaml``): Hydra's basic grid plus a
+plan printed before launching (``hydra.sweeper.dry_run=true`` stops there), resume by config
+id, failures isolated and summarised whatever the launcher (exit 1 if any failed), and a sweep
 folder of its own, made once every job of the grid has composed.
 
 Built on Hydra's public plugin API only, as its Optuna and Ax sweepers are: ``Sweeper.setup`` /
-``sweep``, the configured launcher's ``launch(job_overrides, initial_job_idx)``, each job's
-outcome from ``JobReturn`` (``ablate.sweep.launch``). The decisions and the text are in
-``ablate.sweep``; this class wires them to Hydra. The plan composes each distinct choice of
-config groups once (``_composer.py``) and finds earlier runs through the run index, so
-thousands of jobs plan in seconds.
+``sweep``, the launcher's ``launch(job_overrides, initial_job_idx)``, each outcome from
+``JobReturn``. The decisions and the text are in ``ablate.sweep``; this class wires them to Hydra.
 """
 
 # No `from __future__ import annotations`: Hydra loads plugin modules outside sys.modules, where
@@ -98,13 +93,10 @@ class AblateSweeper(Sweeper):
     ) -> None:
         from ablate.config import sweep_name_problem
 
-        problem = sweep_name_problem(config.sweep_name) if "sweep_name" in config else None
-        if problem:  # refused before anything runs or is written
-            _refuse(f"invalid config: {problem}")
+        if "sweep_name" in config and (problem := sweep_name_problem(config.sweep_name)):
+            _refuse(f"invalid config: {problem}")  # before anything runs or is written
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         self.config_loader = hydra_context.config_loader
-
-    # ---------------------------------------------------------------------------------- plan
 
     @property
     def requested_dir(self) -> Path:
@@ -132,8 +124,8 @@ class AblateSweeper(Sweeper):
                           arguments)
 
     def _final_stage(self, jobs: list[list[str]], axes: "Axes") -> tuple[list[list[str]], "Axes"]:
-        """In a final stage (its config has ``selection``), each job at the lr its selection
-        sweep chose (``ablate.selection``); nothing starts while that sweep is incomplete."""
+        """In a final stage (a config with ``selection``), each job at the lr its selection
+        sweep chose; nothing starts while that sweep is incomplete."""
         from ablate import selection
         from ablate.errors import SelectionError
 
@@ -146,22 +138,19 @@ class AblateSweeper(Sweeper):
         return jobs, [(k, [selection.SELECTED] if k == "lr" else v) for k, v in axes]
 
     def plan(self, arguments: Sequence[str]) -> tuple["Axes", list["PlannedRun"], str, Path]:
-        """The grid of ``arguments`` as planned runs, each looked up among earlier runs and
-        priced: ``(axes, runs, estimate note, records root)``. Nothing is launched."""
+        """``(axes, planned runs, estimate note, records root)`` of ``arguments``' grid."""
         from ablate.sweep import planner
 
         grid, axes = self._final_stage(*self._grid(arguments))
-        # Composing thousands of jobs allocates millions of small objects, and every collection
-        # of the oldest generation would walk the whole imported stack (torch, Lightning) too:
-        # left out of collections while planning, the plan takes half the time.
+        # Composing thousands of jobs allocates millions of objects, and each full collection
+        # would walk the imported stack (torch, Lightning) too: frozen, planning takes half.
         gc.freeze()
         try:
-            runs, note = planner.plan_runs(grid, axes, self.root, self._composer().compose,
-                                           self.settings.resume, self.settings.rerun_diverged)
+            runs, note = planner.plan_runs(
+                grid, axes, self.root, self._composer().compose, self.settings.resume,
+                self.settings.rerun_diverged, self.settings.lease_timeout_hours)
         finally:
             gc.unfreeze()
-        if self.settings.resume:  # cells another launch holds right now: named in the plan
-            planner.mark_held(runs, self.root, self.settings.lease_timeout_hours)
         return axes, runs, note, self.root
 
     def _take_sweep_dir(self) -> Path:
@@ -179,20 +168,17 @@ class AblateSweeper(Sweeper):
             self.config.hydra.overrides.hydra = [*kept, f"hydra.sweep.dir={quoted(str(taken))}"]
         return taken
 
-    # ------------------------------------------------------------------------------- launch
-
     def sweep(self, arguments: list[str]) -> Any:
         from ablate.errors import Interrupted, SweepFailed, SweepIncomplete
         from ablate.signals import interruptible
         from ablate.status import Action, Outcome
-        from ablate.sweep import index, launch, plan, planner, progress
+        from ablate.sweep import launch, plan, planner, progress
         from hydra_plugins.ablate_sweeper.extras import missing
 
         began, dry_run = time.time(), self.settings.dry_run
         self._log_levels()
-        problem = missing(str(self.config.hydra.launcher.get("_target_", "")))
-        if problem:  # a launcher whose package is missing: the pip command, before any job
-            _refuse(problem)
+        if problem := missing(str(self.config.hydra.launcher.get("_target_", ""))):
+            _refuse(problem)  # a launcher whose package is missing: the pip command, first
         axes, runs, note, root = self.plan(arguments)
         other_code = planner.mark_other_code(runs, rerun=self.settings.rerun_stale)
         invalid = sum(bool(run.problem) for run in runs)
@@ -219,11 +205,10 @@ class AblateSweeper(Sweeper):
                 launch.skip(run)
         todo = [run for run in runs if run.decision.action != Action.SKIP]
         self.progress = progress.Progress(todo)
-        returns: list[list[JobReturn]] = []
         stopped = None
         try:
             with interruptible():  # between jobs too: a signal never loses the summary
-                self._launch_all(todo, returns, sweep_dir)
+                returns = self._launch_all(todo, sweep_dir)
         except Interrupted as stop:  # stop launching, say what happened, exit 128 + signal
             stopped = stop
             for num, run in enumerate(todo):  # job numbers follow the order of launch
@@ -231,8 +216,6 @@ class AblateSweeper(Sweeper):
                     launch.collect(run, self._output_dir(run, num, None), None, None)
                 if run.error and run.error.startswith("no record"):
                     run.error = f"not launched: the sweep was {stop}"
-        # The next launch finds these runs in the index instead of reading them again.
-        index.note_runs(root, [run.output_dir for run in todo if run.output_dir])
         self._save(sweep_dir, name, root, axes, runs, began, time.time())
         print(plan.format_summary(name, sweep_dir, runs, time.time() - began), flush=True)
         if stopped is not None:
@@ -243,29 +226,27 @@ class AblateSweeper(Sweeper):
                   "runs' records are what counts", file=sys.stderr)
         if failed or self.unsaved:
             raise SweepFailed(len(failed))
-        if any(run.state == Outcome.ELSEWHERE for run in runs):
-            raise SweepIncomplete(sum(run.state == Outcome.ELSEWHERE for run in runs))
+        if elsewhere := sum(run.state == Outcome.ELSEWHERE for run in runs):
+            raise SweepIncomplete(elsewhere)
         return returns
 
     def _log_levels(self) -> None:
-        """Unless ``verbose``, Hydra's basic launcher keeps its per-job lines (``#4 : ...``) to
-        itself: the ``[k/N]`` line after each job says more. With it, the sweep's debugging
-        lines (the run index's checks) are shown too."""
+        """``verbose``: the sweep's debugging lines (the run index's checks) too; else not even
+        the basic launcher's ``#4 : ...`` lines (the ``[k/N]`` line after each job says more)."""
         if self.config.get("verbose"):
             logging.getLogger("ablate.sweep").setLevel(logging.DEBUG)
         else:
             logging.getLogger(BASIC_LAUNCHER.rsplit(".", 1)[0]).setLevel(logging.WARNING)
 
-    def _launch_all(self, todo: list["PlannedRun"], returns: list[list[JobReturn]],
-                    sweep_dir: Path) -> None:
-        """Hand the jobs to the launcher in batches: ``max_batch_size``, else all at once; one
-        at a time for the basic launcher, which runs them one after another anyway."""
+    def _launch_all(self, todo: list["PlannedRun"], sweep_dir: Path) -> list[list[JobReturn]]:
+        """The jobs to the launcher in batches of ``max_batch_size``, else all at once (one at a
+        time to the basic launcher, which runs them one after another anyway)."""
         from ablate.sweep import launch, lease
 
         settings, root = self.settings, self.root
         basic = self.config.hydra.launcher.get("_target_") == BASIC_LAUNCHER
         size = settings.max_batch_size or (1 if basic else len(todo) or 1)
-        next_num = 0
+        next_num, returns = 0, []
         for start in range(0, len(todo), size):
             batch = todo[start:start + size]
             if settings.resume:  # resume=false: no leases either (every job runs again)
@@ -279,10 +260,11 @@ class AblateSweeper(Sweeper):
                 for run in batch if settings.resume else []:
                     lease.release(root, run.config_id)
             next_num += len(batch)
+        return returns
 
     def _launch_batch(self, batch: list["PlannedRun"], first: int) -> list[JobReturn]:
-        """One batch through the launcher; each job's outcome and ``[k/N]`` line as soon as it
-        is known (as each ends where the launcher says so: ``job_ended``, the Ray launcher)."""
+        """One batch through the launcher; each job's outcome and ``[k/N]`` line once known (as
+        each ends, where the launcher has a ``job_ended``, as the Ray launcher does)."""
         from ablate.sweep import launch
 
         launched, reported = time.time(), set()
@@ -333,12 +315,12 @@ class AblateSweeper(Sweeper):
 
 @contextmanager
 def planner(overrides: Sequence[str]) -> Iterator[tuple[AblateSweeper, list[str]]]:
-    """The sweeper of ``python -m ablate.run -m OVERRIDES``, set up in this process to plan as
-    that command's dry run would, and the task overrides its ``plan`` takes: for benchmarks and
-    tests, which time or check the plan without a process per try. It launches nothing."""
+    """The sweeper of ``python -m ablate.run -m OVERRIDES`` set up to plan as its dry run would,
+    and the task overrides ``plan`` takes: for benchmarks and tests. It launches nothing."""
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
+    from hydra.utils import instantiate
 
     from ablate import config as config_lib
 
@@ -347,10 +329,7 @@ def planner(overrides: Sequence[str]) -> Iterator[tuple[AblateSweeper, list[str]
         loader = GlobalHydra.instance().config_loader()
         master = loader.load_configuration(config_lib.CONFIG_NAME, list(overrides),
                                            run_mode=RunMode.MULTIRUN)
-        settings = OmegaConf.to_container(master.hydra.sweeper, resolve=True)
-        assert isinstance(settings, dict)
-        settings.pop("_target_", None)
-        sweeper = AblateSweeper(**settings)
+        sweeper = instantiate(master.hydra.sweeper, _convert_="all")  # as Hydra's Plugins do
         # Planning reads only the config and its loader; Hydra's callbacks belong to launching.
         sweeper.config, sweeper.config_loader = master, loader
         yield sweeper, [str(o) for o in master.hydra.overrides.task]
