@@ -35,25 +35,18 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 
 class GlobalContrastNormalize(FittedState):
-    """Per image: subtract its mean, divide by its L2 norm (or std), multiply by ``scale``.
+    """Per image: subtract its mean, divide by its L2 norm (or std), multiply by ``scale``; each
+    image on its own, so ``fit`` has nothing to do."""
 
-    Needs no fitting (every image is normalised on its own); ``fit`` exists for the protocol.
-    """
-
-    def __init__(
-        self,
-        scale: float = 55.0,
-        sqrt_bias: float = 0.0,
-        min_divisor: float = 1e-8,
-        use_std: bool = False,
-    ) -> None:
+    def __init__(self, scale: float = 55.0, sqrt_bias: float = 0.0, min_divisor: float = 1e-8,
+                 use_std: bool = False) -> None:
         self.scale = scale
         self.sqrt_bias = sqrt_bias
         self.min_divisor = min_divisor
         self.use_std = use_std
 
     def fit(self, train_x: torch.Tensor) -> None:
-        return None
+        pass
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.empty(x.shape, dtype=torch.float32)
@@ -127,16 +120,10 @@ class ZCAWhiten(FittedState):
 class GCNWhiten:
     """The paper's pipeline (``preprocess=paper``): GCN, then ZCA fitted on GCN'd training data."""
 
-    def __init__(
-        self,
-        scale: float = 55.0,
-        sqrt_bias: float = 0.0,
-        min_divisor: float = 1e-8,
-        filter_bias: float = 0.1,
-    ) -> None:
-        self.gcn = GlobalContrastNormalize(
-            scale=scale, sqrt_bias=sqrt_bias, min_divisor=min_divisor
-        )
+    def __init__(self, scale: float = 55.0, sqrt_bias: float = 0.0, min_divisor: float = 1e-8,
+                 filter_bias: float = 0.1) -> None:
+        self.gcn = GlobalContrastNormalize(scale=scale, sqrt_bias=sqrt_bias,
+                                           min_divisor=min_divisor)
         self.zca = ZCAWhiten(filter_bias=filter_bias)
 
     def fit(self, train_x: torch.Tensor) -> None:
