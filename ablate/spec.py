@@ -137,33 +137,32 @@ def padding(layer: Layer) -> int:
     return layer["k"] // 2 if pad == "same" else int(pad)
 
 
-def output_size(layer: Layer, size: int) -> int:
-    """Spatial size after ``layer`` for a square input of ``size`` (the rules of torch)."""
+def _window(layer: Layer) -> tuple[int, int, int]:
+    """``(kernel, stride, padding)`` of the window a layer slides; ``(1, 1, 0)`` if none."""
     kind = layer["type"]
     if kind == "conv":
-        k, stride = layer["k"], layer.get("stride", 1)
-        return (size + 2 * padding(layer) - k) // stride + 1
-    if kind == "classifier":
-        return size - layer.get("k", 1) + 1
+        return layer["k"], layer.get("stride", 1), padding(layer)
     if kind in POOLS:
-        k, stride = layer["k"], layer.get("stride", 2)
-        span = size + 2 * layer.get("pad", 0) - k
-        steps = math.ceil(span / stride) if layer.get("ceil_mode", True) else span // stride
-        return steps + 1
-    if kind == "global_avg":
+        return layer["k"], layer.get("stride", 2), layer.get("pad", 0)
+    return (layer.get("k", 1) if kind == "classifier" else 1), 1, 0
+
+
+def output_size(layer: Layer, size: int) -> int:
+    """Spatial size after ``layer`` for a square input of ``size`` (the rules of torch)."""
+    if layer["type"] == "global_avg":
         return 1
-    return size
+    kernel, stride, pad = _window(layer)
+    span = size + 2 * pad - kernel
+    ceil = layer["type"] in POOLS and layer.get("ceil_mode", True)
+    return (math.ceil(span / stride) if ceil else span // stride) + 1
 
 
 def spatial_sizes(layers: Sequence[Layer], size: int) -> list[int]:
     """Map size after every layer; fails with the first layer that gets nothing to work on."""
     sizes = []
     for index, layer in enumerate(layers):
-        kernel = layer.get("k", 1) if layer["type"] in ("conv", "classifier", *POOLS) else 1
-        effective = size + 2 * (padding(layer) if layer["type"] == "conv" else 0)
-        if layer["type"] in POOLS:
-            effective = size + 2 * layer.get("pad", 0)
-        if effective < kernel:
+        kernel, _, pad = _window(layer)
+        if size + 2 * pad < kernel:
             raise SpecError(
                 f"layer {index} ({describe(layer)}) gets a {size}x{size} map, smaller than its "
                 f"{kernel}x{kernel} kernel"
