@@ -26,15 +26,9 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 class Classifier(pl.LightningModule):
     """Cross-entropy training of ``network``; softmax lives in the loss, as usual in torch."""
 
-    def __init__(
-        self,
-        network: nn.Module,
-        optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None = None,
-        num_classes: int = 10,
-        channels_last: bool = False,
-        compile_network: bool = False,
-    ) -> None:
+    def __init__(self, network: nn.Module, optimizer: OptimizerFactory,
+                 scheduler: SchedulerFactory | None = None, num_classes: int = 10,
+                 channels_last: bool = False, compile_network: bool = False) -> None:
         super().__init__()
         self.network = network
         self.optimizer_factory = optimizer

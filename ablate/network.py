@@ -1,9 +1,8 @@
 """Turn a layer spec into a torch network; the only place that knows both.
 
-The model's YAML gives the base layers, the ``downsample`` group gives the transformation
-(``ablate.spec.pool``/``strided``/``all_conv``/``conv_pool``), and the dataset gives the
-input channels, image size and number of classes. ``build_network`` is what
-``hydra.utils.instantiate`` calls with all three.
+``build_network`` is what ``hydra.utils.instantiate`` calls with the model's base layers, the
+``downsample`` group's transformation (``ablate.spec``) and the dataset's channels, image size
+and number of classes.
 """
 
 from __future__ import annotations
@@ -99,13 +98,8 @@ def _module(layer: spec.Layer, in_channels: int, num_classes: int) -> tuple[list
     # distinct modules whose input is still there when the gradient arrives.
     kind = layer["type"]
     if kind == "conv":
-        conv = nn.Conv2d(
-            in_channels,
-            layer["out"],
-            kernel_size=layer["k"],
-            stride=layer.get("stride", 1),
-            padding=spec.padding(layer),
-        )
+        conv = nn.Conv2d(in_channels, layer["out"], kernel_size=layer["k"],
+                         stride=layer.get("stride", 1), padding=spec.padding(layer))
         return [conv, nn.ReLU()], layer["out"]
     if kind == "classifier":
         conv = nn.Conv2d(in_channels, num_classes, kernel_size=layer.get("k", 1))
@@ -117,20 +111,13 @@ def _module(layer: spec.Layer, in_channels: int, num_classes: int) -> tuple[list
     return [nn.AdaptiveAvgPool2d(1), nn.Flatten()], in_channels
 
 
-def build_network(
-    layers: Sequence[Any],
-    transform: Transform,
-    in_channels: int,
-    image_size: int,
-    num_classes: int,
-    width: float = 1.0,
-    init: Initialiser | None = None,
-    name: str = "network",
-) -> AllConvNet:
+def build_network(layers: Sequence[Any], transform: Transform, in_channels: int,
+                  image_size: int, num_classes: int, width: float = 1.0,
+                  init: Initialiser | None = None, name: str = "network") -> AllConvNet:
     """Apply the downsampling ``transform`` and ``width`` to the base ``layers`` and build it.
 
-    The input size is checked against the spec before any tensor is made, so a dataset whose
-    images are too small fails with the layer that breaks and the smallest size that works.
+    The input size is checked before any tensor is made: images too small fail naming the layer
+    that breaks and the smallest size that works.
     """
     derived = spec.scale_width(transform(spec.normalise(layers)), width)
     try:

@@ -16,10 +16,8 @@ from ablate.errors import DatasetError
 
 def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> ImageSplits:
     """Load the digits at their native 8x8 and split them into train and test tensors."""
-    try:
-        from sklearn.datasets import load_digits as sklearn_digits
-    except ImportError as error:  # pragma: no cover - scikit-learn is a dependency
-        raise DatasetError("dataset=digits needs scikit-learn: pip install scikit-learn") from error
+    from sklearn.datasets import load_digits as sklearn_digits
+
     if not 0 < test_fraction < 1:
         raise DatasetError(f"dataset.test_fraction must be in (0, 1), got {test_fraction}")
     bunch = sklearn_digits()
