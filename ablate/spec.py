@@ -1,9 +1,8 @@
 """Networks as data: layer specs and the downsampling transformations of the ablation.
 
-A base model is a list of plain dicts read from its YAML file (``conf/model/*.yaml``). Each
-downsampling mode of the paper is a pure function from one such list to another, so a variant
-is never a new class: Strided-CNN, ConvPool-CNN and All-CNN are derived from the base model
-exactly as Table 2 of the paper derives them for model C. This module knows nothing of torch.
+A base model is a list of plain dicts (``conf/model/*.yaml``); each downsampling mode is a pure
+function from one list to another, deriving Strided-CNN, ConvPool-CNN and All-CNN from the base
+model as Table 2 of the paper does for model C. Nothing of torch here.
 
 Layer kinds:
 
@@ -110,13 +109,8 @@ def all_conv(layers: Sequence[Layer]) -> list[Layer]:
     for index in _downsampling_steps(result):
         pool_layer = result[index]
         channels = result[_conv_before(result, index)]["out"]
-        result[index] = {
-            "type": "conv",
-            "out": channels,
-            "k": pool_layer.get("k", 3),
-            "stride": pool_layer.get("stride", 2),
-            "pad": "same",
-        }
+        result[index] = {"type": "conv", "out": channels, "k": pool_layer.get("k", 3),
+                         "stride": pool_layer.get("stride", 2), "pad": "same"}
     return result
 
 

@@ -216,9 +216,8 @@ def sweep_group(sweep_name: str, output_dir: str | os.PathLike[str]) -> str:
         from hydra.types import RunMode
 
         hydra_cfg = HydraConfig.get()
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            return f"{sweep_name}/{Path(hydra_cfg.sweep.dir).name}"
-        return f"{sweep_name}/{Path(hydra_cfg.run.dir).name}"
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        return f"{sweep_name}/{Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir).name}"
     except Exception:  # outside a Hydra job: the output directory's own name
         return f"{sweep_name}/{Path(output_dir).name}"
 

@@ -54,12 +54,16 @@ class CifarFormat:
     title: str
     url: str
     md5: str
-    archive: str
     folder: str
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]
     label_key: str
     num_classes: int
+
+    @property
+    def archive(self) -> str:
+        """The archive's file name, the official URL's last part."""
+        return self.url.rpartition("/")[2]
 
 
 FORMATS = {
@@ -68,7 +72,6 @@ FORMATS = {
         title="CIFAR-10",
         url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         md5="c58f30108f718f92721af3b95e74349a",
-        archive="cifar-10-python.tar.gz",
         folder="cifar-10-batches-py",
         train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
         test_files=("test_batch",),
@@ -80,7 +83,6 @@ FORMATS = {
         title="CIFAR-100",
         url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         md5="eb9058c3a382ffc7106e4002c42a8d85",
-        archive="cifar-100-python.tar.gz",
         folder="cifar-100-python",
         train_files=("train",),
         test_files=("test",),
@@ -90,30 +92,16 @@ FORMATS = {
 }
 
 
-def load_cifar(
-    dataset: str = "cifar10",
-    root: str | os.PathLike[str] = "data",
-    download: bool = True,
-    verify_checksum: bool = True,
-    url: str | None = None,
-    md5: str | None = None,
-    timeout: float = 60.0,
-) -> ImageSplits:
+def load_cifar(dataset: str = "cifar10", root: str | os.PathLike[str] = "data",
+               download: bool = True, verify_checksum: bool = True, url: str | None = None,
+               md5: str | None = None, timeout: float = 60.0) -> ImageSplits:
     """The official train/test splits; ``url`` and ``md5`` (together) name a mirror."""
     if dataset not in FORMATS:
-        raise DatasetError(
-            f"unknown CIFAR variant {dataset!r}; valid values are {', '.join(FORMATS)}"
-        )
+        raise DatasetError(f"unknown CIFAR variant {dataset!r}; valid values are "
+                           f"{', '.join(FORMATS)}")
     spec = FORMATS[dataset]
-    folder = ensure_folder(
-        spec,
-        Path(root).expanduser(),
-        download=download,
-        verify_checksum=verify_checksum,
-        url=url or spec.url,
-        md5=(md5 or spec.md5).lower(),
-        timeout=timeout,
-    )
+    folder = ensure_folder(spec, Path(root).expanduser(), download, verify_checksum,
+                           url or spec.url, (md5 or spec.md5).lower(), timeout)
     train_x, train_y = read_batches(spec, folder, spec.train_files)
     test_x, test_y = read_batches(spec, folder, spec.test_files)
     return ImageSplits(spec.name, train_x, train_y, test_x, test_y, spec.num_classes)
@@ -183,9 +171,8 @@ def ensure_folder(spec: CifarFormat, root: Path, download: bool, verify_checksum
         except OSError as error:
             raise DatasetError(f"cannot create the data folder {root} for {spec.title} ({error}); "
                                f"set dataset.root (or {ENV_VAR}) to a writable folder") from error
-        download_file(
-            url, archive, md5, timeout, on_error=lambda why: _missing(spec, root, url, why)
-        )
+        download_file(url, archive, md5, timeout,
+                      on_error=lambda why: _missing(spec, root, url, why))
     extract(spec, archive, folder, url)
     return folder
 
