@@ -17,11 +17,8 @@ from torch import nn
 
 
 def xavier_uniform(module: nn.Module, gain: float = 1.0) -> None:
-    """Glorot-uniform weights, U(+-gain * sqrt(6 / (fan_in + fan_out))), zero biases.
-
-    PyTorch's ``xavier_uniform_``, NOT Caffe's ``xavier`` filler (that is ``caffe_xavier``):
-    kept under its own name so that earlier runs keep their meaning.
-    """
+    """PyTorch's Glorot-uniform, U(+-gain * sqrt(6 / (fan_in + fan_out))), zero biases: NOT
+    Caffe's ``xavier`` filler, kept under this name so that earlier runs keep their meaning."""
     if isinstance(module, nn.Conv2d):
         nn.init.xavier_uniform_(module.weight, gain=gain)
         if module.bias is not None:

@@ -92,28 +92,27 @@ class Classifier(pl.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, self.val_loss, self.val_accuracy)
 
-    def on_validation_epoch_end(self) -> None:
-        if self.val_accuracy.update_count == 0:
+    def _log_epoch(self, stage: str, loss: MeanMetric, accuracy: MulticlassAccuracy) -> None:
+        if accuracy.update_count == 0:
             return
-        self.log("val_loss", self.val_loss.compute())
-        self.log("val_error", 1.0 - self.val_accuracy.compute(), prog_bar=True)
-        self.val_loss.reset()
-        self.val_accuracy.reset()
+        self.log(f"{stage}_loss", loss.compute())
+        self.log(f"{stage}_error", 1.0 - accuracy.compute(), prog_bar=stage == "val")
+        loss.reset()
+        accuracy.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val", self.val_loss, self.val_accuracy)
 
     def test_step(self, batch, batch_idx: int) -> torch.Tensor:
         """The logits, for callbacks that keep per-example predictions."""
         return self._evaluate(batch, self.test_loss, self.test_accuracy)
 
     def on_test_epoch_end(self) -> None:
-        self.log("test_loss", self.test_loss.compute())
-        self.log("test_error", 1.0 - self.test_accuracy.compute())
-        self.test_loss.reset()
-        self.test_accuracy.reset()
+        self._log_epoch("test", self.test_loss, self.test_accuracy)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.network.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        schedule = {"scheduler": scheduler, "interval": "epoch"}
+        schedule = {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}
         return {"optimizer": optimizer, "lr_scheduler": schedule}

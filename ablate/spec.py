@@ -9,11 +9,8 @@ Layer kinds:
 ``conv``        ``out`` channels, kernel ``k``, ``stride`` (1), ``pad`` (``same`` or an int);
                 always followed by a ReLU, as in the paper.
 ``maxpool``     kernel ``k``, ``stride``; ``ceil_mode`` (Caffe's rounding) keeps 32 -> 16 -> 8.
-``lppool``      the same windows as ``maxpool``, each reduced to its p-norm (``p``): the paper's
-                view of pooling as a feature-wise convolution whose activation is a p-norm,
-                max-pooling being p = infinity.
-``avgpool``     the same windows, each reduced to its mean (the p = 1 norm over the window's
-                size: a window that hangs over the edge is averaged over the pixels it covers).
+``lppool``      the same windows as ``maxpool``, each reduced to its p-norm (``p``).
+``avgpool``     the same windows, each reduced to its mean over the pixels it covers.
 ``dropout``     probability ``p``.
 ``classifier``  1x1 conv to the dataset's number of classes; the paper keeps its ReLU.
 ``global_avg``  average over the remaining map, giving the class scores.

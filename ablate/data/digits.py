@@ -1,9 +1,9 @@
 """The offline default: scikit-learn's handwritten digits, a real image set shipped in the package.
 
-1,797 8x8 grey images of the digits 0-9 (UCI optdigits test set). The data module upsamples
-them to ``dataset.image_size`` (32: the inputs the paper's networks were designed for). There is
-no official test split, so a fixed, stratified one is drawn with ``split_seed`` (independent of the
-run's seed: every run of a grid is scored on the same images).
+1,797 8x8 grey images of the digits 0-9 (UCI optdigits test set), upsampled to
+``dataset.image_size`` (32, as the paper's networks expect). With no official test split, a
+fixed, stratified one is drawn with ``split_seed``: every run of a grid is scored on the same
+images.
 """
 
 from __future__ import annotations
