@@ -26,12 +26,10 @@ log = logging.getLogger("ablate")
 
 def progress_bar(refresh_rate: int, enabled: bool = True,
                  interactive: bool | None = None) -> pl.Callback | None:
-    """Lightning's bar on a terminal, redrawn every ``refresh_rate`` steps; elsewhere (a log
-    file, a batch job, where each redraw would be a line) one line per epoch
-    (:class:`EpochLines`); None with the bar turned off. At the quick preset's ~15 ms steps,
-    collecting the bar's metrics every step costs about as much as the rest of Lightning's
-    per-step work (``ablate.bench.overhead``).
-    """
+    """Lightning's bar on a terminal, redrawn every ``refresh_rate`` steps (at ~15 ms steps,
+    collecting its metrics every step costs as much as the rest of Lightning's per-step work:
+    ``ablate.bench.overhead``); elsewhere, where each redraw would be a line, one line per epoch
+    (:class:`EpochLines`); None with the bar turned off."""
     if not enabled:
         return None
     if interactive is None:

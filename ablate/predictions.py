@@ -71,11 +71,8 @@ def _checked(name: str, value: Any, n: int | None) -> np.ndarray:
 def write_predictions(directory: str | os.PathLike[str], predicted: Any, logits: Any,
                       labels: Any, perturbed: dict[str, Any] | None = None) -> dict[str, str]:
     """Write ``predictions.npz`` atomically; return the record's ``"predictions"`` entry.
-
-    ``perturbed`` (optional) maps a perturbation's name (``ablate.invariance``'s keys, e.g.
-    ``dy=-1,dx=0`` or ``flip``) to the predicted class of every test image under it; each is
-    stored as ``perturbed/<name>``, so consistency can be recomputed per example.
-    """
+    ``perturbed`` maps ``ablate.invariance``'s keys (``dy=-1,dx=0``, ``flip``) to the classes
+    predicted under each, stored as ``perturbed/<key>`` (consistency per example)."""
     labels_array = _checked("labels", labels, None)
     arrays = {"predicted": _checked("predicted", predicted, len(labels_array)),
               "logits": _checked("logits", logits, len(labels_array)),
@@ -91,11 +88,8 @@ def write_predictions(directory: str | os.PathLike[str], predicted: Any, logits:
 
 
 def read_predictions(directory: str | os.PathLike[str], entry: Any) -> Predictions:
-    """The predictions a record's entry names, after checking checksum, arrays and fingerprint.
-
-    Every problem raises :class:`PredictionsError` saying what is wrong, so the report can
-    mark that run "n/a (no predictions)" and carry on.
-    """
+    """The predictions a record's entry names, after checking checksum, arrays and fingerprint;
+    any problem is a :class:`PredictionsError` saying what, so the report can carry on."""
     if not isinstance(entry, dict) or not all(
             isinstance(entry.get(k), str) for k in ("file", "sha256", "test_fingerprint")):
         raise PredictionsError(f"predictions entry {entry!r} is malformed; expected "

@@ -113,11 +113,9 @@ def expand_run_directory(arguments: list[str]) -> list[str]:
 def resume_point(requested: str | None, output_dir: Path, config_id: str,
                  config: Mapping[str, Any], *, resume_any: bool = False,
                  fallback: bool = False) -> Resume:
-    """The checkpoint to continue from: ``requested``, else this directory's own, else none.
-
-    Raises ``ConfigError`` for a named checkpoint that cannot be loaded (unless ``fallback``)
-    or that belongs to another config (unless ``resume_any``).
-    """
+    """The checkpoint to continue from: ``requested``, else this directory's own, else none;
+    a ``ConfigError`` for a named one that cannot be loaded (unless ``fallback``) or belongs to
+    another config (unless ``resume_any``)."""
     if requested:
         path = Path(requested)
     else:

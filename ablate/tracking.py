@@ -1,19 +1,14 @@
 """Weights & Biases tracking of every run, through Lightning's ``WandbLogger``.
 
 ``conf/logger/wandb.yaml`` builds a :class:`CellWandbLogger` from the run's started record, so
-the W&B run is named after its cell before ``wandb.init`` runs; :func:`finish` closes it once
+the W&B run is named after its cell before ``wandb.init``; :func:`finish` closes it once
 ``result.json`` is on disk. ``ablate.run`` itself never touches W&B.
 
 A W&B run agrees with ``result.json``: ``group`` is the sweep (``quick/2026-11-30_03-45-09``),
-``name`` the cell (:func:`run_name`), ``id`` the cell in that sweep (:func:`run_id`), so that a
-requeued job continues its W&B run (``resume="allow"``) and another sweep never does; a run
-resumed from another run's checkpoint keeps that W&B run's id and group (:func:`resumed_run`).
-``tags`` are every value of the cell, ``config`` the study in a few dozen keys
-(:func:`study_config`), the summary the final metrics (:func:`summary_of`).
-
-Mode ``auto`` (the default) is ``offline`` unless a W&B login is present (``WANDB_API_KEY``, an
-identity token file, or a ``.netrc`` entry for the W&B host); ``WANDB_MODE`` wins over both.
-The key itself is never read into this module, only its presence.
+``name`` and ``tags`` the cell, ``id`` the cell in that sweep (:func:`run_id`: a requeued job
+continues its W&B run, another sweep never does), or, resumed from another run's checkpoint,
+that W&B run's (:func:`resumed_run`). Mode ``auto`` is ``offline`` unless a W&B login is present
+(:func:`has_login`: only its presence is read, never the key); ``WANDB_MODE`` wins over both.
 """
 
 from __future__ import annotations
@@ -228,11 +223,9 @@ def _wandb_loggers(loggers: Iterable[Any]) -> list[CellWandbLogger]:
 
 def summary_of(record: Record) -> dict[str, Any]:
     """What the W&B summary shows of a finished, failed or diverged run."""
-    summary: dict[str, Any] = dict(record.metrics)
-    summary.update(
-        status=str(record.status), epochs=record.epochs, params=record.params,
-        wall_seconds=record.wall_seconds, cell_id=record.cell_id,
-    )
+    summary: dict[str, Any] = {
+        **record.metrics, "status": str(record.status), "epochs": record.epochs,
+        "params": record.params, "wall_seconds": record.wall_seconds, "cell_id": record.cell_id}
     if record.error:
         summary["error"] = str(record.error)[:500]
     return summary
@@ -244,12 +237,9 @@ def wandb_run_of(loggers: Iterable[Any]) -> dict[str, Any] | None:
 
 
 def finish(loggers: Iterable[Any], record: Record) -> None:
-    """Write the final metrics to the W&B summary and finish the W&B run, whatever happened.
-
-    A run that failed before Lightning opened its W&B run is opened here, so that it shows in
-    W&B as failed instead of not at all. Errors of W&B itself are logged, never raised: the
-    record is already safely on disk.
-    """
+    """Write the final metrics to the W&B summary and finish the W&B run, whatever happened (a
+    run that failed before Lightning opened its W&B run is opened here, to show as failed).
+    Errors of W&B itself are logged, never raised: the record is already safely on disk."""
     trackers = _wandb_loggers(loggers)
     for tracker in trackers:
         try:

@@ -85,9 +85,8 @@ class FlipTranslate:
 class LargeAugment:
     """An approximation of the paper's large augmentation (4.41 % on CIFAR-10).
 
-    The paper only describes it in prose (126x126 canvases, heavily scaled, rotated and
-    colour-augmented, for a larger network); the defaults are our choice, after the
-    transformations of Dosovitskiy et al. (2014) that the authors build on:
+    The paper only describes it in prose (126x126 canvases, heavily scaled, rotated and colour
+    augmented, for a larger network); our defaults follow Dosovitskiy et al. (2014):
 
     * geometry: each image is resampled (bilinear, zero fill) onto a ``size`` x ``size`` canvas,
       which it fills at scale 1, with a scale drawn log-uniformly from ``scale``, a rotation of
@@ -98,8 +97,7 @@ class LargeAugment:
       ``contrast`` and a per-channel gain within ``1 +- channel_gain``, plus a per-channel shift
       of up to ``brightness`` times the image's standard deviation.
 
-    Validation and test images go through ``eval_transform`` (scale 1, nothing random) once, in
-    the data module's ``setup``. ``size=32`` keeps the paper's network unchanged.
+    Evaluation images are placed once by ``eval_transform`` (scale 1, nothing random).
     """
 
     def __init__(

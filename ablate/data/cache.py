@@ -54,11 +54,8 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
 
 def settings_of(value: Any) -> Any:
     """A JSON-able identity of a configured object: its type and its public attributes.
-
-    Tensors are fitted state, not configuration, and read as ``None``, so a fitted and an
-    unfitted preprocessor have the same identity. Anything unrecognised falls back to ``repr``,
-    which at worst causes a cache miss, never a wrong hit.
-    """
+    Tensors (fitted state) read as ``None``; anything unrecognised as its ``repr``, which at
+    worst causes a cache miss, never a wrong hit."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
