@@ -99,11 +99,9 @@ def last_checkpoint(dirpath: str, enabled: bool = True) -> ModelCheckpoint | Non
 
 
 class TimeEstimate(pl.Callback):
-    """Times a few real training steps before fitting and prints the run's expected wall time.
-
-    Under ``torch.random.fork_rng`` and with the gradients cleared after, so it changes neither
-    the run's random stream nor its result; ``torch.compile``'s first compilation is not in it.
-    """
+    """Times a few real training steps before fitting and prints the run's expected wall time,
+    under ``torch.random.fork_rng`` and with the gradients cleared after: it changes neither the
+    run's random stream nor its result. ``torch.compile``'s first compilation is not in it."""
 
     def __init__(self, steps: int = 2) -> None:
         self.steps = steps
@@ -200,12 +198,8 @@ class RandomState(pl.Callback):
 
 class TestPredictions(pl.Callback):
     """Every test example's predicted class and logits, and how the predictions change when
-    the (preprocessed) test images move (``ablate.invariance``): what the report pairs runs on.
-
-    When testing ends, ``predictions.npz`` is written to ``dirpath``; ``entry`` is then the
-    record's ``predictions`` entry and ``invariance`` its ``metrics.invariance``. ``shifts=[]``
-    skips the invariance measurement.
-    """
+    the (preprocessed) test images move (``ablate.invariance``; ``shifts=[]`` skips it): written
+    to ``dirpath`` when testing ends, ``entry`` and ``invariance`` then go into the record."""
 
     def __init__(self, dirpath: str, shifts: Sequence[int] = invariance.DEFAULT_SHIFTS) -> None:
         self.dirpath = dirpath

@@ -157,11 +157,10 @@ def key_hints(arguments: list[str]) -> list[str]:
 
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
+    given = [a for a in arguments if "=" in a and not a.startswith("-")]
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = [overrides.parse(a) for a in given]
     except Exception:
         return []
     conf_root = importlib.resources.files(CONFIG_MODULE)
@@ -175,7 +174,7 @@ def key_hints(arguments: list[str]) -> list[str]:
             cfg = compose(CONFIG_NAME, overrides=choices)
     except Exception:
         return []
-    return unknown_key_hints(cfg, overrides, groups)
+    return unknown_key_hints(cfg, given, groups)
 
 
 def _discard(output_dir: Path, job_name: str) -> None:

@@ -37,11 +37,8 @@ def interactive() -> bool:
 
 
 def configure(verbose: bool, multirun: bool) -> None:
-    """Set what this process prints for one run; called by the runner before anything else.
-
-    In a quiet multirun the job's own INFO lines (its network, its estimate, its final line)
-    go only to its log file (Hydra's ``<job dir>/<task>.log``), not to the console.
-    """
+    """Set what this process prints for one run, before anything else; in a quiet multirun the
+    job's INFO lines go only to its log file (Hydra's ``<job dir>/<task>.log``)."""
     if verbose:
         return
     for pattern, _why in KNOWN_WARNINGS:

@@ -18,7 +18,7 @@ class SpecError(ValueError):
 
 class SelectionError(ConfigError):
     """A final stage whose selection sweep is missing, incomplete, or of another dataset or
-    protocol: it cannot start, and the message names what is missing or different."""
+    protocol: the message names what."""
 
 
 class DatasetError(RuntimeError):

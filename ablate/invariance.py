@@ -98,8 +98,7 @@ def summarise(predicted: dict[str, Tensor], labels: Tensor) -> dict[str, Any]:
 
     Layout (plain floats, JSON-ready)::
 
-        {"images": N,
-         "identity": {"error": e, "consistency": 1.0},
+        {"images": N, "identity": {"error": e, "consistency": 1.0},
          "flip": {"error": e, "consistency": c},
          "shift_1": {"error": mean over 8 moves, "consistency": mean}, ..., "shift_4": {...},
          "directions": {"dy=-1,dx=-1": {"error": e, "consistency": c}, ...}}

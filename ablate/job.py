@@ -134,9 +134,8 @@ class Job:
         if isinstance(error, Diverged):
             self.end(trainer, Status.DIVERGED, error=str(error))
         else:
-            # Stopped from outside (a signal, Ctrl-C, a SLURM preemption), or by a disk that
-            # filled up (its last checkpoint is intact, ablate.checkpoint_io): a sweep resumes
-            # it from its checkpoint instead of training again.
+            # Stopped from outside (a signal, Ctrl-C, a preemption) or by a full disk (its last
+            # checkpoint is intact): a sweep resumes it instead of training again.
             interrupted = isinstance(error, Interrupted | KeyboardInterrupt | SystemExit)
             text = "".join(traceback.format_exception_only(type(error), error)).strip()
             self.end(trainer, Status.FAILED, error=text,
@@ -150,10 +149,9 @@ class Job:
 
 
 def study_of(hydra_cfg: DictConfig) -> dict:
-    """The record's view of the study around this run: every config group's choice (a W&B
-    dashboard shows ``init=xavier``, not ``init._target_``), the overrides it was composed from
-    (``resume_from=<run dir>`` composes it again) and the axes its sweep varies (the run's name
-    shows those the paper's name does not)."""
+    """The record's view of the study: every config group's choice (W&B shows ``init=xavier``,
+    not ``init._target_``), the overrides (``resume_from=<run dir>`` composes them again) and the
+    axes its sweep varies (the run's name shows those the paper's name does not)."""
     choices = {str(k): v for k, v in hydra_cfg.runtime.choices.items()
                if not str(k).startswith("hydra")}
     overrides = list(hydra_cfg.overrides.task)

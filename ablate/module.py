@@ -1,8 +1,7 @@
 """The LightningModule: a built network, optimiser factories, error metrics, divergence check.
 
-It receives everything from config (``hydra.utils.instantiate``) and knows nothing of datasets,
-layer specs or result records. Errors are logged as fractions (``1 - accuracy``) because the
-paper's tables report error rates.
+Everything comes from config; nothing of datasets, layer specs or records. Errors are logged as
+fractions (``1 - accuracy``) because the paper's tables report error rates.
 """
 
 from __future__ import annotations

@@ -28,15 +28,11 @@ def _overhang(size: int, kernel: int, stride: int) -> int:
 class PNormPool2d(nn.Module):
     """(sum over each window of |x|^p)^(1/p), over max-pooling's windows, safe in any precision.
 
-    Not ``nn.LPPool2d`` itself, for two reasons:
-
-    - its ``ceil_mode`` multiplies the mean over the pixels an edge window covers by the full
-      window size, inflating every window that hangs over the edge; here the overhang is padded
-      with zeros, which add nothing to a p-norm, so the windows are exactly max-pooling's;
-    - x^p overflows: fp16 from x = 2 at p = 16 (2^16 > 65504), fp32 past x ~ 250. So the sum is
-      taken in fp32 with autocast off, each window divided by its largest |x| first (no power
-      then exceeds 1; the largest one is exactly 1, so the sum of a window that is not all zeros
-      is at least 1) and multiplied back after; the input's dtype is handed back.
+    Not ``nn.LPPool2d``: its ``ceil_mode`` inflates every window that hangs over the edge (the
+    mean over the pixels it covers times the full window size); here the overhang is zeros,
+    which add nothing to a p-norm. And x^p overflows (fp16 from x = 2 at p = 16, fp32 past
+    x ~ 250), so the sum is taken in fp32 with autocast off, each window divided by its largest
+    |x| first (every power <= 1, the largest exactly 1) and multiplied back after.
     """
 
     def __init__(self, p: float, kernel_size: int, stride: int, ceil_mode: bool = True) -> None:

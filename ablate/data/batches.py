@@ -71,9 +71,7 @@ class TensorBatches:
         return full + (1 if rest and not self.drop_last else 0)
 
     def _generator(self, device: torch.device, epoch: int) -> torch.Generator:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(self.seed * 1_000_003 + epoch)
-        return generator
+        return torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + epoch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self._epoch() if self._epoch is not None else self._iterations

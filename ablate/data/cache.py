@@ -140,10 +140,8 @@ def load_or_prepare(directory: str | os.PathLike[str], splits: ImageSplits,
         if usable is None:
             return prepare()
         path = cache_path(usable, splits.name, key)
-        hit = _read(path, key)  # an earlier run that fell back too
-    if hit is None:
         with FileLock(path.with_suffix(".lock")):
-            hit = _read(path, key)  # a parallel run may have written it while we waited
+            hit = _read(path, key)  # written by an earlier run that fell back, or a parallel one
             if hit is None:
                 log.info("preprocessing %s (cache miss, will write %s)", splits.name, path)
                 prepared = prepare()

@@ -4,13 +4,12 @@ Each batch file is a dict pickled by Python 2 (keys as bytes or str): ``data`` (
 of 3,072 values per image, the red, green and blue planes in turn, so a row reshapes straight to
 CHW) and ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100's 100 classes, as in the paper).
 
-Sources under ``root`` (``dataset.root``, default ``$ABLATE_DATA`` else ``./data``), first match
-wins: the extracted folder; the archive, checked against the official MD5 unless
-``verify_checksum`` is false (a private copy), then extracted; a download, kept only once its
-MD5 matches. Extraction goes to a temporary folder renamed into place, so a corrupt archive
-never leaves a half-extracted folder a later run would trust; a read-only ``root`` is extracted
-into the user's cache folder instead, named in a warning. The unpickler resolves only what a
-numpy array needs: a private copy cannot run code on load.
+Sources under ``dataset.root`` (``$ABLATE_DATA``, else ``./data``), first match wins: the
+extracted folder; the archive, MD5-checked unless ``verify_checksum`` is false (a private copy);
+a download, kept once its MD5 matches. Extraction is renamed into place when complete (into the
+user's cache folder if ``root`` is read-only), so a corrupt archive never leaves a folder a
+later run would trust. The unpickler resolves only what a numpy array needs: a private copy
+cannot run code on load.
 """
 
 from __future__ import annotations
@@ -223,11 +222,8 @@ def download_file(
 
 
 def extract(spec: CifarFormat, archive: Path, folder: Path, url: str) -> None:
-    """Extract the archive's top folder into a temporary folder, then rename it into place.
-
-    Only regular files directly inside the archive's top folder are written, by name, so an
-    archive cannot place files outside ``folder`` (no links, no ``..``).
-    """
+    """Extract the archive's top folder into a temporary folder, then rename it into place;
+    only its regular files are written, by name, so nothing lands outside ``folder``."""
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.folder}.", suffix=".part", dir=folder.parent))
     try:
         try:

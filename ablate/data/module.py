@@ -31,12 +31,9 @@ def split_validation(
 
 
 class TensorDataModule(pl.LightningDataModule):
-    """Loads a source once, preprocesses it, and keeps all splits on the training device.
-
-    ``cache_dir`` (None: no cache) keeps the prepared tensors on disk (``ablate.data.cache``), so
-    the runs of a grid fit GCN + ZCA once. An ``augment`` that is an ``EvalGeometry`` (the
-    ``large`` augmentation's larger canvas) places the validation and test images once with its
-    ``eval_transform``, so that evaluation sees the geometry training sees.
+    """Loads a source once, preprocesses it (cached in ``cache_dir`` unless None: the runs of a
+    grid fit GCN + ZCA once), and keeps all splits on the training device. An ``EvalGeometry``
+    augmentation (``large``'s canvas) places the evaluation images once, as training sees them.
     """
 
     def __init__(
