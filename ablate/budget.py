@@ -1,8 +1,7 @@
 """How much a run does and how long that is, in the terms of Lightning's Trainer.
 
-Both the estimate printed by a sweep's plan (before anything is built) and the one printed by
-a run (after timing real steps) count batches the way Lightning does and show seconds the same
-way; this module is that one definition. No torch here: the planner must not need it.
+The one definition behind the estimates of a sweep's plan (before anything is built) and of a
+run (after timing real steps). No torch here: the planner must not need it.
 """
 
 from __future__ import annotations

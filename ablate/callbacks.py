@@ -1,8 +1,6 @@
 """The Lightning callbacks of every run (``conf/callbacks/default.yaml``).
 
-A time estimate, the learning curve and random state kept for an exact resume, the time of the
-first step, the progress bar and the checkpoint a resumed run continues from. The factories
-return None where the Trainer turns the feature off, so one config serves both cases.
+The factories return None where the Trainer turns the feature off, so one config serves both.
 """
 
 from __future__ import annotations
@@ -18,28 +16,24 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
-from ablate import invariance
+from ablate import console, invariance
 from ablate.budget import duration, planned_batches
 from ablate.data.module import TensorDataModule
+from ablate.predictions import write_predictions
 
 log = logging.getLogger("ablate")
 
 
 def progress_bar(refresh_rate: int, enabled: bool = True,
                  interactive: bool | None = None) -> pl.Callback | None:
-    """Lightning's bar on a terminal, redrawn every ``refresh_rate`` steps; elsewhere (a log
-    file, a batch job) one line per epoch (:class:`EpochLines`); None with the bar turned off.
-
-    A bar redrawn with carriage returns is one line per redraw in a file. At the quick preset's
-    ~15 ms steps, collecting the bar's metrics on every step costs about as much as the rest of
-    Lightning's per-step work (see ``ablate.bench.overhead``).
-    """
+    """Lightning's bar on a terminal, redrawn every ``refresh_rate`` steps (at ~15 ms steps,
+    collecting its metrics every step costs as much as the rest of Lightning's per-step work:
+    ``ablate.bench.overhead``); elsewhere, where each redraw would be a line, one line per epoch
+    (:class:`EpochLines`); None with the bar turned off."""
     if not enabled:
         return None
     if interactive is None:
-        from ablate.console import interactive as on_terminal
-
-        interactive = on_terminal()
+        interactive = console.interactive()
     return TQDMProgressBar(refresh_rate=refresh_rate) if interactive else EpochLines()
 
 
@@ -50,12 +44,9 @@ def epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 class EpochEnd(pl.Callback):
-    """Acts on each epoch once its metrics are complete.
-
-    Lightning calls callbacks' ``on_train_epoch_end`` before the module's, where the epoch's
-    training metrics are logged; so an epoch is noted at its end and acted on when the next
-    epoch starts, and the last one when training ends.
-    """
+    """Acts on each epoch once its metrics are complete: Lightning calls callbacks'
+    ``on_train_epoch_end`` before the module's, which logs them, so an epoch is noted at its end
+    and acted on when the next one starts (the last one when training ends)."""
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
@@ -88,9 +79,8 @@ class EpochEnd(pl.Callback):
 
 
 class EpochLines(EpochEnd):
-    """One log line per epoch (``epoch 3/30: train_loss 0.41, val_error 0.052``), for logs that
-    are files: what a bar shows, without a line per redraw. In a quiet multirun the line goes
-    to the job's log file only (``ablate.console``)."""
+    """One log line per epoch (``epoch 3/30: train_loss 0.41, val_error 0.052``): what a bar
+    shows, for logs that are files (in a quiet multirun, the job's log file only)."""
 
     def completed(self, trainer: pl.Trainer, row: dict[str, Any]) -> None:
         shown = ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key != "epoch")
@@ -99,11 +89,9 @@ class EpochLines(EpochEnd):
 
 
 def last_checkpoint(dirpath: str, enabled: bool = True) -> ModelCheckpoint | None:
-    """``<dirpath>/last.ckpt``, overwritten after every epoch: what a resumed run continues from.
-
-    ``save_last`` with ``save_top_k=0`` would write it only at the end of training, hence a top-1
-    checkpoint named ``last``. None where the Trainer's checkpointing is turned off.
-    """
+    """``<dirpath>/last.ckpt``, overwritten after every epoch, for a resumed run: a top-1
+    checkpoint named ``last``, since ``save_last`` with ``save_top_k=0`` writes only at the end.
+    None where the Trainer's checkpointing is turned off."""
     if not enabled:
         return None
     return ModelCheckpoint(dirpath=dirpath, filename="last", save_top_k=1,
@@ -111,12 +99,9 @@ def last_checkpoint(dirpath: str, enabled: bool = True) -> ModelCheckpoint | Non
 
 
 class TimeEstimate(pl.Callback):
-    """Times a few real training steps before fitting and prints the run's expected wall time.
-
-    The measurement runs under ``torch.random.fork_rng`` and restores the weights' gradients, so
-    it changes neither the run's random stream nor its result. It excludes ``torch.compile``'s
-    first compilation, which only happens inside the real loop.
-    """
+    """Times a few real training steps before fitting and prints the run's expected wall time,
+    under ``torch.random.fork_rng`` and with the gradients cleared after: it changes neither the
+    run's random stream nor its result. ``torch.compile``'s first compilation is not in it."""
 
     def __init__(self, steps: int = 2) -> None:
         self.steps = steps
@@ -155,8 +140,8 @@ class TimeEstimate(pl.Callback):
 
 
 class EpochHistory(EpochEnd):
-    """Keeps the logged metrics and the learning rate of each epoch, for the learning curves in
-    the result record (and in checkpoints, so that a resumed run's record has the whole curve)."""
+    """Each epoch's logged metrics and learning rate, for the record's learning curve; kept in
+    checkpoints, so that a resumed run's record has the whole curve."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -173,8 +158,7 @@ class EpochHistory(EpochEnd):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        # The checkpoint is written after the module's epoch-end logging: the pending row is
-        # complete, so a resumed run's record carries the whole curve, not just its own epochs.
+        # Written after the module's epoch-end logging: the pending row is complete.
         rows = [dict(row) for row in self.epochs]
         if self._pending is not None:
             rows.append(self._row(trainer))
@@ -188,12 +172,9 @@ class EpochHistory(EpochEnd):
 
 
 class RandomState(pl.Callback):
-    """Keeps torch's random streams in the checkpoint, so a resumed run continues bit for bit.
-
-    Batches and augmentation are drawn from generators seeded by (seed, epoch) already; what
-    remains is dropout, which draws from the global CPU and CUDA generators. Restoring them makes
-    a run killed after epoch ``e`` and resumed end with the same weights as one never stopped.
-    """
+    """Keeps torch's random streams in the checkpoint, so a resumed run continues bit for bit:
+    batches and augmentation are seeded by (seed, epoch) already, dropout draws from the global
+    CPU and CUDA generators."""
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -217,13 +198,8 @@ class RandomState(pl.Callback):
 
 class TestPredictions(pl.Callback):
     """Every test example's predicted class and logits, and how the predictions change when
-    the test images move (``ablate.invariance``): what the report pairs runs on.
-
-    The per-example file (``ablate.predictions``) is written to ``dirpath`` when testing ends;
-    ``entry`` is then the record's ``predictions`` entry and ``invariance`` the summary for
-    ``metrics.invariance``. ``shifts`` empty (``[]``) skips the invariance measurement. The
-    perturbed images are the test tensors the network sees, after preprocessing.
-    """
+    the (preprocessed) test images move (``ablate.invariance``; ``shifts=[]`` skips it): written
+    to ``dirpath`` when testing ends, ``entry`` and ``invariance`` then go into the record."""
 
     def __init__(self, dirpath: str, shifts: Sequence[int] = invariance.DEFAULT_SHIFTS) -> None:
         self.dirpath = dirpath
@@ -244,8 +220,6 @@ class TestPredictions(pl.Callback):
         self._labels.append(batch[1].detach().cpu())
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from ablate.predictions import write_predictions
-
         if not self._logits:
             return
         logits, labels = torch.cat(self._logits), torch.cat(self._labels)

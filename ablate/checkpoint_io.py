@@ -1,13 +1,10 @@
 """Checkpoints written the way records are: whole, in their own folder, or not at all.
 
-Lightning's ``TorchCheckpointIO`` saves through fsspec's local transaction, which writes a
-temporary file in the system's temporary folder and then *moves* it onto ``last.ckpt``: from
-``/tmp`` to a sweep disk that is a copy across filesystems, so a full disk or a kill during the
-copy can replace a good ``last.ckpt`` with a truncated one, and the run that should resume from
-it starts over (or fails). :class:`AtomicCheckpointIO` serialises into a temporary file beside
-the target (same filesystem), fsyncs it and renames it into place (``atomic.atomic_file``); on
-any error the temporary file is removed and the previous checkpoint is untouched.
-``conf/trainer/default.yaml`` installs it as the Trainer's ``plugins``.
+Lightning's ``TorchCheckpointIO`` writes a temporary file in ``/tmp`` and *moves* it onto
+``last.ckpt``: across filesystems that is a copy, so a full disk or a kill during it can leave a
+truncated ``last.ckpt`` and the run that should resume from it starts over (or fails).
+:class:`AtomicCheckpointIO` (the Trainer's ``plugins`` in ``conf/trainer/default.yaml``) writes
+beside the target, fsyncs and renames; on any error the previous checkpoint is untouched.
 """
 
 from __future__ import annotations

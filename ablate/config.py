@@ -1,14 +1,10 @@
-"""What a composed config may hold, beyond what Hydra itself checks.
+"""What a composed config may hold, beyond what Hydra itself checks: the checks a YAML file
+cannot express (positive learning rates, Trainer argument names, ...) and hints for misspelt
+keys. Nothing of sweeps, records or the report.
 
-Hydra composes ``conf/``; this module adds the checks a YAML file cannot express (positive
-learning rates, Trainer argument names, ...) and hints for misspelt keys. It knows nothing of
-sweeps, records or the report.
-
-The ``trainer`` node holds only what the project sets (``conf/trainer/*.yaml``), so a
-Lightning upgrade never changes a run's config or its ``config_id``. Any other Trainer argument
-is still a plain ``trainer.<arg>=...`` override: :func:`register` makes the node open to new
-keys, and :func:`validate` checks every key against ``pytorch_lightning.Trainer``'s signature,
-with "did you mean" for misspellings.
+The ``trainer`` node holds only what the project sets (``conf/trainer/*.yaml``), so a Lightning
+upgrade never changes a run's config or its ``config_id``; any other Trainer argument is still a
+plain ``trainer.<arg>=...`` override (:func:`register`), checked against ``Trainer``'s signature.
 """
 
 from __future__ import annotations
@@ -55,15 +51,14 @@ def trainer_arguments() -> tuple[str, ...]:
     return tuple(sorted(n for n in names if n != "self" and n not in MANAGED_TRAINER_ARGS))
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
-
-
 def _positive_number(value: object) -> bool:
     """A finite number above zero (not a bool, which Python counts as an int)."""
     return (isinstance(value, int | float) and not isinstance(value, bool)
             and math.isfinite(value) and value > 0)
+
+
+def _integer(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def did_you_mean(leaf: str, valid: Sequence[str], prefix: str = "") -> str:
@@ -88,52 +83,38 @@ def validate_trainer(trainer: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Reject values that would waste a run or fail deep inside torch with an opaque message."""
-    lr = cfg.get("lr")
-    _require(
-        _positive_number(lr),
-        f"lr={lr!r} is not a positive number; the paper's grid is lr=0.25,0.1,0.05,0.01",
-    )
-    seed = cfg.get("seed")
-    _require(
-        isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0,
-        f"seed={seed!r} must be a non-negative integer, e.g. seed=0 or seed=0,1,2 with -m",
-    )
-    batch = cfg.get("batch_size")
-    _require(
-        isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1,
-        f"batch_size={batch!r} must be a positive integer, e.g. batch_size=128",
-    )
-    width = cfg.get("width")
-    _require(
-        _positive_number(width),
-        f"width={width!r} must be a positive number (1.0 is the paper's network)",
-    )
+    lr, seed, batch, width = (cfg.get(key) for key in ("lr", "seed", "batch_size", "width"))
     p = OmegaConf.select(cfg, "downsample.p", default=None)
-    _require(
-        p is None or _positive_number(p),
-        f"downsample.p={p!r} must be a positive, finite number (1 = the window's sum, 2 = its "
-        "L2 norm, larger p comes closer to the max); max-pooling, p = infinity, is "
-        "downsample=pool",
-    )
     resume = cfg.get("resume_from")
-    _require(
-        resume is None or isinstance(resume, str),
-        f"resume_from={resume!r} must be the path of a run's directory or of a checkpoint (a "
-        "run's checkpoints/last.ckpt)",
-    )
     held_out = OmegaConf.select(cfg, "dataset.val_size", default=None)
     val_batches = OmegaConf.select(cfg, "trainer.limit_val_batches", default=None)
-    _require(
-        held_out not in (0, 0.0) or val_batches in (0, 0.0),
-        "dataset.val_size=0 holds out no validation images, so there is nothing to validate on: "
-        "add trainer.limit_val_batches=0 (train on every image, as the final stage does: "
-        "+sweep=table3_final), or hold some out (dataset.val_size=0.1)",
-    )
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
-    _require(
-        epochs is None or (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)),
-        f"trainer.max_epochs={epochs!r} must be a positive integer (or -1 for no limit)",
+    checks = (
+        (_positive_number(lr),
+         f"lr={lr!r} is not a positive number; the paper's grid is lr=0.25,0.1,0.05,0.01"),
+        (_integer(seed, 0),
+         f"seed={seed!r} must be a non-negative integer, e.g. seed=0 or seed=0,1,2 with -m"),
+        (_integer(batch, 1),
+         f"batch_size={batch!r} must be a positive integer, e.g. batch_size=128"),
+        (_positive_number(width),
+         f"width={width!r} must be a positive number (1.0 is the paper's network)"),
+        (p is None or _positive_number(p),
+         f"downsample.p={p!r} must be a positive, finite number (1 = the window's sum, 2 = its "
+         "L2 norm, larger p comes closer to the max); max-pooling, p = infinity, is "
+         "downsample=pool"),
+        (resume is None or isinstance(resume, str),
+         f"resume_from={resume!r} must be the path of a run's directory or of a checkpoint (a "
+         "run's checkpoints/last.ckpt)"),
+        (held_out not in (0, 0.0) or val_batches in (0, 0.0),
+         "dataset.val_size=0 holds out no validation images, so there is nothing to validate "
+         "on: add trainer.limit_val_batches=0 (train on every image, as the final stage does: "
+         "+sweep=table3_final), or hold some out (dataset.val_size=0.1)"),
+        (epochs is None or (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)),
+         f"trainer.max_epochs={epochs!r} must be a positive integer (or -1 for no limit)"),
     )
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
     if isinstance(cfg.get("trainer"), DictConfig):
         validate_trainer(cfg.trainer)
 
@@ -177,11 +158,10 @@ def key_hints(arguments: list[str]) -> list[str]:
 
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
+    given = [a for a in arguments if "=" in a and not a.startswith("-")]
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = [overrides.parse(a) for a in given]
     except Exception:
         return []
     conf_root = importlib.resources.files(CONFIG_MODULE)
@@ -195,7 +175,7 @@ def key_hints(arguments: list[str]) -> list[str]:
             cfg = compose(CONFIG_NAME, overrides=choices)
     except Exception:
         return []
-    return unknown_key_hints(cfg, overrides, groups)
+    return unknown_key_hints(cfg, given, groups)
 
 
 def _discard(output_dir: Path, job_name: str) -> None:

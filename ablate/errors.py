@@ -1,10 +1,8 @@
 """Every exception this project raises on purpose, in one place.
 
-Callers catch by meaning, not by origin: the runner turns a :class:`ConfigError` (and the
-config-like :class:`SpecError` and :class:`DatasetError`) into a one-line message and no record;
-a :class:`Diverged` into a ``diverged`` record; anything else into a ``failed`` one. No imports
-here, so every side of the project (training, sweeps, report) can use it without pulling in the
-others.
+Callers catch by meaning: the runner turns the ``CONFIG_ERRORS`` into a one-line message and
+no record, a :class:`Diverged` into a ``diverged`` record, anything else into a ``failed`` one.
+No imports, so training, sweeps and report can all use it.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ class SpecError(ValueError):
 
 class SelectionError(ConfigError):
     """A final stage whose selection sweep is missing, incomplete, or of another dataset or
-    protocol: it cannot start, and the message names what is missing or different."""
+    protocol: the message names what."""
 
 
 class DatasetError(RuntimeError):
@@ -79,9 +77,8 @@ class SweepInvalid(SystemExit):
 class Interrupted(BaseException):
     """The job was stopped from outside by a signal (SIGTERM, SIGINT, SIGHUP).
 
-    A ``BaseException``, like ``KeyboardInterrupt``: no ``except Exception`` on the way up (a
-    library's, Hydra's job runner) may swallow it, so the command always ends with
-    ``exit_code``, the shell's convention of 128 + the signal's number (143, 130, 129).
+    A ``BaseException``, so that no ``except Exception`` on the way up swallows it: the command
+    always ends with ``exit_code``, 128 + the signal's number (143, 130, 129).
     """
 
     def __init__(self, signum: int) -> None:

@@ -1,14 +1,11 @@
 """Weight initialisation, a choice the paper does not state (``conf/init/*.yaml``).
 
-Reimplementations that came near the paper used Caffe's ``xavier`` filler (the Caffe port,
-90.25 %: ``caffe_xavier`` here) or a Gaussian with std 0.05 (neon); PyTorch's default
-(Kaiming-uniform with a=sqrt(5)) is known to stall at chance with the paper's larger learning
-rates. "Xavier" names two different draws: Caffe's filler scales by the fan-in alone, PyTorch's
-``xavier_uniform_`` (Glorot and Bengio's formula) by the mean of fan-in and fan-out, which
-differs wherever a conv changes its channel count (4x smaller weights in the first conv of the
-paper's networks on RGB input, 18 % smaller where the channels double). Each
-function is applied module by module through ``nn.Module.apply`` and leaves non-conv modules
-alone.
+Reimplementations that came near the paper used Caffe's ``xavier`` filler (``caffe_xavier``) or
+a Gaussian with std 0.05 (neon); PyTorch's default (Kaiming-uniform, a=sqrt(5)) is known to
+stall at chance with the paper's larger learning rates. Caffe's "xavier" scales by the fan-in
+alone, PyTorch's by the mean of fan-in and fan-out: 4x smaller weights in the first conv on RGB
+input, 18 % smaller where the channels double. Each function is applied through
+``nn.Module.apply`` and leaves non-conv modules alone.
 """
 
 from __future__ import annotations
@@ -20,11 +17,8 @@ from torch import nn
 
 
 def xavier_uniform(module: nn.Module, gain: float = 1.0) -> None:
-    """Glorot-uniform weights, U(+-gain * sqrt(6 / (fan_in + fan_out))), zero biases.
-
-    PyTorch's ``xavier_uniform_``, NOT Caffe's ``xavier`` filler (that is ``caffe_xavier``):
-    kept under its own name so that earlier runs keep their meaning.
-    """
+    """PyTorch's Glorot-uniform, U(+-gain * sqrt(6 / (fan_in + fan_out))), zero biases: NOT
+    Caffe's ``xavier`` filler, kept under this name so that earlier runs keep their meaning."""
     if isinstance(module, nn.Conv2d):
         nn.init.xavier_uniform_(module.weight, gain=gain)
         if module.bias is not None:
@@ -33,11 +27,8 @@ def xavier_uniform(module: nn.Module, gain: float = 1.0) -> None:
 
 def caffe_xavier(module: nn.Module) -> None:
     """Caffe's ``xavier`` filler at its default (``variance_norm: FAN_IN``): U(+-sqrt(3 / fan_in)),
-    so each weight has variance 1 / fan_in; biases zero (Caffe's constant bias filler).
-
-    Caffe's fan-in is ``count / num`` of the weight blob: in_channels x k x k for a conv. This is
-    the draw of the one public reimplementation that came near the paper (Caffe, 90.25 %).
-    """
+    fan-in being in_channels x k x k (Caffe's ``count / num``); biases zero. The draw of the one
+    public reimplementation that came near the paper (Caffe, 90.25 %)."""
     if isinstance(module, nn.Conv2d):
         fan_in = module.weight[0].numel()
         bound = math.sqrt(3.0 / fan_in)

@@ -1,19 +1,13 @@
 """Does pooling buy invariance? Test error and prediction consistency under small moves.
 
-Every variant (pool, stride, all-conv, conv-pool) is shown the same perturbed test images: the
-tensors the network sees, i.e. after preprocessing (GCN + ZCA or standardising, and the
-``eval_transform`` of an augmentation that has one). The perturbations are those the training
-augmentation (``ablate.data.augment.FlipTranslate``) draws from: exact integer shifts with zero
-fill (zero is the training mean after preprocessing) and left-right flips. So "invariance"
-here means invariance to moves the networks were trained to expect, and a difference between
-variants is the architecture's, not a difference in inputs.
+Every variant is shown the same perturbed test tensors, as the network sees them (after
+preprocessing and any ``eval_transform``), moved the way the training augmentation
+(``FlipTranslate``) moves them: exact integer shifts with zero fill (the training mean after
+preprocessing) and left-right flips. So a difference between variants is the architecture's.
 
-Two numbers per perturbation: the test error on the perturbed images, and the consistency, the
-fraction of images whose predicted class is the one predicted for the unperturbed image. A
-network can keep its error while changing many predictions, which only consistency shows.
-
-This module knows tensors and a ``predict`` callable, nothing of Lightning, Hydra or records;
-the runner decides where the numbers go (``metrics.invariance`` in ``result.json``).
+Two numbers per perturbation: the test error, and the consistency (the fraction of images whose
+predicted class is the one predicted unperturbed): a network can keep its error while changing
+many predictions. Tensors and a ``predict`` callable only, nothing of Lightning or records.
 """
 
 from __future__ import annotations
@@ -36,11 +30,9 @@ DEFAULT_SHIFTS = (1, 2, 3, 4)
 def shift(x: Tensor, dy: int, dx: int) -> Tensor:
     """Move NCHW images down by ``dy`` and right by ``dx`` pixels; zeros come in at the border.
 
-    The convention and the fill are those of ``FlipTranslate``: ``out[i, j] = x[i - dy, j - dx]``,
-    zero where that falls outside (a test holds the two together). Its code cannot serve here:
-    ``select`` draws the shifts from a generator inside, with no way to ask for a given
-    ``(dy, dx)``. A constant pad with a negative amount on the far side is the same exact move
-    (pad one side, crop the other) in one call.
+    ``FlipTranslate``'s convention (a test holds the two together), ``out[i, j] = x[i - dy,
+    j - dx]``, but for a given ``(dy, dx)``, which its ``select`` cannot be asked for: a pad on
+    one side and a negative pad (a crop) on the other, in one call.
     """
     h, w = x.shape[-2:]
     if abs(dy) >= h or abs(dx) >= w:
@@ -83,12 +75,11 @@ def predictions(
     shifts: Iterable[int] = DEFAULT_SHIFTS,
     batch_size: int = 1000,
 ) -> dict[str, Tensor]:
-    """Predicted class of every image under every perturbation: ``{key: int64 (N,) on CPU}``.
+    """Predicted class of every image under every perturbation: ``{key: int64 (N,) on CPU}``,
+    apart from ``summarise`` so that the prediction file and the summary share forward passes.
 
-    Kept separate from ``summarise`` so that the per-example prediction file and the summary
-    come from one set of forward passes. ``predict`` may return scores ``(N, classes)`` (the
-    argmax is taken) or classes ``(N,)``; it should be in evaluation mode (no dropout), which
-    is the caller's business since only the caller knows what ``predict`` wraps.
+    ``predict`` returns scores ``(N, classes)`` or classes ``(N,)``; the caller puts what it
+    wraps in evaluation mode (no dropout).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -107,8 +98,7 @@ def summarise(predicted: dict[str, Tensor], labels: Tensor) -> dict[str, Any]:
 
     Layout (plain floats, JSON-ready)::
 
-        {"images": N,
-         "identity": {"error": e, "consistency": 1.0},
+        {"images": N, "identity": {"error": e, "consistency": 1.0},
          "flip": {"error": e, "consistency": c},
          "shift_1": {"error": mean over 8 moves, "consistency": mean}, ..., "shift_4": {...},
          "directions": {"dy=-1,dx=-1": {"error": e, "consistency": c}, ...}}
@@ -152,11 +142,7 @@ def measure(
     shifts: Sequence[int] = DEFAULT_SHIFTS,
     batch_size: int = 1000,
 ) -> dict[str, Any]:
-    """The summary for ``metrics.invariance``; use ``predictions`` + ``summarise`` to keep both.
-
-    ``images`` are the preprocessed test tensors (what the network sees), so zero fill is the
-    training mean and every variant is compared on identical inputs.
-    """
+    """The summary for ``metrics.invariance``; use ``predictions`` + ``summarise`` to keep both."""
     return summarise(predictions(predict, images, shifts, batch_size), labels)
 
 

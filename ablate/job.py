@@ -1,10 +1,7 @@
 """One run's life around ``Trainer.fit`` and ``Trainer.test``: its record, resume point, tracking.
 
-The runner (``ablate.run``) builds the pieces and calls fit and test; this module is what
-happens before and after, so that the record tells the truth whatever happens in between:
-:meth:`Job.begin` starts the record, decides where training continues from and marks the
-directory as started; :meth:`Job.end` collects the metrics, writes ``result.json`` and closes
-the loggers; :meth:`Job.fail` does the same for a run that raised, and says what to raise.
+The runner (``ablate.run``) calls fit and test; this module is what happens before and after,
+so that the record tells the truth whatever happens in between.
 """
 
 from __future__ import annotations
@@ -67,11 +64,8 @@ class Job:
     @classmethod
     def begin(cls, cfg: DictConfig, network: Any, cell: dict[str, Any], config_id: str,
               output_dir: Path, study: dict[str, Any] | None = None) -> Job:
-        """Start the record and mark the directory; an interrupted run finds its checkpoint.
-
-        The checkpoint is the one a sweep passes (``resume_from``) or the directory's own (a
-        SLURM job requeued into the same directory).
-        """
+        """Start the record and mark the directory; find the checkpoint to continue from (the
+        one a sweep passes as ``resume_from``, or a requeued SLURM job's own)."""
         # The network as built (width applied: 24/48 channels at width 0.25, not the YAML's
         # 96/192), and what the runner knows of the study: group choices, swept axes.
         size = int(cfg.dataset.image_size)
@@ -103,11 +97,8 @@ class Job:
 
     def end(self, trainer: pl.Trainer | None, status: Status = Status.FINISHED,
             **fields: Any) -> records.Record:
-        """Write ``result.json`` with what the trainer measured, then close the loggers.
-
-        ``trainer`` is None when the run failed before it existed (a logger that could not be
-        built): the record still says why.
-        """
+        """Write ``result.json`` with what the trainer measured, then close the loggers;
+        ``trainer`` is None when the run failed before it existed (a logger could not be built)."""
         history, first_step = _callback(trainer, EpochHistory), _callback(trainer, FirstStep)
         epochs = history.epochs if history is not None else []
         metrics: dict[str, Any] = {**self.fit_metrics, **_metrics(trainer)}
@@ -143,9 +134,8 @@ class Job:
         if isinstance(error, Diverged):
             self.end(trainer, Status.DIVERGED, error=str(error))
         else:
-            # Stopped from outside (a signal, Ctrl-C, a SLURM preemption), or by a disk that
-            # filled up (its last checkpoint is intact, ablate.checkpoint_io): a sweep resumes
-            # it from its checkpoint instead of training again.
+            # Stopped from outside (a signal, Ctrl-C, a preemption) or by a full disk (its last
+            # checkpoint is intact): a sweep resumes it instead of training again.
             interrupted = isinstance(error, Interrupted | KeyboardInterrupt | SystemExit)
             text = "".join(traceback.format_exception_only(type(error), error)).strip()
             self.end(trainer, Status.FAILED, error=text,
@@ -159,10 +149,9 @@ class Job:
 
 
 def study_of(hydra_cfg: DictConfig) -> dict:
-    """The record's view of the study around this run: every config group's choice (a W&B
-    dashboard shows ``init=xavier``, not ``init._target_``), the overrides it was composed from
-    (``resume_from=<run dir>`` composes it again) and the axes its sweep varies (the run's name
-    shows those the paper's name does not)."""
+    """The record's view of the study: every config group's choice (W&B shows ``init=xavier``,
+    not ``init._target_``), the overrides (``resume_from=<run dir>`` composes them again) and the
+    axes its sweep varies (the run's name shows those the paper's name does not)."""
     choices = {str(k): v for k, v in hydra_cfg.runtime.choices.items()
                if not str(k).startswith("hydra")}
     overrides = list(hydra_cfg.overrides.task)

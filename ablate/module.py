@@ -1,8 +1,7 @@
 """The LightningModule: a built network, optimiser factories, error metrics, divergence check.
 
-It receives everything from config (``hydra.utils.instantiate``) and knows nothing of datasets,
-layer specs or result records. Errors are logged as fractions (``1 - accuracy``) because the
-paper's tables report error rates.
+Everything comes from config; nothing of datasets, layer specs or records. Errors are logged as
+fractions (``1 - accuracy``) because the paper's tables report error rates.
 """
 
 from __future__ import annotations
@@ -26,15 +25,9 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 class Classifier(pl.LightningModule):
     """Cross-entropy training of ``network``; softmax lives in the loss, as usual in torch."""
 
-    def __init__(
-        self,
-        network: nn.Module,
-        optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None = None,
-        num_classes: int = 10,
-        channels_last: bool = False,
-        compile_network: bool = False,
-    ) -> None:
+    def __init__(self, network: nn.Module, optimizer: OptimizerFactory,
+                 scheduler: SchedulerFactory | None = None, num_classes: int = 10,
+                 channels_last: bool = False, compile_network: bool = False) -> None:
         super().__init__()
         self.network = network
         self.optimizer_factory = optimizer
@@ -98,28 +91,27 @@ class Classifier(pl.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, self.val_loss, self.val_accuracy)
 
-    def on_validation_epoch_end(self) -> None:
-        if self.val_accuracy.update_count == 0:
+    def _log_epoch(self, stage: str, loss: MeanMetric, accuracy: MulticlassAccuracy) -> None:
+        if accuracy.update_count == 0:
             return
-        self.log("val_loss", self.val_loss.compute())
-        self.log("val_error", 1.0 - self.val_accuracy.compute(), prog_bar=True)
-        self.val_loss.reset()
-        self.val_accuracy.reset()
+        self.log(f"{stage}_loss", loss.compute())
+        self.log(f"{stage}_error", 1.0 - accuracy.compute(), prog_bar=stage == "val")
+        loss.reset()
+        accuracy.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val", self.val_loss, self.val_accuracy)
 
     def test_step(self, batch, batch_idx: int) -> torch.Tensor:
         """The logits, for callbacks that keep per-example predictions."""
         return self._evaluate(batch, self.test_loss, self.test_accuracy)
 
     def on_test_epoch_end(self) -> None:
-        self.log("test_loss", self.test_loss.compute())
-        self.log("test_error", 1.0 - self.test_accuracy.compute())
-        self.test_loss.reset()
-        self.test_accuracy.reset()
+        self._log_epoch("test", self.test_loss, self.test_accuracy)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.network.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        schedule = {"scheduler": scheduler, "interval": "epoch"}
+        schedule = {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}
         return {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -1,9 +1,8 @@
 """Turn a layer spec into a torch network; the only place that knows both.
 
-The model's YAML gives the base layers, the ``downsample`` group gives the transformation
-(``ablate.spec.pool``/``strided``/``all_conv``/``conv_pool``), and the dataset gives the
-input channels, image size and number of classes. ``build_network`` is what
-``hydra.utils.instantiate`` calls with all three.
+``build_network`` is what ``hydra.utils.instantiate`` calls with the model's base layers, the
+``downsample`` group's transformation (``ablate.spec``) and the dataset's channels, image size
+and number of classes.
 """
 
 from __future__ import annotations
@@ -29,15 +28,11 @@ def _overhang(size: int, kernel: int, stride: int) -> int:
 class PNormPool2d(nn.Module):
     """(sum over each window of |x|^p)^(1/p), over max-pooling's windows, safe in any precision.
 
-    Not ``nn.LPPool2d`` itself, for two reasons:
-
-    - its ``ceil_mode`` multiplies the mean over the pixels an edge window covers by the full
-      window size, inflating every window that hangs over the edge; here the overhang is padded
-      with zeros, which add nothing to a p-norm, so the windows are exactly max-pooling's;
-    - x^p overflows: fp16 from x = 2 at p = 16 (2^16 > 65504), fp32 past x ~ 250. So the sum is
-      taken in fp32 with autocast off, each window divided by its largest |x| first (no power
-      then exceeds 1; the largest one is exactly 1, so the sum of a window that is not all zeros
-      is at least 1) and multiplied back after; the input's dtype is handed back.
+    Not ``nn.LPPool2d``: its ``ceil_mode`` inflates every window that hangs over the edge (the
+    mean over the pixels it covers times the full window size); here the overhang is zeros,
+    which add nothing to a p-norm. And x^p overflows (fp16 from x = 2 at p = 16, fp32 past
+    x ~ 250), so the sum is taken in fp32 with autocast off, each window divided by its largest
+    |x| first (every power <= 1, the largest exactly 1) and multiplied back after.
     """
 
     def __init__(self, p: float, kernel_size: int, stride: int, ceil_mode: bool = True) -> None:
@@ -99,13 +94,8 @@ def _module(layer: spec.Layer, in_channels: int, num_classes: int) -> tuple[list
     # distinct modules whose input is still there when the gradient arrives.
     kind = layer["type"]
     if kind == "conv":
-        conv = nn.Conv2d(
-            in_channels,
-            layer["out"],
-            kernel_size=layer["k"],
-            stride=layer.get("stride", 1),
-            padding=spec.padding(layer),
-        )
+        conv = nn.Conv2d(in_channels, layer["out"], kernel_size=layer["k"],
+                         stride=layer.get("stride", 1), padding=spec.padding(layer))
         return [conv, nn.ReLU()], layer["out"]
     if kind == "classifier":
         conv = nn.Conv2d(in_channels, num_classes, kernel_size=layer.get("k", 1))
@@ -117,20 +107,13 @@ def _module(layer: spec.Layer, in_channels: int, num_classes: int) -> tuple[list
     return [nn.AdaptiveAvgPool2d(1), nn.Flatten()], in_channels
 
 
-def build_network(
-    layers: Sequence[Any],
-    transform: Transform,
-    in_channels: int,
-    image_size: int,
-    num_classes: int,
-    width: float = 1.0,
-    init: Initialiser | None = None,
-    name: str = "network",
-) -> AllConvNet:
+def build_network(layers: Sequence[Any], transform: Transform, in_channels: int,
+                  image_size: int, num_classes: int, width: float = 1.0,
+                  init: Initialiser | None = None, name: str = "network") -> AllConvNet:
     """Apply the downsampling ``transform`` and ``width`` to the base ``layers`` and build it.
 
-    The input size is checked against the spec before any tensor is made, so a dataset whose
-    images are too small fails with the layer that breaks and the smallest size that works.
+    The input size is checked before any tensor is made: images too small fail naming the layer
+    that breaks and the smallest size that works.
     """
     derived = spec.scale_width(transform(spec.normalise(layers)), width)
     try:

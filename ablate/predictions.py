@@ -1,15 +1,13 @@
 """Per-example test predictions: one ``predictions.npz`` beside a run's ``result.json``.
 
-The run side writes it with :func:`write_predictions` and stores the returned entry in the
-record under ``"predictions"``; the report side reads it back with :func:`read_predictions`.
-One implementation for both sides, so the checksum and the test-set fingerprint can never be
-computed two ways. Like :mod:`ablate.records`, numpy only: no torch, the report imports it.
+The run writes it (:func:`write_predictions`, whose entry goes into the record under
+``"predictions"``), the report reads it (:func:`read_predictions`): one module, so the checksum
+and the test-set fingerprint are never computed two ways. numpy only: the report imports it.
 
 The file holds ``predicted`` (int64, [N]), ``logits`` (float16, [N, K]: half the bytes of
-float32, and enough to re-rank or calibrate later) and ``labels`` (int64, [N]). The entry names
-the file, the SHA-256 of its bytes (a truncated or replaced file is caught before use) and the
-test-set fingerprint (two runs are compared example by example only when they saw the same
-test examples in the same order).
+float32, enough to re-rank or calibrate later) and ``labels`` (int64, [N]). The entry names the
+file, the SHA-256 of its bytes (a truncated or replaced file is caught) and the test-set
+fingerprint (runs are paired example by example only on the same test examples, same order).
 """
 
 from __future__ import annotations
@@ -48,12 +46,8 @@ class Predictions:
 
 
 def fingerprint(labels: np.ndarray) -> str:
-    """SHA-256 of the labels as little-endian int64 bytes, in order.
-
-    Two runs with equal fingerprints saw test sets with the same labels in the same order, the
-    precondition for pairing their predictions example by example. The dtype and byte order are
-    fixed so that the same labels give the same hex on every machine.
-    """
+    """SHA-256 of the labels as little-endian int64 bytes, in order: the same labels give the
+    same hex on every machine, and equal fingerprints let two runs be paired example by example."""
     array = np.asarray(labels)
     if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
         raise PredictionsError(
@@ -77,11 +71,8 @@ def _checked(name: str, value: Any, n: int | None) -> np.ndarray:
 def write_predictions(directory: str | os.PathLike[str], predicted: Any, logits: Any,
                       labels: Any, perturbed: dict[str, Any] | None = None) -> dict[str, str]:
     """Write ``predictions.npz`` atomically; return the record's ``"predictions"`` entry.
-
-    ``perturbed`` (optional) maps a perturbation's name (``ablate.invariance``'s keys, e.g.
-    ``dy=-1,dx=0`` or ``flip``) to the predicted class of every test image under it; each is
-    stored as ``perturbed/<name>``, so consistency can be recomputed per example.
-    """
+    ``perturbed`` maps ``ablate.invariance``'s keys (``dy=-1,dx=0``, ``flip``) to the classes
+    predicted under each, stored as ``perturbed/<key>`` (consistency per example)."""
     labels_array = _checked("labels", labels, None)
     arrays = {"predicted": _checked("predicted", predicted, len(labels_array)),
               "logits": _checked("logits", logits, len(labels_array)),
@@ -97,11 +88,8 @@ def write_predictions(directory: str | os.PathLike[str], predicted: Any, logits:
 
 
 def read_predictions(directory: str | os.PathLike[str], entry: Any) -> Predictions:
-    """The predictions a record's entry names, after checking checksum, arrays and fingerprint.
-
-    Every problem raises :class:`PredictionsError` saying what is wrong, so the report can
-    mark that run "n/a (no predictions)" and carry on.
-    """
+    """The predictions a record's entry names, after checking checksum, arrays and fingerprint;
+    any problem is a :class:`PredictionsError` saying what, so the report can carry on."""
     if not isinstance(entry, dict) or not all(
             isinstance(entry.get(k), str) for k in ("file", "sha256", "test_fingerprint")):
         raise PredictionsError(f"predictions entry {entry!r} is malformed; expected "
@@ -121,17 +109,15 @@ def read_predictions(directory: str | os.PathLike[str], entry: Any) -> Predictio
                                f"{entry['sha256'][:12]}… (truncated or replaced after the run)")
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as data:
-            missing = sorted(set(ARRAYS) - set(data.files))
-            if missing:
-                raise PredictionsError(f"{name} lacks {', '.join(missing)}; expected "
-                                       f"{', '.join(ARRAYS)}")
-            labels = _checked("labels", data["labels"], None)
-            predictions = Predictions(_checked("predicted", data["predicted"], len(labels)),
-                                      _checked("logits", data["logits"], len(labels)), labels)
+            arrays = {key: data[key] for key in ARRAYS if key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as error:
-        if isinstance(error, PredictionsError):
-            raise
         raise PredictionsError(f"{name} is not a readable .npz ({error})") from error
+    missing = sorted(set(ARRAYS) - set(arrays))
+    if missing:
+        raise PredictionsError(f"{name} lacks {', '.join(missing)}; expected {', '.join(ARRAYS)}")
+    labels = _checked("labels", arrays["labels"], None)
+    predictions = Predictions(_checked("predicted", arrays["predicted"], len(labels)),
+                              _checked("logits", arrays["logits"], len(labels)), labels)
     actual = fingerprint(predictions.labels)
     if actual != entry["test_fingerprint"]:
         raise PredictionsError(f"{name}: labels have fingerprint {actual[:12]}…, the record says "

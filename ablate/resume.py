@@ -1,16 +1,13 @@
 """Which checkpoint a run continues from, checked before Lightning is handed it.
 
-Three ways to get here: the user names a checkpoint or a run's directory (``resume_from=...``;
-a directory brings the run's own overrides with it: :func:`expand_run_directory`); a sweep relaunch
-names the checkpoint of an interrupted run of the same config (``resume_from=...`` with
-``resume_fallback=true``); a SLURM job requeued after preemption or timeout starts again in its
-own directory and finds its own ``checkpoints/last.ckpt``.
+The user names a checkpoint or a run's directory (``resume_from=...``; a directory brings the
+run's own overrides: :func:`expand_run_directory`); a sweep relaunch names an interrupted run's
+checkpoint (with ``resume_fallback=true``); a requeued SLURM job finds its own directory's.
 
-The file is opened here first with ``torch.load(weights_only=True)`` (no code from the file
-runs), and its identity is checked: every checkpoint carries the ``config_id`` and config of the
-run that wrote it (:class:`ConfigStamp`). A checkpoint of another config would continue under
-its own optimiser state while the record claimed the new cell, so it is refused, naming the keys
-that differ, unless ``resume_any=true``. A checkpoint the user named that cannot be loaded is an
+The file is opened with ``torch.load(weights_only=True)`` (no code from it runs) and must carry
+this run's ``config_id`` (:class:`ConfigStamp`): a checkpoint of another config would continue
+under its own optimiser state while the record claimed the new cell, so it is refused, naming
+the keys that differ, unless ``resume_any=true``. A named checkpoint that cannot be loaded is an
 error; only the sweep's own resumes fall back to a fresh start, with a warning.
 """
 
@@ -93,11 +90,8 @@ def _run_overrides(run_dir: Path) -> list[str]:
 def expand_run_directory(arguments: list[str]) -> list[str]:
     """``resume_from=<run dir>`` -> that run's own overrides, then ``resume_from=<its
     checkpoint>``, then the other arguments (which win: ``trainer.max_epochs=60`` with
-    ``resume_any=true`` trains longer). Any other command line comes back as it is.
-
-    The run's identity is then checked as for any checkpoint (:func:`resume_point`): the
-    recomposed config must have the checkpoint's ``config_id``.
-    """
+    ``resume_any=true`` trains longer); the checkpoint is then checked as any other
+    (:func:`resume_point`). Any other command line comes back as it is."""
     if any(a in ("-m", "--multirun") for a in arguments):
         return arguments
     for index, argument in enumerate(arguments):
@@ -122,11 +116,9 @@ def expand_run_directory(arguments: list[str]) -> list[str]:
 def resume_point(requested: str | None, output_dir: Path, config_id: str,
                  config: Mapping[str, Any], *, resume_any: bool = False,
                  fallback: bool = False) -> Resume:
-    """The checkpoint to continue from: ``requested``, else this directory's own, else none.
-
-    Raises ``ConfigError`` for a named checkpoint that cannot be loaded (unless ``fallback``)
-    or that belongs to another config (unless ``resume_any``).
-    """
+    """The checkpoint to continue from: ``requested``, else this directory's own, else none;
+    a ``ConfigError`` for a named one that cannot be loaded (unless ``fallback``) or belongs to
+    another config (unless ``resume_any``)."""
     if requested:
         path = Path(requested)
     else:
@@ -148,9 +140,9 @@ def resume_point(requested: str | None, output_dir: Path, config_id: str,
             differs = "it carries no config id (written by another tool or an older ablate)"
         else:
             keys = identity.config_differences(stamp.get("config") or {}, config)
-            differs = ("its run differs in " + ", ".join(keys[:12])
-                       + (f" and {len(keys) - 12} more" if len(keys) > 12 else "")) if keys \
-                else "its config id differs"
+            more = f" and {len(keys) - 12} more" if len(keys) > 12 else ""
+            differs = (f"its run differs in {', '.join(keys[:12])}{more}" if keys
+                       else "its config id differs")
         raise ConfigError(f"resume_from={path} is a checkpoint of another config: {differs}. "
                           "Resume it with the overrides of its own run, or set resume_any=true "
                           "to continue it under this config anyway")

@@ -1,13 +1,10 @@
 """Signals that stop a run: each becomes :class:`ablate.errors.Interrupted`, with its exit code.
 
-Without this, SIGTERM (``kill``, ``docker stop``, Kubernetes, a CI timeout) reached Lightning's
-own handler, which ends training with a ``SystemExit`` whose code is None: the process exited 0
-and every scheduler took the stopped job for a success. Ctrl-C became Lightning's
-``sys.exit(1)``. Here each signal raises one exception that the record notes as ``interrupted``
-and that the entry point turns into 143, 130 or 129.
-
-A handler somebody else installed first is left alone: submitit (SLURM) bypasses SIGTERM so that
-a preempted job can be requeued, and that must keep working.
+Left to Lightning, SIGTERM (``kill``, ``docker stop``, a CI timeout) ended training with a
+``SystemExit(None)``, exit 0: every scheduler took the stopped job for a success. Here each
+signal raises one exception that the record notes as ``interrupted`` and the entry point turns
+into 143, 130 or 129. A handler somebody else installed first is left alone: submitit (SLURM)
+bypasses SIGTERM so that a preempted job can be requeued.
 """
 
 from __future__ import annotations

@@ -1,20 +1,16 @@
 """Networks as data: layer specs and the downsampling transformations of the ablation.
 
-A base model is a list of plain dicts read from its YAML file (``conf/model/*.yaml``). Each
-downsampling mode of the paper is a pure function from one such list to another, so a variant
-is never a new class: Strided-CNN, ConvPool-CNN and All-CNN are derived from the base model
-exactly as Table 2 of the paper derives them for model C. This module knows nothing of torch.
+A base model is a list of plain dicts (``conf/model/*.yaml``); each downsampling mode is a pure
+function from one list to another, deriving Strided-CNN, ConvPool-CNN and All-CNN from the base
+model as Table 2 of the paper does for model C. Nothing of torch here.
 
 Layer kinds:
 
 ``conv``        ``out`` channels, kernel ``k``, ``stride`` (1), ``pad`` (``same`` or an int);
                 always followed by a ReLU, as in the paper.
 ``maxpool``     kernel ``k``, ``stride``; ``ceil_mode`` (Caffe's rounding) keeps 32 -> 16 -> 8.
-``lppool``      the same windows as ``maxpool``, each reduced to its p-norm (``p``): the paper's
-                view of pooling as a feature-wise convolution whose activation is a p-norm,
-                max-pooling being p = infinity.
-``avgpool``     the same windows, each reduced to its mean (the p = 1 norm over the window's
-                size: a window that hangs over the edge is averaged over the pixels it covers).
+``lppool``      the same windows as ``maxpool``, each reduced to its p-norm (``p``).
+``avgpool``     the same windows, each reduced to its mean over the pixels it covers.
 ``dropout``     probability ``p``.
 ``classifier``  1x1 conv to the dataset's number of classes; the paper keeps its ReLU.
 ``global_avg``  average over the remaining map, giving the class scores.
@@ -110,13 +106,8 @@ def all_conv(layers: Sequence[Layer]) -> list[Layer]:
     for index in _downsampling_steps(result):
         pool_layer = result[index]
         channels = result[_conv_before(result, index)]["out"]
-        result[index] = {
-            "type": "conv",
-            "out": channels,
-            "k": pool_layer.get("k", 3),
-            "stride": pool_layer.get("stride", 2),
-            "pad": "same",
-        }
+        result[index] = {"type": "conv", "out": channels, "k": pool_layer.get("k", 3),
+                         "stride": pool_layer.get("stride", 2), "pad": "same"}
     return result
 
 
@@ -137,33 +128,32 @@ def padding(layer: Layer) -> int:
     return layer["k"] // 2 if pad == "same" else int(pad)
 
 
-def output_size(layer: Layer, size: int) -> int:
-    """Spatial size after ``layer`` for a square input of ``size`` (the rules of torch)."""
+def _window(layer: Layer) -> tuple[int, int, int]:
+    """``(kernel, stride, padding)`` of the window a layer slides; ``(1, 1, 0)`` if none."""
     kind = layer["type"]
     if kind == "conv":
-        k, stride = layer["k"], layer.get("stride", 1)
-        return (size + 2 * padding(layer) - k) // stride + 1
-    if kind == "classifier":
-        return size - layer.get("k", 1) + 1
+        return layer["k"], layer.get("stride", 1), padding(layer)
     if kind in POOLS:
-        k, stride = layer["k"], layer.get("stride", 2)
-        span = size + 2 * layer.get("pad", 0) - k
-        steps = math.ceil(span / stride) if layer.get("ceil_mode", True) else span // stride
-        return steps + 1
-    if kind == "global_avg":
+        return layer["k"], layer.get("stride", 2), layer.get("pad", 0)
+    return (layer.get("k", 1) if kind == "classifier" else 1), 1, 0
+
+
+def output_size(layer: Layer, size: int) -> int:
+    """Spatial size after ``layer`` for a square input of ``size`` (the rules of torch)."""
+    if layer["type"] == "global_avg":
         return 1
-    return size
+    kernel, stride, pad = _window(layer)
+    span = size + 2 * pad - kernel
+    ceil = layer["type"] in POOLS and layer.get("ceil_mode", True)
+    return (math.ceil(span / stride) if ceil else span // stride) + 1
 
 
 def spatial_sizes(layers: Sequence[Layer], size: int) -> list[int]:
     """Map size after every layer; fails with the first layer that gets nothing to work on."""
     sizes = []
     for index, layer in enumerate(layers):
-        kernel = layer.get("k", 1) if layer["type"] in ("conv", "classifier", *POOLS) else 1
-        effective = size + 2 * (padding(layer) if layer["type"] == "conv" else 0)
-        if layer["type"] in POOLS:
-            effective = size + 2 * layer.get("pad", 0)
-        if effective < kernel:
+        kernel, _, pad = _window(layer)
+        if size + 2 * pad < kernel:
             raise SpecError(
                 f"layer {index} ({describe(layer)}) gets a {size}x{size} map, smaller than its "
                 f"{kernel}x{kernel} kernel"

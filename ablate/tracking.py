@@ -1,32 +1,14 @@
 """Weights & Biases tracking of every run, through Lightning's ``WandbLogger``.
 
-``conf/logger/wandb.yaml`` builds a :class:`CellWandbLogger` from the run's started record (the
-runner passes ``record=``, as it does to every logger), so the W&B run is named after its cell
-before ``wandb.init`` runs, through ``WandbLogger``'s own arguments; :func:`finish` closes it
-once ``result.json`` is on disk. ``ablate.run`` itself never touches W&B.
+``conf/logger/wandb.yaml`` builds a :class:`CellWandbLogger` from the run's started record, so
+the W&B run is named after its cell before ``wandb.init``; :func:`finish` closes it once
+``result.json`` is on disk. ``ablate.run`` itself never touches W&B.
 
-Identity of a W&B run (so that the W&B side and ``result.json`` agree, and a resumed cell
-continues its own W&B run instead of opening a new one):
-
-- ``group`` is the sweep: ``<sweep_name>/<sweep time dir>`` (e.g. ``quick/2026-11-30_03-45-09``);
-- ``name`` is the cell, read like the paper: ``All-CNN-C/cifar10/none/lr0.05/s0``, then every
-  other axis the sweep varies as ``key=value`` (``.../s0/init=kaiming/width=0.5``);
-- ``id`` is ``<cell_id>-<hash of the group>``: the same cell in the same sweep always maps to
-  the same W&B run (``resume="allow"``: a requeued job continues it), the same cell in another
-  sweep never does; a run resumed from another run's checkpoint (``resume_from``, which a
-  resumed sweep sets) takes the id of the W&B run found beside that checkpoint, so it continues
-  that W&B run;
-- ``tags`` are ``key=value`` for every value of the cell (the swept ones among them);
-- ``config`` is the study in a few dozen keys (:func:`study_config`): group choices, top-level
-  values, the Trainer keys set, the network as built, ``cell``, ``cell_id``, ``name``,
-  ``params``, ``protocol`` and ``sweep`` (the group again: offline readers do not show it);
-- a run resumed from another's checkpoint keeps that W&B run's id and group, and W&B's own
-  ``resume="allow"`` (Lightning's default) continues its step counter;
-- the summary gets the final metrics, ``status``, ``epochs``, ``params`` and ``wall_seconds``.
-
-Mode ``auto`` (the default) is ``offline`` unless a W&B login is present (``WANDB_API_KEY``,
-an identity token file, or a ``.netrc`` entry for the W&B host); ``WANDB_MODE`` in the
-environment wins over both. The key itself is never read into this module, only its presence.
+A W&B run agrees with ``result.json``: ``group`` is the sweep (``quick/2026-11-30_03-45-09``),
+``name`` and ``tags`` the cell, ``id`` the cell in that sweep (:func:`run_id`: a requeued job
+continues its W&B run, another sweep never does), or, resumed from another run's checkpoint,
+that W&B run's (:func:`resumed_run`). Mode ``auto`` is ``offline`` unless a W&B login is present
+(:func:`has_login`: only its presence is read, never the key); ``WANDB_MODE`` wins over both.
 """
 
 from __future__ import annotations
@@ -98,13 +80,10 @@ def resolve_mode(mode: str, environ: Mapping[str, str] | None = None) -> str:
 
 
 class CellWandbLogger(WandbLogger):
-    """A ``WandbLogger`` whose run identity (name, id, group, tags, config) comes from the cell.
-
-    ``record`` is the run's started record (``ablate.records.Record.start``); the W&B run this
-    logger opens is noted in ``run_info`` for the record's ``wandb`` field (``wandb_run_of``).
+    """A ``WandbLogger`` whose run identity (name, id, group, tags, config) comes from the cell
+    of ``record``, the run's started record; ``run_info`` is for the record's ``wandb`` field.
     A W&B run still open in this process (an earlier job of a multirun that could not finish
-    it) is finished first, as failed, so that this job never logs into it.
-    """
+    it) is finished first, as failed, so that this job never logs into it."""
 
     def __init__(
         self,
@@ -121,9 +100,12 @@ class CellWandbLogger(WandbLogger):
     ) -> None:
         self.mode = resolve_mode(mode)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
-        _finish_stale_run()
         import wandb
 
+        if wandb.run is not None:
+            log.warning("W&B run %s of an earlier job was still open; finishing it as failed",
+                        wandb.run.id)
+            wandb.run.finish(exit_code=1)
         # Before any W&B setting is validated: W&B then reads WANDB_SILENT (ablate.console sets
         # it unless verbose) for its own notes too, e.g. the one on Lightning's `anonymous`.
         wandb.setup()
@@ -146,15 +128,6 @@ class CellWandbLogger(WandbLogger):
             "id": wandb_id, "name": name, "group": group, "project": project, "entity": entity,
             "mode": self.mode, "dir": str(Path(save_dir) / "wandb"),
         }
-
-
-def _finish_stale_run() -> None:
-    import wandb
-
-    if wandb.run is not None:
-        log.warning("W&B run %s of an earlier job was still open; finishing it as failed",
-                    wandb.run.id)
-        wandb.run.finish(exit_code=1)
 
 
 def csv_logger(record: Record, save_dir: str, **kwargs: Any) -> Any:
@@ -184,14 +157,9 @@ def run_name(name: str, cell: Mapping[str, Any], swept: Iterable[str] = ()) -> s
 
 
 def study_config(record: Record) -> dict[str, Any]:
-    """The W&B config: the study in a few dozen keys, not the ~180 of the resolved config.
-
-    Every config group's choice (``init: xavier``), the top-level values, the Trainer keys the
-    config sets, the network as built (one line per layer, and its conv channels), the cell (every
-    axis, defaults included) and the protocol the report groups runs by (one JSON string, so that
-    a W&B run read back alone lands in the same table as its record). The record keeps the
-    whole resolved config.
-    """
+    """The W&B config: the study in a few dozen keys, not the ~180 of the resolved config (the
+    record keeps those). The protocol is one JSON string, so that a W&B run read back alone
+    lands in the same report table as its record."""
     config = record.config
     scalars = {key: value for key, value in config.items()
                if not isinstance(value, Mapping | list) and key not in identity.CONTROL_KEYS}
@@ -219,32 +187,21 @@ def run_id(cell_id: str, group: str) -> str:
 def resumed_run(resume_from: str | os.PathLike[str] | None) -> dict[str, str]:
     """``id`` and ``group`` of the W&B run whose checkpoint this one continues, where known.
 
-    The id comes from the W&B files beside the checkpoint (:func:`resumed_run_id`); the group
-    from that run's record or, for a killed run, is its sweep's (the W&B files do not say).
-    """
-    wandb_id = resumed_run_id(resume_from)
-    if wandb_id is None:
-        return {}
-    run_dir = Path(resume_from).resolve().parent.parent  # type: ignore[arg-type]
-    earlier = atomic.read_json(run_dir / records.RESULT_FILE) or {}  # its group, even if damaged
-    group = (earlier.get("wandb") or {}).get("group")
-    return {"id": wandb_id, **({"group": group} if group else {})}
-
-
-def resumed_run_id(resume_from: str | os.PathLike[str] | None) -> str | None:
-    """The W&B run id of the run whose checkpoint this one continues from, if it had one.
-
-    ``resume_from`` is ``<run dir>/checkpoints/last.ckpt``; that run's W&B files lie in
-    ``<run dir>/wandb/<...>-<id>/run-<id>.wandb``. The newest folder wins.
+    ``resume_from`` is ``<run dir>/checkpoints/last.ckpt``; the id comes from that run's newest
+    ``<run dir>/wandb/[offline-]run-<YYYYmmdd_HHMMSS>-<id>/run-<id>.wandb``, the group from its
+    record or, for a killed run, is this sweep's (the W&B files do not say).
     """
     if not resume_from:
-        return None
+        return {}
     run_dir = Path(resume_from).resolve().parent.parent
-    # folders are [offline-]run-<YYYYmmdd_HHMMSS>-<id>: sort on the time
     logs = sorted((log for log in run_dir.glob("wandb/*/run-*.wandb")
                    if not log.parent.is_symlink()),  # W&B's latest-run link
                   key=lambda log: log.parent.name.removeprefix("offline-").removeprefix("run-"))
-    return logs[-1].stem[len("run-"):] if logs else None
+    if not logs:
+        return {}
+    earlier = atomic.read_json(run_dir / records.RESULT_FILE) or {}  # its group, even if damaged
+    group = (earlier.get("wandb") or {}).get("group")
+    return {"id": logs[-1].stem[len("run-"):], **({"group": group} if group else {})}
 
 
 def sweep_group(sweep_name: str, output_dir: str | os.PathLike[str]) -> str:
@@ -254,9 +211,8 @@ def sweep_group(sweep_name: str, output_dir: str | os.PathLike[str]) -> str:
         from hydra.types import RunMode
 
         hydra_cfg = HydraConfig.get()
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            return f"{sweep_name}/{Path(hydra_cfg.sweep.dir).name}"
-        return f"{sweep_name}/{Path(hydra_cfg.run.dir).name}"
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        return f"{sweep_name}/{Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir).name}"
     except Exception:  # outside a Hydra job: the output directory's own name
         return f"{sweep_name}/{Path(output_dir).name}"
 
@@ -267,11 +223,9 @@ def _wandb_loggers(loggers: Iterable[Any]) -> list[CellWandbLogger]:
 
 def summary_of(record: Record) -> dict[str, Any]:
     """What the W&B summary shows of a finished, failed or diverged run."""
-    summary: dict[str, Any] = dict(record.metrics)
-    summary.update(
-        status=str(record.status), epochs=record.epochs, params=record.params,
-        wall_seconds=record.wall_seconds, cell_id=record.cell_id,
-    )
+    summary: dict[str, Any] = {
+        **record.metrics, "status": str(record.status), "epochs": record.epochs,
+        "params": record.params, "wall_seconds": record.wall_seconds, "cell_id": record.cell_id}
     if record.error:
         summary["error"] = str(record.error)[:500]
     return summary
@@ -283,12 +237,9 @@ def wandb_run_of(loggers: Iterable[Any]) -> dict[str, Any] | None:
 
 
 def finish(loggers: Iterable[Any], record: Record) -> None:
-    """Write the final metrics to the W&B summary and finish the W&B run, whatever happened.
-
-    A run that failed before Lightning opened its W&B run is opened here, so that it shows in
-    W&B as failed instead of not at all. Errors of W&B itself are logged, never raised: the
-    record is already safely on disk.
-    """
+    """Write the final metrics to the W&B summary and finish the W&B run, whatever happened (a
+    run that failed before Lightning opened its W&B run is opened here, to show as failed).
+    Errors of W&B itself are logged, never raised: the record is already safely on disk."""
     trackers = _wandb_loggers(loggers)
     for tracker in trackers:
         try:
@@ -304,27 +255,20 @@ def finish(loggers: Iterable[Any], record: Record) -> None:
                     wandb.run.finish(exit_code=1)
             except Exception:  # noqa: BLE001
                 pass
-    if trackers and _in_ray_worker():
-        _teardown()
+    if trackers:
+        _teardown_in_ray_worker()
 
 
-def _in_ray_worker() -> bool:
-    """Whether this process is a Ray worker (Ray imported and connected): it exits right after
-    its job (``max_calls: 1``)."""
+def _teardown_in_ray_worker() -> None:
+    """In a Ray worker (Ray imported and connected), which exits right after its job
+    (``max_calls: 1``), shut W&B's service down now: left to W&B's exit handler, it races the
+    worker's exit and prints a ConnectionResetError traceback after a job that succeeded. Not
+    elsewhere: in a process that runs more jobs, W&B would start its service again."""
     ray = sys.modules.get("ray")
     try:
-        return bool(ray is not None and ray.is_initialized())
-    except Exception:  # noqa: BLE001 - a half-imported Ray is no worker of ours
-        return False
+        if ray is not None and ray.is_initialized():  # a half-imported Ray is no worker of ours
+            import wandb
 
-
-def _teardown() -> None:
-    """Shut W&B's service down now, while the worker still runs: left to W&B's exit handler,
-    it races the worker's exit and prints a ConnectionResetError traceback after a job that
-    succeeded. In a process that runs more jobs, W&B would start its service again."""
-    import wandb
-
-    try:
-        wandb.teardown()
+            wandb.teardown()
     except Exception as error:  # noqa: BLE001 - the record is on disk already
         log.debug("W&B teardown: %s", error)

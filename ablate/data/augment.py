@@ -1,15 +1,11 @@
 """Training-time augmentation as whole-batch tensor operations on the training device.
 
-Every augmentation is a callable ``augment(x, generator) -> x`` (``ablate.data.batches.Augment``)
-applied by ``TensorBatches`` to one NCHW batch at a time. The random draws come from
-``generator``, which lives on ``x``'s device and is seeded per epoch, so a resumed run replays
-the same augmentation. There is no per-image Python: each random parameter is one tensor with a
-value per image, and the images are moved by one ``index_select`` of windows or one
-``grid_sample``.
+Each augmentation is an ``ablate.data.batches.Augment``: ``augment(x, generator) -> x`` on one
+NCHW batch, every draw from ``generator`` (on ``x``'s device, seeded per epoch, so a resumed run
+replays it), one value per image in one tensor: no per-image Python.
 
-Augmentation runs after preprocessing (the tensors on the device are already GCN + ZCA
-whitened), as in the reproductions that trained on pre-whitened data. Zero fill therefore means
-"the training mean" after whitening (or after standardising), not black.
+Augmentation runs after preprocessing, as in the reproductions that trained on pre-whitened
+data, so zero fill means "the training mean", not black.
 """
 
 from __future__ import annotations
@@ -31,17 +27,14 @@ def _uniform(
 class FlipTranslate:
     """The paper's small augmentation (7.25 % on CIFAR-10): flips and shifts of up to 5 px.
 
-    Each image is mirrored left-right with probability 1/2, then moved by integers
-    ``(dy, dx)`` drawn uniformly from ``[-max_shift, max_shift]``; pixels moved in from outside
-    are zero. Exact moves, no interpolation.
+    Each image is mirrored left-right with probability 1/2, then moved by integers ``(dy, dx)``
+    drawn uniformly from ``[-max_shift, max_shift]``, zeros moving in: exact, no interpolation.
 
-    How, without per-image work: ``prepare`` pads the images once with ``max_shift`` zeros on
-    every side and stores a mirrored copy beside them. A flipped, shifted image is then just a
-    window of that tensor, and ``select`` cuts a whole batch of windows with one
-    ``index_select`` over a strided view (each window starts at its own offset). Given the
-    full training set, ``TensorBatches`` uses ``prepare`` once and ``select`` per batch, so
-    batching and augmentation are a single copy (memory: 2 x (1 + 2 * max_shift / 32) ** 2,
-    about 3.4x the training images, on the device). ``__call__`` does the same for one batch.
+    ``prepare`` pads the images once with ``max_shift`` zeros and stores a mirrored copy beside
+    them (on the device: 2 x (1 + 2 * max_shift / 32) ** 2, about 3.4x the training images), so
+    a flipped, shifted image is a window of that tensor, and ``select`` cuts a batch of windows
+    with one ``index_select`` over a strided view. ``TensorBatches`` prepares the training set
+    once and selects per batch: batching and augmenting in one copy.
     """
 
     def __init__(self, max_shift: int = 5, flip: bool = True) -> None:
@@ -92,25 +85,19 @@ class FlipTranslate:
 class LargeAugment:
     """An approximation of the paper's large augmentation (4.41 % on CIFAR-10).
 
-    The paper only describes it in prose: images placed in 126x126 canvases, heavily scaled,
-    rotated and colour-augmented, for a larger network. The defaults here are our choice, after
-    the transformations of Dosovitskiy et al. (2014) that the authors build on:
+    The paper only describes it in prose (126x126 canvases, heavily scaled, rotated and colour
+    augmented, for a larger network); our defaults follow Dosovitskiy et al. (2014):
 
-    * geometry: each image is resampled (bilinear, zero fill) onto a ``size`` x ``size`` canvas;
-      at scale 1 it fills the canvas. Per image: a scale drawn log-uniformly from ``scale``, a
-      rotation of up to ``rotation`` degrees, a shift of up to ``translate`` times the canvas
-      side, and a left-right flip with probability 1/2. One ``affine_grid`` + ``grid_sample``
-      for the whole batch.
-    * colour, applied to the tensor as it is on the device (after preprocessing, so this is not
-      a photometric transform of the original pixels): the deviation from the image's mean is
-      multiplied by a contrast factor drawn log-uniformly from ``contrast`` and by a per-channel
-      gain in ``[1 - channel_gain, 1 + channel_gain]``, and a per-channel shift of up to
-      ``brightness`` times the image's standard deviation is added.
+    * geometry: each image is resampled (bilinear, zero fill) onto a ``size`` x ``size`` canvas,
+      which it fills at scale 1, with a scale drawn log-uniformly from ``scale``, a rotation of
+      up to ``rotation`` degrees, a shift of up to ``translate`` times the canvas side and a
+      left-right flip with probability 1/2 (one ``affine_grid`` + ``grid_sample`` per batch);
+    * colour, on the preprocessed tensor (not a photometric transform of the pixels): the
+      deviation from the image's mean times a contrast factor drawn log-uniformly from
+      ``contrast`` and a per-channel gain within ``1 +- channel_gain``, plus a per-channel shift
+      of up to ``brightness`` times the image's standard deviation.
 
-    A canvas larger than the images changes what the network sees, so validation and test
-    images go through ``eval_transform`` (the same resampling at scale 1, nothing random); the
-    data module calls it once in ``setup``. With ``size=32`` the transform keeps the input size
-    and the paper's network needs no change.
+    Evaluation images are placed once by ``eval_transform`` (scale 1, nothing random).
     """
 
     def __init__(
@@ -147,7 +134,7 @@ class LargeAugment:
         return self._resample(x, theta)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n, c = x.shape[:2]
+        n = len(x)
         log_low, log_high = math.log(self.scale[0]), math.log(self.scale[1])
         scale = _uniform(n, log_low, log_high, x, generator).exp()
         angle = _uniform(n, -self.rotation, self.rotation, x, generator) * (math.pi / 180.0)

@@ -1,12 +1,10 @@
 """Batches cut from tensors that already sit on the training device.
 
 No Dataset, DataLoader or worker processes: shuffling is one ``randperm`` per epoch, a batch is
-one index operation, and augmentation (when given) is applied to the whole batch on the device.
-An augmentation that is also a ``FusedAugment`` (``prepare(images)`` and
-``select(prepared, index, generator)``, as ``FlipTranslate``) gets the whole tensor once and
-then cuts augmented batches straight out of its prepared form: batching and augmenting in one copy.
-The order of epoch ``e`` depends only on ``(seed, e)``, so a run resumed at epoch ``e`` sees the
-same batches as one that never stopped.
+one index operation, and augmentation is applied to the whole batch on the device (a
+``FusedAugment`` cuts augmented batches straight out of a form of the set it prepared once). The
+order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees the same batches as one
+that never stopped.
 """
 
 from __future__ import annotations
@@ -25,9 +23,8 @@ class Augment(Protocol):
 
 @runtime_checkable
 class FusedAugment(Protocol):
-    """An augmentation that cuts augmented batches out of a form of the whole set made once."""
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+    """An augmentation that cuts augmented batches out of a form of the whole set made once
+    (``FlipTranslate``): batching and augmenting in one copy."""
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor: ...
 
@@ -74,9 +71,7 @@ class TensorBatches:
         return full + (1 if rest and not self.drop_last else 0)
 
     def _generator(self, device: torch.device, epoch: int) -> torch.Generator:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(self.seed * 1_000_003 + epoch)
-        return generator
+        return torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + epoch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self._epoch() if self._epoch is not None else self._iterations
@@ -88,23 +83,19 @@ class TensorBatches:
             order = torch.randperm(count, generator=self._generator(torch.device("cpu"), epoch))
             order = order.to(device, non_blocking=True)
         augment_generator = self._generator(device, epoch) if self.augment is not None else None
-        for batch in range(len(self)):
-            start = batch * self.batch_size
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             stop = min(start + self.batch_size, count)
-            if self._prepared is not None:
-                index = (
-                    order[start:stop] if order is not None
-                    else torch.arange(start, stop, device=device)
-                )
-                x = self.augment.select(self._prepared, index, augment_generator)
-                yield x, self.labels.index_select(0, index)
-                continue
-            if order is None:
+            if order is None and self._prepared is None:
                 x, y = self.images[start:stop], self.labels[start:stop]
             else:
-                index = order[start:stop]
+                index = order[start:stop] if order is not None else torch.arange(
+                    start, stop, device=device)
                 # index_select, not images[index]: same result, ~6x faster on CPU (row copies).
-                x, y = self.images.index_select(0, index), self.labels.index_select(0, index)
+                y = self.labels.index_select(0, index)
+                if self._prepared is not None:
+                    yield self.augment.select(self._prepared, index, augment_generator), y
+                    continue
+                x = self.images.index_select(0, index)
             if self.augment is not None:
                 x = self.augment(x, augment_generator)
             yield x, y

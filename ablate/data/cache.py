@@ -1,24 +1,17 @@
 """On-disk cache of prepared splits, so that the runs of a grid fit GCN + ZCA once, not per run.
 
-What is cached: the train/validation/test tensors after the validation split and the
-preprocessing, plus the fitted transform's ``state_dict`` (so the preprocessor is usable after a
-cache hit, e.g. to map images back for display). One file per key, about 810 MB for CIFAR.
+One file per key (about 810 MB for CIFAR): the train/validation/test tensors after the split and
+the preprocessing, plus the fitted transform's ``state_dict``, so the preprocessor is usable
+after a hit. The key is a SHA-256 over the source's tensors themselves (their bytes, not a path
+or a date: a replaced archive is never served stale results; hashing takes half a second where
+fitting ZCA takes minutes), the split parameters, the preprocessor's type and settings, and
+``FORMAT``, bumped whenever the preprocessing changes what it computes.
 
-The key is a SHA-256 over everything the result depends on: the source's tensors themselves
-(their bytes, not a path or a file date, so a replaced archive or a changed source can never be
-served stale results), the split parameters, and the preprocessor's type and constructor values,
-plus ``FORMAT``, bumped whenever the preprocessing code changes what it computes. Hashing the
-loaded CIFAR tensors takes about half a second; fitting ZCA takes minutes on a CPU.
-
-Files are written to a temporary name and renamed into place (``os.replace``), so a killed run
-leaves no half-written cache; the full key is stored inside and checked on load, so a file copied
-or renamed by hand is never taken for another configuration's. Parallel runs of a grid take a
-lock (``filelock``) while they compute, so only the first one does.
-
-A cache folder that cannot be written (``<dataset.root>/cache`` on a read-only data disk) is
-still read; a miss is then written to the user's cache folder (``$XDG_CACHE_HOME/ablate``, else
-``~/.cache/ablate``; :func:`user_cache_dir`), named in a warning, and without any writable
-folder the run preprocesses without a cache.
+Files are written atomically and hold their full key, checked on load, so a killed run leaves no
+half-written entry and a file renamed by hand is never taken for another config's. Parallel runs
+take a lock (``filelock``) so only the first one computes. A cache folder that cannot be written
+(a read-only data disk) is still read; a miss then goes to :func:`user_cache_dir`, named in a
+warning, or, without any writable folder, is not cached.
 """
 
 from __future__ import annotations
@@ -61,11 +54,8 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
 
 def settings_of(value: Any) -> Any:
     """A JSON-able identity of a configured object: its type and its public attributes.
-
-    Tensors are fitted state, not configuration, and read as ``None``, so a fitted and an
-    unfitted preprocessor have the same identity. Anything unrecognised falls back to ``repr``,
-    which at worst causes a cache miss, never a wrong hit.
-    """
+    Tensors (fitted state) read as ``None``; anything unrecognised as its ``repr``, which at
+    worst causes a cache miss, never a wrong hit."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
@@ -89,17 +79,11 @@ def settings_of(value: Any) -> Any:
 
 def cache_key(splits: ImageSplits, split: dict[str, Any], preprocess: Any) -> tuple[str, str]:
     """Return ``(key, identity)``: the hex key and the JSON it hashes (stored for inspection)."""
-    identity = json.dumps(
-        {
-            "format": FORMAT,
-            "dataset": splits.name,
-            "num_classes": splits.num_classes,
-            "data": tensor_digest(splits.train_x, splits.train_y, splits.test_x, splits.test_y),
-            "split": settings_of(split),
-            "preprocess": settings_of(preprocess),
-        },
-        sort_keys=True,
-    )
+    identity = json.dumps({
+        "format": FORMAT, "dataset": splits.name, "num_classes": splits.num_classes,
+        "data": tensor_digest(splits.train_x, splits.train_y, splits.test_x, splits.test_y),
+        "split": settings_of(split), "preprocess": settings_of(preprocess),
+    }, sort_keys=True)
     return hashlib.sha256(identity.encode()).hexdigest(), identity
 
 
@@ -143,18 +127,11 @@ def cache_path(directory: str | os.PathLike[str], name: str, key: str) -> Path:
     return Path(directory) / f"{label}-{key[:32]}.pt"
 
 
-def load_or_prepare(
-    directory: str | os.PathLike[str],
-    splits: ImageSplits,
-    split: dict[str, Any],
-    preprocess: Any,
-    prepare: Callable[[], Prepared],
-) -> Prepared:
-    """Return the cached prepared splits for these inputs, computing and storing them if absent.
-
-    On a hit the preprocessor's fitted state is restored with ``load_state_dict`` (when it has
-    one) instead of being refitted.
-    """
+def load_or_prepare(directory: str | os.PathLike[str], splits: ImageSplits,
+                    split: dict[str, Any], preprocess: Any,
+                    prepare: Callable[[], Prepared]) -> Prepared:
+    """The cached prepared splits for these inputs, computed and stored if absent; a hit restores
+    the preprocessor's fitted state (``load_state_dict``) instead of refitting it."""
     key, identity = cache_key(splits, split, preprocess)
     path = cache_path(directory, splits.name, key)
     hit = _read(path, key)
@@ -163,15 +140,12 @@ def load_or_prepare(
         if usable is None:
             return prepare()
         path = cache_path(usable, splits.name, key)
-        hit = _read(path, key)  # an earlier run that fell back too
-    if hit is None:
         with FileLock(path.with_suffix(".lock")):
-            hit = _read(path, key)  # a parallel run may have written it while we waited
+            hit = _read(path, key)  # written by an earlier run that fell back, or a parallel one
             if hit is None:
                 log.info("preprocessing %s (cache miss, will write %s)", splits.name, path)
                 prepared = prepare()
-                state = preprocess.state_dict()
-                _write(path, key, identity, prepared, state)
+                _write(path, key, identity, prepared, preprocess.state_dict())
                 return prepared
     log.info("loaded prepared %s from cache %s", splits.name, path)
     prepared, state = hit
@@ -196,23 +170,11 @@ def _read(path: Path, key: str) -> tuple[Prepared, dict[str, torch.Tensor]] | No
         return None
 
 
-def _write(
-    path: Path,
-    key: str,
-    identity: str,
-    prepared: Prepared,
-    state: dict[str, torch.Tensor],
-) -> None:
-    tensors = {}
-    for name in SPLITS:
-        x, y = prepared[name]
-        tensors[f"{name}_x"], tensors[f"{name}_y"] = x.contiguous(), y.contiguous()
-    payload = {
-        "format": FORMAT,
-        "key": key,
-        "identity": identity,
-        "tensors": tensors,
-        "preprocess_state": dict(state),
-    }
+def _write(path: Path, key: str, identity: str, prepared: Prepared,
+           state: dict[str, torch.Tensor]) -> None:
+    tensors = {f"{name}_{axis}": tensor.contiguous()
+               for name in SPLITS for axis, tensor in zip("xy", prepared[name], strict=True)}
+    payload = {"format": FORMAT, "key": key, "identity": identity, "tensors": tensors,
+               "preprocess_state": dict(state)}
     with atomic.atomic_file(path) as out:
         torch.save(payload, out)

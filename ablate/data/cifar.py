@@ -1,29 +1,15 @@
 """CIFAR-10 and CIFAR-100 from the official Python-format archives (Krizhevsky, 2009).
 
-The archives hold pickled batches written by Python 2: a dict per file with ``data`` (uint8,
-one row of 3,072 values per image: the 32x32 red plane row by row, then green, then blue, so a
-row reshapes straight to CHW) and ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100, whose
-100 classes the paper reports on). Keys come back as bytes or str depending on how the file
-was written; both are accepted.
+Each batch file is a dict pickled by Python 2 (keys as bytes or str): ``data`` (uint8, one row
+of 3,072 values per image, the red, green and blue planes in turn, so a row reshapes straight to
+CHW) and ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100's 100 classes, as in the paper).
 
-Where the data comes from, first match wins:
-
-1. the extracted folder ``<root>/cifar-10-batches-py`` (``cifar-100-python``);
-2. the archive ``<root>/cifar-10-python.tar.gz`` (``cifar-100-python.tar.gz``), checked against
-   the official MD5 unless ``verify_checksum`` is false (for private copies), then extracted;
-3. a download of the official URL into a temporary file, moved into place only once its MD5
-   matches, then extracted as in 2.
-
-``root`` is the config's ``dataset.root``; its default comes from the environment variable
-``ABLATE_DATA`` (falling back to ``./data`` relative to the launch directory), so a machine with
-a shared data disk sets it once. Extraction writes into a temporary folder beside the target and
-renames it into place at the end, so a truncated or corrupt archive never leaves a half-extracted
-folder that a later run would trust. A read-only ``root`` holding only the archive (a shared,
-read-only data disk) is extracted into the user's cache folder instead
-(``ablate.data.cache.user_cache_dir``), named in a warning, once per archive.
-
-The batches are unpickled with an unpickler that only resolves the few globals a numpy array
-needs: a private copy (``verify_checksum: false``) cannot run code on load.
+Sources under ``dataset.root`` (``$ABLATE_DATA``, else ``./data``), first match wins: the
+extracted folder; the archive, MD5-checked unless ``verify_checksum`` is false (a private copy);
+a download, kept once its MD5 matches. Extraction is renamed into place when complete (into the
+user's cache folder if ``root`` is read-only), so a corrupt archive never leaves a folder a
+later run would trust. The unpickler resolves only what a numpy array needs: a private copy
+cannot run code on load.
 """
 
 from __future__ import annotations
@@ -67,12 +53,16 @@ class CifarFormat:
     title: str
     url: str
     md5: str
-    archive: str
     folder: str
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]
     label_key: str
     num_classes: int
+
+    @property
+    def archive(self) -> str:
+        """The archive's file name, the official URL's last part."""
+        return self.url.rpartition("/")[2]
 
 
 FORMATS = {
@@ -81,7 +71,6 @@ FORMATS = {
         title="CIFAR-10",
         url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         md5="c58f30108f718f92721af3b95e74349a",
-        archive="cifar-10-python.tar.gz",
         folder="cifar-10-batches-py",
         train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
         test_files=("test_batch",),
@@ -93,7 +82,6 @@ FORMATS = {
         title="CIFAR-100",
         url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         md5="eb9058c3a382ffc7106e4002c42a8d85",
-        archive="cifar-100-python.tar.gz",
         folder="cifar-100-python",
         train_files=("train",),
         test_files=("test",),
@@ -103,33 +91,16 @@ FORMATS = {
 }
 
 
-def load_cifar(
-    dataset: str = "cifar10",
-    root: str | os.PathLike[str] = "data",
-    download: bool = True,
-    verify_checksum: bool = True,
-    url: str | None = None,
-    md5: str | None = None,
-    timeout: float = 60.0,
-) -> ImageSplits:
-    """Find (or fetch) the archive under ``root`` and return the official train/test splits.
-
-    ``url`` and ``md5`` default to the official ones; override them together for a mirror.
-    """
+def load_cifar(dataset: str = "cifar10", root: str | os.PathLike[str] = "data",
+               download: bool = True, verify_checksum: bool = True, url: str | None = None,
+               md5: str | None = None, timeout: float = 60.0) -> ImageSplits:
+    """The official train/test splits; ``url`` and ``md5`` (together) name a mirror."""
     if dataset not in FORMATS:
-        raise DatasetError(
-            f"unknown CIFAR variant {dataset!r}; valid values are {', '.join(FORMATS)}"
-        )
+        raise DatasetError(f"unknown CIFAR variant {dataset!r}; valid values are "
+                           f"{', '.join(FORMATS)}")
     spec = FORMATS[dataset]
-    folder = ensure_folder(
-        spec,
-        Path(root).expanduser(),
-        download=download,
-        verify_checksum=verify_checksum,
-        url=url or spec.url,
-        md5=(md5 or spec.md5).lower(),
-        timeout=timeout,
-    )
+    folder = ensure_folder(spec, Path(root).expanduser(), download, verify_checksum,
+                           url or spec.url, (md5 or spec.md5).lower(), timeout)
     train_x, train_y = read_batches(spec, folder, spec.train_files)
     test_x, test_y = read_batches(spec, folder, spec.test_files)
     return ImageSplits(spec.name, train_x, train_y, test_x, test_y, spec.num_classes)
@@ -137,13 +108,9 @@ def load_cifar(
 
 def check_available(dataset: str = "cifar10", root: str | os.PathLike[str] = "data",
                     download: bool = True, **_: Any) -> None:
-    """Fail now if loading cannot even start: no folder, no archive and no download allowed,
-    or an archive that cannot be extracted anywhere (a read-only root, no writable cache).
-
-    The data module calls this when it is built (``TensorDataModule.__init__``, through
-    ``load_cifar.check``), so such a run is rejected in one line with no record, before a
-    Trainer exists, instead of failing inside ``fit``.
-    """
+    """Fail now if loading cannot even start (no data and no download allowed, or an archive
+    that cannot be extracted anywhere): ``TensorDataModule`` calls it as ``load_cifar.check``,
+    so such a run is a rejected config (one line, no record), not a failure inside ``fit``."""
     spec = FORMATS.get(dataset)
     if spec is None:
         return  # named by load_cifar, with the valid variants
@@ -156,21 +123,16 @@ def check_available(dataset: str = "cifar10", root: str | os.PathLike[str] = "da
         raise DatasetError(_missing(spec, root, spec.url, "and dataset.download=false"))
 
 
-def _extracted_elsewhere(spec: CifarFormat, archive: Path) -> Path:
-    """Where an archive in a read-only folder is extracted: the user's cache folder, keyed by
-    the archive's path, size and date, so another copy is never taken for this one."""
+def _extraction_folder(spec: CifarFormat, root: Path, archive: Path) -> Path:
+    """Where ``archive`` is (or was) extracted: beside it, or, when ``root`` is read-only (a
+    shared data disk), in the user's cache folder, keyed by the archive's path, size and date
+    so that another copy is never taken for this one."""
+    if writable(root):
+        return root / spec.folder
     stat = archive.stat()
     identity = f"{archive.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     key = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    return user_cache_dir() / "extracted" / f"{spec.name}-{key}" / spec.folder
-
-
-def _extraction_folder(spec: CifarFormat, root: Path, archive: Path) -> Path:
-    """Where ``archive`` is (or was) extracted: beside it, or in the user's cache folder when
-    ``root`` is read-only (a shared data disk); a ``DatasetError`` when neither can be written."""
-    if writable(root):
-        return root / spec.folder
-    folder = _extracted_elsewhere(spec, archive)
+    folder = user_cache_dir() / "extracted" / f"{spec.name}-{key}" / spec.folder
     if folder.is_dir() or writable(folder.parent):
         return folder
     raise DatasetError(
@@ -179,15 +141,8 @@ def _extraction_folder(spec: CifarFormat, root: Path, archive: Path) -> Path:
         f"writable folder and set dataset.root to it, or set XDG_CACHE_HOME to a writable folder")
 
 
-def ensure_folder(
-    spec: CifarFormat,
-    root: Path,
-    download: bool,
-    verify_checksum: bool,
-    url: str,
-    md5: str,
-    timeout: float,
-) -> Path:
+def ensure_folder(spec: CifarFormat, root: Path, download: bool, verify_checksum: bool,
+                  url: str, md5: str, timeout: float) -> Path:
     """Return the extracted folder, extracting the archive or downloading it first if needed."""
     folder, archive = root / spec.folder, root / spec.archive
     if folder.is_dir():
@@ -210,10 +165,13 @@ def ensure_folder(
     elif not download:
         raise DatasetError(_missing(spec, root, url, "and dataset.download=false"))
     else:
-        _make_root(root, spec)
-        download_file(
-            url, archive, md5, timeout, on_error=lambda why: _missing(spec, root, url, why)
-        )
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DatasetError(f"cannot create the data folder {root} for {spec.title} ({error}); "
+                               f"set dataset.root (or {ENV_VAR}) to a writable folder") from error
+        download_file(url, archive, md5, timeout,
+                      on_error=lambda why: _missing(spec, root, url, why))
     extract(spec, archive, folder, url)
     return folder
 
@@ -227,34 +185,18 @@ def _missing(spec: CifarFormat, root: Path, url: str, why: str) -> str:
     )
 
 
-def _make_root(root: Path, spec: CifarFormat) -> None:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DatasetError(
-            f"cannot create the data folder {root} for {spec.title} ({error}); set dataset.root "
-            f"(or {ENV_VAR}) to a writable folder"
-        ) from error
-
-
 def file_md5(path: Path) -> str:
     """MD5 of a file, streamed: the archives are 160 MB and need not sit in memory."""
-    digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
 def download_file(
     url: str, target: Path, md5: str, timeout: float, on_error: Callable[[str], str]
 ) -> None:
-    """Fetch ``url`` into a temporary file beside ``target``; rename it only once MD5 matches.
-
-    A run killed mid-download, or a server that sends a truncated or different file, leaves
-    nothing at ``target`` that a later run could mistake for the archive. ``on_error`` turns the
-    network failure into the message the user sees.
-    """
+    """Fetch ``url`` into a temporary file beside ``target``, renamed only once MD5 matches: a
+    killed or truncated download leaves nothing a later run could take for the archive.
+    ``on_error`` turns a network failure into the message the user sees."""
     digest = hashlib.md5(usedforsecurity=False)
     log.info("downloading %s to %s", url, target)
     try:
@@ -276,38 +218,29 @@ def download_file(
         # HTTPError's text has the status code; URLError's reason is the socket error.
         http = isinstance(error, urllib.error.HTTPError)
         reason = error if http else getattr(error, "reason", error)
-        why = f"and the download from {url} failed ({reason})"
-        raise DatasetError(on_error(why)) from error
+        raise DatasetError(on_error(f"and the download from {url} failed ({reason})")) from error
 
 
 def extract(spec: CifarFormat, archive: Path, folder: Path, url: str) -> None:
-    """Extract the archive's top folder into a temporary folder, then rename it into place.
-
-    Only regular files directly inside the archive's top folder are written, by name, so an
-    archive cannot place files outside ``folder`` (no links, no ``..``).
-    """
+    """Extract the archive's top folder into a temporary folder, then rename it into place;
+    only its regular files are written, by name, so nothing lands outside ``folder``."""
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.folder}.", suffix=".part", dir=folder.parent))
     try:
-        written = set()
         try:
             with tarfile.open(archive, "r:gz") as tar:
                 for member in tar:
                     parent, _, name = member.name.rstrip("/").rpartition("/")
                     if not member.isfile() or parent != spec.folder or name in ("", ".", ".."):
                         continue
-                    source = tar.extractfile(member)
-                    if source is None:
-                        continue
-                    with source, open(staging / name, "wb") as out:
+                    with tar.extractfile(member) as source, open(staging / name, "wb") as out:
                         shutil.copyfileobj(source, out, CHUNK)
-                    written.add(name)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
             raise DatasetError(
                 f"{archive} is truncated or corrupt, or could not be extracted ({error}); "
                 f"nothing was kept. Delete it to download it again from {url}, or replace it "
                 f"with a good copy"
             ) from error
-        missing = [name for name in spec.train_files + spec.test_files if name not in written]
+        missing = [n for n in spec.train_files + spec.test_files if not (staging / n).is_file()]
         if missing:
             raise DatasetError(
                 f"{archive} has no {spec.folder}/{missing[0]}: it is not a {spec.title} "
@@ -385,26 +318,18 @@ def _labels(path: Path, key: str, raw: Any) -> np.ndarray:
     """Integer labels, or a ``DatasetError`` naming the file: a float label is never truncated
     to an int, and bytes, None or text never reach numpy's conversions."""
     if isinstance(raw, np.ndarray):
-        if raw.dtype.kind not in "iu" or raw.ndim != 1:
-            raise DatasetError(f"{path}: {key!r} must hold integer labels, got an array of "
-                               f"{raw.dtype} {raw.shape}; the file is not a CIFAR batch")
-        return raw.astype(np.int64)
-    if not isinstance(raw, list | tuple):
-        raise DatasetError(f"{path}: {key!r} must be a list of integer labels, got "
-                           f"{type(raw).__name__}; the file is not a CIFAR batch")
-    for value in raw:
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise DatasetError(f"{path}: {key!r} must hold integer labels, found {value!r} "
-                               f"({type(value).__name__}); the file is not a CIFAR batch")
-    return np.asarray(raw, dtype=np.int64)
-
-
-def _reconstruct() -> Callable[..., Any]:
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
+        if raw.dtype.kind in "iu" and raw.ndim == 1:
+            return raw.astype(np.int64)
+        found = f"an array of {raw.dtype} {raw.shape}"
+    elif isinstance(raw, list | tuple):
+        kinds = {type(v) for v in raw if isinstance(v, bool) or not isinstance(v, int | np.integer)}
+        if not kinds:
+            return np.asarray(raw, dtype=np.int64)
+        found = f"a {type(raw).__name__} of {', '.join(sorted(k.__name__ for k in kinds))}"
+    else:
+        found = type(raw).__name__
+    raise DatasetError(f"{path}: {key!r} must hold integer labels, got {found}; the file is not "
+                       "a CIFAR batch")
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -412,7 +337,7 @@ class _BatchUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            return _reconstruct()
+            return np.empty(0).__reduce__()[0]  # numpy's array rebuilder, wherever it lives now
         if (module, name) in (("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")

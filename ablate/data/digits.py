@@ -1,9 +1,9 @@
 """The offline default: scikit-learn's handwritten digits, a real image set shipped in the package.
 
-1,797 8x8 grey images of the digits 0-9 (UCI optdigits test set). The data module upsamples
-them to ``dataset.image_size`` (32: the inputs the paper's networks were designed for). There is
-no official test split, so a fixed, stratified one is drawn with ``split_seed`` (independent of the
-run's seed: every run of a grid is scored on the same images).
+1,797 8x8 grey images of the digits 0-9 (UCI optdigits test set), upsampled to
+``dataset.image_size`` (32, as the paper's networks expect). With no official test split, a
+fixed, stratified one is drawn with ``split_seed``: every run of a grid is scored on the same
+images.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from ablate.errors import DatasetError
 
 def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> ImageSplits:
     """Load the digits at their native 8x8 and split them into train and test tensors."""
-    try:
-        from sklearn.datasets import load_digits as sklearn_digits
-    except ImportError as error:  # pragma: no cover - scikit-learn is a dependency
-        raise DatasetError("dataset=digits needs scikit-learn: pip install scikit-learn") from error
+    from sklearn.datasets import load_digits as sklearn_digits
+
     if not 0 < test_fraction < 1:
         raise DatasetError(f"dataset.test_fraction must be in (0, 1), got {test_fraction}")
     bunch = sklearn_digits()

@@ -31,14 +31,9 @@ def split_validation(
 
 
 class TensorDataModule(pl.LightningDataModule):
-    """Loads a source once, preprocesses it, and keeps all splits on the training device.
-
-    ``cache_dir`` (None: no cache) keeps the split and preprocessed tensors on disk, keyed by the
-    source's data and every parameter that shapes them (``ablate.data.cache``), so the runs of a
-    grid fit the paper's GCN + ZCA once. An ``augment`` that is an ``EvalGeometry`` (the
-    ``large`` augmentation, whose canvas is larger than the images) has its ``eval_transform``
-    applied once to the validation and test images, so that evaluation sees the geometry
-    training sees.
+    """Loads a source once, preprocesses it (cached in ``cache_dir`` unless None: the runs of a
+    grid fit GCN + ZCA once), and keeps all splits on the training device. An ``EvalGeometry``
+    augmentation (``large``'s canvas) places the evaluation images once, as training sees them.
     """
 
     def __init__(
@@ -57,9 +52,8 @@ class TensorDataModule(pl.LightningDataModule):
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
-        # A source that can tell cheaply whether its data is there (``load_cifar.check``): a
-        # missing archive with download=false is then a rejected config (one line, no record),
-        # not a run that fails inside fit.
+        # A source that can tell cheaply whether its data is there (``load_cifar.check``): no
+        # data is then a rejected config (one line, no record), not a run failing inside fit.
         check = getattr(getattr(source, "func", source), "check", None)
         if callable(check):
             check(*getattr(source, "args", ()), **getattr(source, "keywords", {}))
@@ -76,10 +70,6 @@ class TensorDataModule(pl.LightningDataModule):
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._train_batches: TensorBatches | None = None
 
-    def _device(self) -> torch.device:
-        trainer = getattr(self, "trainer", None)
-        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
             return
@@ -93,7 +83,8 @@ class TensorDataModule(pl.LightningDataModule):
             prepared = load_or_prepare(
                 self.cache_dir, splits, split, self.preprocess, lambda: self._prepare(splits)
             )
-        device = self._device()
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         geometry = self.augment if isinstance(self.augment, EvalGeometry) else None
         for name, (x, y) in prepared.items():
             x = x.to(device)
@@ -115,8 +106,7 @@ class TensorDataModule(pl.LightningDataModule):
         return {name: int(len(y)) for name, (_, y) in self.tensors.items()}
 
     def _epoch(self) -> int:
-        trainer = getattr(self, "trainer", None)
-        return trainer.current_epoch if trainer is not None else 0
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def train_dataloader(self) -> TensorBatches:
         # One instance per fit: an augmentation's prepared copy of the set is made only once.

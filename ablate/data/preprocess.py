@@ -1,12 +1,8 @@
 """Input preprocessing fitted on the training split only, then applied to every split.
 
-A preprocessor (the ``Preprocessor`` protocol) has ``fit(train_x)``, ``__call__(x)`` and its
-fitted state as ``state_dict()`` / ``load_state_dict(state)``; ``apply_preprocess`` runs it over
-the three splits. ``Standardize`` (per-channel mean and std) is the cheap default for small
-data; the paper's GCN + ZCA lives in ``ablate.data.whiten``.
-
-The state lets the on-disk cache (``ablate.data.cache``) restore a fitted transform without
-refitting. Constructor arguments, stored as plain attributes, are part of the cache key.
+``Standardize`` is the cheap default for small data; the paper's GCN + ZCA lives in
+``ablate.data.whiten``. Constructor arguments, stored as plain attributes, are part of the
+on-disk cache's key (``ablate.data.cache``).
 """
 
 from __future__ import annotations
@@ -30,11 +26,8 @@ class Preprocessor(Protocol):
 
 
 class FittedState:
-    """The state methods of a preprocessor whose fitted tensors are the attributes in ``STATE``.
-
-    Before ``fit`` (any of them None) there is nothing to store; a preprocessor that fits
-    nothing has an empty ``STATE``.
-    """
+    """The state methods of a preprocessor whose fitted tensors are the attributes in ``STATE``
+    (empty before ``fit``, and for a preprocessor that fits nothing)."""
 
     STATE: tuple[str, ...] = ()
 
@@ -51,7 +44,7 @@ class Identity(FittedState):
     """No preprocessing: images stay in [0, 1]."""
 
     def fit(self, train_x: torch.Tensor) -> None:
-        return None
+        pass
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return x

@@ -12,12 +12,8 @@ from ablate.errors import DatasetError
 
 @dataclass(frozen=True)
 class ImageSplits:
-    """Official train and test splits as whole tensors.
-
-    Images are float32 NCHW in [0, 1] (sources convert their own storage format), labels int64.
-    Validation is carved out of ``train`` later by the data module, so that every source gets
-    the same, seed-independent held-out split.
-    """
+    """Official train and test splits as whole tensors: images float32 NCHW in [0, 1], labels
+    int64. The data module carves validation out of ``train``, the same way for every source."""
 
     name: str
     train_x: torch.Tensor
@@ -45,11 +41,9 @@ class ImageSplits:
             )
 
     def resized(self, image_size: int) -> ImageSplits:
-        """The splits at ``image_size`` x ``image_size`` (bilinear, antialiased when shrinking).
-
-        This is how ``dataset.image_size`` works for every source: the digits are upsampled to
-        the paper's 32x32, and a cheap preset may shrink any dataset, once, before preprocessing.
-        """
+        """The splits at ``image_size`` x ``image_size`` (bilinear, antialiased when shrinking):
+        ``dataset.image_size`` for every source (the digits upsampled to the paper's 32x32, any
+        dataset shrunk by a cheap preset), once, before preprocessing."""
         if image_size == self.image_size:
             return self
 

@@ -1,24 +1,20 @@
 """The paper's preprocessing: global contrast normalisation, then ZCA whitening.
 
-Springenberg et al. cite the recipe of the Maxout paper (Goodfellow et al., 2013), i.e. what
-pylearn2's ``make_cifar10_gcn_whitened.py`` does. Its constants, which this module reproduces:
+Springenberg et al. cite the Maxout paper's recipe (Goodfellow et al., 2013): pylearn2's
+``make_cifar10_gcn_whitened.py``, whose constants this module reproduces:
 
-* GCN (``global_contrast_normalize`` with ``scale=55``, ``subtract_mean=True``,
-  ``use_std=False``, ``sqrt_bias=0``, ``min_divisor=1e-8``): each image, as one vector of
-  C*H*W values, gets zero mean and an L2 norm of 55. With ``sqrt_bias=0`` this is invariant to
-  the input's scale, so images in [0, 1] give the same result as pylearn2's [0, 255]. The norm
-  55 makes the per-value variance about 1 for 3,072 values (55**2 / 3072 = 0.98).
-  ``min_divisor`` only keeps constant images (norm 0) from dividing by zero.
-* ZCA (``preprocessing.ZCA`` with ``filter_bias=0.1``): centre on the training mean, take the
-  covariance ``X.T @ X / N`` and whiten with ``(cov + 0.1 I) ** -1/2``. The bias, about a tenth
-  of the average eigenvalue after GCN, damps the many near-zero eigen-directions (pixel noise)
-  instead of blowing them up to unit variance, so whitened training data has covariance
-  ``lambda / (lambda + 0.1)`` per eigen-direction: about 1 for the strong directions, less for
-  the weak ones.
+* GCN (``scale=55``, ``subtract_mean=True``, ``use_std=False``, ``sqrt_bias=0``,
+  ``min_divisor=1e-8``): each image, as one vector, gets zero mean and an L2 norm of 55, a
+  per-value variance of about 1 for 3,072 values (55**2 / 3072 = 0.98). With ``sqrt_bias=0``
+  the input's scale does not matter ([0, 1] here, [0, 255] in pylearn2); ``min_divisor`` only
+  keeps constant images from dividing by zero.
+* ZCA (``filter_bias=0.1``): centre on the training mean, whiten with ``(X.T @ X / N + 0.1 I)
+  ** -1/2``. The bias, about a tenth of the average eigenvalue after GCN, damps the near-zero
+  eigen-directions (pixel noise) instead of blowing them up: whitened training data has
+  variance ``lambda / (lambda + 0.1)`` per eigen-direction.
 
-Both are fitted on the training split only. The covariance and its eigendecomposition are
-computed in float64 (3,072 dimensions, 45,000 images: float32 loses the small eigenvalues); the
-fitted matrix is applied in float32, chunk by chunk, to bound memory.
+Both are fitted on the training split only; the covariance and its eigendecomposition in float64
+(float32 loses the small eigenvalues), the fitted matrix applied in float32 chunks.
 """
 
 from __future__ import annotations
@@ -35,25 +31,18 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 
 class GlobalContrastNormalize(FittedState):
-    """Per image: subtract its mean, divide by its L2 norm (or std), multiply by ``scale``.
+    """Per image: subtract its mean, divide by its L2 norm (or std), multiply by ``scale``; each
+    image on its own, so ``fit`` has nothing to do."""
 
-    Needs no fitting (every image is normalised on its own); ``fit`` exists for the protocol.
-    """
-
-    def __init__(
-        self,
-        scale: float = 55.0,
-        sqrt_bias: float = 0.0,
-        min_divisor: float = 1e-8,
-        use_std: bool = False,
-    ) -> None:
+    def __init__(self, scale: float = 55.0, sqrt_bias: float = 0.0, min_divisor: float = 1e-8,
+                 use_std: bool = False) -> None:
         self.scale = scale
         self.sqrt_bias = sqrt_bias
         self.min_divisor = min_divisor
         self.use_std = use_std
 
     def fit(self, train_x: torch.Tensor) -> None:
-        return None
+        pass
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.empty(x.shape, dtype=torch.float32)
@@ -127,16 +116,10 @@ class ZCAWhiten(FittedState):
 class GCNWhiten:
     """The paper's pipeline (``preprocess=paper``): GCN, then ZCA fitted on GCN'd training data."""
 
-    def __init__(
-        self,
-        scale: float = 55.0,
-        sqrt_bias: float = 0.0,
-        min_divisor: float = 1e-8,
-        filter_bias: float = 0.1,
-    ) -> None:
-        self.gcn = GlobalContrastNormalize(
-            scale=scale, sqrt_bias=sqrt_bias, min_divisor=min_divisor
-        )
+    def __init__(self, scale: float = 55.0, sqrt_bias: float = 0.0, min_divisor: float = 1e-8,
+                 filter_bias: float = 0.1) -> None:
+        self.gcn = GlobalContrastNormalize(scale=scale, sqrt_bias=sqrt_bias,
+                                           min_divisor=min_divisor)
         self.zca = ZCAWhiten(filter_bias=filter_bias)
 
     def fit(self, train_x: torch.Tensor) -> None:
