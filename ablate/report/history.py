@@ -6,13 +6,14 @@ The learning-curve figure reads it through :func:`series`, whichever form it was
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ablate.rows import number
+from ablate.stages import number
 
 
 class History(Sequence):
@@ -98,7 +99,7 @@ def series(history: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
     else:
         pairs = [(entry["epoch"], number(entry.get(key))) for entry in history or []
                  if isinstance(entry, Mapping) and entry.get("epoch") is not None]
-        epochs = np.array([int(e) for e, v in pairs if v is not None], dtype=np.int64)
-        values = np.array([v for _, v in pairs if v is not None], dtype=np.float64)
+        epochs = np.array([int(e) for e, v in pairs if not math.isnan(v)], dtype=np.int64)
+        values = np.array([v for _, v in pairs if not math.isnan(v)], dtype=np.float64)
     keep = ~np.isnan(values) & np.isfinite(epochs)  # a float column of epochs may hold NaN
     return epochs[keep].astype(np.int64), values[keep]

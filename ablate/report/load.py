@@ -67,33 +67,25 @@ def shift_columns(frame: pd.DataFrame) -> dict[int, str]:
 
 def load_records(paths: Sequence[Path], issues: Issues) -> list[tuple[Path, dict[str, Any]]]:
     """``(path, row)`` for every readable record; the others are counted as unreadable."""
-    loaded = []
-    for path in paths:
-        try:
-            record = records.load(path)
-            row = rows.row_from_record(record, path)
-            row.update(history=History.of(row["history"]),
-                       **per_example.row_fields(record, path, issues, row["path"]))
-            loaded.append((path, row))
-        except rows.READ_ERRORS as error:
-            text = str(error).splitlines()[0] if str(error) else type(error).__name__
-            text = text.removeprefix(f"{path}: ")  # RecordError names the path already
-            issues.add(UNREADABLE_RECORDS, f"{rows.display(path)}: {text}")
-    return loaded
+    def unreadable(path: Path, error: Exception) -> None:
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        text = text.removeprefix(f"{path}: ")  # RecordError names the path already
+        issues.add(UNREADABLE_RECORDS, f"{rows.display(path)}: {text}")
+
+    loaded = rows.read_records(paths, unreadable)
+    for path, record, row in loaded:
+        row.update(history=History.of(row["history"]),
+                   **per_example.row_fields(record, path, issues, row["path"]))
+    return [(path, row) for path, _, row in loaded]
 
 
 def _in_progress(job_dirs: Sequence[Path], issues: Issues) -> list[dict[str, Any]]:
     """Rows of the job folders without a record, each named among the runs in progress or,
     where its process is gone, among the killed ones."""
-    found = []
-    for job_dir in job_dirs:
-        try:
-            found.append(rows.in_progress_row(job_dir))
-        except Exception as error:  # noqa: BLE001 - a half-written folder is what we expect
-            issues.add(IN_PROGRESS, f"{rows.display(job_dir)} (unreadable: {error})")
-            continue
-        killed = found[-1]["status"] == Status.INTERRUPTED
-        issues.add(KILLED if killed else IN_PROGRESS, rows.display(job_dir))
+    found = rows.in_progress_rows(job_dirs, lambda job_dir, error: issues.add(
+        IN_PROGRESS, f"{rows.display(job_dir)} (unreadable: {error})"))
+    for row in found:
+        issues.add(KILLED if row["status"] == Status.INTERRUPTED else IN_PROGRESS, row["path"])
     return found
 
 

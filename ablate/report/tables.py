@@ -55,30 +55,36 @@ def result_text(mine: Mapping[str, Any] | None, counts: bool = False) -> str:
     return f"no finished run ({bad} failed/diverged)" if counts else "no finished run"
 
 
+def _counts(values: pd.Series, shown: str = "{} ({})", sep: str = ", ") -> str:
+    """Each distinct value with its count, sorted; "–" for none."""
+    counts = values.value_counts()
+    return sep.join(shown.format(v, counts[v]) for v in sorted(counts.index)) or "–"
+
+
+def _paper(ref: pd.Series | None) -> str:
+    return "–" if ref is None else f"{ref['error']:.2f}"
+
+
+def _versus(pick: Mapping[str, Any] | None, ref: pd.Series | None, missing: str = "–") -> str:
+    """A chosen lr's mean test error minus the paper's, in percentage points."""
+    return missing if pick is None or ref is None else signed(
+        100 * pick["test_mean"] - ref["error"])
+
+
 def inputs_section(frame: pd.DataFrame, issues: Issues, sources: Sequence[str]) -> str:
     runs = stats.current(frame)
     status = runs["status"].value_counts()
-    by_source = frame["source"].value_counts()
     rows = [["sources", ", ".join(f"`{s}`" for s in sources) or "–"],
-            ["runs loaded", f"{len(frame)} (" + ", ".join(
-                f"{s}: {by_source[s]}" for s in sorted(by_source.index)) + ")" if len(frame)
-             else "0"]]
-    for name in ENDED:
-        rows.append([f"{name} (counted)", int(status.get(name, 0))])
-    rows += [[kind, issues.counts[kind]] for kind in sorted(issues.counts)]
-    datasets = runs["dataset"].value_counts()
-    rows.append(["datasets", ", ".join(f"{d} ({datasets[d]})" for d in sorted(datasets.index))
-                 or "–"])
-    protocols = runs["protocol"].value_counts()
-    rows.append(["protocols", ", ".join(f"`{p}` ({protocols[p]})"
-                                        for p in sorted(protocols.index)) or "–"])
-    sweeps = runs["sweep"].value_counts()
-    rows.append(["sweeps", ", ".join(f"{s} ({sweeps[s]})" for s in sorted(sweeps.index)) or "–"])
+            ["runs loaded", f"{len(frame)} ({_counts(frame['source'], '{}: {}')})"
+             if len(frame) else "0"],
+            *([f"{name} (counted)", int(status.get(name, 0))] for name in ENDED),
+            *([kind, issues.counts[kind]] for kind in sorted(issues.counts)),
+            ["datasets", _counts(runs["dataset"])],
+            ["protocols", _counts(runs["protocol"], "`{}` ({})")],
+            ["sweeps", _counts(runs["sweep"])]]
     # where the runs came from: a table mixing commits or library versions says so here
-    for label, column in (("commits", "code"), ("package versions", "versions")):
-        counts = runs[column].fillna("unknown").value_counts()
-        rows.append([label, "; ".join(f"{value} ({counts[value]})"
-                                      for value in sorted(counts.index)) or "–"])
+    rows += [[label, _counts(runs[column].fillna("unknown"), sep="; ")]
+             for label, column in (("commits", "code"), ("package versions", "versions"))]
     return "## Inputs\n\n" + table(["", "count"], rows)
 
 
@@ -111,24 +117,19 @@ def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
               "difference", "params", "paper params (exact)", "paper params (printed)"]
     rows = []
     for name in stats.ordered_names([*paper.index, *chosen]):
-        mine = chosen.get(name)
+        mine = chosen.get(name) or {}
         ref = paper.loc[name] if name in paper.index else None
-        pick = mine["chosen"] if mine else None
-        test = result_text(mine)
-        if pick is None:
-            lr, val, n, diff = "–", "–", 0, "–"
-        else:
-            lr, val, n = lr_text(pick["lr"]), pct(pick["val_mean"]), pick["n"]
-            diff = "n/a" if ref is None else (
-                signed(100 * pick["test_mean"] - ref["error"]) if comparable else "n/a")
+        pick = mine.get("chosen")
         rows.append([
-            name, lr, val, test, n, mine[Status.FAILED] if mine else 0,
-            mine[Status.DIVERGED] if mine else 0, *([mine[Status.RUNNING] if mine else 0]
-                                               if show_running else []),
-            f"{ref['error']:.2f}" if ref is not None else "–", diff,
-            ", ".join(f"{p:,}" for p in mine["params"]) if mine and mine["params"] else "–",
-            f"{int(ref['params_exact']):,}" if ref is not None else "–",
-            ref["params_printed"] if ref is not None else "–",
+            name, lr_text(pick and pick["lr"]), pct(pick and pick["val_mean"]),
+            result_text(mine), pick["n"] if pick else 0,
+            *(mine.get(s, 0) for s in (Status.FAILED, Status.DIVERGED, Status.RUNNING)
+              if show_running or s != Status.RUNNING),
+            _paper(ref), "–" if pick is None else _versus(pick, ref if comparable else None,
+                                                          "n/a"),
+            ", ".join(f"{p:,}" for p in mine["params"]) if mine.get("params") else "–",
+            "–" if ref is None else f"{int(ref['params_exact']):,}",
+            "–" if ref is None else ref["params_printed"],
         ])
     missing = sum(1 for name in paper.index if not chosen.get(name)
                   or chosen[name]["chosen"] is None)
@@ -215,15 +216,12 @@ def augmentation_section(frame: pd.DataFrame, protocol: str, dataset: str,
                                  for n in per_aug[aug]})
     for name in names:
         for aug in augmentations:
-            mine = per_aug[aug].get(name)
+            mine = per_aug[aug].get(name) or {}
             ref = reference.lookup(name, dataset, aug)
-            pick = mine["chosen"] if mine else None
-            diff = (signed(100 * pick["test_mean"] - ref["error"])
-                    if pick is not None and ref is not None else "–")
-            rows.append([name, aug, lr_text(pick["lr"]) if pick else "–", result_text(mine),
-                         pick["n"] if pick else 0, mine[Status.FAILED] if mine else 0,
-                         mine[Status.DIVERGED] if mine else 0,
-                         f"{ref['error']:.2f}" if ref is not None else "–", diff])
+            pick = mine.get("chosen")
+            rows.append([name, aug, lr_text(pick and pick["lr"]), result_text(mine),
+                         pick["n"] if pick else 0, mine.get(Status.FAILED, 0),
+                         mine.get(Status.DIVERGED, 0), _paper(ref), _versus(pick, ref)])
     parts = [f"#### Augmentation comparison: {dataset}", "",
              "flip_translate = the paper's small augmentation; large = our approximation of its "
              "large one (the paper also used a larger network).", "",
@@ -248,16 +246,13 @@ def cifar100_section(frame: pd.DataFrame, protocol: str) -> str:
     c10 = stats.selected(stats.runs_of(frame, protocol, "cifar10", "none"))
     rows = []
     for name in stats.ordered_names(c100):
-        ref10 = reference.lookup(name, "cifar10", "none")
         ref100 = reference.lookup(name, "cifar100", "none")
         p100 = c100[name]["chosen"]
         rows.append([
             name, result_text(c10.get(name)), result_text(c100[name]), p100["n"] if p100 else 0,
             c100[name][Status.FAILED], c100[name][Status.DIVERGED],
-            f"{ref10['error']:.2f}" if ref10 is not None else "–",
-            f"{ref100['error']:.2f}" if ref100 is not None else "–",
-            signed(100 * p100["test_mean"] - ref100["error"]) if p100 and ref100 is not None
-            else "–",
+            _paper(reference.lookup(name, "cifar10", "none")), _paper(ref100),
+            _versus(p100, ref100),
         ])
     return "\n".join(["#### CIFAR-100 (no augmentation)", "",
                       table(["model", "CIFAR-10 test %", "CIFAR-100 test %", "n", Status.FAILED,
