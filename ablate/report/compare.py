@@ -23,18 +23,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate import identity
 from ablate.report import evidence, per_example, reference, stats
-from ablate.report.load import parsed
+from ablate.report.load import NOT_SETTINGS, parsed, related
 from ablate.rows import CONSISTENCY_FLIP
 from ablate.status import Status
 
 # Never compared along: seed pairs the runs, lr is chosen per side on validation error, and
 # runs on different datasets have different test sets (and chance levels) to be paired on.
 NOT_AXES = ("seed", "lr", "dataset")
-# Overrides that cannot change a result (how a run is shown, logged or launched): they are in
-# a run's cell when typed on the command line, but never split a context nor form an axis.
-IGNORED_KEYS = identity.IGNORED_KEYS
 # Left out of a table's grouping: each per-model table lists its variants as rows.
 ROW_KEYS = ("downsample",)
 
@@ -89,13 +85,6 @@ def value_order(axis: str, values: Iterable[str]) -> list[str]:
     return stats.in_order(values, known)
 
 
-def _related(protocol_key: str, axis: str) -> bool:
-    """Whether setting ``axis`` changes ``protocol_key`` (``optimizer.momentum`` changes
-    ``optimizer``; ``dataset`` changes ``dataset.image_size``)."""
-    return (protocol_key == axis or protocol_key.startswith(axis + ".")
-            or axis.startswith(protocol_key + "."))
-
-
 def comparable_runs(frame: pd.DataFrame) -> pd.DataFrame:
     """Runs that count and have a config: not superseded, not running."""
     runs = stats.current(frame)
@@ -141,8 +130,8 @@ def contexts(frame: pd.DataFrame, axis: str) -> list[Context]:
         if axis not in cell:
             continue
         keyed = {k: text(v) for k, v in cell.items()
-                 if k not in (axis, "seed", "lr", *IGNORED_KEYS)}
-        protocol = {k: v for k, v in parsed(spec).items() if not _related(k, axis)}
+                 if k not in (axis, *NOT_SETTINGS)}
+        protocol = {k: v for k, v in parsed(spec).items() if not related(k, axis)}
         key = json.dumps([keyed, protocol], sort_keys=True)
         grouped.setdefault(key, (keyed, {}))[1].setdefault(text(cell[axis]), []).extend(positions)
     found = []
@@ -164,7 +153,7 @@ def axes(frame: pd.DataFrame) -> list[str]:
     """Cell keys with two or more values within some context: ``downsample`` first."""
     settings = _by_setting(comparable_runs(frame), _run_keys(""))
     keys = sorted({k for setting, _ in settings for k in parsed(setting)}
-                  - set(NOT_AXES) - set(IGNORED_KEYS))
+                  - {*NOT_AXES, *NOT_SETTINGS})
     found = [k for k in keys if any(len(c.sides) > 1 for c in contexts(frame, k))]
     return sorted(found, key=lambda k: (k != "downsample", k))
 

@@ -124,53 +124,37 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
 
 # ---------------------------------------------------------------- comparisons
 
-def comparison_table(axis: str, cell: Mapping[str, str],
-                     rows: Sequence[compare.Comparison], alpha: float) -> str:
-    adjusted = evidence.holm([c.paired.t_p for c in rows])
-    body = []
-    for c, p in zip(rows, adjusted, strict=True):
-        tested = c.n > 1
-        verdict = (evidence.verdict(c.n, c.paired.mean_diff, p, alpha) if c.n
-                   else "no seed finished on both sides")
-        body.append([
-            _names(c), c.a.value, c.b.value, f"{fmt.lr_text(c.a.lr)} / {fmt.lr_text(c.b.lr)}", c.n,
-            difference(c.paired), p_text(c.paired.t_p) if tested else "–",
-            p_text(c.paired.wilcoxon_p) if tested else "–", mcnemar_text(c),
-            p_text(p) if tested else "–", verdict,
-        ])
-    protocols = sorted({p for c in rows for p in (*c.a.protocols, *c.b.protocols)})
-    return "\n".join([
-        f"#### {_title(cell)} (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")",
-        "",
-        fmt.table(["models", "A", "B", "lr A / B (by val)", "n", "A − B (pp) [95 % CI]", "t p",
-               "Wilcoxon p", "McNemar p", "Holm p (t)", "verdict"], body),
-    ])
-
-
-def consistency_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison],
-                      alpha: float, metric: compare.Metric) -> str:
-    """The same pairs on a consistency, paired over the seeds that measured it on both sides,
-    with their own Holm family: a second question, not more tests of the first."""
+def comparison_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison],
+                     alpha: float, metric: compare.Metric) -> str:
+    """The pairs of one table on ``metric``, Holm-adjusted within it. Test error adds the lrs,
+    Wilcoxon and McNemar; a consistency is paired over the seeds that measured it on both
+    sides, with its own Holm family: a second question, not more tests of the first."""
+    error = metric.column == compare.TEST_ERROR
     results = [c.on(metric.column) for c in rows]
     adjusted = evidence.holm([r.t_p for r in results])
     body = []
     for c, result, p in zip(rows, results, adjusted, strict=True):
         tested = result.n > 1
         verdict = (metric.verdict(result.n, result.mean_diff, p, alpha) if result.n
-                   else "n/a" if c.n else "no seed finished on both sides")
-        body.append([_names(c), c.a.value, c.b.value, result.n, difference(result),
-                     p_text(result.t_p) if tested else "–", p_text(p) if tested else "–",
-                     verdict])
-    return "\n".join([
-        f"#### {_title(cell)}: {metric.label}",
-        "",
-        fmt.table(["models", "A", "B", "n", "A − B (pp) [95 % CI]", "t p", "Holm p (t)",
-                    "verdict"], body),
-    ])
+                   else "n/a" if c.n and not error else "no seed finished on both sides")
+        body.append([
+            _names(c), c.a.value, c.b.value,
+            *([f"{fmt.lr_text(c.a.lr)} / {fmt.lr_text(c.b.lr)}"] if error else []), result.n,
+            difference(result), p_text(result.t_p) if tested else "–",
+            *([p_text(result.wilcoxon_p) if tested else "–", mcnemar_text(c)] if error else []),
+            p_text(p) if tested else "–", verdict,
+        ])
+    protocols = sorted({p for c in rows for p in (*c.a.protocols, *c.b.protocols)})
+    title = (f"{_title(cell)} (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")"
+             if error else f"{_title(cell)}: {metric.label}")
+    header = ["models", "A", "B", *(["lr A / B (by val)"] if error else []), "n",
+              "A − B (pp) [95 % CI]", "t p", *(["Wilcoxon p", "McNemar p"] if error else []),
+              "Holm p (t)", "verdict"]
+    return "\n".join([f"#### {title}", "", fmt.table(header, body)])
 
 
 def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -> str:
-    metric = compare.metric(compare.COMPARED_CONSISTENCY)
+    error, metric = compare.metric(compare.TEST_ERROR), compare.metric(compare.COMPARED_CONSISTENCY)
     parts = [
         "## Comparisons",
         "",
@@ -192,9 +176,9 @@ def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -
     for axis in compare.axes(frame):
         parts += ["", f"### Along `{axis}`"]
         for cell, rows in compare.tables(frame, axis, warnings):
-            parts += ["", comparison_table(axis, cell, rows, alpha)]
+            parts += ["", comparison_table(cell, rows, alpha, error)]
             if any(c.measured(metric.column) for c in rows):
-                parts += ["", consistency_table(cell, rows, alpha, metric)]
+                parts += ["", comparison_table(cell, rows, alpha, metric)]
     if len(parts) == intro:
         parts += ["", "No axis has two values among otherwise identical runs."]
     return "\n".join(parts)

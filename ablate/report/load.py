@@ -1,17 +1,11 @@
-"""Runs -> one pandas DataFrame, one row per run, from three sources.
-
-- ``result.json`` records under sweep folders (the reference source: written by every run),
-  and job folders without one (runs in progress): ``ablate.rows``;
-- offline (or local) W&B run folders, and a W&B project online: ``report.wandb_runs``.
+"""Runs -> one pandas DataFrame, one row per run: records and job folders without one
+(``ablate.rows``, the reference source), W&B run folders and a W&B project online
+(``report.wandb_runs``).
 
 Nothing is dropped silently: what was set aside, guessed or merged is noted in
-:class:`~ablate.report.issues.Issues` (unreadable records, duplicate runs of a cell, mixed
-protocols, ...), which the report prints with counts. Superseded duplicates stay in the
-DataFrame (``superseded`` is True) so a reader can see what was set aside.
-
-The cell and the protocol are JSON text in the DataFrame (hashable, for grouping); read them
-through :func:`parsed`, which parses each distinct text once. No torch here: the report side
-never imports the training side.
+:class:`~ablate.report.issues.Issues`, and superseded duplicates stay in the DataFrame
+(``superseded`` is True). The cell and the protocol are JSON text in the DataFrame (hashable,
+for grouping): read them through :func:`parsed`, which parses each distinct text once.
 """
 
 from __future__ import annotations
@@ -41,14 +35,9 @@ from ablate.report.issues import (
     WANDB_MIRRORED,
     Issues,
 )
-from ablate.report.wandb_runs import inspect_wandb_run, load_wandb_api, load_wandb_offline
+from ablate.report.wandb_runs import load_wandb_api, load_wandb_offline
 from ablate.rows import COLUMNS, TABLE_CELL, WITHOUT_METRICS
 from ablate.status import Status
-
-__all__ = ["COLUMNS", "DUPLICATES", "IN_PROGRESS", "KILLED", "MIXED_DATASETS", "MIXED_PROTOCOLS",
-           "UNREADABLE_RECORDS", "VARIANTS", "WANDB_DISAGREES", "WANDB_MIRRORED",
-           "WITHOUT_METRICS", "Issues", "inspect_wandb_run", "load_runs", "parsed",
-           "shift_columns"]
 
 
 @functools.lru_cache(maxsize=1 << 17)  # the runs of many reports in one process: bounded
@@ -112,11 +101,11 @@ def _setting_values(path: str, cell: Mapping[str, Any], keys: Sequence[str]) -> 
     return {key: cell[key] if key in cell else from_config(key) for key in keys}
 
 
-def _covered(key: str) -> bool:
-    """Whether a cell key is part of the protocol (``trainer.max_epochs``, ``init``, a key of
-    ``optimizer``): runs that differ there are in different protocols already."""
-    return any(key == p or key.startswith(p + ".") or p.startswith(key + ".")
-               for p in identity.PROTOCOL_KEYS)
+def related(protocol_key: str, key: str) -> bool:
+    """Whether setting ``key`` changes ``protocol_key`` (``optimizer.momentum`` changes
+    ``optimizer``; ``dataset`` changes ``dataset.image_size``)."""
+    return (protocol_key == key or protocol_key.startswith(key + ".")
+            or key.startswith(protocol_key + "."))
 
 
 def _matching(frame: pd.DataFrame, columns: Sequence[str], values: Sequence[Any]) -> pd.Series:
@@ -143,8 +132,10 @@ def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
         mine = frame[_matching(frame, TABLE_CELL[:4], (protocol, dataset, augmentation, name))
                      & (frame["status"] != Status.RUNNING) & frame["cell"].notna()]
         cells = {index: parsed(cell) for index, cell in mine["cell"].items()}
+        # a key of the protocol (``init``, ``trainer.max_epochs``) splits protocols already
         keys = sorted(key for key in {key for cell in cells.values() for key in cell}
-                      if key not in (*NOT_SETTINGS, *identity.CELL_AXES) and not _covered(key))
+                      if key not in (*NOT_SETTINGS, *identity.CELL_AXES)
+                      and not any(related(p, key) for p in identity.PROTOCOL_KEYS))
         values = {index: _setting_values(mine.at[index, "path"], cell, keys)
                   for index, cell in cells.items()}
         # a key some run has no known value for (a choice its config does not name) cannot
