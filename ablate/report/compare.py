@@ -208,8 +208,7 @@ def side(value: str, runs: pd.DataFrame) -> Side:
     protocols = tuple(sorted({str(p) for p in runs["protocol"].dropna()}))
     if chosen is None:
         return Side(value, name, None, {}, protocols)
-    at_lr = runs[(runs["lr"] == chosen["lr"]) & (runs["status"] == Status.FINISHED)
-                 & runs["test_error"].notna()]
+    at_lr = stats.finished_at(runs, chosen["lr"])
     by_seed = {row["seed"]: row for _, row in at_lr.sort_values("seed", kind="stable").iterrows()}
     return Side(value, name, float(chosen["lr"]), by_seed, protocols)
 

@@ -66,26 +66,17 @@ class Summary:
         return (self.ci_high - self.ci_low) / 2
 
 
-def t_interval(mean: float, std: float, n: int,
-               confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Student-t interval of a mean; (nan, nan) below two values, (mean, mean) for zero spread."""
-    if n < 2:
-        return math.nan, math.nan
-    if std == 0:
-        return mean, mean
-    low, high = scipy_stats.t.interval(confidence, n - 1, loc=mean, scale=std / math.sqrt(n))
-    return float(low), float(high)
-
-
 def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
-    """n, mean, sample std and t interval of a cell's per-seed values."""
+    """n, mean, sample std and Student-t interval of a cell's per-seed values: no interval
+    below two values, (mean, mean) for zero spread."""
     array = np.asarray(values, dtype=float)
     n = len(array)
-    if n == 0:
-        return Summary(0, math.nan, math.nan, math.nan, math.nan)
-    mean = float(array.mean())
-    std = float(array.std(ddof=1)) if n > 1 else math.nan
-    return Summary(n, mean, std, *t_interval(mean, std, n, confidence))
+    if n < 2:
+        return Summary(n, float(array.mean()) if n else math.nan, math.nan, math.nan, math.nan)
+    mean, std = float(array.mean()), float(array.std(ddof=1))
+    low, high = (mean, mean) if std == 0 else scipy_stats.t.interval(
+        confidence, n - 1, loc=mean, scale=std / math.sqrt(n))
+    return Summary(n, mean, std, float(low), float(high))
 
 
 @dataclass(frozen=True)
@@ -113,8 +104,6 @@ def paired(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENC
                          "pair the values by seed first")
     diff = a_array - b_array
     n = len(diff)
-    if n == 0:
-        return Paired(0, math.nan, math.nan, math.nan, None, None)
     summary = summarize(diff, confidence)
     if n < 2:
         return Paired(n, summary.mean, math.nan, math.nan, None, None)

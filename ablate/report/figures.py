@@ -40,6 +40,17 @@ def _label_panel(axes, model: str, xlabel: str, ylabel: str | None) -> None:
     axes.legend(fontsize=7)
 
 
+def _spread(axes, intervals: list[tuple[float, float, float]],
+            points: list[tuple[float, float]], color: str, dots: str | None = None,
+            **style) -> None:
+    """The 95 % t intervals (x, mean, half-width; only where n >= 2) and every seed a point."""
+    if intervals:
+        xs, means, half_widths = zip(*intervals, strict=True)
+        axes.errorbar(xs, means, yerr=half_widths, fmt="none", ecolor=color, capsize=3, zorder=3)
+    if points:
+        axes.scatter(*zip(*points, strict=True), s=9, color=dots or color, zorder=4, **style)
+
+
 def _save_panels(figure, title: str, path: Path) -> Path:
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
@@ -55,11 +66,10 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
     """
     from matplotlib.figure import Figure
 
-    chosen = stats.selected(runs)
-    if not any(v["chosen"] for v in chosen.values()):
+    by_cell = {(str(entry["model"]), str(entry["downsample"])): (entry["chosen"], seeds)
+               for entry, seeds in stats.at_chosen_lr(runs).values()}
+    if not by_cell:
         return None
-    by_cell = {(str(v["model"]), str(v["downsample"])): v["chosen"] for v in chosen.values()}
-    names = {(str(v["model"]), str(v["downsample"])): name for name, v in chosen.items()}
     models = stats.in_order({*reference.MODELS, *(m for m, _ in by_cell)}, reference.MODELS)
     modes = stats.in_order({*reference.DOWNSAMPLES, *(d for _, d in by_cell)},
                            reference.DOWNSAMPLES)
@@ -72,14 +82,12 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
         xs, means, refs, intervals, points = [], [], [], [], []
         for i, model in enumerate(models):
             x = i + (j - (len(modes) - 1) / 2) * width
-            pick = by_cell.get((model, mode))
-            if pick is not None:
+            if (model, mode) in by_cell:
+                pick, seeds = by_cell[(model, mode)]
                 xs.append(x)
                 means.append(100 * pick["test_mean"])
                 if pick["n"] >= 2:
                     intervals.append((x, 100 * pick["test_mean"], 100 * pick["test_ci"]))
-                seeds = runs[(runs["name"] == names[(model, mode)]) & (runs["lr"] == pick["lr"])
-                             & (runs["status"] == Status.FINISHED) & runs["test_error"].notna()]
                 points += [(x, 100 * float(e)) for e in seeds["test_error"]]
             else:
                 axes.text(x, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=7,
@@ -88,13 +96,8 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
             if paper and len(match):
                 refs.append((x, float(match["error"].iloc[0])))
         axes.bar(xs, means, width=width * 0.9, label=mode, color=COLORS.get(mode, "0.6"))
-        if intervals:
-            axes.errorbar([c[0] for c in intervals], [c[1] for c in intervals],
-                          yerr=[c[2] for c in intervals], fmt="none", ecolor="black", capsize=3,
-                          zorder=3)
+        _spread(axes, intervals, points, "black", "0.15", label=seed_label)
         if points:
-            axes.scatter([p[0] for p in points], [p[1] for p in points], s=9, color="0.15",
-                         zorder=4, label=seed_label)
             seed_label = None
         if refs:
             axes.scatter([r[0] for r in refs], [r[1] for r in refs], marker="_", s=200,
@@ -191,12 +194,7 @@ def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | N
                 points += [(step + nudge, 100 * float(v)) for v in values]
             axes.plot(xs, means, "-", color=color, linewidth=1.3,
                       label=f"{name} (lr {entry['chosen']['lr']:g})")
-            if intervals:
-                axes.errorbar([c[0] for c in intervals], [c[1] for c in intervals],
-                              yerr=[c[2] for c in intervals], fmt="none", ecolor=color,
-                              capsize=3, zorder=3)
-            axes.scatter([p[0] for p in points], [p[1] for p in points], s=9, color=color,
-                         edgecolors="0.15", linewidths=0.4, zorder=4)
+            _spread(axes, intervals, points, color, edgecolors="0.15", linewidths=0.4)
         axes.set_xticks(range(0, max(shifts) + 1))
         _label_panel(axes, model, "shift (px, mean over 8 directions)",
                      "consistency % (mean, 95 % CI, seeds)" if i == 1 else None)

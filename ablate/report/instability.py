@@ -24,20 +24,16 @@ COLUMNS = ["name", "lr", "runs", Status.FINISHED, "stalled", Status.DIVERGED, St
 
 
 @functools.cache
-def num_classes(dataset: str) -> int | None:
-    """Classes of a dataset, read from its config file (``conf/dataset/<name>.yaml``)."""
+def chance_error(dataset: str) -> float | None:
+    """``1 - 1/num_classes``, the classes read from the dataset's config file
+    (``conf/dataset/<name>.yaml``); None where that is unknown."""
     try:
         text = importlib.resources.files("ablate.conf").joinpath(
             "dataset", f"{dataset}.yaml").read_text("utf-8")
     except (FileNotFoundError, ModuleNotFoundError, OSError):
         return None
-    value = (yaml.safe_load(text) or {}).get("num_classes")
-    return int(value) if isinstance(value, int) else None
-
-
-def chance_error(dataset: str) -> float | None:
-    classes = num_classes(str(dataset))
-    return None if not classes else 1 - 1 / classes
+    classes = (yaml.safe_load(text) or {}).get("num_classes")
+    return 1 - 1 / classes if isinstance(classes, int) and classes else None
 
 
 def final_train_error(run: pd.Series) -> float | None:
@@ -52,7 +48,7 @@ def final_train_error(run: pd.Series) -> float | None:
 
 
 def stalled(run: pd.Series, margin: float) -> bool:
-    chance = chance_error(run["dataset"])
+    chance = chance_error(str(run["dataset"]))
     error = final_train_error(run)
     return chance is not None and error is not None and error >= chance - margin
 
@@ -65,8 +61,6 @@ def counts(runs: pd.DataFrame, margin: float) -> pd.DataFrame:
         rows.append({
             "name": name, "lr": float(lr), "runs": len(cell), Status.FINISHED: len(finished),
             "stalled": sum(stalled(run, margin) for _, run in finished.iterrows()),
-            Status.DIVERGED: int((cell["status"] == Status.DIVERGED).sum()),
-            Status.FAILED: int((cell["status"] == Status.FAILED).sum()),
-            Status.RUNNING: int((cell["status"] == Status.RUNNING).sum()),
+            **{s: int((cell["status"] == s).sum()) for s in COLUMNS[-3:]},
         })
     return pd.DataFrame(rows, columns=COLUMNS)
