@@ -18,6 +18,7 @@ import pytest
 from helpers import TINY, load, result_files, run_cli
 
 from ablate import tracking
+from ablate.report import issues as kinds
 from ablate.report import load as report_load
 from ablate.report.__main__ import main as report_main
 from ablate.report.wandb_runs import inspect_wandb_run
@@ -196,8 +197,8 @@ def test_offline_wandb_runs_alone_give_the_same_tables_as_the_records(wandb_swee
     # and with the records present, their W&B twins are recognised, not counted twice
     frame, issues = report_load.load_runs([workdir / "sweeps"], wandb_offline="all")
     assert set(frame["source"]) == {"record"} and len(frame) == 5
-    assert issues.counts[report_load.WANDB_MIRRORED] == 5
-    assert issues.counts[report_load.WANDB_DISAGREES] == 0
+    assert issues.counts[kinds.WANDB_MIRRORED] == 5
+    assert issues.counts[kinds.WANDB_DISAGREES] == 0
 
 
 @pytest.mark.slow

@@ -176,7 +176,6 @@ class Comparison:
     seeds: list[Any]
     paired: evidence.Paired
     mcnemar: evidence.McNemar | None
-    mcnemar_seeds: int  # seed pairs the McNemar test used
     mcnemar_note: str | None  # why there is none (or why some seeds are missing)
     setting: dict[str, Any]  # cell + protocol of a run of side A: for notes on the setting
 
@@ -255,7 +254,7 @@ def compare(axis: str, cell: Mapping[str, str], a: Side, b: Side,
     first = next(iter(a.by_seed.values()), None)
     setting = {} if first is None else {**parsed(first["protocol_spec"]),
                                         **parsed(first["cell"])}
-    return Comparison(axis, dict(cell), a, b, seeds, result, mcnemar, len(pairs), note, setting)
+    return Comparison(axis, dict(cell), a, b, seeds, result, mcnemar, note, setting)
 
 
 def comparisons(context: Context, warnings: set[str]) -> list[Comparison]:

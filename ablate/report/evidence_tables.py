@@ -47,14 +47,11 @@ def mcnemar_text(comparison: compare.Comparison) -> str:
     return f"{p_text(test.p)} (b {test.b}, c {test.c}{extra})"
 
 
-def context_text(cell: Mapping[str, str], skip: Sequence[str] = ()) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(cell.items()) if k not in skip) or "–"
-
-
 def _title(cell: Mapping[str, str]) -> str:
     """A comparison table's heading: its model (or all) and the setting its runs share."""
     model = f"Model {cell['model']}" if "model" in cell else "All models"
-    return f"{model}: {context_text(cell, ('model',))}"
+    return f"{model}: " + (", ".join(f"{k} {v}" for k, v in sorted(cell.items())
+                                     if k != "model") or "–")
 
 
 def _names(c: compare.Comparison) -> str:

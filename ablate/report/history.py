@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,13 +67,6 @@ class History(Sequence):
             if mask is not None:
                 keep &= mask
         return indices[keep], values[keep].astype(np.float64)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        columns = [(key, values.tolist(), None if present is None else present.tolist())
-                   for key, (values, present) in self._columns.items()]
-        for index in range(self._length):
-            yield {key: values[index] for key, values, present in columns
-                   if present is None or present[index]}
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):

@@ -20,21 +20,10 @@ from typing import Any
 import pandas as pd
 
 from ablate import identity, records, rows
+from ablate.report import issues as kinds
 from ablate.report import per_example
 from ablate.report.history import History
-from ablate.report.issues import (
-    DUPLICATES,
-    IN_PROGRESS,
-    KILLED,
-    MIXED_DATASETS,
-    MIXED_PROTOCOLS,
-    UNREADABLE_RECORDS,
-    VARIANTS,
-    WANDB_DISAGREES,
-    WANDB_IGNORED,
-    WANDB_MIRRORED,
-    Issues,
-)
+from ablate.report.issues import Issues
 from ablate.report.wandb_runs import load_wandb_api, load_wandb_offline
 from ablate.rows import COLUMNS, TABLE_CELL, WITHOUT_METRICS
 from ablate.status import Status
@@ -59,7 +48,7 @@ def load_records(paths: Sequence[Path], issues: Issues) -> list[tuple[Path, dict
     def unreadable(path: Path, error: Exception) -> None:
         text = str(error).splitlines()[0] if str(error) else type(error).__name__
         text = text.removeprefix(f"{path}: ")  # RecordError names the path already
-        issues.add(UNREADABLE_RECORDS, f"{rows.display(path)}: {text}")
+        issues.add(kinds.UNREADABLE_RECORDS, f"{rows.display(path)}: {text}")
 
     loaded = rows.read_records(paths, unreadable)
     for path, record, row in loaded:
@@ -72,9 +61,10 @@ def _in_progress(job_dirs: Sequence[Path], issues: Issues) -> list[dict[str, Any
     """Rows of the job folders without a record, each named among the runs in progress or,
     where its process is gone, among the killed ones."""
     found = rows.in_progress_rows(job_dirs, lambda job_dir, error: issues.add(
-        IN_PROGRESS, f"{rows.display(job_dir)} (unreadable: {error})"))
+        kinds.IN_PROGRESS, f"{rows.display(job_dir)} (unreadable: {error})"))
     for row in found:
-        issues.add(KILLED if row["status"] == Status.INTERRUPTED else IN_PROGRESS, row["path"])
+        killed = row["status"] == Status.INTERRUPTED
+        issues.add(kinds.KILLED if killed else kinds.IN_PROGRESS, row["path"])
     return found
 
 
@@ -149,7 +139,7 @@ def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
         for index, setting in values.items():
             shown = ", ".join(f"{key}={identity.canonical(setting[key])}" for key in varying)
             frame.at[index, "name"] = f"{name} ({shown})"
-        issues.add(VARIANTS, f"{name} ({dataset}, augmentation {augmentation}, protocol "
+        issues.add(kinds.VARIANTS, f"{name} ({dataset}, augmentation {augmentation}, protocol "
                              f"{protocol}): {', '.join(varying)}")
 
 
@@ -159,7 +149,8 @@ def _mark_duplicates(frame: pd.DataFrame, issues: Issues) -> None:
     columns = [*TABLE_CELL, "status", "ended_at", "path"]
     for old, new in rows.superseded(frame[columns].to_dict("records")).items():
         frame.loc[old, "superseded"] = True
-        issues.add(DUPLICATES, f"{frame.loc[old, 'path']} superseded by {frame.loc[new, 'path']}")
+        issues.add(kinds.DUPLICATES,
+                   f"{frame.loc[old, 'path']} superseded by {frame.loc[new, 'path']}")
 
 
 def load_runs(
@@ -188,11 +179,11 @@ def load_runs(
     for run_dir in found.wandb_runs:
         mirrored = any(parent in record_dirs for parent in run_dir.resolve().parents)
         if wandb_offline == "none":
-            issues.add(WANDB_IGNORED, rows.display(run_dir))
+            issues.add(kinds.WANDB_IGNORED, rows.display(run_dir))
         elif wandb_offline == "all" or not mirrored:
             wandb_dirs.append(run_dir)
         else:
-            issues.add(WANDB_MIRRORED, rows.display(run_dir))
+            issues.add(kinds.WANDB_MIRRORED, rows.display(run_dir))
     wandb_rows = load_wandb_offline(wandb_dirs, issues) if wandb_dirs else []
     # Elsewhere, a record and a W&B run are the same run when both the W&B id and the cell
     # agree (a resumed run shares its W&B id with the run it continued, not its cell).
@@ -202,11 +193,11 @@ def load_runs(
         if twin is None:
             runs.append(row)
             continue
-        issues.add(WANDB_MIRRORED, row["path"])
+        issues.add(kinds.WANDB_MIRRORED, row["path"])
         ours, theirs = twin["test_error"], row["test_error"]
         both_missing = pd.isna(ours) and pd.isna(theirs)  # NaN != NaN, yet they agree
         if twin["status"] == row["status"] and ours != theirs and not both_missing:
-            issues.add(WANDB_DISAGREES,
+            issues.add(kinds.WANDB_DISAGREES,
                        f"{row['path']}: test_error {row['test_error']} vs {twin['test_error']}")
 
     if wandb_project:
@@ -231,12 +222,12 @@ def _note_mixtures(frame: pd.DataFrame, issues: Issues) -> None:
     datasets = sorted(str(d) for d in current["dataset"].dropna().unique())
     if len(datasets) > 1:
         counts = current["dataset"].value_counts()
-        issues.add(MIXED_DATASETS,
+        issues.add(kinds.MIXED_DATASETS,
                    ", ".join(f"{d} ({counts[d]})" for d in datasets))
     # a selection stage and its final stage differ by design (STAGE_KEYS): one study, no warning
     studies = set(current["study"].dropna())
     protocols = sorted(str(p) for p in current["protocol"].dropna().unique())
     if len(studies) > 1:
         counts = current["protocol"].value_counts()
-        issues.add(MIXED_PROTOCOLS,
+        issues.add(kinds.MIXED_PROTOCOLS,
                    ", ".join(f"{p} ({counts[p]})" for p in protocols))
