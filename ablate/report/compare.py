@@ -1,14 +1,10 @@
 """Paired comparisons along any swept axis, among runs that are otherwise identical.
 
-For an axis (``downsample``, ``init``, ``augmentation``, any key a sweep varied), two runs
-belong to one *context* when everything but that axis, the seed and the lr is the same: every
-other key of their cells and every protocol key (``identity.PROTOCOL_KEYS``) except those the axis
-itself sets. So ``init=xavier,kaiming``, which lands in two protocol sections of the tables, is
-still compared: its protocol keys are left out of the grouping along ``init`` only.
-
-Within a context, each side (one value of the axis) gets its own lr, chosen on validation error
-by ``stats.choose_lr`` exactly as the tables choose it; the two sides are then paired by seed
-and compared with :mod:`ablate.report.evidence`.
+For an axis (``downsample``, ``init``, any key a sweep varied), two runs share a *context* when
+all but that axis, the seed and the lr is the same, protocol keys included except those the
+axis itself sets: so ``init=xavier,kaiming``, in two protocol sections of the tables, is still
+compared. Each side (one value of the axis) gets its own lr, chosen on validation error as the
+tables choose it; the sides are paired by seed and compared with :mod:`ablate.report.evidence`.
 """
 
 from __future__ import annotations
@@ -43,15 +39,13 @@ class Metric:
     column: str
     label: str
     higher_is_better: bool
-    words: tuple[str, str]  # the verdict when A is better, when B is better
 
     def verdict(self, n: int, mean_diff: float, p_adjusted: float | None, alpha: float) -> str:
         return evidence.verdict(n, mean_diff, p_adjusted, alpha,
-                                higher_is_better=self.higher_is_better, words=self.words)
+                                higher_is_better=self.higher_is_better)
 
 
 TEST_ERROR = "test_error"
-INVARIANT = (evidence.MORE_INVARIANT, evidence.LESS_INVARIANT)
 METRICS = ("test_error", "consistency_<k> (k px)", CONSISTENCY_FLIP)  # for error messages
 
 
@@ -59,12 +53,12 @@ def metric(column: str) -> Metric:
     """The metric of a column: test error, or a consistency at any shift the runs measured
     (``consistency_<k>``) or under the flip; ``KeyError`` for anything else."""
     if column == TEST_ERROR:
-        return Metric(TEST_ERROR, "test error", False, (evidence.A_BETTER, evidence.B_BETTER))
+        return Metric(TEST_ERROR, "test error", False)
     if column == CONSISTENCY_FLIP:
-        return Metric(column, "consistency under a flip", True, INVARIANT)
+        return Metric(column, "consistency under a flip", True)
     step = column.removeprefix("consistency_")
     if column.startswith("consistency_") and step.isdigit():
-        return Metric(column, f"consistency at {int(step)} px", True, INVARIANT)
+        return Metric(column, f"consistency at {int(step)} px", True)
     raise KeyError(column)
 # The shift the Comparisons section tests consistency at: 2 px, the stride of every
 # downsampling layer (3x3 max-pooling or convolution with stride 2), the move one pooling stage
@@ -93,19 +87,19 @@ def comparable_runs(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @functools.lru_cache(maxsize=1 << 17)  # runs of many reports in one process: bounded
-def _setting(cell: str, drop: tuple[str, ...]) -> str:
-    """A cell's JSON without ``drop`` (its seed and lr): what the runs of one setting share."""
-    return json.dumps({k: v for k, v in parsed(cell).items() if k not in drop},
+def _setting(cell: str) -> str:
+    """A cell's JSON without its seed and lr (never axes): what the runs of one setting share."""
+    return json.dumps({k: v for k, v in parsed(cell).items() if k not in ("seed", "lr")},
                       sort_keys=True)
 
 
-def _by_setting(runs: pd.DataFrame, drop: tuple[str, ...]) -> dict[tuple[str, str], list[int]]:
+def _by_setting(runs: pd.DataFrame) -> dict[tuple[str, str], list[int]]:
     """Positions of the runs per (setting, protocol spec): a grid of thousands of seeds and lrs
     has a few dozen settings, so each is parsed and keyed once, not once per run."""
     grouped: dict[tuple[str, str], list[int]] = {}
     for position, (cell, spec) in enumerate(zip(runs["cell"], runs["protocol_spec"],
                                                 strict=True)):
-        grouped.setdefault((_setting(cell, drop), spec), []).append(position)
+        grouped.setdefault((_setting(cell), spec), []).append(position)
     return grouped
 
 
@@ -125,7 +119,7 @@ def contexts(frame: pd.DataFrame, axis: str) -> list[Context]:
     """Every context with runs along ``axis``, in a fixed order."""
     runs = comparable_runs(frame)
     grouped: dict[str, tuple[dict[str, str], dict[str, list[int]]]] = {}
-    for (setting, spec), positions in _by_setting(runs, _run_keys(axis)).items():
+    for (setting, spec), positions in _by_setting(runs).items():
         cell = parsed(setting)
         if axis not in cell:
             continue
@@ -144,14 +138,9 @@ def contexts(frame: pd.DataFrame, axis: str) -> list[Context]:
     return found
 
 
-def _run_keys(axis: str) -> tuple[str, ...]:
-    """The keys that tell the runs of one setting apart, unless they are the axis itself."""
-    return tuple(key for key in ("seed", "lr") if key != axis)
-
-
 def axes(frame: pd.DataFrame) -> list[str]:
     """Cell keys with two or more values within some context: ``downsample`` first."""
-    settings = _by_setting(comparable_runs(frame), _run_keys(""))
+    settings = _by_setting(comparable_runs(frame))
     keys = sorted({k for setting, _ in settings for k in parsed(setting)}
                   - {*NOT_AXES, *NOT_SETTINGS})
     found = [k for k in keys if any(len(c.sides) > 1 for c in contexts(frame, k))]
@@ -169,7 +158,6 @@ class Side:
 
 @dataclass
 class Comparison:
-    axis: str
     cell: dict[str, str]
     a: Side
     b: Side
@@ -254,7 +242,7 @@ def compare(axis: str, cell: Mapping[str, str], a: Side, b: Side,
     first = next(iter(a.by_seed.values()), None)
     setting = {} if first is None else {**parsed(first["protocol_spec"]),
                                         **parsed(first["cell"])}
-    return Comparison(axis, dict(cell), a, b, seeds, result, mcnemar, note, setting)
+    return Comparison(dict(cell), a, b, seeds, result, mcnemar, note, setting)
 
 
 def comparisons(context: Context, warnings: set[str]) -> list[Comparison]:

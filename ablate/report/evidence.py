@@ -39,8 +39,7 @@ ALPHA = 0.05
 WILCOXON_MIN_N = 6
 ONE_SEED = "one seed: no claim"
 A_BETTER, B_BETTER = "A better", "B better"
-# The words for a metric where higher is better and "better" would not say what was measured:
-# prediction consistency under shifts (``compare.metric``).
+# The words where higher is better and "better" would not say what was measured: consistency.
 MORE_INVARIANT, LESS_INVARIANT = "A more invariant", "A less invariant"
 # Every seed differs by exactly the same amount (errors on a small test set are multiples of
 # 1/N): the t statistic is undefined, and "no detectable difference" would misstate it.
@@ -163,11 +162,11 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
 
 
 def verdict(n: int, mean_diff: float, p_adjusted: float | None, alpha: float = ALPHA, *,
-            higher_is_better: bool = False,
-            words: tuple[str, str] = (A_BETTER, B_BETTER)) -> str:
+            higher_is_better: bool = False) -> str:
     """Which side is better, decided on the Holm-adjusted paired-t p: by default the one with
-    the lower error; ``higher_is_better`` for a metric such as consistency, where a positive
-    A − B favours A. ``words`` name the two outcomes (A wins, B wins)."""
+    the lower error; ``higher_is_better`` for consistency, where a positive A − B favours A
+    (said as more or less invariant)."""
+    words = (MORE_INVARIANT, LESS_INVARIANT) if higher_is_better else (A_BETTER, B_BETTER)
     if n < 2:
         return ONE_SEED
     if p_adjusted is None:

@@ -1,8 +1,7 @@
 """Markdown for the evidence: Claims, paired comparisons, per-seed detail, instability.
 
-Pure functions like ``tables``: fixed orders and formats, so the same runs give the same bytes.
-Errors and differences are in % (percentage points for differences); p-values with three
-decimals, "<0.001" below that; "–" where there is no number (one seed: no test at all).
+Pure functions like ``tables``, in the formats of ``formatting``; differences are in percentage
+points, and one seed gives no test at all ("–").
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""DataFrame of runs -> ``reports/tables.md``: pure functions, no I/O, no clock.
-
-The same runs always give the same bytes: rows and columns in fixed orders, fixed float
-formats, no timestamps. Errors are shown in %, two decimals; ``mean ± CI`` is over seeds (the
-half-width of the 95 % Student-t interval; none for one seed), with ``n`` the number of
-finished seeds. The evidence sections (Claims first, per-seed detail, instability, paired
-comparisons) are rendered by ``evidence_tables``.
+"""DataFrame of runs -> ``reports/tables.md``: pure functions, no I/O, no clock, so the same
+runs give the same bytes. ``mean ± CI`` is over the ``n`` finished seeds (the half-width of the
+95 % Student-t interval; none for one seed). The evidence sections are ``evidence_tables``'.
 """
 
 from __future__ import annotations
