@@ -44,15 +44,11 @@ READ_ERRORS = (records.RecordError, KeyError, TypeError, AttributeError, ValueEr
 
 def display(path: Path) -> str:
     """A path as the report shows it: relative to the working directory where possible."""
-    here = Path.cwd()
-    try:
-        return str(Path(os.path.abspath(path)).relative_to(here))  # no filesystem calls
-    except ValueError:
-        pass
-    try:
-        return str(path.resolve().relative_to(here.resolve()))  # through symbolic links
-    except ValueError:
-        return str(path)
+    here, absolute = Path.cwd(), Path(os.path.abspath(path))  # no filesystem calls
+    if absolute.is_relative_to(here):
+        return str(absolute.relative_to(here))
+    resolved, base = path.resolve(), here.resolve()  # through symbolic links
+    return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(path)
 
 
 def _metric(value: Any) -> float:
@@ -67,14 +63,11 @@ def consistency_fields(metrics: Mapping[str, Any]) -> dict[str, float]:
     it rather than count it as 0."""
     invariance = metrics.get("invariance")
     invariance = invariance if isinstance(invariance, Mapping) else {}
-
-    def consistency(key: str) -> float:
-        entry = invariance.get(key)
-        return stages.number(entry.get("consistency")) if isinstance(entry, Mapping) else math.nan
-
-    shifts = [key for key in invariance if key.startswith("shift_") and key[6:].isdigit()]
-    return {**{f"consistency_{int(key[6:])}": consistency(key) for key in shifts},
-            CONSISTENCY_FLIP: consistency("flip")}
+    found = {key: stages.number(entry.get("consistency")) if isinstance(entry, Mapping)
+             else math.nan for key, entry in invariance.items()}
+    return {**{f"consistency_{int(key[6:])}": value for key, value in found.items()
+               if key.startswith("shift_") and key[6:].isdigit()},
+            CONSISTENCY_FLIP: found.get("flip", math.nan)}
 
 
 def make_row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, Any],

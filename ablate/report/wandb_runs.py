@@ -45,11 +45,8 @@ _STATE_TO_STATUS = {"finished": Status.FINISHED, "failed": Status.FAILED, "crash
 
 def row_from_wandb(meta: Mapping[str, Any], *, source: str, path: str,
                    issues: Issues) -> dict[str, Any] | None:
-    """One run as W&B shows it: ``meta`` has run_id, state, config, summary, (group).
-
-    ``meta`` has the shape of ``wandb leet inspect --summary --json``; :func:`load_wandb_api`
-    builds the same shape from ``wandb.Api`` run objects, so both go through this one function.
-    """
+    """One run as W&B shows it: ``meta`` has the shape of ``wandb leet inspect --summary
+    --json`` (run_id, state, config, summary, group), which :func:`load_wandb_api` builds too."""
     config = _unwrap_config(meta.get("config"))
     summary = meta.get("summary") if isinstance(meta.get("summary"), Mapping) else {}
     cell = config.get("cell")
@@ -91,8 +88,8 @@ def inspect_wandb_run(run_dir: Path, timeout: float = 120) -> dict[str, Any]:
         raise WandbReadError(f"wandb leet inspect failed ({message})")
     try:
         meta = json.loads(done.stdout)
-    except json.JSONDecodeError as error:
-        raise WandbReadError(f"wandb leet inspect printed no JSON ({error})") from error
+    except json.JSONDecodeError:
+        meta = None
     if not isinstance(meta, dict):
         raise WandbReadError("wandb leet inspect printed no JSON object")
     return meta
@@ -120,8 +117,8 @@ def load_wandb_offline(run_dirs: Sequence[Path], issues: Issues,
     return rows
 
 
-def load_wandb_api(project: str, filters: Mapping[str, Any] | None, issues: Issues,
-                   api: Any = None) -> list[dict[str, Any]]:
+def load_wandb_api(project: str, filters: Mapping[str, Any] | None,
+                   issues: Issues) -> list[dict[str, Any]]:
     """Rows for the runs of an online W&B project (``entity/project``), MongoDB-style filters.
 
     Example filters: ``{"group": "table3/2026-12-01_10-00-00"}``, ``{"tags": "dataset=cifar10"}``,
@@ -129,14 +126,11 @@ def load_wandb_api(project: str, filters: Mapping[str, Any] | None, issues: Issu
     """
     import wandb
 
-    api = api or wandb.Api(timeout=60)
     rows = []
-    for run in api.runs(project, filters=dict(filters or {}), order="+created_at"):
-        meta = {
-            "run_id": run.id, "name": run.name, "state": run.state, "group": run.group,
-            "config": dict(run.config), "summary": dict(run.summary_metrics or {}),
-            "tags": list(run.tags or []),
-        }
+    for run in wandb.Api(timeout=60).runs(project, filters=dict(filters or {}),
+                                          order="+created_at"):
+        meta = {"run_id": run.id, "state": run.state, "group": run.group,
+                "config": dict(run.config), "summary": dict(run.summary_metrics or {})}
         row = row_from_wandb(meta, source="wandb-api", path=f"{project}/{run.id}", issues=issues)
         if row is not None:
             rows.append(row)
