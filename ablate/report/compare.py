@@ -252,12 +252,6 @@ def comparisons(context: Context, warnings: set[str]) -> list[Comparison]:
             for a, b in combinations(list(sides), 2)]
 
 
-def table_key(context: Context) -> str:
-    """Contexts that share one table (and one Holm family): equal but for ``ROW_KEYS``."""
-    return json.dumps({k: v for k, v in context.cell.items() if k not in ROW_KEYS},
-                      sort_keys=True)
-
-
 def tables(frame: pd.DataFrame, axis: str,
            warnings: set[str]) -> list[tuple[dict[str, str], list[Comparison]]]:
     """Comparison tables along ``axis``: one per model and setting, rows in a fixed order."""
@@ -266,8 +260,10 @@ def tables(frame: pd.DataFrame, axis: str,
     for context in contexts(frame, axis):
         if len(context.sides) < 2:
             continue
-        key = table_key(context)
-        cells[key] = {k: v for k, v in context.cell.items() if k not in ROW_KEYS}
+        # contexts equal but for ROW_KEYS share one table (and one Holm family)
+        cell = {k: v for k, v in context.cell.items() if k not in ROW_KEYS}
+        key = json.dumps(cell, sort_keys=True)
+        cells[key] = cell
         grouped.setdefault(key, []).extend(comparisons(context, warnings))
     models = {m: i for i, m in enumerate(reference.MODELS)}
     keys = sorted(grouped, key=lambda k: (models.get(cells[k].get("model", ""), len(models)), k))

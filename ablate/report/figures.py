@@ -31,13 +31,22 @@ def _save(figure, path: Path) -> Path:
     return atomic.write_atomic(path, buffer.getvalue())
 
 
-def _label_panel(axes, model: str, xlabel: str, ylabel: str | None) -> None:
-    """One base model's panel, labelled alike in every per-model figure."""
-    axes.set_title(f"Model {model}", fontsize=10)
-    axes.set_xlabel(xlabel)
-    if ylabel:
-        axes.set_ylabel(ylabel)
-    axes.legend(fontsize=7)
+def _panels(models: list[str], draw, title: str, path: Path, xlabel: str, ylabel: str) -> Path:
+    """One panel per base model (``draw(axes, model)``), labelled alike, y label on the first."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4 * len(models), 3.6))
+    for i, model in enumerate(models):
+        axes = figure.add_subplot(1, len(models), i + 1)
+        draw(axes, model)
+        axes.set_title(f"Model {model}", fontsize=10)
+        axes.set_xlabel(xlabel)
+        if i == 0:
+            axes.set_ylabel(ylabel)
+        axes.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
 
 
 def _spread(axes, intervals: list[tuple[float, float, float]],
@@ -49,12 +58,6 @@ def _spread(axes, intervals: list[tuple[float, float, float]],
         axes.errorbar(xs, means, yerr=half_widths, fmt="none", ecolor=color, capsize=3, zorder=3)
     if points:
         axes.scatter(*zip(*points, strict=True), s=9, color=dots or color, zorder=4, **style)
-
-
-def _save_panels(figure, title: str, path: Path) -> Path:
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    return _save(figure, path)
 
 
 def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
@@ -125,16 +128,13 @@ def _curve(rows: pd.DataFrame, key: str) -> tuple[list[int], list[float]]:
 def learning_curves(runs: pd.DataFrame, title: str, path: Path) -> Path | None:
     """Per base model: validation (solid) and training (dashed) error per epoch, each mode at
     its chosen lr, mean over seeds."""
-    from matplotlib.figure import Figure
-
     chosen = stats.selected(runs)
     finished = runs[(runs["status"] == Status.FINISHED) & runs["history"].notna()]
     models = stats.in_order(finished["model"].dropna(), reference.MODELS)
     if not models:
         return None
-    figure = Figure(figsize=(4 * len(models), 3.6))
-    for i, model in enumerate(models, start=1):
-        axes = figure.add_subplot(1, len(models), i)
+
+    def draw(axes, model: str) -> None:
         for name in stats.ordered_names(finished.loc[finished["model"] == model, "name"]):
             pick = chosen[name]["chosen"]
             if pick is None:
@@ -146,8 +146,8 @@ def learning_curves(runs: pd.DataFrame, title: str, path: Path) -> Path | None:
                 if xs:
                     axes.plot(xs, ys, style, color=color, linewidth=1.3,
                               label=f"{name} (lr {pick['lr']:g})" if key == "val_error" else None)
-        _label_panel(axes, model, "epoch", "error % (val solid, train dashed)" if i == 1 else None)
-    return _save_panels(figure, title, path)
+
+    return _panels(models, draw, title, path, "epoch", "error % (val solid, train dashed)")
 
 
 def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | None:
@@ -159,8 +159,6 @@ def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | N
     not hide each other. Runs recorded before invariance was measured are left out; when no
     run measured it there is no figure (the table says n/a).
     """
-    from matplotlib.figure import Figure
-
     shifts = load.shift_columns(runs)
     columns = list(shifts.values())
     measured = {name: (entry, mine) for name, (entry, mine) in stats.at_chosen_lr(runs).items()
@@ -172,9 +170,7 @@ def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | N
     modes = stats.in_order({*reference.DOWNSAMPLES, *(str(entry["downsample"])
                                                       for entry, _ in measured.values())},
                            reference.DOWNSAMPLES)
-    figure = Figure(figsize=(4 * len(models), 3.6))
-    for i, model in enumerate(models, start=1):
-        axes = figure.add_subplot(1, len(models), i)
+    def draw(axes, model: str) -> None:
         for name, (entry, mine) in measured.items():
             if str(entry["model"]) != model:
                 continue
@@ -196,9 +192,9 @@ def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | N
                       label=f"{name} (lr {entry['chosen']['lr']:g})")
             _spread(axes, intervals, points, color, edgecolors="0.15", linewidths=0.4)
         axes.set_xticks(range(0, max(shifts) + 1))
-        _label_panel(axes, model, "shift (px, mean over 8 directions)",
-                     "consistency % (mean, 95 % CI, seeds)" if i == 1 else None)
-    return _save_panels(figure, title, path)
+
+    return _panels(models, draw, title, path, "shift (px, mean over 8 directions)",
+                   "consistency % (mean, 95 % CI, seeds)")
 
 
 def write_figures(frame: pd.DataFrame, directory: Path,
