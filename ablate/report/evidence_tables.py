@@ -79,7 +79,6 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
             rows.append([outcome.claim.statement, metric.label, "–", 0, "–", "–", "–", "–",
                          outcome.result, ""])
             continue
-        tested = result.n > 1
         # McNemar counts examples one side classifies correctly: evidence on error only
         per_example = mcnemar_text(c) if metric.column == compare.TEST_ERROR else "–"
         own = [f"{k} {v}" for k, v in sorted(c.cell.items()) if k != "model"
@@ -87,8 +86,8 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
         extra = [d for d in outcome.differences if d not in unlike]
         rows.append([
             outcome.claim.statement, metric.label, ", ".join(own) or "as above", result.n,
-            difference(result), p_text(result.t_p) if tested else "–",
-            p_text(outcome.p_adjusted) if tested else "–", per_example, outcome.result,
+            difference(result), p_text(result.t_p), p_text(outcome.p_adjusted), per_example,
+            outcome.result,
             f"{'also ' if unlike else ''}not the paper's setting: {', '.join(extra)}"
             if extra else "",
         ])
@@ -130,15 +129,13 @@ def comparison_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison]
     adjusted = evidence.holm([r.t_p for r in results])
     body = []
     for c, result, p in zip(rows, results, adjusted, strict=True):
-        tested = result.n > 1
         verdict = (metric.verdict(result.n, result.mean_diff, p, alpha) if result.n
                    else "n/a" if c.n and not error else "no seed finished on both sides")
         body.append([
             _names(c), c.a.value, c.b.value,
             *([f"{fmt.lr_text(c.a.lr)} / {fmt.lr_text(c.b.lr)}"] if error else []), result.n,
-            difference(result), p_text(result.t_p) if tested else "–",
-            *([p_text(result.wilcoxon_p) if tested else "–", mcnemar_text(c)] if error else []),
-            p_text(p) if tested else "–", verdict,
+            difference(result), p_text(result.t_p),  # no test (None) below two seeds
+            *([p_text(result.wilcoxon_p), mcnemar_text(c)] if error else []), p_text(p), verdict,
         ])
     protocols = sorted({p for c in rows for p in (*c.a.protocols, *c.b.protocols)})
     title = (f"{_title(cell)} (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")"

@@ -170,6 +170,7 @@ def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | N
     modes = stats.in_order({*reference.DOWNSAMPLES, *(str(entry["downsample"])
                                                       for entry, _ in measured.values())},
                            reference.DOWNSAMPLES)
+
     def draw(axes, model: str) -> None:
         for name, (entry, mine) in measured.items():
             if str(entry["model"]) != model:

@@ -147,15 +147,15 @@ def lr_section(runs: pd.DataFrame) -> str:
     chosen = stats.selected(runs)
     lrs = sorted(lr_stats["lr"].unique())
     rows = []
+    cells = {(c["name"], c["lr"]): c for c in lr_stats.to_dict("records")}
     for name in stats.ordered_names(chosen):
         pick = chosen[name]["chosen"]
         row = [name]
         for lr in lrs:
-            cell = lr_stats[(lr_stats["name"] == name) & (lr_stats["lr"] == lr)]
-            if not len(cell):
+            c = cells.get((name, lr))
+            if c is None:
                 row.append("–")
                 continue
-            c = cell.iloc[0]
             text = f"{pct(c['val_mean'])} ({c['n']})" if c["n"] else "no finished run"
             if pick is not None and pick["lr"] == lr:
                 text = f"**{text}**"
