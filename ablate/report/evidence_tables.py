@@ -266,12 +266,3 @@ def instability_section(runs: pd.DataFrame, margin: float) -> str:
                     Status.FAILED, *([Status.RUNNING] if show_running else [])], rows),
     ])
 
-
-def analyse(frame: pd.DataFrame) -> tuple[list[claims.Outcome], str, set[str]]:
-    """Claims outcomes, the Comparisons section and the fingerprint warnings they raised."""
-    config, claim_list = claims.packaged()
-    warnings: set[str] = set()
-    outcomes = claims.evaluate(frame, claim_list, config, warnings)
-    section = comparisons_section(frame, warnings, config.alpha)
-    return outcomes, section, warnings
-

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ablate.report.history import series
 from ablate.status import Status
 
 COLUMNS = ["name", "lr", "runs", Status.FINISHED, "stalled", Status.DIVERGED, Status.FAILED,
@@ -37,14 +38,12 @@ def chance_error(dataset: str) -> float | None:
 
 
 def final_train_error(run: pd.Series) -> float | None:
-    """The run's last training error: its metrics, else the last epoch of its history."""
+    """The run's last training error: its metrics, else the last finite one in its history."""
     value = run.get("train_error")
     if value is not None and not (isinstance(value, float) and math.isnan(value)):
         return float(value)
-    for entry in reversed(run.get("history") or []):
-        if entry.get("train_error") is not None:
-            return float(entry["train_error"])
-    return None
+    _, values = series(run.get("history"), "train_error")
+    return float(values[-1]) if len(values) else None
 
 
 def stalled(run: pd.Series, margin: float) -> bool:

@@ -350,10 +350,12 @@ def render(frame: pd.DataFrame, issues: Issues, sources: Sequence[str] = (),
     # The comparisons add their own warnings (test sets that differ): to a copy, so that
     # rendering twice never counts a warning twice.
     issues = copy.deepcopy(issues)
-    outcomes, comparisons, refused = evidence_tables.analyse(frame)
+    settings, claim_list = claims.packaged()
+    refused: set[str] = set()  # seed pairs on different test sets, found while comparing
+    outcomes = claims.evaluate(frame, claim_list, settings, refused)
+    comparisons = evidence_tables.comparisons_section(frame, refused, settings.alpha)
     for message in sorted(refused):
         issues.add(per_example.TEST_SETS_DIFFER, message)
-    settings = claims.settings()
     parts = [
         "# All-CNN pooling ablation: results beside the paper",
         "",
