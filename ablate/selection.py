@@ -154,11 +154,8 @@ class Selection:
 
 def final_grid(grid: Sequence[Sequence[str]],
                compose: Callable[[list[str]], DictConfig]) -> list[list[str]]:
-    """Each job of a final-stage grid with ``lr=<its chosen lr>``; ``SelectionError`` naming
-    every problem (all missing cells at once) when the stage cannot start.
-
-    ``compose`` gives a job's config from its overrides (the sweeper's config loader).
-    """
+    """Each job of a final-stage grid with ``lr=<its chosen lr>`` (``compose``: a job's config
+    from its overrides); ``SelectionError`` naming every problem when the stage cannot start."""
     jobs, problems, missing = [], [], []
     selection: Selection | None = None
     for overrides in grid:

@@ -211,11 +211,8 @@ def _refusal(axis: str, cell: Mapping[str, str], seed: Any, runs: dict[str, pd.S
 
 def compare(axis: str, cell: Mapping[str, str], a: Side, b: Side,
             warnings: set[str]) -> Comparison:
-    """A minus B, paired by seed; McNemar on the seed pairs that share a test set.
-
-    A seed pair whose fingerprints differ is refused for McNemar and named in ``warnings``
-    (both fingerprints in full); a pair where either run has no usable predictions is "n/a".
-    """
+    """A minus B, paired by seed; McNemar on the seed pairs that share a test set (the others
+    are named in ``warnings``); a pair without usable predictions is "n/a"."""
     seeds = sorted(set(a.by_seed) & set(b.by_seed), key=lambda s: (str(type(s)), s))
     result = evidence.paired([a.by_seed[s]["test_error"] for s in seeds],
                              [b.by_seed[s]["test_error"] for s in seeds])

@@ -62,11 +62,8 @@ def _spread(axes, intervals: list[tuple[float, float, float]],
 
 def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
                           paper: bool) -> Path | None:
-    """Grouped bars: one group per base model, one bar per downsampling mode.
-
-    Every seed is a point on its bar; the 95 % t interval of the mean is drawn only where
-    there are two seeds or more (one seed has no interval, and a bar without a whisker says so).
-    """
+    """Grouped bars: one group per base model, one bar per downsampling mode, every seed a
+    point on its bar, the 95 % t interval only from two seeds (no whisker: one seed)."""
     from matplotlib.figure import Figure
 
     by_cell = {(str(entry["model"]), str(entry["downsample"])): (entry["chosen"], seeds)
@@ -151,14 +148,10 @@ def learning_curves(runs: pd.DataFrame, title: str, path: Path) -> Path | None:
 
 
 def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | None:
-    """Per base model: consistency % against shift, one line per downsampling mode at its
-    chosen lr, from 100 % at 0 px (an unmoved image keeps its prediction by definition).
-
-    Lines join the means over seeds; the 95 % t interval is drawn only where two seeds or more
-    measured the shift, and every seed is a point, nudged sideways per mode so that modes do
-    not hide each other. Runs recorded before invariance was measured are left out; when no
-    run measured it there is no figure (the table says n/a).
-    """
+    """Per base model: consistency % against shift, one line of means over seeds per mode at
+    its chosen lr, from 100 % at 0 px (an unmoved image keeps its prediction by definition);
+    intervals from two seeds, every seed a point nudged sideways per mode so that modes do not
+    hide each other. No run measured invariance: no figure (the table says n/a)."""
     shifts = load.shift_columns(runs)
     columns = list(shifts.values())
     measured = {name: (entry, mine) for name, (entry, mine) in stats.at_chosen_lr(runs).items()

@@ -17,12 +17,9 @@ from ablate.stages import number
 
 
 class History(Sequence):
-    """A run's per-epoch rows (``{"epoch": 0, "val_error": ...}``), held as one array per key.
-
-    As a list of dicts, a 350-epoch history takes about 150 kB of memory; 24,000 records would
-    not fit in 2 GiB. Columns take a tenth of that; rows are rebuilt when read, with the same
-    keys and values as in the record (a key a row lacked is still absent).
-    """
+    """A run's per-epoch rows (``{"epoch": 0, "val_error": ...}``), held as one array per key:
+    as dicts, 24,000 350-epoch histories would not fit in 2 GiB; columns take a tenth of that.
+    Rows read back have the record's keys and values (a key a row lacked is still absent)."""
 
     __slots__ = ("_columns", "_length")
 

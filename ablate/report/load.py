@@ -161,11 +161,8 @@ def load_runs(
     wandb_filters: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, Issues]:
     """Every run found under ``paths`` (and in ``wandb_project``) as one DataFrame.
-
-    ``wandb_offline``: ``unmatched`` reads only W&B run folders that no record describes (a
-    record and its W&B run are the same run: the record is the reference); ``all`` reads every
-    folder and checks it against its record; ``none`` ignores W&B folders.
-    """
+    ``wandb_offline``: ``unmatched`` reads only W&B run folders no record describes (the record
+    is the reference), ``all`` reads and checks every one, ``none`` ignores them."""
     if wandb_offline not in ("unmatched", "all", "none"):
         raise ValueError(f"wandb_offline={wandb_offline!r}; use unmatched, all or none")
     issues = Issues()

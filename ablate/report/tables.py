@@ -266,8 +266,8 @@ def stage_partners(runs: pd.DataFrame) -> dict[str, str]:
     partners = {}
     for both in by_study.values():
         if len(both) == 2:
-            partners[both[stages.SELECTION]] = both[stages.FINAL]
-            partners[both[stages.FINAL]] = both[stages.SELECTION]
+            partners.update({both[stages.SELECTION]: both[stages.FINAL],
+                             both[stages.FINAL]: both[stages.SELECTION]})
     return partners
 
 

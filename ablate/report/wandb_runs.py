@@ -26,16 +26,14 @@ class WandbReadError(RuntimeError):
 
 def _unwrap_config(config: Any) -> dict[str, Any]:
     """W&B config as plain values (some tools keep W&B's ``{"value": ...}`` wrappers)."""
-    if not isinstance(config, Mapping):
-        return {}
-    plain = {}
-    for key, value in config.items():
-        if str(key).startswith("_wandb"):
-            continue
+
+    def unwrap(value: Any) -> Any:
         if isinstance(value, Mapping) and set(value) <= {"value", "desc"} and "value" in value:
-            value = value["value"]
-        plain[str(key)] = value
-    return plain
+            return value["value"]
+        return value
+
+    return {str(key): unwrap(value) for key, value in config.items()
+            if not str(key).startswith("_wandb")} if isinstance(config, Mapping) else {}
 
 
 # W&B's run states (its words, not ours) as the status of a run that did not log its own
@@ -119,11 +117,8 @@ def load_wandb_offline(run_dirs: Sequence[Path], issues: Issues,
 
 def load_wandb_api(project: str, filters: Mapping[str, Any] | None,
                    issues: Issues) -> list[dict[str, Any]]:
-    """Rows for the runs of an online W&B project (``entity/project``), MongoDB-style filters.
-
-    Example filters: ``{"group": "table3/2026-12-01_10-00-00"}``, ``{"tags": "dataset=cifar10"}``,
-    ``{"state": "finished"}``. Needs a W&B login.
-    """
+    """Rows for the runs of an online W&B project (``entity/project``; needs a login), with
+    MongoDB-style filters such as ``{"group": "table3/2026-12-01_10-00-00"}``."""
     import wandb
 
     rows = []
