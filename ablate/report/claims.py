@@ -1,11 +1,9 @@
 """The paper's claims (``claims.yaml``) judged on the runs at hand.
 
-A claim is data: an axis, two values of it (A and B), the runs it is about (``where``), the
-metric it is about (``metric``, test error unless it says otherwise: ``compare.metric``) and
-what is expected of it (``lower``, ``higher``, ``no_worse``; the rules are written beside them
-in ``claims.yaml``). Each context of runs that has both sides gives one line of evidence, with
-the numbers behind it and a note when those runs are not the paper's setting. Holm's
-correction runs over every line of the Claims table, as it does within every other table.
+A claim is data: an axis, its two values A and B, the runs it is about (``where``), its metric
+(test error unless it says otherwise) and what is expected (``lower``, ``higher``, ``no_worse``:
+the rules are beside them in ``claims.yaml``). Each context with both sides gives one line of
+evidence; Holm's correction runs over every line of the Claims table, as within every table.
 """
 
 from __future__ import annotations

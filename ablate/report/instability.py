@@ -1,10 +1,9 @@
 """How often training went wrong, per model and lr: finished, diverged, failed, stalled at chance.
 
-A run *stalled at chance* finished its schedule with a final training error within
-``stalled_margin`` (set once, in ``claims.yaml``) of chance, ``1 - 1/num_classes``: it never
-left the starting plateau. It still counts as finished (its numbers are what that lr gives),
-but an lr where runs stall is the instability reimplementations of the paper report, and the
-reader should see how often it happened.
+A run *stalled at chance* finished with a final training error within ``stalled_margin``
+(``claims.yaml``) of chance, ``1 - 1/num_classes``: it never left the starting plateau. It still
+counts as finished, but stalling is the instability reimplementations of the paper report, so
+the reader sees how often it happened.
 """
 
 from __future__ import annotations

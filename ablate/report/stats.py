@@ -1,11 +1,8 @@
 """Numbers behind the tables and figures: per-lr statistics and the per-model lr choice.
 
-A *group* is one (protocol, dataset, augmentation): the runs that one Table 3 layout compares.
-Within a group, each model's learning rate is chosen on mean validation error over its seeds,
-as the paper did; its test error is then the mean over the seeds at that lr, with the sample
-std and the half-width of the 95 % t interval (``evidence.summarize``).
-A learning rate at which any run failed or diverged is only chosen when no lr is free of
-failures (the table still counts every failed and diverged run).
+A *group* is one (protocol, dataset, augmentation): the runs one Table 3 layout compares.
+Within it each model's lr is chosen by ``ablate.stages.choose_lr``; its test error is the mean
+over the seeds at that lr, with the sample std and the 95 % t interval (``evidence.summarize``).
 """
 
 from __future__ import annotations
