@@ -228,10 +228,8 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> Found:
                 found.wandb_runs.append(here)
             if ".hydra" in subdirs and (here / ".hydra" / "hydra.yaml").is_file():
                 found.job_dirs.append(here)
-    found.records = sorted(set(found.records))
-    found.wandb_runs = sorted(set(found.wandb_runs))
-    found.job_dirs = sorted(set(found.job_dirs))
-    return found
+    return Found(*(sorted(set(paths)) for paths in
+                   (found.records, found.wandb_runs, found.job_dirs)))
 
 
 def _key(value: Any) -> Any:

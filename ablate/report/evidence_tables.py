@@ -181,19 +181,18 @@ def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -
 
 def seeds_section(runs: pd.DataFrame) -> str:
     """Every seed's test error at each model's chosen lr: the numbers behind each interval."""
-    picked = {name: (entry["chosen"], mine)
-              for name, (entry, mine) in stats.at_chosen_lr(runs).items()}
+    picked = stats.at_chosen_lr(runs)
     seeds = sorted({s for _, mine in picked.values() for s in mine["seed"].dropna()},
                    key=lambda s: (str(type(s)), s))
     rows = []
-    for name, (pick, mine) in picked.items():
+    for name, (entry, mine) in picked.items():
         by_seed = dict(zip(mine["seed"], mine["test_error"], strict=True))
         usable = sum(isinstance(c, np.ndarray) for c in mine["correct"])
         examples = ("ok" if usable == len(mine) else per_example.NA if usable == 0
                     else f"{usable} of {len(mine)} ({per_example.NA} for the rest)")
-        rows.append([name, fmt.lr_text(pick["lr"]), *[fmt.pct(by_seed.get(s)) for s in seeds],
-                     f"{summary_text(mine['test_error'])} (n = {len(mine)})",
-                     examples])
+        rows.append([name, fmt.lr_text(entry["chosen"]["lr"]),
+                     *[fmt.pct(by_seed.get(s)) for s in seeds],
+                     f"{summary_text(mine['test_error'])} (n = {len(mine)})", examples])
     return "\n".join([
         "#### Test error per seed",
         "",

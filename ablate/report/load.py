@@ -216,15 +216,9 @@ def load_runs(
 
 def _note_mixtures(frame: pd.DataFrame, issues: Issues) -> None:
     current = frame[~frame["superseded"].astype(bool)]
-    datasets = sorted(str(d) for d in current["dataset"].dropna().unique())
-    if len(datasets) > 1:
-        counts = current["dataset"].value_counts()
-        issues.add(kinds.MIXED_DATASETS,
-                   ", ".join(f"{d} ({counts[d]})" for d in datasets))
     # a selection stage and its final stage differ by design (STAGE_KEYS): one study, no warning
-    studies = set(current["study"].dropna())
-    protocols = sorted(str(p) for p in current["protocol"].dropna().unique())
-    if len(studies) > 1:
-        counts = current["protocol"].value_counts()
-        issues.add(kinds.MIXED_PROTOCOLS,
-                   ", ".join(f"{p} ({counts[p]})" for p in protocols))
+    for kind, column, by in ((kinds.MIXED_DATASETS, "dataset", "dataset"),
+                             (kinds.MIXED_PROTOCOLS, "protocol", "study")):
+        if current[by].nunique() > 1:
+            counts = current[column].value_counts()
+            issues.add(kind, ", ".join(f"{v} ({counts[v]})" for v in sorted(counts.index, key=str)))

@@ -225,11 +225,10 @@ def augmentation_section(frame: pd.DataFrame, protocol: str, dataset: str,
                     Status.DIVERGED, "paper %", "difference"], rows)]
     if dataset == PAPER_DATASET:
         context = reference.comparisons()
-        ctx_rows = []
-        for method in list(dict.fromkeys(context["name"])):
-            mine = context[context["name"] == method].set_index("augmentation")["error"]
-            ctx_rows.append([method] + [f"{mine[a]:.2f}" if a in mine else "–"
-                                        for a in ("none", "augmented")])
+        errors = context.set_index(["name", "augmentation"])["error"]
+        ctx_rows = [[method, *(f"{errors[method, a]:.2f}" if (method, a) in errors.index else "–"
+                               for a in ("none", "augmented"))]
+                    for method in dict.fromkeys(context["name"])]
         parts += ["", "For context, the comparison rows the paper quotes (CIFAR-10, each "
                   "method's own augmentation):", "",
                   table(["method", "no augmentation %", "augmented %"], ctx_rows)]
