@@ -314,13 +314,12 @@ def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
     keys = [g for g in stats.groups(frame) if g[0] == protocol]
     for _, dataset, augmentation in keys:
         group = stats.runs_of(frame, protocol, dataset, augmentation)
-        if final:  # no validation error: the lr came from the selection stage
-            layout = table3_section(group, dataset, augmentation, show_running, final=True)
-        elif partner and not stats.runs_of(frame, partner, dataset, augmentation).empty:
+        if not final and partner and not stats.runs_of(frame, partner, dataset,
+                                                       augmentation).empty:
             layout = (f"#### Table 3 layout: {dataset}, augmentation {augmentation}\n\nFrom "
                       f"the final stage, protocol `{partner}`: these runs chose its lrs.")
         else:
-            layout = table3_section(group, dataset, augmentation, show_running)
+            layout = table3_section(group, dataset, augmentation, show_running, final)
         parts += ["", f"### {dataset}, augmentation {augmentation}", "", layout, "",
                   *([] if final else [lr_section(group), ""]), pivot_section(group), "",
                   evidence_tables.seeds_section(group), "",

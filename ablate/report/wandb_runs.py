@@ -53,9 +53,7 @@ def row_from_wandb(meta: Mapping[str, Any], *, source: str, path: str,
         return None
     status = summary.get("status")
     state = str(meta.get("state") or "").lower()
-    if _STATE_TO_STATUS.get(state) == Status.RUNNING and status is None:
-        status = Status.RUNNING
-    elif status not in ENDED:
+    if status not in ENDED:
         status = _STATE_TO_STATUS.get(state, Status.FAILED)
     if status == Status.RUNNING:
         issues.add(IN_PROGRESS, path)
