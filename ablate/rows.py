@@ -139,8 +139,7 @@ def _versions(versions: Any) -> str | None:
 
 def job_state(job_dir: Path) -> Status:
     """A job folder without a record is running, unless its start marker names a process of
-    this host that is gone: then it was killed (``kill -9``, a lost node) and is interrupted.
-    A process on another host cannot be checked from here: it counts as running."""
+    this host that is gone (``kill -9``): interrupted. Another host's process counts as running."""
     marker = atomic.read_json(job_dir / records.START_FILE)
     if marker is None or marker.get("host") != socket.gethostname():
         return Status.RUNNING

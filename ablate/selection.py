@@ -60,9 +60,8 @@ def _differences(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> str:
 
 
 def _read(path: str) -> list[Run]:
-    """The rows of the runs under ``path`` that count, as the report counts them: superseded
-    reruns left out; an unreadable record or job folder is a missing run here (the report
-    names it under Warnings)."""
+    """The rows of the runs under ``path`` that count, as the report counts them; an unreadable
+    record or job folder is a missing run here (the report names it under Warnings)."""
     found = rows.discover([path])
     runs = [row for _, _, row in rows.read_records(found.records, lambda *_: None)]
     runs += rows.in_progress_rows(found.in_progress, lambda *_: None)

@@ -173,8 +173,7 @@ class Comparison:
 
     def on(self, column: str) -> evidence.Paired:
         """The paired test on another column (a consistency), over the seeds where both sides
-        measured it: runs recorded before it existed drop out rather than count as 0 (a shift
-        no run measured has no column at all)."""
+        measured it: runs recorded before it existed drop out rather than count as 0."""
         if column == TEST_ERROR:
             return self.paired
         a, b = self.a.by_seed, self.b.by_seed

@@ -74,9 +74,8 @@ NOT_SETTINGS = ("seed", "lr", *identity.IGNORED_KEYS)
 
 
 def _setting_values(path: str, cell: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    """A run's ``keys`` as its cell holds them; those its cell lacks from the config of its
-    record (read once, and only then), a config group's choice by its name; None where that
-    is unknown."""
+    """A run's ``keys`` from its cell, else from its record's config (read only then; a config
+    group's choice by its name); None where that is unknown."""
     config: Mapping[str, Any] = {}
     if any(key not in cell for key in keys):
         try:
