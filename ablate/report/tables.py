@@ -121,14 +121,12 @@ def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
             result_text(mine), pick["n"] if pick else 0,
             *(mine.get(s, 0) for s in (Status.FAILED, Status.DIVERGED, Status.RUNNING)
               if show_running or s != Status.RUNNING),
-            _paper(ref), "–" if pick is None else _versus(pick, ref if comparable else None,
-                                                          "n/a"),
+            _paper(ref), _versus(pick, ref if comparable else None, "n/a") if pick else "–",
             ", ".join(f"{p:,}" for p in mine["params"]) if mine.get("params") else "–",
             "–" if ref is None else f"{int(ref['params_exact']):,}",
             "–" if ref is None else ref["params_printed"],
         ])
-    missing = sum(1 for name in paper.index if not chosen.get(name)
-                  or chosen[name]["chosen"] is None)
+    missing = sum(1 for name in paper.index if not (chosen.get(name) or {}).get("chosen"))
     note = (f"Missing: {missing} of the paper's 12 models have no finished run here. "
             if missing else "")
     if not comparable:
