@@ -241,13 +241,6 @@ def compare(axis: str, cell: Mapping[str, str], a: Side, b: Side,
     return Comparison(dict(cell), a, b, seeds, result, mcnemar, note, setting)
 
 
-def comparisons(context: Context, warnings: set[str]) -> list[Comparison]:
-    """Every pair of values in a context, each once, A before B in ``value_order``."""
-    sides = {value: side(value, runs) for value, runs in context.sides.items()}
-    return [compare(context.axis, context.cell, sides[a], sides[b], warnings)
-            for a, b in combinations(list(sides), 2)]
-
-
 def tables(frame: pd.DataFrame, axis: str,
            warnings: set[str]) -> list[tuple[dict[str, str], list[Comparison]]]:
     """Comparison tables along ``axis``: one per model and setting, rows in a fixed order."""
@@ -260,7 +253,10 @@ def tables(frame: pd.DataFrame, axis: str,
         cell = {k: v for k, v in context.cell.items() if k not in ROW_KEYS}
         key = json.dumps(cell, sort_keys=True)
         cells[key] = cell
-        grouped.setdefault(key, []).extend(comparisons(context, warnings))
+        # every pair of values, each once, A before B in ``value_order``
+        sides = {value: side(value, runs) for value, runs in context.sides.items()}
+        grouped.setdefault(key, []).extend(compare(axis, context.cell, sides[a], sides[b], warnings)
+                                           for a, b in combinations(list(sides), 2))
     models = {m: i for i, m in enumerate(reference.MODELS)}
     keys = sorted(grouped, key=lambda k: (models.get(cells[k].get("model", ""), len(models)), k))
 
