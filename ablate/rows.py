@@ -1,12 +1,9 @@
 """Runs on disk as plain rows: one per ``result.json``, and one per job folder without a record.
 
-A row is a flat dict with the report's columns (``COLUMNS``): the cell as the tables group it
-(``ablate.stages.report_cell``), the protocol (as JSON, with its id, stage and study), the
-metrics as numbers (NaN where there is none) and what the report shows of provenance. Every
-look-up of a record's fields for the report happens in :func:`row_from_record`.
-
-Below both the report (``ablate.report.load``, which adds W&B runs and builds its DataFrame)
-and the final stage's check (``ablate.selection``): no pandas and no torch here.
+A row is a flat dict of the report's ``COLUMNS``: the cell as the tables group it, the protocol
+(JSON, with its id, stage and study), the metrics (NaN where there is none) and provenance.
+Below both the report (``ablate.report.load``) and the final stage's check
+(``ablate.selection``): no pandas and no torch here.
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ import json
 import math
 import os
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,29 +44,17 @@ READ_ERRORS = (records.RecordError, KeyError, TypeError, AttributeError, ValueEr
 
 def display(path: Path) -> str:
     """A path as the report shows it: relative to the working directory where possible."""
-    here = Path.cwd()
-    try:
-        return str(Path(os.path.abspath(path)).relative_to(here))  # no filesystem calls
-    except ValueError:
-        pass
-    try:
-        return str(path.resolve().relative_to(here.resolve()))  # through symbolic links
-    except ValueError:
-        return str(path)
-
-
-def number(value: Any) -> float | None:
-    """A value as a float, or None where it is not a number."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+    here, absolute = Path.cwd(), Path(os.path.abspath(path))  # no filesystem calls
+    if absolute.is_relative_to(here):
+        return str(absolute.relative_to(here))
+    resolved, base = path.resolve(), here.resolve()  # through symbolic links
+    return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(path)
 
 
 def _metric(value: Any) -> float:
     """A metric as a number the tables can use: NaN for missing, NaN and inf alike."""
-    value = number(value)
-    return value if value is not None and math.isfinite(value) else math.nan
+    value = stages.number(value)
+    return value if math.isfinite(value) else math.nan
 
 
 def consistency_fields(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -78,15 +63,11 @@ def consistency_fields(metrics: Mapping[str, Any]) -> dict[str, float]:
     it rather than count it as 0."""
     invariance = metrics.get("invariance")
     invariance = invariance if isinstance(invariance, Mapping) else {}
-
-    def consistency(key: str) -> float:
-        entry = invariance.get(key)
-        value = number(entry.get("consistency")) if isinstance(entry, Mapping) else None
-        return math.nan if value is None else value
-
-    shifts = [key for key in invariance if key.startswith("shift_") and key[6:].isdigit()]
-    return {**{f"consistency_{int(key[6:])}": consistency(key) for key in shifts},
-            CONSISTENCY_FLIP: consistency("flip")}
+    found = {key: stages.number(entry.get("consistency")) if isinstance(entry, Mapping)
+             else math.nan for key, entry in invariance.items()}
+    return {**{f"consistency_{int(key[6:])}": value for key, value in found.items()
+               if key.startswith("shift_") and key[6:].isdigit()},
+            CONSISTENCY_FLIP: found.get("flip", math.nan)}
 
 
 def make_row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, Any],
@@ -105,7 +86,7 @@ def make_row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, An
         # every ablate run records the paper's name of its network; a foreign one gets its axes
         name=name or (f"{model}-{downsample}" if model and downsample else None),
         **{axis: cell.get(axis) for axis in identity.CELL_AXES},
-        lr=number(cell.get("lr")), seed=cell.get("seed"), superseded=False,
+        lr=stages.number(cell.get("lr")), seed=cell.get("seed"), superseded=False,
     )
     if protocol is not None:  # parsed here once: stage and study are columns of their own
         row.update(protocol=stages.protocol_id(protocol), stage=stages.stage_of(protocol),
@@ -158,8 +139,7 @@ def _versions(versions: Any) -> str | None:
 
 def job_state(job_dir: Path) -> Status:
     """A job folder without a record is running, unless its start marker names a process of
-    this host that is gone: then it was killed (``kill -9``, a lost node) and is interrupted.
-    A process on another host cannot be checked from here: it counts as running."""
+    this host that is gone (``kill -9``): interrupted. Another host's process counts as running."""
     marker = atomic.read_json(job_dir / records.START_FILE)
     if marker is None or marker.get("host") != socket.gethostname():
         return Status.RUNNING
@@ -189,6 +169,32 @@ def in_progress_row(job_dir: Path) -> dict[str, Any]:
                     sweep=_sweep_of(job_dir / records.RESULT_FILE, config.get("sweep_name")),
                     cell=cell, name=name, status=job_state(job_dir), metrics={},
                     config=resolved)
+
+
+def read_records(paths: Iterable[Path], unreadable: Callable[[Path, Exception], Any],
+                 ) -> list[tuple[Path, records.Record, dict[str, Any]]]:
+    """``(path, record, row)`` of every readable record; ``unreadable(path, error)`` for the
+    others (the report names them, the final stage counts them as missing)."""
+    loaded = []
+    for path in paths:
+        try:
+            record = records.load(path)
+            loaded.append((path, record, row_from_record(record, path)))
+        except READ_ERRORS as error:
+            unreadable(path, error)
+    return loaded
+
+
+def in_progress_rows(job_dirs: Iterable[Path],
+                     unreadable: Callable[[Path, Exception], Any]) -> list[dict[str, Any]]:
+    """The rows of job folders without a record; ``unreadable`` for half-written ones."""
+    found = []
+    for job_dir in job_dirs:
+        try:
+            found.append(in_progress_row(job_dir))
+        except Exception as error:  # noqa: BLE001 - a half-written folder is what we expect
+            unreadable(job_dir, error)
+    return found
 
 
 @dataclass
@@ -221,10 +227,8 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> Found:
                 found.wandb_runs.append(here)
             if ".hydra" in subdirs and (here / ".hydra" / "hydra.yaml").is_file():
                 found.job_dirs.append(here)
-    found.records = sorted(set(found.records))
-    found.wandb_runs = sorted(set(found.wandb_runs))
-    found.job_dirs = sorted(set(found.job_dirs))
-    return found
+    return Found(*(sorted(set(paths)) for paths in
+                   (found.records, found.wandb_runs, found.job_dirs)))
 
 
 def _key(value: Any) -> Any:

@@ -1,15 +1,12 @@
 """The final stage's learning rates, read from the selection stage's records.
 
-The paper chose each model's lr from {0.25, 0.1, 0.05, 0.01} on held-out data; its
-preprocessing recipe (pylearn2's maxout scripts) then retrains on all training images. The
-selection stage is a sweep with a validation split (``+sweep=table3``); the final stage
-(``+sweep=table3_final selection=<its folder>``) retrains each model at the lr chosen there.
-The choice is the report's own (``ablate.stages.choose_lr`` over the same rows), so the
-lr a final run trains at is the lr the report shows as chosen, by construction.
-
-The sweeper calls :func:`final_grid` before planning (each job gets its lr, or the stage does
-not start); the runner calls :func:`verify` (a final-stage run at another lr is refused). No
-torch, pandas or scipy here: this reads records only.
+The paper chose each model's lr from {0.25, 0.1, 0.05, 0.01} on held-out data, then retrained
+on all training images (pylearn2's maxout scripts). The final stage (``+sweep=table3_final
+selection=<folder>``) retrains each model at the lr its selection sweep (``+sweep=table3``)
+chose by the report's own rule (``ablate.stages.choose_lr``). The sweeper calls
+:func:`final_grid` before planning (each job gets its lr, or the stage does not start); the
+runner calls :func:`verify` (a final-stage run at another lr is refused). No torch, pandas or
+scipy here.
 """
 
 from __future__ import annotations
@@ -23,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ablate import identity, records, rows, stages
+from ablate import identity, rows, stages
 from ablate import overrides as overrides_lib
 from ablate.errors import SelectionError
 from ablate.status import Status
@@ -63,21 +60,11 @@ def _differences(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> str:
 
 
 def _read(path: str) -> list[Run]:
-    """The rows of the runs under ``path`` that count, as the report counts them: superseded
-    reruns left out; an unreadable record or job folder is a missing run here (the report
-    names it under Warnings)."""
+    """The rows of the runs under ``path`` that count, as the report counts them; an unreadable
+    record or job folder is a missing run here (the report names it under Warnings)."""
     found = rows.discover([path])
-    runs = []
-    for record_path in found.records:
-        try:
-            runs.append(rows.row_from_record(records.load(record_path), record_path))
-        except rows.READ_ERRORS:
-            continue
-    for job_dir in found.in_progress:
-        try:
-            runs.append(rows.in_progress_row(job_dir))
-        except Exception:  # noqa: BLE001 - a half-written folder: no run yet
-            continue
+    runs = [row for _, _, row in rows.read_records(found.records, lambda *_: None)]
+    runs += rows.in_progress_rows(found.in_progress, lambda *_: None)
     replaced = rows.superseded(runs)
     return [run for position, run in enumerate(runs)
             if position not in replaced and run["protocol_spec"] is not None]
@@ -123,20 +110,15 @@ class Selection:
                 "with the selection's settings, or select again with these")
         return mine
 
-    def _cell_runs(self, cell: Mapping[str, Any],
-                   protocol: Mapping[str, Any]) -> tuple[list[Run], list[Run]]:
-        """The comparable runs (whose lrs and seeds make the selection's grid) and, among
-        them, this cell's."""
-        runs = self._comparable(cell, protocol)
-        mine = [run for run in runs if all(run[key] == cell[key]
-                                           for key in ("model", "downsample", "augmentation"))]
-        return runs, mine
+    def _mine(self, cell: Mapping[str, Any], runs: list[Run]) -> list[Run]:
+        return [run for run in runs
+                if all(run[key] == cell[key] for key in ("model", "downsample", "augmentation"))]
 
     def missing(self, cell: Mapping[str, Any], protocol: Mapping[str, Any]) -> list[str]:
-        """The selection's runs this cell still lacks: one line per (lr, seed) of its grid."""
-        return self._gaps(cell, *self._cell_runs(cell, protocol))
-
-    def _gaps(self, cell: Mapping[str, Any], runs: list[Run], mine: list[Run]) -> list[str]:
+        """The selection's runs this cell still lacks: one line per (lr, seed) of the grid that
+        the comparable runs' lrs and seeds make."""
+        runs = self._comparable(cell, protocol)
+        mine = self._mine(cell, runs)
         lrs = sorted({run["lr"] for run in runs if run["lr"] is not None
                       and not math.isnan(run["lr"])})
         seeds = sorted({run["seed"] for run in runs if run["seed"] is not None})
@@ -151,10 +133,10 @@ class Selection:
 
     def chosen_lr(self, cell: Mapping[str, Any], protocol: Mapping[str, Any]) -> float:
         """The lr the report chooses for this cell; ``SelectionError`` if it cannot yet."""
-        runs, mine = self._cell_runs(cell, protocol)
-        missing = self._gaps(cell, runs, mine)
+        missing = self.missing(cell, protocol)
         if missing:
             raise SelectionError(self._incomplete(missing))
+        mine = self._mine(cell, self._comparable(cell, protocol))
         chosen = stages.choose_lr(stages.lr_counts(mine))
         if chosen is None:
             raise SelectionError(f"selection={self.path}: no run of {_where(cell)} finished at "
@@ -171,11 +153,8 @@ class Selection:
 
 def final_grid(grid: Sequence[Sequence[str]],
                compose: Callable[[list[str]], DictConfig]) -> list[list[str]]:
-    """Each job of a final-stage grid with ``lr=<its chosen lr>``; ``SelectionError`` naming
-    every problem (all missing cells at once) when the stage cannot start.
-
-    ``compose`` gives a job's config from its overrides (the sweeper's config loader).
-    """
+    """Each job of a final-stage grid with ``lr=<its chosen lr>`` (``compose``: a job's config
+    from its overrides); ``SelectionError`` naming every problem when the stage cannot start."""
     jobs, problems, missing = [], [], []
     selection: Selection | None = None
     for overrides in grid:

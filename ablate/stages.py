@@ -1,14 +1,10 @@
 """The paper's two stages and the rule that joins them: which lr each model is reported at.
 
-The selection stage trains with a held-out validation split and chooses each model's lr on
-mean validation error over its seeds; the final stage retrains at that lr on every training
-image. Both the report (``ablate.report.stats``) and the final stage's own check
-(``ablate.selection``) apply :func:`choose_lr` to :func:`lr_counts`, so the lr a final run
-trains at is the lr the report shows as chosen, by construction.
-
-Plain Python over plain rows (mappings with ``lr``, ``status``, ``val_error``,
-``test_error``): a final-stage training job that checks its lr loads no pandas, scipy or
-statsmodels.
+The selection stage chooses each model's lr on mean validation error over its seeds; the final
+stage retrains at that lr on every training image. The report (``ablate.report.stats``) and the
+final stage's check (``ablate.selection``) both apply :func:`choose_lr` to :func:`lr_counts`, so
+a final run trains at the lr the report shows as chosen, by construction. Plain Python over
+plain rows: a final-stage job that checks its lr loads no pandas, scipy or statsmodels.
 """
 
 from __future__ import annotations
@@ -16,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -71,8 +68,8 @@ def report_cell(cell: Mapping[str, Any], config: Mapping[str, Any] | None) -> di
     return folded
 
 
-def _number(value: Any) -> float:
-    """A row's metric as a float; NaN for missing or not a number (never counted)."""
+def number(value: Any) -> float:
+    """A value as a float; NaN where it is missing or not a number (never counted)."""
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -85,23 +82,22 @@ def lr_counts(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     test error among them), diverged and running counts. Runs without an lr are left out."""
     by_lr: dict[float, list[Mapping[str, Any]]] = {}
     for run in runs:
-        lr = _number(run.get("lr"))
+        lr = number(run.get("lr"))
         if not math.isnan(lr):
             by_lr.setdefault(lr, []).append(run)
     counts = []
     for lr in sorted(by_lr):
-        mine = by_lr[lr]
-        done = [run for run in mine if run.get("status") == Status.FINISHED
-                and not math.isnan(_number(run.get("test_error")))]
-        vals = [v for v in (_number(run.get("val_error")) for run in done) if not math.isnan(v)]
+        done = [run for run in by_lr[lr] if run.get("status") == Status.FINISHED
+                and not math.isnan(number(run.get("test_error")))]
+        vals = [v for v in (number(run.get("val_error")) for run in done) if not math.isnan(v)]
+        statuses = Counter(run.get("status") for run in by_lr[lr])
         counts.append({
             "lr": lr, "n": len(done), "val_mean": math.fsum(vals) / len(vals) if vals else math.nan,
-            "test_errors": [_number(run.get("test_error")) for run in done],
+            "test_errors": [number(run.get("test_error")) for run in done],
             # a run killed before its record (interrupted) did not complete either
-            Status.FAILED: sum(run.get("status") in (Status.FAILED, Status.INTERRUPTED)
-                               for run in mine) + sum(
-                run.get("status") == Status.FINISHED for run in mine) - len(done),
-            **{status: sum(run.get("status") == status for run in mine) for status in COUNTED[1:]},
+            Status.FAILED: statuses[Status.FAILED] + statuses[Status.INTERRUPTED]
+            + statuses[Status.FINISHED] - len(done),
+            Status.DIVERGED: statuses[Status.DIVERGED], Status.RUNNING: statuses[Status.RUNNING],
         })
     return counts
 

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from ablate import atomic, identity, provenance, records
 from ablate import config as config_lib
+from ablate.report import issues as kinds
 from ablate.report import load, reference, stats, tables
 from ablate.report.__main__ import main as report_main
 from ablate.report.history import History, series
@@ -138,11 +139,11 @@ def _main_protocol(frame) -> str:
 
 def test_loader_counts_every_kind_of_bad_input(grid):
     frame, issues = load.load_runs([grid])
-    assert issues.counts[load.UNREADABLE_RECORDS] == 2
-    assert issues.counts[load.DUPLICATES] == 1
-    assert issues.counts[load.IN_PROGRESS] == 1
-    assert issues.counts[load.MIXED_DATASETS] == 1
-    assert issues.counts[load.MIXED_PROTOCOLS] == 1
+    assert issues.counts[kinds.UNREADABLE_RECORDS] == 2
+    assert issues.counts[kinds.DUPLICATES] == 1
+    assert issues.counts[kinds.IN_PROGRESS] == 1
+    assert issues.counts[kinds.MIXED_DATASETS] == 1
+    assert issues.counts[kinds.MIXED_PROTOCOLS] == 1
     # one row per readable run, the superseded one kept (and marked), the running job too
     assert len(frame) == 12  # 11 readable records (one superseded) + 1 running job
     superseded = frame[frame["superseded"]]
@@ -153,8 +154,8 @@ def test_loader_counts_every_kind_of_bad_input(grid):
     # the running job's protocol is read from its Hydra folder: same as the main grid's
     assert running["protocol"].iloc[0] == _main_protocol(frame)
     messages = dict(issues.sorted_messages())
-    assert "8/result.json" in messages[load.UNREADABLE_RECORDS] or any(
-        "8/result.json" in m for k, m in issues.messages if k == load.UNREADABLE_RECORDS)
+    assert "8/result.json" in messages[kinds.UNREADABLE_RECORDS] or any(
+        "8/result.json" in m for k, m in issues.messages if k == kinds.UNREADABLE_RECORDS)
 
 
 def test_table3_layout_matches_hand_computed_values(grid):
@@ -211,8 +212,8 @@ def test_other_dataset_and_protocol_get_their_own_tables_and_warnings(grid):
     [allc] = _rows(digits, "#### Table 3 layout", "All-CNN-C")
     assert allc[3] == "2.00" and allc[9] == "n/a"  # no difference against CIFAR-10 numbers
     warnings = text.split("## Warnings", 1)[1].split("\n## ", 1)[0]
-    for kind in (load.UNREADABLE_RECORDS, load.DUPLICATES, load.IN_PROGRESS,
-                 load.MIXED_DATASETS, load.MIXED_PROTOCOLS):
+    for kind in (kinds.UNREADABLE_RECORDS, kinds.DUPLICATES, kinds.IN_PROGRESS,
+                 kinds.MIXED_DATASETS, kinds.MIXED_PROTOCOLS):
         assert f"**{kind}**" in warnings
     assert "unknown status 'done'" in warnings
 
@@ -351,7 +352,7 @@ def test_a_setting_swept_within_a_cell_gets_rows_of_its_own_not_superseded(tmp_p
                      "5-0": five, "5-1": five, "default-0": five}
     superseded = {Path(p).parent.name for p in frame.loc[frame["superseded"], "path"]}
     assert superseded == {"1-0-old", "default-0"}
-    assert issues.counts[load.VARIANTS] == 1 and issues.counts[load.DUPLICATES] == 2
+    assert issues.counts[kinds.VARIANTS] == 1 and issues.counts[kinds.DUPLICATES] == 2
     picked = stats.selected(stats.current(frame))
     assert {name: (entry["chosen"]["n"], round(entry["chosen"]["test_mean"], 4))
             for name, entry in picked.items()} == {one: (2, 0.21), five: (2, 0.11)}
@@ -381,14 +382,14 @@ def test_a_killed_run_is_interrupted_not_running_forever(tmp_path):
         _job_folder(root, "1", pid=alive.pid, pid_start=provenance.process_start(alive.pid))
         frame, issues = load.load_runs([root])
         alive.kill()
-    assert issues.counts[load.KILLED] == 1 and issues.counts[load.IN_PROGRESS] == 1
+    assert issues.counts[kinds.KILLED] == 1 and issues.counts[kinds.IN_PROGRESS] == 1
     assert sorted(frame["status"]) == ["interrupted", "running"]
     # relaunched, the cell finished: the killed run is superseded, nothing is "running"
     write_record(root, "2", name="Model B", model="B", downsample="conv", lr=0.05, seed=0,
                  test=0.1, val=0.1)
     shutil.rmtree(root / SWEEP / "1")
     frame, issues = load.load_runs([root])
-    assert "running" not in set(frame["status"]) and issues.counts[load.KILLED] == 1
+    assert "running" not in set(frame["status"]) and issues.counts[kinds.KILLED] == 1
     text = tables.render(frame, issues, sources=["sweeps"])
     assert "killed before their record" in text and "| running |" not in text
 
@@ -408,7 +409,7 @@ def test_a_record_that_does_not_validate_is_named_under_warnings_never_shown(tmp
                        seed=1, test=0.1, val=0.1)
     bad.write_text(json.dumps({**json.loads(bad.read_text()), **change}))
     frame, issues = load.load_runs([root])
-    assert len(frame) == 1 and issues.counts[load.UNREADABLE_RECORDS] == 1
+    assert len(frame) == 1 and issues.counts[kinds.UNREADABLE_RECORDS] == 1
     text = tables.render(frame, issues, sources=["sweeps"])
-    [line] = [m for kind, m in issues.messages if kind == load.UNREADABLE_RECORDS]
+    [line] = [m for kind, m in issues.messages if kind == kinds.UNREADABLE_RECORDS]
     assert "1/result.json" in line and field in line and line in text

@@ -18,8 +18,10 @@ import pytest
 from helpers import TINY, load, result_files, run_cli
 
 from ablate import tracking
+from ablate.report import issues as kinds
 from ablate.report import load as report_load
 from ablate.report.__main__ import main as report_main
+from ablate.report.wandb_runs import inspect_wandb_run
 
 FAKE_KEY = "f4ce0123456789abcdef0123456789abcdef0123"  # 40 hex characters, like a real key
 OFFLINE_ENV = {"WANDB_MODE": "offline", "WANDB_API_KEY": FAKE_KEY,
@@ -99,7 +101,7 @@ def test_every_run_has_its_own_finished_offline_wandb_run(wandb_sweep):
         assert info["mode"] == "offline" and info["project"] == "ablate"
         [run_dir] = _wandb_dirs(Path(record["output_dir"]))
         assert run_dir.name.endswith(info["id"]) and run_dir.name.startswith("offline-run-")
-        meta = report_load.inspect_wandb_run(run_dir)
+        meta = inspect_wandb_run(run_dir)
         # the run is its cell's, not a neighbour's: one process ran all four jobs
         assert meta["run_id"] == info["id"] and meta["name"] == info["name"]
         # the paper's label, then the swept axis it does not show
@@ -131,7 +133,7 @@ def test_a_resumed_run_continues_the_wandb_run_of_its_checkpoint(wandb_sweep):
                 if r["cell"].get("trainer.max_epochs") == 2]
     assert record["wandb"]["id"] == records[("A", 0.1)]["wandb"]["id"]
     [run_dir] = _wandb_dirs(Path(record["output_dir"]))
-    assert report_load.inspect_wandb_run(run_dir)["run_id"] == record["wandb"]["id"]
+    assert inspect_wandb_run(run_dir)["run_id"] == record["wandb"]["id"]
 
 
 @pytest.mark.slow
@@ -195,8 +197,8 @@ def test_offline_wandb_runs_alone_give_the_same_tables_as_the_records(wandb_swee
     # and with the records present, their W&B twins are recognised, not counted twice
     frame, issues = report_load.load_runs([workdir / "sweeps"], wandb_offline="all")
     assert set(frame["source"]) == {"record"} and len(frame) == 5
-    assert issues.counts[report_load.WANDB_MIRRORED] == 5
-    assert issues.counts[report_load.WANDB_DISAGREES] == 0
+    assert issues.counts[kinds.WANDB_MIRRORED] == 5
+    assert issues.counts[kinds.WANDB_DISAGREES] == 0
 
 
 @pytest.mark.slow
@@ -207,7 +209,7 @@ def test_a_sweep_over_init_and_width_gives_distinct_names_and_no_config_gaps(tmp
     done = run_cli(["-m", "init=xavier,kaiming", "width=0.25,0.5", *tiny,
                     "trainer.limit_val_batches=1"], tmp_path, env=OFFLINE_ENV)
     assert done.returncode == 0, done.stderr[-3000:]
-    metas = [report_load.inspect_wandb_run(d) for d in _wandb_dirs(tmp_path / "sweeps")]
+    metas = [inspect_wandb_run(d) for d in _wandb_dirs(tmp_path / "sweeps")]
     assert len(metas) == 4
     names = {m["name"] for m in metas}
     assert names == {f"All-CNN-C/digits/none/lr0.01/s0/init={i}/width={w}"

@@ -1,8 +1,6 @@
 """Reports computed from runs: ``python -m ablate.report [PATH ...]`` -> ``reports/tables.md``.
 
-``load`` turns records (read into rows by ``ablate.rows``), offline W&B runs and a W&B project
-into one DataFrame; ``stats`` chooses each model's learning rate by the rule of
-``ablate.stages``; ``tables`` and ``evidence_tables`` render markdown (``formatting``), and
-``figures`` the plots. Pure functions of the runs: the same inputs give the same bytes. No
-torch import on this side.
+``load`` turns records (rows by ``ablate.rows``) and W&B runs into one DataFrame; ``stats``
+chooses each model's lr by ``ablate.stages``' rule; ``tables`` and ``evidence_tables`` render
+markdown, ``figures`` the plots: the same inputs give the same bytes. No torch on this side.
 """

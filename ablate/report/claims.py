@@ -1,11 +1,9 @@
 """The paper's claims (``claims.yaml``) judged on the runs at hand.
 
-A claim is data: an axis, two values of it (A and B), the runs it is about (``where``), the
-metric it is about (``metric``, test error unless it says otherwise: ``compare.metric``) and
-what is expected of it (``lower``, ``higher``, ``no_worse``; the rules are written beside them
-in ``claims.yaml``). Each context of runs that has both sides gives one line of evidence, with
-the numbers behind it and a note when those runs are not the paper's setting. Holm's
-correction runs over every line of the Claims table, as it does within every other table.
+A claim is data: an axis, its two values A and B, the runs it is about (``where``), its metric
+(test error unless it says otherwise) and what is expected (``lower``, ``higher``, ``no_worse``:
+the rules are beside them in ``claims.yaml``). Each context with both sides gives one line of
+evidence; Holm's correction runs over every line of the Claims table, as within every table.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from ablate.report import compare, evidence
 
 CLAIMS_FILE = "claims.yaml"
 EXPECTATIONS = ("lower", "higher", "no_worse")
+REQUIRED = ("expect", "axis", "id", "statement", "cites", "a", "b")
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 NOT_TESTED = "not tested (no runs)"
 
@@ -97,11 +96,12 @@ def parse(data: Any) -> tuple[Settings, list[Claim]]:
     for entry in data["claims"]:
         for item in _expand(entry):
             where = f"claim {item.get('id')!r}"
-            expect = _require(item, "expect", where)
-            if expect not in EXPECTATIONS:
-                raise ClaimsError(f"{where}: expect {expect!r} is not one of {EXPECTATIONS}")
-            if _require(item, "axis", where) in compare.NOT_AXES:
-                raise ClaimsError(f"{where}: axis {item['axis']!r} cannot be compared along "
+            given = {key: _require(item, key, where) for key in REQUIRED}
+            if given["expect"] not in EXPECTATIONS:
+                raise ClaimsError(f"{where}: expect {given['expect']!r} is not one of "
+                                  f"{EXPECTATIONS}")
+            if given["axis"] in compare.NOT_AXES:
+                raise ClaimsError(f"{where}: axis {given['axis']!r} cannot be compared along "
                                   f"(none of {compare.NOT_AXES}); use a swept key such as "
                                   "downsample, augmentation or init")
             metric = str(item.get("metric", compare.TEST_ERROR))
@@ -111,15 +111,11 @@ def parse(data: Any) -> tuple[Settings, list[Claim]]:
                 raise ClaimsError(f"{where}: metric {metric!r} is not one of "
                                   f"{compare.METRICS}; leave it out for test error") from None
             margin = item.get("margin")
-            if expect == "no_worse" and margin is None:
+            if given["expect"] == "no_worse" and margin is None:
                 raise ClaimsError(f"{where}: expect no_worse needs a margin (the metric, as a "
                                   "fraction, by which A may be worse), e.g. margin: 0.005")
             claims.append(Claim(
-                id=str(_require(item, "id", where)), statement=str(_require(item, "statement",
-                                                                            where)),
-                cites=str(_require(item, "cites", where)), axis=str(_require(item, "axis", where)),
-                a=compare.text(_require(item, "a", where)),
-                b=compare.text(_require(item, "b", where)), expect=expect,
+                **{k: compare.text(v) if k in ("a", "b") else str(v) for k, v in given.items()},
                 where=dict(item.get("where") or {}),
                 margin=None if margin is None else float(margin), metric=metric))
     ids = [c.id for c in claims]

@@ -1,14 +1,10 @@
 """Paired comparisons along any swept axis, among runs that are otherwise identical.
 
-For an axis (``downsample``, ``init``, ``augmentation``, any key a sweep varied), two runs
-belong to one *context* when everything but that axis, the seed and the lr is the same: every
-other key of their cells and every protocol key (``identity.PROTOCOL_KEYS``) except those the axis
-itself sets. So ``init=xavier,kaiming``, which lands in two protocol sections of the tables, is
-still compared: its protocol keys are left out of the grouping along ``init`` only.
-
-Within a context, each side (one value of the axis) gets its own lr, chosen on validation error
-by ``stats.choose_lr`` exactly as the tables choose it; the two sides are then paired by seed
-and compared with :mod:`ablate.report.evidence`.
+For an axis (``downsample``, ``init``, any key a sweep varied), two runs share a *context* when
+all but that axis, the seed and the lr is the same, protocol keys included except those the
+axis itself sets: so ``init=xavier,kaiming``, in two protocol sections of the tables, is still
+compared. Each side (one value of the axis) gets its own lr, chosen on validation error as the
+tables choose it; the sides are paired by seed and compared with :mod:`ablate.report.evidence`.
 """
 
 from __future__ import annotations
@@ -23,18 +19,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate import identity
 from ablate.report import evidence, per_example, reference, stats
-from ablate.report.load import parsed
+from ablate.report.load import NOT_SETTINGS, parsed, related
 from ablate.rows import CONSISTENCY_FLIP
 from ablate.status import Status
 
 # Never compared along: seed pairs the runs, lr is chosen per side on validation error, and
 # runs on different datasets have different test sets (and chance levels) to be paired on.
 NOT_AXES = ("seed", "lr", "dataset")
-# Overrides that cannot change a result (how a run is shown, logged or launched): they are in
-# a run's cell when typed on the command line, but never split a context nor form an axis.
-IGNORED_KEYS = identity.IGNORED_KEYS
 # Left out of a table's grouping: each per-model table lists its variants as rows.
 ROW_KEYS = ("downsample",)
 
@@ -47,15 +39,13 @@ class Metric:
     column: str
     label: str
     higher_is_better: bool
-    words: tuple[str, str]  # the verdict when A is better, when B is better
 
     def verdict(self, n: int, mean_diff: float, p_adjusted: float | None, alpha: float) -> str:
         return evidence.verdict(n, mean_diff, p_adjusted, alpha,
-                                higher_is_better=self.higher_is_better, words=self.words)
+                                higher_is_better=self.higher_is_better)
 
 
 TEST_ERROR = "test_error"
-INVARIANT = (evidence.MORE_INVARIANT, evidence.LESS_INVARIANT)
 METRICS = ("test_error", "consistency_<k> (k px)", CONSISTENCY_FLIP)  # for error messages
 
 
@@ -63,12 +53,12 @@ def metric(column: str) -> Metric:
     """The metric of a column: test error, or a consistency at any shift the runs measured
     (``consistency_<k>``) or under the flip; ``KeyError`` for anything else."""
     if column == TEST_ERROR:
-        return Metric(TEST_ERROR, "test error", False, (evidence.A_BETTER, evidence.B_BETTER))
+        return Metric(TEST_ERROR, "test error", False)
     if column == CONSISTENCY_FLIP:
-        return Metric(column, "consistency under a flip", True, INVARIANT)
+        return Metric(column, "consistency under a flip", True)
     step = column.removeprefix("consistency_")
     if column.startswith("consistency_") and step.isdigit():
-        return Metric(column, f"consistency at {int(step)} px", True, INVARIANT)
+        return Metric(column, f"consistency at {int(step)} px", True)
     raise KeyError(column)
 # The shift the Comparisons section tests consistency at: 2 px, the stride of every
 # downsampling layer (3x3 max-pooling or convolution with stride 2), the move one pooling stage
@@ -89,13 +79,6 @@ def value_order(axis: str, values: Iterable[str]) -> list[str]:
     return stats.in_order(values, known)
 
 
-def _related(protocol_key: str, axis: str) -> bool:
-    """Whether setting ``axis`` changes ``protocol_key`` (``optimizer.momentum`` changes
-    ``optimizer``; ``dataset`` changes ``dataset.image_size``)."""
-    return (protocol_key == axis or protocol_key.startswith(axis + ".")
-            or axis.startswith(protocol_key + "."))
-
-
 def comparable_runs(frame: pd.DataFrame) -> pd.DataFrame:
     """Runs that count and have a config: not superseded, not running."""
     runs = stats.current(frame)
@@ -104,19 +87,19 @@ def comparable_runs(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @functools.lru_cache(maxsize=1 << 17)  # runs of many reports in one process: bounded
-def _setting(cell: str, drop: tuple[str, ...]) -> str:
-    """A cell's JSON without ``drop`` (its seed and lr): what the runs of one setting share."""
-    return json.dumps({k: v for k, v in parsed(cell).items() if k not in drop},
+def _setting(cell: str) -> str:
+    """A cell's JSON without its seed and lr (never axes): what the runs of one setting share."""
+    return json.dumps({k: v for k, v in parsed(cell).items() if k not in ("seed", "lr")},
                       sort_keys=True)
 
 
-def _by_setting(runs: pd.DataFrame, drop: tuple[str, ...]) -> dict[tuple[str, str], list[int]]:
+def _by_setting(runs: pd.DataFrame) -> dict[tuple[str, str], list[int]]:
     """Positions of the runs per (setting, protocol spec): a grid of thousands of seeds and lrs
     has a few dozen settings, so each is parsed and keyed once, not once per run."""
     grouped: dict[tuple[str, str], list[int]] = {}
     for position, (cell, spec) in enumerate(zip(runs["cell"], runs["protocol_spec"],
                                                 strict=True)):
-        grouped.setdefault((_setting(cell, drop), spec), []).append(position)
+        grouped.setdefault((_setting(cell), spec), []).append(position)
     return grouped
 
 
@@ -136,13 +119,13 @@ def contexts(frame: pd.DataFrame, axis: str) -> list[Context]:
     """Every context with runs along ``axis``, in a fixed order."""
     runs = comparable_runs(frame)
     grouped: dict[str, tuple[dict[str, str], dict[str, list[int]]]] = {}
-    for (setting, spec), positions in _by_setting(runs, _run_keys(axis)).items():
+    for (setting, spec), positions in _by_setting(runs).items():
         cell = parsed(setting)
         if axis not in cell:
             continue
         keyed = {k: text(v) for k, v in cell.items()
-                 if k not in (axis, "seed", "lr", *IGNORED_KEYS)}
-        protocol = {k: v for k, v in parsed(spec).items() if not _related(k, axis)}
+                 if k not in (axis, *NOT_SETTINGS)}
+        protocol = {k: v for k, v in parsed(spec).items() if not related(k, axis)}
         key = json.dumps([keyed, protocol], sort_keys=True)
         grouped.setdefault(key, (keyed, {}))[1].setdefault(text(cell[axis]), []).extend(positions)
     found = []
@@ -155,16 +138,11 @@ def contexts(frame: pd.DataFrame, axis: str) -> list[Context]:
     return found
 
 
-def _run_keys(axis: str) -> tuple[str, ...]:
-    """The keys that tell the runs of one setting apart, unless they are the axis itself."""
-    return tuple(key for key in ("seed", "lr") if key != axis)
-
-
 def axes(frame: pd.DataFrame) -> list[str]:
     """Cell keys with two or more values within some context: ``downsample`` first."""
-    settings = _by_setting(comparable_runs(frame), _run_keys(""))
+    settings = _by_setting(comparable_runs(frame))
     keys = sorted({k for setting, _ in settings for k in parsed(setting)}
-                  - set(NOT_AXES) - set(IGNORED_KEYS))
+                  - {*NOT_AXES, *NOT_SETTINGS})
     found = [k for k in keys if any(len(c.sides) > 1 for c in contexts(frame, k))]
     return sorted(found, key=lambda k: (k != "downsample", k))
 
@@ -180,14 +158,12 @@ class Side:
 
 @dataclass
 class Comparison:
-    axis: str
     cell: dict[str, str]
     a: Side
     b: Side
     seeds: list[Any]
     paired: evidence.Paired
     mcnemar: evidence.McNemar | None
-    mcnemar_seeds: int  # seed pairs the McNemar test used
     mcnemar_note: str | None  # why there is none (or why some seeds are missing)
     setting: dict[str, Any]  # cell + protocol of a run of side A: for notes on the setting
 
@@ -197,8 +173,7 @@ class Comparison:
 
     def on(self, column: str) -> evidence.Paired:
         """The paired test on another column (a consistency), over the seeds where both sides
-        measured it: runs recorded before it existed drop out rather than count as 0 (a shift
-        no run measured has no column at all)."""
+        measured it: runs recorded before it existed drop out rather than count as 0."""
         if column == TEST_ERROR:
             return self.paired
         a, b = self.a.by_seed, self.b.by_seed
@@ -219,8 +194,7 @@ def side(value: str, runs: pd.DataFrame) -> Side:
     protocols = tuple(sorted({str(p) for p in runs["protocol"].dropna()}))
     if chosen is None:
         return Side(value, name, None, {}, protocols)
-    at_lr = runs[(runs["lr"] == chosen["lr"]) & (runs["status"] == Status.FINISHED)
-                 & runs["test_error"].notna()]
+    at_lr = stats.finished_at(runs, chosen["lr"])
     by_seed = {row["seed"]: row for _, row in at_lr.sort_values("seed", kind="stable").iterrows()}
     return Side(value, name, float(chosen["lr"]), by_seed, protocols)
 
@@ -236,11 +210,8 @@ def _refusal(axis: str, cell: Mapping[str, str], seed: Any, runs: dict[str, pd.S
 
 def compare(axis: str, cell: Mapping[str, str], a: Side, b: Side,
             warnings: set[str]) -> Comparison:
-    """A minus B, paired by seed; McNemar on the seed pairs that share a test set.
-
-    A seed pair whose fingerprints differ is refused for McNemar and named in ``warnings``
-    (both fingerprints in full); a pair where either run has no usable predictions is "n/a".
-    """
+    """A minus B, paired by seed; McNemar on the seed pairs that share a test set (the others
+    are named in ``warnings``); a pair without usable predictions is "n/a"."""
     seeds = sorted(set(a.by_seed) & set(b.by_seed), key=lambda s: (str(type(s)), s))
     result = evidence.paired([a.by_seed[s]["test_error"] for s in seeds],
                              [b.by_seed[s]["test_error"] for s in seeds])
@@ -267,20 +238,7 @@ def compare(axis: str, cell: Mapping[str, str], a: Side, b: Side,
     first = next(iter(a.by_seed.values()), None)
     setting = {} if first is None else {**parsed(first["protocol_spec"]),
                                         **parsed(first["cell"])}
-    return Comparison(axis, dict(cell), a, b, seeds, result, mcnemar, len(pairs), note, setting)
-
-
-def comparisons(context: Context, warnings: set[str]) -> list[Comparison]:
-    """Every pair of values in a context, each once, A before B in ``value_order``."""
-    sides = {value: side(value, runs) for value, runs in context.sides.items()}
-    return [compare(context.axis, context.cell, sides[a], sides[b], warnings)
-            for a, b in combinations(list(sides), 2)]
-
-
-def table_key(context: Context) -> str:
-    """Contexts that share one table (and one Holm family): equal but for ``ROW_KEYS``."""
-    return json.dumps({k: v for k, v in context.cell.items() if k not in ROW_KEYS},
-                      sort_keys=True)
+    return Comparison(dict(cell), a, b, seeds, result, mcnemar, note, setting)
 
 
 def tables(frame: pd.DataFrame, axis: str,
@@ -291,9 +249,14 @@ def tables(frame: pd.DataFrame, axis: str,
     for context in contexts(frame, axis):
         if len(context.sides) < 2:
             continue
-        key = table_key(context)
-        cells[key] = {k: v for k, v in context.cell.items() if k not in ROW_KEYS}
-        grouped.setdefault(key, []).extend(comparisons(context, warnings))
+        # contexts equal but for ROW_KEYS share one table (and one Holm family)
+        cell = {k: v for k, v in context.cell.items() if k not in ROW_KEYS}
+        key = json.dumps(cell, sort_keys=True)
+        cells[key] = cell
+        # every pair of values, each once, A before B in ``value_order``
+        sides = {value: side(value, runs) for value, runs in context.sides.items()}
+        grouped.setdefault(key, []).extend(compare(axis, context.cell, sides[a], sides[b], warnings)
+                                           for a, b in combinations(list(sides), 2))
     models = {m: i for i, m in enumerate(reference.MODELS)}
     keys = sorted(grouped, key=lambda k: (models.get(cells[k].get("model", ""), len(models)), k))
 

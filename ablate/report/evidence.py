@@ -39,8 +39,7 @@ ALPHA = 0.05
 WILCOXON_MIN_N = 6
 ONE_SEED = "one seed: no claim"
 A_BETTER, B_BETTER = "A better", "B better"
-# The words for a metric where higher is better and "better" would not say what was measured:
-# prediction consistency under shifts (``compare.metric``).
+# The words where higher is better and "better" would not say what was measured: consistency.
 MORE_INVARIANT, LESS_INVARIANT = "A more invariant", "A less invariant"
 # Every seed differs by exactly the same amount (errors on a small test set are multiples of
 # 1/N): the t statistic is undefined, and "no detectable difference" would misstate it.
@@ -66,26 +65,17 @@ class Summary:
         return (self.ci_high - self.ci_low) / 2
 
 
-def t_interval(mean: float, std: float, n: int,
-               confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Student-t interval of a mean; (nan, nan) below two values, (mean, mean) for zero spread."""
-    if n < 2:
-        return math.nan, math.nan
-    if std == 0:
-        return mean, mean
-    low, high = scipy_stats.t.interval(confidence, n - 1, loc=mean, scale=std / math.sqrt(n))
-    return float(low), float(high)
-
-
 def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
-    """n, mean, sample std and t interval of a cell's per-seed values."""
+    """n, mean, sample std and Student-t interval of a cell's per-seed values: no interval
+    below two values, (mean, mean) for zero spread."""
     array = np.asarray(values, dtype=float)
     n = len(array)
-    if n == 0:
-        return Summary(0, math.nan, math.nan, math.nan, math.nan)
-    mean = float(array.mean())
-    std = float(array.std(ddof=1)) if n > 1 else math.nan
-    return Summary(n, mean, std, *t_interval(mean, std, n, confidence))
+    if n < 2:
+        return Summary(n, float(array.mean()) if n else math.nan, math.nan, math.nan, math.nan)
+    mean, std = float(array.mean()), float(array.std(ddof=1))
+    low, high = (mean, mean) if std == 0 else scipy_stats.t.interval(
+        confidence, n - 1, loc=mean, scale=std / math.sqrt(n))
+    return Summary(n, mean, std, float(low), float(high))
 
 
 @dataclass(frozen=True)
@@ -113,8 +103,6 @@ def paired(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENC
                          "pair the values by seed first")
     diff = a_array - b_array
     n = len(diff)
-    if n == 0:
-        return Paired(0, math.nan, math.nan, math.nan, None, None)
     summary = summarize(diff, confidence)
     if n < 2:
         return Paired(n, summary.mean, math.nan, math.nan, None, None)
@@ -174,11 +162,11 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
 
 
 def verdict(n: int, mean_diff: float, p_adjusted: float | None, alpha: float = ALPHA, *,
-            higher_is_better: bool = False,
-            words: tuple[str, str] = (A_BETTER, B_BETTER)) -> str:
+            higher_is_better: bool = False) -> str:
     """Which side is better, decided on the Holm-adjusted paired-t p: by default the one with
-    the lower error; ``higher_is_better`` for a metric such as consistency, where a positive
-    A − B favours A. ``words`` name the two outcomes (A wins, B wins)."""
+    the lower error; ``higher_is_better`` for consistency, where a positive A − B favours A
+    (said as more or less invariant)."""
+    words = (MORE_INVARIANT, LESS_INVARIANT) if higher_is_better else (A_BETTER, B_BETTER)
     if n < 2:
         return ONE_SEED
     if p_adjusted is None:

@@ -1,8 +1,7 @@
 """Markdown for the evidence: Claims, paired comparisons, per-seed detail, instability.
 
-Pure functions like ``tables``: fixed orders and formats, so the same runs give the same bytes.
-Errors and differences are in % (percentage points for differences); p-values with three
-decimals, "<0.001" below that; "–" where there is no number (one seed: no test at all).
+Pure functions like ``tables``, in the formats of ``formatting``; differences are in percentage
+points, and one seed gives no test at all ("–").
 """
 
 from __future__ import annotations
@@ -47,14 +46,11 @@ def mcnemar_text(comparison: compare.Comparison) -> str:
     return f"{p_text(test.p)} (b {test.b}, c {test.c}{extra})"
 
 
-def context_text(cell: Mapping[str, str], skip: Sequence[str] = ()) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(cell.items()) if k not in skip) or "–"
-
-
 def _title(cell: Mapping[str, str]) -> str:
     """A comparison table's heading: its model (or all) and the setting its runs share."""
     model = f"Model {cell['model']}" if "model" in cell else "All models"
-    return f"{model}: {context_text(cell, ('model',))}"
+    return f"{model}: " + (", ".join(f"{k} {v}" for k, v in sorted(cell.items())
+                                     if k != "model") or "–")
 
 
 def _names(c: compare.Comparison) -> str:
@@ -83,7 +79,6 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
             rows.append([outcome.claim.statement, metric.label, "–", 0, "–", "–", "–", "–",
                          outcome.result, ""])
             continue
-        tested = result.n > 1
         # McNemar counts examples one side classifies correctly: evidence on error only
         per_example = mcnemar_text(c) if metric.column == compare.TEST_ERROR else "–"
         own = [f"{k} {v}" for k, v in sorted(c.cell.items()) if k != "model"
@@ -91,8 +86,8 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
         extra = [d for d in outcome.differences if d not in unlike]
         rows.append([
             outcome.claim.statement, metric.label, ", ".join(own) or "as above", result.n,
-            difference(result), p_text(result.t_p) if tested else "–",
-            p_text(outcome.p_adjusted) if tested else "–", per_example, outcome.result,
+            difference(result), p_text(result.t_p), p_text(outcome.p_adjusted), per_example,
+            outcome.result,
             f"{'also ' if unlike else ''}not the paper's setting: {', '.join(extra)}"
             if extra else "",
         ])
@@ -124,53 +119,35 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
 
 # ---------------------------------------------------------------- comparisons
 
-def comparison_table(axis: str, cell: Mapping[str, str],
-                     rows: Sequence[compare.Comparison], alpha: float) -> str:
-    adjusted = evidence.holm([c.paired.t_p for c in rows])
-    body = []
-    for c, p in zip(rows, adjusted, strict=True):
-        tested = c.n > 1
-        verdict = (evidence.verdict(c.n, c.paired.mean_diff, p, alpha) if c.n
-                   else "no seed finished on both sides")
-        body.append([
-            _names(c), c.a.value, c.b.value, f"{fmt.lr_text(c.a.lr)} / {fmt.lr_text(c.b.lr)}", c.n,
-            difference(c.paired), p_text(c.paired.t_p) if tested else "–",
-            p_text(c.paired.wilcoxon_p) if tested else "–", mcnemar_text(c),
-            p_text(p) if tested else "–", verdict,
-        ])
-    protocols = sorted({p for c in rows for p in (*c.a.protocols, *c.b.protocols)})
-    return "\n".join([
-        f"#### {_title(cell)} (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")",
-        "",
-        fmt.table(["models", "A", "B", "lr A / B (by val)", "n", "A − B (pp) [95 % CI]", "t p",
-               "Wilcoxon p", "McNemar p", "Holm p (t)", "verdict"], body),
-    ])
-
-
-def consistency_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison],
-                      alpha: float, metric: compare.Metric) -> str:
-    """The same pairs on a consistency, paired over the seeds that measured it on both sides,
-    with their own Holm family: a second question, not more tests of the first."""
+def comparison_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison],
+                     alpha: float, metric: compare.Metric) -> str:
+    """The pairs of one table on ``metric``, Holm-adjusted within it. Test error adds the lrs,
+    Wilcoxon and McNemar; a consistency is paired over the seeds that measured it on both
+    sides, with its own Holm family: a second question, not more tests of the first."""
+    error = metric.column == compare.TEST_ERROR
     results = [c.on(metric.column) for c in rows]
     adjusted = evidence.holm([r.t_p for r in results])
     body = []
     for c, result, p in zip(rows, results, adjusted, strict=True):
-        tested = result.n > 1
         verdict = (metric.verdict(result.n, result.mean_diff, p, alpha) if result.n
-                   else "n/a" if c.n else "no seed finished on both sides")
-        body.append([_names(c), c.a.value, c.b.value, result.n, difference(result),
-                     p_text(result.t_p) if tested else "–", p_text(p) if tested else "–",
-                     verdict])
-    return "\n".join([
-        f"#### {_title(cell)}: {metric.label}",
-        "",
-        fmt.table(["models", "A", "B", "n", "A − B (pp) [95 % CI]", "t p", "Holm p (t)",
-                    "verdict"], body),
-    ])
+                   else "n/a" if c.n and not error else "no seed finished on both sides")
+        body.append([
+            _names(c), c.a.value, c.b.value,
+            *([f"{fmt.lr_text(c.a.lr)} / {fmt.lr_text(c.b.lr)}"] if error else []), result.n,
+            difference(result), p_text(result.t_p),  # no test (None) below two seeds
+            *([p_text(result.wilcoxon_p), mcnemar_text(c)] if error else []), p_text(p), verdict,
+        ])
+    protocols = sorted({p for c in rows for p in (*c.a.protocols, *c.b.protocols)})
+    title = (f"{_title(cell)} (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")"
+             if error else f"{_title(cell)}: {metric.label}")
+    header = ["models", "A", "B", *(["lr A / B (by val)"] if error else []), "n",
+              "A − B (pp) [95 % CI]", "t p", *(["Wilcoxon p", "McNemar p"] if error else []),
+              "Holm p (t)", "verdict"]
+    return "\n".join([f"#### {title}", "", fmt.table(header, body)])
 
 
 def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -> str:
-    metric = compare.metric(compare.COMPARED_CONSISTENCY)
+    error, metric = compare.metric(compare.TEST_ERROR), compare.metric(compare.COMPARED_CONSISTENCY)
     parts = [
         "## Comparisons",
         "",
@@ -192,9 +169,9 @@ def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -
     for axis in compare.axes(frame):
         parts += ["", f"### Along `{axis}`"]
         for cell, rows in compare.tables(frame, axis, warnings):
-            parts += ["", comparison_table(axis, cell, rows, alpha)]
+            parts += ["", comparison_table(cell, rows, alpha, error)]
             if any(c.measured(metric.column) for c in rows):
-                parts += ["", consistency_table(cell, rows, alpha, metric)]
+                parts += ["", comparison_table(cell, rows, alpha, metric)]
     if len(parts) == intro:
         parts += ["", "No axis has two values among otherwise identical runs."]
     return "\n".join(parts)
@@ -204,19 +181,18 @@ def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -
 
 def seeds_section(runs: pd.DataFrame) -> str:
     """Every seed's test error at each model's chosen lr: the numbers behind each interval."""
-    picked = {name: (entry["chosen"], mine)
-              for name, (entry, mine) in stats.at_chosen_lr(runs).items()}
+    picked = stats.at_chosen_lr(runs)
     seeds = sorted({s for _, mine in picked.values() for s in mine["seed"].dropna()},
                    key=lambda s: (str(type(s)), s))
     rows = []
-    for name, (pick, mine) in picked.items():
+    for name, (entry, mine) in picked.items():
         by_seed = dict(zip(mine["seed"], mine["test_error"], strict=True))
         usable = sum(isinstance(c, np.ndarray) for c in mine["correct"])
         examples = ("ok" if usable == len(mine) else per_example.NA if usable == 0
                     else f"{usable} of {len(mine)} ({per_example.NA} for the rest)")
-        rows.append([name, fmt.lr_text(pick["lr"]), *[fmt.pct(by_seed.get(s)) for s in seeds],
-                     f"{summary_text(mine['test_error'])} (n = {len(mine)})",
-                     examples])
+        rows.append([name, fmt.lr_text(entry["chosen"]["lr"]),
+                     *[fmt.pct(by_seed.get(s)) for s in seeds],
+                     f"{summary_text(mine['test_error'])} (n = {len(mine)})", examples])
     return "\n".join([
         "#### Test error per seed",
         "",
@@ -288,13 +264,4 @@ def instability_section(runs: pd.DataFrame, margin: float) -> str:
         fmt.table(["model", "lr", "runs", Status.FINISHED, "stalled at chance", Status.DIVERGED,
                     Status.FAILED, *([Status.RUNNING] if show_running else [])], rows),
     ])
-
-
-def analyse(frame: pd.DataFrame) -> tuple[list[claims.Outcome], str, set[str]]:
-    """Claims outcomes, the Comparisons section and the fingerprint warnings they raised."""
-    config, claim_list = claims.packaged()
-    warnings: set[str] = set()
-    outcomes = claims.evaluate(frame, claim_list, config, warnings)
-    section = comparisons_section(frame, warnings, config.alpha)
-    return outcomes, section, warnings
 

@@ -31,35 +31,45 @@ def _save(figure, path: Path) -> Path:
     return atomic.write_atomic(path, buffer.getvalue())
 
 
-def _label_panel(axes, model: str, xlabel: str, ylabel: str | None) -> None:
-    """One base model's panel, labelled alike in every per-model figure."""
-    axes.set_title(f"Model {model}", fontsize=10)
-    axes.set_xlabel(xlabel)
-    if ylabel:
-        axes.set_ylabel(ylabel)
-    axes.legend(fontsize=7)
+def _panels(models: list[str], draw, title: str, path: Path, xlabel: str, ylabel: str) -> Path:
+    """One panel per base model (``draw(axes, model)``), labelled alike, y label on the first."""
+    from matplotlib.figure import Figure
 
-
-def _save_panels(figure, title: str, path: Path) -> Path:
+    figure = Figure(figsize=(4 * len(models), 3.6))
+    for i, model in enumerate(models):
+        axes = figure.add_subplot(1, len(models), i + 1)
+        draw(axes, model)
+        axes.set_title(f"Model {model}", fontsize=10)
+        axes.set_xlabel(xlabel)
+        if i == 0:
+            axes.set_ylabel(ylabel)
+        axes.legend(fontsize=7)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return _save(figure, path)
 
 
+def _spread(axes, intervals: list[tuple[float, float, float]],
+            points: list[tuple[float, float]], color: str, dots: str | None = None,
+            **style) -> None:
+    """The 95 % t intervals (x, mean, half-width; only where n >= 2) and every seed a point."""
+    if intervals:
+        xs, means, half_widths = zip(*intervals, strict=True)
+        axes.errorbar(xs, means, yerr=half_widths, fmt="none", ecolor=color, capsize=3, zorder=3)
+    if points:
+        axes.scatter(*zip(*points, strict=True), s=9, color=dots or color, zorder=4, **style)
+
+
 def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
                           paper: bool) -> Path | None:
-    """Grouped bars: one group per base model, one bar per downsampling mode.
-
-    Every seed is a point on its bar; the 95 % t interval of the mean is drawn only where
-    there are two seeds or more (one seed has no interval, and a bar without a whisker says so).
-    """
+    """Grouped bars: one group per base model, one bar per downsampling mode, every seed a
+    point on its bar, the 95 % t interval only from two seeds (no whisker: one seed)."""
     from matplotlib.figure import Figure
 
-    chosen = stats.selected(runs)
-    if not any(v["chosen"] for v in chosen.values()):
+    by_cell = {(str(entry["model"]), str(entry["downsample"])): (entry["chosen"], seeds)
+               for entry, seeds in stats.at_chosen_lr(runs).values()}
+    if not by_cell:
         return None
-    by_cell = {(str(v["model"]), str(v["downsample"])): v["chosen"] for v in chosen.values()}
-    names = {(str(v["model"]), str(v["downsample"])): name for name, v in chosen.items()}
     models = stats.in_order({*reference.MODELS, *(m for m, _ in by_cell)}, reference.MODELS)
     modes = stats.in_order({*reference.DOWNSAMPLES, *(d for _, d in by_cell)},
                            reference.DOWNSAMPLES)
@@ -72,14 +82,12 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
         xs, means, refs, intervals, points = [], [], [], [], []
         for i, model in enumerate(models):
             x = i + (j - (len(modes) - 1) / 2) * width
-            pick = by_cell.get((model, mode))
-            if pick is not None:
+            if (model, mode) in by_cell:
+                pick, seeds = by_cell[(model, mode)]
                 xs.append(x)
                 means.append(100 * pick["test_mean"])
                 if pick["n"] >= 2:
                     intervals.append((x, 100 * pick["test_mean"], 100 * pick["test_ci"]))
-                seeds = runs[(runs["name"] == names[(model, mode)]) & (runs["lr"] == pick["lr"])
-                             & (runs["status"] == Status.FINISHED) & runs["test_error"].notna()]
                 points += [(x, 100 * float(e)) for e in seeds["test_error"]]
             else:
                 axes.text(x, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=7,
@@ -88,13 +96,8 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
             if paper and len(match):
                 refs.append((x, float(match["error"].iloc[0])))
         axes.bar(xs, means, width=width * 0.9, label=mode, color=COLORS.get(mode, "0.6"))
-        if intervals:
-            axes.errorbar([c[0] for c in intervals], [c[1] for c in intervals],
-                          yerr=[c[2] for c in intervals], fmt="none", ecolor="black", capsize=3,
-                          zorder=3)
+        _spread(axes, intervals, points, "black", "0.15", label=seed_label)
         if points:
-            axes.scatter([p[0] for p in points], [p[1] for p in points], s=9, color="0.15",
-                         zorder=4, label=seed_label)
             seed_label = None
         if refs:
             axes.scatter([r[0] for r in refs], [r[1] for r in refs], marker="_", s=200,
@@ -122,16 +125,13 @@ def _curve(rows: pd.DataFrame, key: str) -> tuple[list[int], list[float]]:
 def learning_curves(runs: pd.DataFrame, title: str, path: Path) -> Path | None:
     """Per base model: validation (solid) and training (dashed) error per epoch, each mode at
     its chosen lr, mean over seeds."""
-    from matplotlib.figure import Figure
-
     chosen = stats.selected(runs)
     finished = runs[(runs["status"] == Status.FINISHED) & runs["history"].notna()]
     models = stats.in_order(finished["model"].dropna(), reference.MODELS)
     if not models:
         return None
-    figure = Figure(figsize=(4 * len(models), 3.6))
-    for i, model in enumerate(models, start=1):
-        axes = figure.add_subplot(1, len(models), i)
+
+    def draw(axes, model: str) -> None:
         for name in stats.ordered_names(finished.loc[finished["model"] == model, "name"]):
             pick = chosen[name]["chosen"]
             if pick is None:
@@ -143,21 +143,15 @@ def learning_curves(runs: pd.DataFrame, title: str, path: Path) -> Path | None:
                 if xs:
                     axes.plot(xs, ys, style, color=color, linewidth=1.3,
                               label=f"{name} (lr {pick['lr']:g})" if key == "val_error" else None)
-        _label_panel(axes, model, "epoch", "error % (val solid, train dashed)" if i == 1 else None)
-    return _save_panels(figure, title, path)
+
+    return _panels(models, draw, title, path, "epoch", "error % (val solid, train dashed)")
 
 
 def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | None:
-    """Per base model: consistency % against shift, one line per downsampling mode at its
-    chosen lr, from 100 % at 0 px (an unmoved image keeps its prediction by definition).
-
-    Lines join the means over seeds; the 95 % t interval is drawn only where two seeds or more
-    measured the shift, and every seed is a point, nudged sideways per mode so that modes do
-    not hide each other. Runs recorded before invariance was measured are left out; when no
-    run measured it there is no figure (the table says n/a).
-    """
-    from matplotlib.figure import Figure
-
+    """Per base model: consistency % against shift, one line of means over seeds per mode at
+    its chosen lr, from 100 % at 0 px (an unmoved image keeps its prediction by definition);
+    intervals from two seeds, every seed a point nudged sideways per mode so that modes do not
+    hide each other. No run measured invariance: no figure (the table says n/a)."""
     shifts = load.shift_columns(runs)
     columns = list(shifts.values())
     measured = {name: (entry, mine) for name, (entry, mine) in stats.at_chosen_lr(runs).items()
@@ -169,9 +163,8 @@ def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | N
     modes = stats.in_order({*reference.DOWNSAMPLES, *(str(entry["downsample"])
                                                       for entry, _ in measured.values())},
                            reference.DOWNSAMPLES)
-    figure = Figure(figsize=(4 * len(models), 3.6))
-    for i, model in enumerate(models, start=1):
-        axes = figure.add_subplot(1, len(models), i)
+
+    def draw(axes, model: str) -> None:
         for name, (entry, mine) in measured.items():
             if str(entry["model"]) != model:
                 continue
@@ -191,16 +184,11 @@ def consistency_by_shift(runs: pd.DataFrame, title: str, path: Path) -> Path | N
                 points += [(step + nudge, 100 * float(v)) for v in values]
             axes.plot(xs, means, "-", color=color, linewidth=1.3,
                       label=f"{name} (lr {entry['chosen']['lr']:g})")
-            if intervals:
-                axes.errorbar([c[0] for c in intervals], [c[1] for c in intervals],
-                              yerr=[c[2] for c in intervals], fmt="none", ecolor=color,
-                              capsize=3, zorder=3)
-            axes.scatter([p[0] for p in points], [p[1] for p in points], s=9, color=color,
-                         edgecolors="0.15", linewidths=0.4, zorder=4)
+            _spread(axes, intervals, points, color, edgecolors="0.15", linewidths=0.4)
         axes.set_xticks(range(0, max(shifts) + 1))
-        _label_panel(axes, model, "shift (px, mean over 8 directions)",
-                     "consistency % (mean, 95 % CI, seeds)" if i == 1 else None)
-    return _save_panels(figure, title, path)
+
+    return _panels(models, draw, title, path, "shift (px, mean over 8 directions)",
+                   "consistency % (mean, 95 % CI, seeds)")
 
 
 def write_figures(frame: pd.DataFrame, directory: Path,

@@ -1,8 +1,6 @@
-"""How the report writes a number, an interval, a config node and a markdown table.
-
-Shared by ``tables`` and ``evidence_tables`` (which import this module, never each other):
-fixed formats, so the same runs give the same bytes. Errors are in %, two decimals; "–" where
-there is no number; p-values with three decimals, "<0.001" below that.
+"""How the report writes a number, an interval, a config node and a markdown table, for
+``tables`` and ``evidence_tables`` alike: errors in %, two decimals; "–" where there is no
+number; p-values with three decimals, "<0.001" below that.
 """
 
 from __future__ import annotations
@@ -15,10 +13,12 @@ from typing import Any
 from ablate.identity import PROTOCOL_KEYS
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def pct(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{100 * float(value):.2f}"
+    return "–" if _missing(value) else f"{100 * float(value):.2f}"
 
 
 def signed(value: float) -> str:
@@ -27,14 +27,11 @@ def signed(value: float) -> str:
 
 
 def lr_text(value: Any) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(
-        float(value), "g")
+    return "–" if _missing(value) else format(float(value), "g")
 
 
 def p_text(p: float | None) -> str:
-    if p is None:
-        return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    return "–" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def mean_ci(mean: float, half_width: float, n: int) -> str:

@@ -6,22 +6,20 @@ The learning-curve figure reads it through :func:`series`, whichever form it was
 from __future__ import annotations
 
 import itertools
+import math
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ablate.rows import number
+from ablate.stages import number
 
 
 class History(Sequence):
-    """A run's per-epoch rows (``{"epoch": 0, "val_error": ...}``), held as one array per key.
-
-    As a list of dicts, a 350-epoch history takes about 150 kB of memory; 24,000 records would
-    not fit in 2 GiB. Columns take a tenth of that; rows are rebuilt when read, with the same
-    keys and values as in the record (a key a row lacked is still absent).
-    """
+    """A run's per-epoch rows (``{"epoch": 0, "val_error": ...}``), held as one array per key:
+    as dicts, 24,000 350-epoch histories would not fit in 2 GiB; columns take a tenth of that.
+    Rows read back have the record's keys and values (a key a row lacked is still absent)."""
 
     __slots__ = ("_columns", "_length")
 
@@ -67,13 +65,6 @@ class History(Sequence):
                 keep &= mask
         return indices[keep], values[keep].astype(np.float64)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        columns = [(key, values.tolist(), None if present is None else present.tolist())
-                   for key, (values, present) in self._columns.items()]
-        for index in range(self._length):
-            yield {key: values[index] for key, values, present in columns
-                   if present is None or present[index]}
-
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(self._length))]
@@ -98,7 +89,7 @@ def series(history: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
     else:
         pairs = [(entry["epoch"], number(entry.get(key))) for entry in history or []
                  if isinstance(entry, Mapping) and entry.get("epoch") is not None]
-        epochs = np.array([int(e) for e, v in pairs if v is not None], dtype=np.int64)
-        values = np.array([v for _, v in pairs if v is not None], dtype=np.float64)
+        epochs = np.array([int(e) for e, v in pairs if not math.isnan(v)], dtype=np.int64)
+        values = np.array([v for _, v in pairs if not math.isnan(v)], dtype=np.float64)
     keep = ~np.isnan(values) & np.isfinite(epochs)  # a float column of epochs may hold NaN
     return epochs[keep].astype(np.int64), values[keep]

@@ -1,10 +1,9 @@
 """How often training went wrong, per model and lr: finished, diverged, failed, stalled at chance.
 
-A run *stalled at chance* finished its schedule with a final training error within
-``stalled_margin`` (set once, in ``claims.yaml``) of chance, ``1 - 1/num_classes``: it never
-left the starting plateau. It still counts as finished (its numbers are what that lr gives),
-but an lr where runs stall is the instability reimplementations of the paper report, and the
-reader should see how often it happened.
+A run *stalled at chance* finished with a final training error within ``stalled_margin``
+(``claims.yaml``) of chance, ``1 - 1/num_classes``: it never left the starting plateau. It still
+counts as finished, but stalling is the instability reimplementations of the paper report, so
+the reader sees how often it happened.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ablate.report.history import series
 from ablate.status import Status
 
 COLUMNS = ["name", "lr", "runs", Status.FINISHED, "stalled", Status.DIVERGED, Status.FAILED,
@@ -24,35 +24,29 @@ COLUMNS = ["name", "lr", "runs", Status.FINISHED, "stalled", Status.DIVERGED, St
 
 
 @functools.cache
-def num_classes(dataset: str) -> int | None:
-    """Classes of a dataset, read from its config file (``conf/dataset/<name>.yaml``)."""
+def chance_error(dataset: str) -> float | None:
+    """``1 - 1/num_classes``, the classes read from the dataset's config file
+    (``conf/dataset/<name>.yaml``); None where that is unknown."""
     try:
         text = importlib.resources.files("ablate.conf").joinpath(
             "dataset", f"{dataset}.yaml").read_text("utf-8")
     except (FileNotFoundError, ModuleNotFoundError, OSError):
         return None
-    value = (yaml.safe_load(text) or {}).get("num_classes")
-    return int(value) if isinstance(value, int) else None
-
-
-def chance_error(dataset: str) -> float | None:
-    classes = num_classes(str(dataset))
-    return None if not classes else 1 - 1 / classes
+    classes = (yaml.safe_load(text) or {}).get("num_classes")
+    return 1 - 1 / classes if isinstance(classes, int) and classes else None
 
 
 def final_train_error(run: pd.Series) -> float | None:
-    """The run's last training error: its metrics, else the last epoch of its history."""
+    """The run's last training error: its metrics, else the last finite one in its history."""
     value = run.get("train_error")
     if value is not None and not (isinstance(value, float) and math.isnan(value)):
         return float(value)
-    for entry in reversed(run.get("history") or []):
-        if entry.get("train_error") is not None:
-            return float(entry["train_error"])
-    return None
+    _, values = series(run.get("history"), "train_error")
+    return float(values[-1]) if len(values) else None
 
 
 def stalled(run: pd.Series, margin: float) -> bool:
-    chance = chance_error(run["dataset"])
+    chance = chance_error(str(run["dataset"]))
     error = final_train_error(run)
     return chance is not None and error is not None and error >= chance - margin
 
@@ -65,8 +59,6 @@ def counts(runs: pd.DataFrame, margin: float) -> pd.DataFrame:
         rows.append({
             "name": name, "lr": float(lr), "runs": len(cell), Status.FINISHED: len(finished),
             "stalled": sum(stalled(run, margin) for _, run in finished.iterrows()),
-            Status.DIVERGED: int((cell["status"] == Status.DIVERGED).sum()),
-            Status.FAILED: int((cell["status"] == Status.FAILED).sum()),
-            Status.RUNNING: int((cell["status"] == Status.RUNNING).sum()),
+            **{s: int((cell["status"] == s).sum()) for s in COLUMNS[-3:]},
         })
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -1,17 +1,11 @@
-"""Runs -> one pandas DataFrame, one row per run, from three sources.
-
-- ``result.json`` records under sweep folders (the reference source: written by every run),
-  and job folders without one (runs in progress): ``ablate.rows``;
-- offline (or local) W&B run folders, and a W&B project online: ``report.wandb_runs``.
+"""Runs -> one pandas DataFrame, one row per run: records and job folders without one
+(``ablate.rows``, the reference source), W&B run folders and a W&B project online
+(``report.wandb_runs``).
 
 Nothing is dropped silently: what was set aside, guessed or merged is noted in
-:class:`~ablate.report.issues.Issues` (unreadable records, duplicate runs of a cell, mixed
-protocols, ...), which the report prints with counts. Superseded duplicates stay in the
-DataFrame (``superseded`` is True) so a reader can see what was set aside.
-
-The cell and the protocol are JSON text in the DataFrame (hashable, for grouping); read them
-through :func:`parsed`, which parses each distinct text once. No torch here: the report side
-never imports the training side.
+:class:`~ablate.report.issues.Issues`, and superseded duplicates stay in the DataFrame
+(``superseded`` is True). The cell and the protocol are JSON text in the DataFrame (hashable,
+for grouping): read them through :func:`parsed`, which parses each distinct text once.
 """
 
 from __future__ import annotations
@@ -26,29 +20,13 @@ from typing import Any
 import pandas as pd
 
 from ablate import identity, records, rows
+from ablate.report import issues as kinds
 from ablate.report import per_example
 from ablate.report.history import History
-from ablate.report.issues import (
-    DUPLICATES,
-    IN_PROGRESS,
-    KILLED,
-    MIXED_DATASETS,
-    MIXED_PROTOCOLS,
-    UNREADABLE_RECORDS,
-    VARIANTS,
-    WANDB_DISAGREES,
-    WANDB_IGNORED,
-    WANDB_MIRRORED,
-    Issues,
-)
-from ablate.report.wandb_runs import inspect_wandb_run, load_wandb_api, load_wandb_offline
+from ablate.report.issues import Issues
+from ablate.report.wandb_runs import load_wandb_api, load_wandb_offline
 from ablate.rows import COLUMNS, TABLE_CELL, WITHOUT_METRICS
 from ablate.status import Status
-
-__all__ = ["COLUMNS", "DUPLICATES", "IN_PROGRESS", "KILLED", "MIXED_DATASETS", "MIXED_PROTOCOLS",
-           "UNREADABLE_RECORDS", "VARIANTS", "WANDB_DISAGREES", "WANDB_MIRRORED",
-           "WITHOUT_METRICS", "Issues", "inspect_wandb_run", "load_runs", "parsed",
-           "shift_columns"]
 
 
 @functools.lru_cache(maxsize=1 << 17)  # the runs of many reports in one process: bounded
@@ -67,33 +45,26 @@ def shift_columns(frame: pd.DataFrame) -> dict[int, str]:
 
 def load_records(paths: Sequence[Path], issues: Issues) -> list[tuple[Path, dict[str, Any]]]:
     """``(path, row)`` for every readable record; the others are counted as unreadable."""
-    loaded = []
-    for path in paths:
-        try:
-            record = records.load(path)
-            row = rows.row_from_record(record, path)
-            row.update(history=History.of(row["history"]),
-                       **per_example.row_fields(record, path, issues, row["path"]))
-            loaded.append((path, row))
-        except rows.READ_ERRORS as error:
-            text = str(error).splitlines()[0] if str(error) else type(error).__name__
-            text = text.removeprefix(f"{path}: ")  # RecordError names the path already
-            issues.add(UNREADABLE_RECORDS, f"{rows.display(path)}: {text}")
-    return loaded
+    def unreadable(path: Path, error: Exception) -> None:
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        text = text.removeprefix(f"{path}: ")  # RecordError names the path already
+        issues.add(kinds.UNREADABLE_RECORDS, f"{rows.display(path)}: {text}")
+
+    loaded = rows.read_records(paths, unreadable)
+    for path, record, row in loaded:
+        row.update(history=History.of(row["history"]),
+                   **per_example.row_fields(record, path, issues, row["path"]))
+    return [(path, row) for path, _, row in loaded]
 
 
 def _in_progress(job_dirs: Sequence[Path], issues: Issues) -> list[dict[str, Any]]:
     """Rows of the job folders without a record, each named among the runs in progress or,
     where its process is gone, among the killed ones."""
-    found = []
-    for job_dir in job_dirs:
-        try:
-            found.append(rows.in_progress_row(job_dir))
-        except Exception as error:  # noqa: BLE001 - a half-written folder is what we expect
-            issues.add(IN_PROGRESS, f"{rows.display(job_dir)} (unreadable: {error})")
-            continue
-        killed = found[-1]["status"] == Status.INTERRUPTED
-        issues.add(KILLED if killed else IN_PROGRESS, rows.display(job_dir))
+    found = rows.in_progress_rows(job_dirs, lambda job_dir, error: issues.add(
+        kinds.IN_PROGRESS, f"{rows.display(job_dir)} (unreadable: {error})"))
+    for row in found:
+        killed = row["status"] == Status.INTERRUPTED
+        issues.add(kinds.KILLED if killed else kinds.IN_PROGRESS, row["path"])
     return found
 
 
@@ -103,9 +74,8 @@ NOT_SETTINGS = ("seed", "lr", *identity.IGNORED_KEYS)
 
 
 def _setting_values(path: str, cell: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    """A run's ``keys`` as its cell holds them; those its cell lacks from the config of its
-    record (read once, and only then), a config group's choice by its name; None where that
-    is unknown."""
+    """A run's ``keys`` from its cell, else from its record's config (read only then; a config
+    group's choice by its name); None where that is unknown."""
     config: Mapping[str, Any] = {}
     if any(key not in cell for key in keys):
         try:
@@ -120,11 +90,11 @@ def _setting_values(path: str, cell: Mapping[str, Any], keys: Sequence[str]) -> 
     return {key: cell[key] if key in cell else from_config(key) for key in keys}
 
 
-def _covered(key: str) -> bool:
-    """Whether a cell key is part of the protocol (``trainer.max_epochs``, ``init``, a key of
-    ``optimizer``): runs that differ there are in different protocols already."""
-    return any(key == p or key.startswith(p + ".") or p.startswith(key + ".")
-               for p in identity.PROTOCOL_KEYS)
+def related(protocol_key: str, key: str) -> bool:
+    """Whether setting ``key`` changes ``protocol_key`` (``optimizer.momentum`` changes
+    ``optimizer``; ``dataset`` changes ``dataset.image_size``)."""
+    return (protocol_key == key or protocol_key.startswith(key + ".")
+            or key.startswith(protocol_key + "."))
 
 
 def _matching(frame: pd.DataFrame, columns: Sequence[str], values: Sequence[Any]) -> pd.Series:
@@ -151,8 +121,10 @@ def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
         mine = frame[_matching(frame, TABLE_CELL[:4], (protocol, dataset, augmentation, name))
                      & (frame["status"] != Status.RUNNING) & frame["cell"].notna()]
         cells = {index: parsed(cell) for index, cell in mine["cell"].items()}
+        # a key of the protocol (``init``, ``trainer.max_epochs``) splits protocols already
         keys = sorted(key for key in {key for cell in cells.values() for key in cell}
-                      if key not in (*NOT_SETTINGS, *identity.CELL_AXES) and not _covered(key))
+                      if key not in (*NOT_SETTINGS, *identity.CELL_AXES)
+                      and not any(related(p, key) for p in identity.PROTOCOL_KEYS))
         values = {index: _setting_values(mine.at[index, "path"], cell, keys)
                   for index, cell in cells.items()}
         # a key some run has no known value for (a choice its config does not name) cannot
@@ -166,7 +138,7 @@ def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
         for index, setting in values.items():
             shown = ", ".join(f"{key}={identity.canonical(setting[key])}" for key in varying)
             frame.at[index, "name"] = f"{name} ({shown})"
-        issues.add(VARIANTS, f"{name} ({dataset}, augmentation {augmentation}, protocol "
+        issues.add(kinds.VARIANTS, f"{name} ({dataset}, augmentation {augmentation}, protocol "
                              f"{protocol}): {', '.join(varying)}")
 
 
@@ -176,7 +148,8 @@ def _mark_duplicates(frame: pd.DataFrame, issues: Issues) -> None:
     columns = [*TABLE_CELL, "status", "ended_at", "path"]
     for old, new in rows.superseded(frame[columns].to_dict("records")).items():
         frame.loc[old, "superseded"] = True
-        issues.add(DUPLICATES, f"{frame.loc[old, 'path']} superseded by {frame.loc[new, 'path']}")
+        issues.add(kinds.DUPLICATES,
+                   f"{frame.loc[old, 'path']} superseded by {frame.loc[new, 'path']}")
 
 
 def load_runs(
@@ -187,11 +160,8 @@ def load_runs(
     wandb_filters: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, Issues]:
     """Every run found under ``paths`` (and in ``wandb_project``) as one DataFrame.
-
-    ``wandb_offline``: ``unmatched`` reads only W&B run folders that no record describes (a
-    record and its W&B run are the same run: the record is the reference); ``all`` reads every
-    folder and checks it against its record; ``none`` ignores W&B folders.
-    """
+    ``wandb_offline``: ``unmatched`` reads only W&B run folders no record describes (the record
+    is the reference), ``all`` reads and checks every one, ``none`` ignores them."""
     if wandb_offline not in ("unmatched", "all", "none"):
         raise ValueError(f"wandb_offline={wandb_offline!r}; use unmatched, all or none")
     issues = Issues()
@@ -205,11 +175,11 @@ def load_runs(
     for run_dir in found.wandb_runs:
         mirrored = any(parent in record_dirs for parent in run_dir.resolve().parents)
         if wandb_offline == "none":
-            issues.add(WANDB_IGNORED, rows.display(run_dir))
+            issues.add(kinds.WANDB_IGNORED, rows.display(run_dir))
         elif wandb_offline == "all" or not mirrored:
             wandb_dirs.append(run_dir)
         else:
-            issues.add(WANDB_MIRRORED, rows.display(run_dir))
+            issues.add(kinds.WANDB_MIRRORED, rows.display(run_dir))
     wandb_rows = load_wandb_offline(wandb_dirs, issues) if wandb_dirs else []
     # Elsewhere, a record and a W&B run are the same run when both the W&B id and the cell
     # agree (a resumed run shares its W&B id with the run it continued, not its cell).
@@ -219,11 +189,11 @@ def load_runs(
         if twin is None:
             runs.append(row)
             continue
-        issues.add(WANDB_MIRRORED, row["path"])
+        issues.add(kinds.WANDB_MIRRORED, row["path"])
         ours, theirs = twin["test_error"], row["test_error"]
         both_missing = pd.isna(ours) and pd.isna(theirs)  # NaN != NaN, yet they agree
         if twin["status"] == row["status"] and ours != theirs and not both_missing:
-            issues.add(WANDB_DISAGREES,
+            issues.add(kinds.WANDB_DISAGREES,
                        f"{row['path']}: test_error {row['test_error']} vs {twin['test_error']}")
 
     if wandb_project:
@@ -245,15 +215,9 @@ def load_runs(
 
 def _note_mixtures(frame: pd.DataFrame, issues: Issues) -> None:
     current = frame[~frame["superseded"].astype(bool)]
-    datasets = sorted(str(d) for d in current["dataset"].dropna().unique())
-    if len(datasets) > 1:
-        counts = current["dataset"].value_counts()
-        issues.add(MIXED_DATASETS,
-                   ", ".join(f"{d} ({counts[d]})" for d in datasets))
     # a selection stage and its final stage differ by design (STAGE_KEYS): one study, no warning
-    studies = set(current["study"].dropna())
-    protocols = sorted(str(p) for p in current["protocol"].dropna().unique())
-    if len(studies) > 1:
-        counts = current["protocol"].value_counts()
-        issues.add(MIXED_PROTOCOLS,
-                   ", ".join(f"{p} ({counts[p]})" for p in protocols))
+    for kind, column, by in ((kinds.MIXED_DATASETS, "dataset", "dataset"),
+                             (kinds.MIXED_PROTOCOLS, "protocol", "study")):
+        if current[by].nunique() > 1:
+            counts = current[column].value_counts()
+            issues.add(kind, ", ".join(f"{v} ({counts[v]})" for v in sorted(counts.index, key=str)))

@@ -1,12 +1,10 @@
 """A record's per-example predictions, verified while the runs are loaded.
 
-``load.load_records`` calls :func:`row_fields` for every record: a run whose predictions can be
-trusted gets its test-set fingerprint and its per-example correctness in the runs DataFrame; a
-run whose file is missing, truncated or altered gets neither, one warning in ``issues.Issues``,
-and "n/a (no predictions)" wherever a per-example test would have used it. Everything else in
-the report (means, intervals, paired t-tests) does not need the file and is unaffected.
-Records made before predictions existed, and W&B-only runs, have no entry: seed-level tests
-only, and no warning (nothing is wrong with them).
+A run whose predictions can be trusted gets its test-set fingerprint and per-example
+correctness in the runs DataFrame; one whose file is missing, truncated or altered gets neither,
+a warning, and "n/a (no predictions)" wherever a per-example test (McNemar) would have used it.
+Records made before predictions existed, and W&B-only runs, get seed-level tests only, and no
+warning (nothing is wrong with them).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import itertools
+from io import StringIO
 
 import pandas as pd
 
@@ -18,8 +20,6 @@ def reference() -> pd.DataFrame:
     error (%), params_exact, params_printed."""
     text = importlib.resources.files("ablate.report").joinpath(REFERENCE_FILE).read_text("utf-8")
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
-    from io import StringIO
-
     frame = pd.read_csv(StringIO("\n".join(lines)), dtype={"params_printed": str, "model": str,
                                                          "downsample": str})
     frame["params_exact"] = frame["params_exact"].astype("Int64")
@@ -31,12 +31,8 @@ def source() -> str:
     text = importlib.resources.files("ablate.report").joinpath(REFERENCE_FILE).read_text("utf-8")
     lines = [line.lstrip("# ").rstrip() for line in text.splitlines() if line.startswith("#")]
     start = next(i for i, line in enumerate(lines) if line.startswith("Source:"))
-    cited = []
-    for line in lines[start:]:
-        if line.startswith("kind:"):
-            break
-        cited.append(line.removeprefix("Source: "))
-    return " ".join(cited)
+    cited = itertools.takewhile(lambda line: not line.startswith("kind:"), lines[start:])
+    return " ".join(cited).removeprefix("Source: ")
 
 
 def table3() -> pd.DataFrame:

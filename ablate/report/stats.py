@@ -1,17 +1,14 @@
 """Numbers behind the tables and figures: per-lr statistics and the per-model lr choice.
 
-A *group* is one (protocol, dataset, augmentation): the runs that one Table 3 layout compares.
-Within a group, each model's learning rate is chosen on mean validation error over its seeds,
-as the paper did; its test error is then the mean over the seeds at that lr, with the sample
-std and the half-width of the 95 % t interval (``evidence.summarize``).
-A learning rate at which any run failed or diverged is only chosen when no lr is free of
-failures (the table still counts every failed and diverged run).
+A *group* is one (protocol, dataset, augmentation): the runs one Table 3 layout compares.
+Within it each model's lr is chosen by ``ablate.stages.choose_lr``; its test error is the mean
+over the seeds at that lr, with the sample std and the 95 % t interval (``evidence.summarize``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -57,10 +54,15 @@ def lr_stats(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=STAT_COLUMNS)
 
 
-def choose_lr(stats: pd.DataFrame) -> dict[str, Any] | None:
+def choose_lr(stats: pd.DataFrame) -> Mapping[str, Any] | None:
     """The row of ``stats`` (one model's lrs) that ``ablate.stages.choose_lr`` chooses."""
-    chosen = stages.choose_lr(stats.to_dict("records"))
-    return None if chosen is None else dict(chosen)
+    return stages.choose_lr(stats.to_dict("records"))
+
+
+def finished_at(runs: pd.DataFrame, lr: float) -> pd.DataFrame:
+    """The finished runs at ``lr`` with a test error: the seeds its mean test error is over."""
+    return runs[(runs["lr"] == lr) & (runs["status"] == Status.FINISHED)
+                & runs["test_error"].notna()]
 
 
 def selected(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -68,15 +70,11 @@ def selected(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
     stats = lr_stats(runs)
     result = {}
     for name in ordered_names(runs["name"].dropna().unique()):
-        mine = stats[stats["name"] == name]
-        chosen = choose_lr(mine)
-        params = sorted({int(p) for p in runs.loc[runs["name"] == name, "params"].dropna()})
-        first = runs[runs["name"] == name].iloc[0]
+        mine, lrs = runs[runs["name"] == name], stats[stats["name"] == name]
         result[name] = {
-            "model": first["model"], "downsample": first["downsample"],
-            "chosen": chosen,
-            **{status: int(mine[status].sum()) for status in stages.COUNTED},
-            "runs": int(len(runs[runs["name"] == name])), "params": params,
+            "model": mine["model"].iloc[0], "downsample": mine["downsample"].iloc[0],
+            "chosen": choose_lr(lrs), **{s: int(lrs[s].sum()) for s in stages.COUNTED},
+            "runs": len(mine), "params": sorted({int(p) for p in mine["params"].dropna()}),
         }
     return result
 
@@ -85,15 +83,8 @@ def at_chosen_lr(runs: pd.DataFrame) -> dict[str, tuple[dict[str, Any], pd.DataF
     """Per model name with a chosen lr, in the paper's order: ``selected``'s entry and the
     finished runs at that lr, so that every table and figure that goes beyond test error
     (per-seed errors, consistency) shows the very seeds the test error is the mean of."""
-    picked = {}
-    for name, mine in selected(runs).items():
-        pick = mine["chosen"]
-        if pick is None:
-            continue
-        picked[name] = (mine, runs[(runs["name"] == name) & (runs["lr"] == pick["lr"])
-                                   & (runs["status"] == Status.FINISHED)
-                                   & runs["test_error"].notna()])
-    return picked
+    return {name: (entry, finished_at(runs[runs["name"] == name], entry["chosen"]["lr"]))
+            for name, entry in selected(runs).items() if entry["chosen"] is not None}
 
 
 def _order_key(value: str) -> tuple[int, float, tuple[tuple[int, float, str], ...]]:

@@ -1,10 +1,6 @@
-"""DataFrame of runs -> ``reports/tables.md``: pure functions, no I/O, no clock.
-
-The same runs always give the same bytes: rows and columns in fixed orders, fixed float
-formats, no timestamps. Errors are shown in %, two decimals; ``mean ± CI`` is over seeds (the
-half-width of the 95 % Student-t interval; none for one seed), with ``n`` the number of
-finished seeds. The evidence sections (Claims first, per-seed detail, instability, paired
-comparisons) are rendered by ``evidence_tables``.
+"""DataFrame of runs -> ``reports/tables.md``: pure functions, no I/O, no clock, so the same
+runs give the same bytes. ``mean ± CI`` is over the ``n`` finished seeds (the half-width of the
+95 % Student-t interval; none for one seed). The evidence sections are ``evidence_tables``'.
 """
 
 from __future__ import annotations
@@ -55,30 +51,36 @@ def result_text(mine: Mapping[str, Any] | None, counts: bool = False) -> str:
     return f"no finished run ({bad} failed/diverged)" if counts else "no finished run"
 
 
+def _counts(values: pd.Series, shown: str = "{} ({})", sep: str = ", ") -> str:
+    """Each distinct value with its count, sorted; "–" for none."""
+    counts = values.value_counts()
+    return sep.join(shown.format(v, counts[v]) for v in sorted(counts.index)) or "–"
+
+
+def _paper(ref: pd.Series | None) -> str:
+    return "–" if ref is None else f"{ref['error']:.2f}"
+
+
+def _versus(pick: Mapping[str, Any] | None, ref: pd.Series | None, missing: str = "–") -> str:
+    """A chosen lr's mean test error minus the paper's, in percentage points."""
+    return missing if pick is None or ref is None else signed(
+        100 * pick["test_mean"] - ref["error"])
+
+
 def inputs_section(frame: pd.DataFrame, issues: Issues, sources: Sequence[str]) -> str:
     runs = stats.current(frame)
     status = runs["status"].value_counts()
-    by_source = frame["source"].value_counts()
     rows = [["sources", ", ".join(f"`{s}`" for s in sources) or "–"],
-            ["runs loaded", f"{len(frame)} (" + ", ".join(
-                f"{s}: {by_source[s]}" for s in sorted(by_source.index)) + ")" if len(frame)
-             else "0"]]
-    for name in ENDED:
-        rows.append([f"{name} (counted)", int(status.get(name, 0))])
-    rows += [[kind, issues.counts[kind]] for kind in sorted(issues.counts)]
-    datasets = runs["dataset"].value_counts()
-    rows.append(["datasets", ", ".join(f"{d} ({datasets[d]})" for d in sorted(datasets.index))
-                 or "–"])
-    protocols = runs["protocol"].value_counts()
-    rows.append(["protocols", ", ".join(f"`{p}` ({protocols[p]})"
-                                        for p in sorted(protocols.index)) or "–"])
-    sweeps = runs["sweep"].value_counts()
-    rows.append(["sweeps", ", ".join(f"{s} ({sweeps[s]})" for s in sorted(sweeps.index)) or "–"])
+            ["runs loaded", f"{len(frame)} ({_counts(frame['source'], '{}: {}')})"
+             if len(frame) else "0"],
+            *([f"{name} (counted)", int(status.get(name, 0))] for name in ENDED),
+            *([kind, issues.counts[kind]] for kind in sorted(issues.counts)),
+            ["datasets", _counts(runs["dataset"])],
+            ["protocols", _counts(runs["protocol"], "`{}` ({})")],
+            ["sweeps", _counts(runs["sweep"])]]
     # where the runs came from: a table mixing commits or library versions says so here
-    for label, column in (("commits", "code"), ("package versions", "versions")):
-        counts = runs[column].fillna("unknown").value_counts()
-        rows.append([label, "; ".join(f"{value} ({counts[value]})"
-                                      for value in sorted(counts.index)) or "–"])
+    rows += [[label, _counts(runs[column].fillna("unknown"), sep="; ")]
+             for label, column in (("commits", "code"), ("package versions", "versions"))]
     return "## Inputs\n\n" + table(["", "count"], rows)
 
 
@@ -111,27 +113,20 @@ def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
               "difference", "params", "paper params (exact)", "paper params (printed)"]
     rows = []
     for name in stats.ordered_names([*paper.index, *chosen]):
-        mine = chosen.get(name)
+        mine = chosen.get(name) or {}
         ref = paper.loc[name] if name in paper.index else None
-        pick = mine["chosen"] if mine else None
-        test = result_text(mine)
-        if pick is None:
-            lr, val, n, diff = "–", "–", 0, "–"
-        else:
-            lr, val, n = lr_text(pick["lr"]), pct(pick["val_mean"]), pick["n"]
-            diff = "n/a" if ref is None else (
-                signed(100 * pick["test_mean"] - ref["error"]) if comparable else "n/a")
+        pick = mine.get("chosen")
         rows.append([
-            name, lr, val, test, n, mine[Status.FAILED] if mine else 0,
-            mine[Status.DIVERGED] if mine else 0, *([mine[Status.RUNNING] if mine else 0]
-                                               if show_running else []),
-            f"{ref['error']:.2f}" if ref is not None else "–", diff,
-            ", ".join(f"{p:,}" for p in mine["params"]) if mine and mine["params"] else "–",
-            f"{int(ref['params_exact']):,}" if ref is not None else "–",
-            ref["params_printed"] if ref is not None else "–",
+            name, lr_text(pick and pick["lr"]), pct(pick and pick["val_mean"]),
+            result_text(mine), pick["n"] if pick else 0,
+            *(mine.get(s, 0) for s in (Status.FAILED, Status.DIVERGED, Status.RUNNING)
+              if show_running or s != Status.RUNNING),
+            _paper(ref), _versus(pick, ref if comparable else None, "n/a") if pick else "–",
+            ", ".join(f"{p:,}" for p in mine["params"]) if mine.get("params") else "–",
+            "–" if ref is None else f"{int(ref['params_exact']):,}",
+            "–" if ref is None else ref["params_printed"],
         ])
-    missing = sum(1 for name in paper.index if not chosen.get(name)
-                  or chosen[name]["chosen"] is None)
+    missing = sum(1 for name in paper.index if not (chosen.get(name) or {}).get("chosen"))
     note = (f"Missing: {missing} of the paper's 12 models have no finished run here. "
             if missing else "")
     if not comparable:
@@ -150,15 +145,15 @@ def lr_section(runs: pd.DataFrame) -> str:
     chosen = stats.selected(runs)
     lrs = sorted(lr_stats["lr"].unique())
     rows = []
+    cells = {(c["name"], c["lr"]): c for c in lr_stats.to_dict("records")}
     for name in stats.ordered_names(chosen):
         pick = chosen[name]["chosen"]
         row = [name]
         for lr in lrs:
-            cell = lr_stats[(lr_stats["name"] == name) & (lr_stats["lr"] == lr)]
-            if not len(cell):
+            c = cells.get((name, lr))
+            if c is None:
                 row.append("–")
                 continue
-            c = cell.iloc[0]
             text = f"{pct(c['val_mean'])} ({c['n']})" if c["n"] else "no finished run"
             if pick is not None and pick["lr"] == lr:
                 text = f"**{text}**"
@@ -215,15 +210,12 @@ def augmentation_section(frame: pd.DataFrame, protocol: str, dataset: str,
                                  for n in per_aug[aug]})
     for name in names:
         for aug in augmentations:
-            mine = per_aug[aug].get(name)
+            mine = per_aug[aug].get(name) or {}
             ref = reference.lookup(name, dataset, aug)
-            pick = mine["chosen"] if mine else None
-            diff = (signed(100 * pick["test_mean"] - ref["error"])
-                    if pick is not None and ref is not None else "–")
-            rows.append([name, aug, lr_text(pick["lr"]) if pick else "–", result_text(mine),
-                         pick["n"] if pick else 0, mine[Status.FAILED] if mine else 0,
-                         mine[Status.DIVERGED] if mine else 0,
-                         f"{ref['error']:.2f}" if ref is not None else "–", diff])
+            pick = mine.get("chosen")
+            rows.append([name, aug, lr_text(pick and pick["lr"]), result_text(mine),
+                         pick["n"] if pick else 0, mine.get(Status.FAILED, 0),
+                         mine.get(Status.DIVERGED, 0), _paper(ref), _versus(pick, ref)])
     parts = [f"#### Augmentation comparison: {dataset}", "",
              "flip_translate = the paper's small augmentation; large = our approximation of its "
              "large one (the paper also used a larger network).", "",
@@ -231,11 +223,10 @@ def augmentation_section(frame: pd.DataFrame, protocol: str, dataset: str,
                     Status.DIVERGED, "paper %", "difference"], rows)]
     if dataset == PAPER_DATASET:
         context = reference.comparisons()
-        ctx_rows = []
-        for method in list(dict.fromkeys(context["name"])):
-            mine = context[context["name"] == method].set_index("augmentation")["error"]
-            ctx_rows.append([method] + [f"{mine[a]:.2f}" if a in mine else "–"
-                                        for a in ("none", "augmented")])
+        errors = context.set_index(["name", "augmentation"])["error"]
+        ctx_rows = [[method, *(f"{errors[method, a]:.2f}" if (method, a) in errors.index else "–"
+                               for a in ("none", "augmented"))]
+                    for method in dict.fromkeys(context["name"])]
         parts += ["", "For context, the comparison rows the paper quotes (CIFAR-10, each "
                   "method's own augmentation):", "",
                   table(["method", "no augmentation %", "augmented %"], ctx_rows)]
@@ -248,16 +239,13 @@ def cifar100_section(frame: pd.DataFrame, protocol: str) -> str:
     c10 = stats.selected(stats.runs_of(frame, protocol, "cifar10", "none"))
     rows = []
     for name in stats.ordered_names(c100):
-        ref10 = reference.lookup(name, "cifar10", "none")
         ref100 = reference.lookup(name, "cifar100", "none")
         p100 = c100[name]["chosen"]
         rows.append([
             name, result_text(c10.get(name)), result_text(c100[name]), p100["n"] if p100 else 0,
             c100[name][Status.FAILED], c100[name][Status.DIVERGED],
-            f"{ref10['error']:.2f}" if ref10 is not None else "–",
-            f"{ref100['error']:.2f}" if ref100 is not None else "–",
-            signed(100 * p100["test_mean"] - ref100["error"]) if p100 and ref100 is not None
-            else "–",
+            _paper(reference.lookup(name, "cifar10", "none")), _paper(ref100),
+            _versus(p100, ref100),
         ])
     return "\n".join(["#### CIFAR-100 (no augmentation)", "",
                       table(["model", "CIFAR-10 test %", "CIFAR-100 test %", "n", Status.FAILED,
@@ -275,8 +263,8 @@ def stage_partners(runs: pd.DataFrame) -> dict[str, str]:
     partners = {}
     for both in by_study.values():
         if len(both) == 2:
-            partners[both[stages.SELECTION]] = both[stages.FINAL]
-            partners[both[stages.FINAL]] = both[stages.SELECTION]
+            partners.update({both[stages.SELECTION]: both[stages.FINAL],
+                             both[stages.FINAL]: both[stages.SELECTION]})
     return partners
 
 
@@ -324,13 +312,12 @@ def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
     keys = [g for g in stats.groups(frame) if g[0] == protocol]
     for _, dataset, augmentation in keys:
         group = stats.runs_of(frame, protocol, dataset, augmentation)
-        if final:  # no validation error: the lr came from the selection stage
-            layout = table3_section(group, dataset, augmentation, show_running, final=True)
-        elif partner and not stats.runs_of(frame, partner, dataset, augmentation).empty:
+        if not final and partner and not stats.runs_of(frame, partner, dataset,
+                                                       augmentation).empty:
             layout = (f"#### Table 3 layout: {dataset}, augmentation {augmentation}\n\nFrom "
                       f"the final stage, protocol `{partner}`: these runs chose its lrs.")
         else:
-            layout = table3_section(group, dataset, augmentation, show_running)
+            layout = table3_section(group, dataset, augmentation, show_running, final)
         parts += ["", f"### {dataset}, augmentation {augmentation}", "", layout, "",
                   *([] if final else [lr_section(group), ""]), pivot_section(group), "",
                   evidence_tables.seeds_section(group), "",
@@ -359,10 +346,12 @@ def render(frame: pd.DataFrame, issues: Issues, sources: Sequence[str] = (),
     # The comparisons add their own warnings (test sets that differ): to a copy, so that
     # rendering twice never counts a warning twice.
     issues = copy.deepcopy(issues)
-    outcomes, comparisons, refused = evidence_tables.analyse(frame)
+    settings, claim_list = claims.packaged()
+    refused: set[str] = set()  # seed pairs on different test sets, found while comparing
+    outcomes = claims.evaluate(frame, claim_list, settings, refused)
+    comparisons = evidence_tables.comparisons_section(frame, refused, settings.alpha)
     for message in sorted(refused):
         issues.add(per_example.TEST_SETS_DIFFER, message)
-    settings = claims.settings()
     parts = [
         "# All-CNN pooling ablation: results beside the paper",
         "",

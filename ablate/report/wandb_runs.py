@@ -26,16 +26,14 @@ class WandbReadError(RuntimeError):
 
 def _unwrap_config(config: Any) -> dict[str, Any]:
     """W&B config as plain values (some tools keep W&B's ``{"value": ...}`` wrappers)."""
-    if not isinstance(config, Mapping):
-        return {}
-    plain = {}
-    for key, value in config.items():
-        if str(key).startswith("_wandb"):
-            continue
+
+    def unwrap(value: Any) -> Any:
         if isinstance(value, Mapping) and set(value) <= {"value", "desc"} and "value" in value:
-            value = value["value"]
-        plain[str(key)] = value
-    return plain
+            return value["value"]
+        return value
+
+    return {str(key): unwrap(value) for key, value in config.items()
+            if not str(key).startswith("_wandb")} if isinstance(config, Mapping) else {}
 
 
 # W&B's run states (its words, not ours) as the status of a run that did not log its own
@@ -45,11 +43,8 @@ _STATE_TO_STATUS = {"finished": Status.FINISHED, "failed": Status.FAILED, "crash
 
 def row_from_wandb(meta: Mapping[str, Any], *, source: str, path: str,
                    issues: Issues) -> dict[str, Any] | None:
-    """One run as W&B shows it: ``meta`` has run_id, state, config, summary, (group).
-
-    ``meta`` has the shape of ``wandb leet inspect --summary --json``; :func:`load_wandb_api`
-    builds the same shape from ``wandb.Api`` run objects, so both go through this one function.
-    """
+    """One run as W&B shows it: ``meta`` has the shape of ``wandb leet inspect --summary
+    --json`` (run_id, state, config, summary, group), which :func:`load_wandb_api` builds too."""
     config = _unwrap_config(meta.get("config"))
     summary = meta.get("summary") if isinstance(meta.get("summary"), Mapping) else {}
     cell = config.get("cell")
@@ -58,9 +53,7 @@ def row_from_wandb(meta: Mapping[str, Any], *, source: str, path: str,
         return None
     status = summary.get("status")
     state = str(meta.get("state") or "").lower()
-    if _STATE_TO_STATUS.get(state) == Status.RUNNING and status is None:
-        status = Status.RUNNING
-    elif status not in ENDED:
+    if status not in ENDED:
         status = _STATE_TO_STATUS.get(state, Status.FAILED)
     if status == Status.RUNNING:
         issues.add(IN_PROGRESS, path)
@@ -91,8 +84,8 @@ def inspect_wandb_run(run_dir: Path, timeout: float = 120) -> dict[str, Any]:
         raise WandbReadError(f"wandb leet inspect failed ({message})")
     try:
         meta = json.loads(done.stdout)
-    except json.JSONDecodeError as error:
-        raise WandbReadError(f"wandb leet inspect printed no JSON ({error})") from error
+    except json.JSONDecodeError:
+        meta = None
     if not isinstance(meta, dict):
         raise WandbReadError("wandb leet inspect printed no JSON object")
     return meta
@@ -120,23 +113,17 @@ def load_wandb_offline(run_dirs: Sequence[Path], issues: Issues,
     return rows
 
 
-def load_wandb_api(project: str, filters: Mapping[str, Any] | None, issues: Issues,
-                   api: Any = None) -> list[dict[str, Any]]:
-    """Rows for the runs of an online W&B project (``entity/project``), MongoDB-style filters.
-
-    Example filters: ``{"group": "table3/2026-12-01_10-00-00"}``, ``{"tags": "dataset=cifar10"}``,
-    ``{"state": "finished"}``. Needs a W&B login.
-    """
+def load_wandb_api(project: str, filters: Mapping[str, Any] | None,
+                   issues: Issues) -> list[dict[str, Any]]:
+    """Rows for the runs of an online W&B project (``entity/project``; needs a login), with
+    MongoDB-style filters such as ``{"group": "table3/2026-12-01_10-00-00"}``."""
     import wandb
 
-    api = api or wandb.Api(timeout=60)
     rows = []
-    for run in api.runs(project, filters=dict(filters or {}), order="+created_at"):
-        meta = {
-            "run_id": run.id, "name": run.name, "state": run.state, "group": run.group,
-            "config": dict(run.config), "summary": dict(run.summary_metrics or {}),
-            "tags": list(run.tags or []),
-        }
+    for run in wandb.Api(timeout=60).runs(project, filters=dict(filters or {}),
+                                          order="+created_at"):
+        meta = {"run_id": run.id, "state": run.state, "group": run.group,
+                "config": dict(run.config), "summary": dict(run.summary_metrics or {})}
         row = row_from_wandb(meta, source="wandb-api", path=f"{project}/{run.id}", issues=issues)
         if row is not None:
             rows.append(row)
