@@ -53,9 +53,6 @@ class _Walk:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     read: int = 0  # run directories whose files were read
 
-    def settled(self, mtime_ns: int) -> int | None:
-        return mtime_ns if self.now_ns - mtime_ns > SETTLE_NS else None
-
 
 def _record_stamp(directory: Path) -> list[int] | None:
     """Size and modification time of a run's record: an in-place edit changes them, not the
@@ -112,7 +109,8 @@ def _visit(walk: _Walk, rel: str) -> None:
     names = {entry.name for entry in entries}
     if records.START_FILE in names or records.RESULT_FILE in names:
         walk.read += 1
-        walk.runs[rel] = _entry(read_run(path), walk.settled(mtime_ns), path)
+        settled = mtime_ns if walk.now_ns - mtime_ns > SETTLE_NS else None
+        walk.runs[rel] = _entry(read_run(path), settled, path)
         return
     for child in sorted(entry.name for entry in entries
                         if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)):
@@ -132,14 +130,6 @@ def _load(root: Path) -> dict[str, Any] | None:
     except (AssertionError, KeyError, TypeError, ValueError, AttributeError):
         return None
     return runs
-
-
-def _save(root: Path, walk: _Walk) -> None:
-    try:
-        atomic.write_json_atomic(root / INDEX_FILE, {
-            "version": VERSION, "written_by": "ablate.sweep.index", "runs": walk.runs})
-    except OSError as error:  # a read-only share: the next launch scans again, nothing worse
-        log.warning("could not write the run index %s: %s", root / INDEX_FILE, error)
 
 
 def _found(walk: _Walk) -> dict[str, list[PastRun]]:
@@ -169,7 +159,11 @@ def past_runs(root: Path) -> dict[str, list[PastRun]]:
     walk = _Walk(root, runs or {})
     _visit(walk, "")
     if runs is None or walk.runs != runs:
-        _save(root, walk)
+        try:
+            atomic.write_json_atomic(root / INDEX_FILE, {
+                "version": VERSION, "written_by": "ablate.sweep.index", "runs": walk.runs})
+        except OSError as error:  # a read-only share: the next launch scans again, nothing worse
+            log.warning("could not write the run index %s: %s", root / INDEX_FILE, error)
     how = "scanned (no usable index)" if runs is None else "index checked"
     # a debugging line: shown with verbose=true (the sweeper turns this logger's debug on)
     log.debug("%s: %s, %d run directories, %d read", root, how, len(walk.runs), walk.read)

@@ -103,19 +103,6 @@ def _create(path: Path, content: dict[str, Any]) -> bool:
     return True
 
 
-def _take_over(path: Path, expired: Holder) -> None:
-    """Move an expired lease out of the way; a concurrent taker may win, which is fine."""
-    aside = path.with_name(f".{path.name}.expired.{uuid.uuid4().hex}")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return  # another launch moved it first
-    if read_holder(aside) != expired:  # it was replaced between the check and the rename
-        with contextlib.suppress(OSError):  # put the fresh lease back (unless another took it)
-            os.link(aside, path)
-    aside.unlink(missing_ok=True)
-
-
 def take(root: Path, config_id: str, sweep_dir: Path,
          timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> Holder | None:
     """Lease ``config_id`` to this process; None when taken, else the live holder."""
@@ -134,7 +121,16 @@ def take(root: Path, config_id: str, sweep_dir: Path,
             return None
         if not holder.expired(timeout_hours):
             return holder
-        _take_over(path, holder)
+        # Move the expired lease out of the way; a concurrent taker may win, which is fine.
+        aside = path.with_name(f".{path.name}.expired.{uuid.uuid4().hex}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            continue  # another launch moved it first
+        if read_holder(aside) != holder:  # it was replaced between the check and the rename
+            with contextlib.suppress(OSError):  # put the fresh lease back (unless another took it)
+                os.link(aside, path)
+        aside.unlink(missing_ok=True)
     return read_holder(path) or Holder(None, None, None, None, time.time())
 
 

@@ -123,25 +123,21 @@ class AblateSweeper(Sweeper):
         return grid.union(parse, self.settings.params or {}, self.settings.variants or [],
                           arguments)
 
-    def _final_stage(self, jobs: list[list[str]], axes: "Axes") -> tuple[list[list[str]], "Axes"]:
-        """In a final stage (a config with ``selection``), each job at the lr its selection
-        sweep chose; nothing starts while that sweep is incomplete."""
+    def plan(self, arguments: Sequence[str]) -> tuple["Axes", list["PlannedRun"], str, Path]:
+        """``(axes, planned runs, estimate note, records root)`` of ``arguments``' grid; in a
+        final stage (a config with ``selection``), each job at the lr its selection sweep chose,
+        and nothing starts while that sweep is incomplete."""
         from ablate import selection
         from ablate.errors import SelectionError
-
-        if "selection" not in self.config:
-            return jobs, axes
-        try:
-            jobs = selection.final_grid(jobs, self._composer().compose)
-        except SelectionError as error:
-            _refuse(f"the final stage cannot start: {error}")
-        return jobs, [(k, [selection.SELECTED] if k == "lr" else v) for k, v in axes]
-
-    def plan(self, arguments: Sequence[str]) -> tuple["Axes", list["PlannedRun"], str, Path]:
-        """``(axes, planned runs, estimate note, records root)`` of ``arguments``' grid."""
         from ablate.sweep import planner
 
-        grid, axes = self._final_stage(*self._grid(arguments))
+        grid, axes = self._grid(arguments)
+        if "selection" in self.config:
+            try:
+                grid = selection.final_grid(grid, self._composer().compose)
+            except SelectionError as error:
+                _refuse(f"the final stage cannot start: {error}")
+            axes = [(k, [selection.SELECTED] if k == "lr" else v) for k, v in axes]
         # Composing thousands of jobs allocates millions of objects, and each full collection
         # would walk the imported stack (torch, Lightning) too: frozen, planning takes half.
         gc.freeze()
@@ -176,7 +172,12 @@ class AblateSweeper(Sweeper):
         from hydra_plugins.ablate_sweeper.extras import missing
 
         began, dry_run = time.time(), self.settings.dry_run
-        self._log_levels()
+        # verbose: the sweep's debugging lines (the run index's checks) too; else not even the
+        # basic launcher's `#4 : ...` lines (the `[k/N]` line after each job says more)
+        if self.config.get("verbose"):
+            logging.getLogger("ablate.sweep").setLevel(logging.DEBUG)
+        else:
+            logging.getLogger(BASIC_LAUNCHER.rsplit(".", 1)[0]).setLevel(logging.WARNING)
         if problem := missing(str(self.config.hydra.launcher.get("_target_", ""))):
             _refuse(problem)  # a launcher whose package is missing: the pip command, first
         axes, runs, note, root = self.plan(arguments)
@@ -229,14 +230,6 @@ class AblateSweeper(Sweeper):
         if elsewhere := sum(run.state == Outcome.ELSEWHERE for run in runs):
             raise SweepIncomplete(elsewhere)
         return returns
-
-    def _log_levels(self) -> None:
-        """``verbose``: the sweep's debugging lines (the run index's checks) too; else not even
-        the basic launcher's ``#4 : ...`` lines (the ``[k/N]`` line after each job says more)."""
-        if self.config.get("verbose"):
-            logging.getLogger("ablate.sweep").setLevel(logging.DEBUG)
-        else:
-            logging.getLogger(BASIC_LAUNCHER.rsplit(".", 1)[0]).setLevel(logging.WARNING)
 
     def _launch_all(self, todo: list["PlannedRun"], sweep_dir: Path) -> list[list[JobReturn]]:
         """The jobs to the launcher in batches of ``max_batch_size``, else all at once (one at a
