@@ -1,13 +1,11 @@
 """Cell leases: two overlapping launches of one sweep never run the same cell twice.
 
 Two launches started together both plan before either has started a run, so both would run
-every cell. Hence a lease: before a job is handed to the launcher, its sweeper creates
-``<records root>/.leases/<config_id>.json`` (``sweeps/<sweep name>``, where every launch of the
-sweep looks), saying which host, process and launch holds it and since when. Creating it is
-exclusive: the lease is written to a private temporary file and hard-linked to its name, which
-fails if the name exists, atomically, on a local disk and on NFS alike (where links are not
-supported, ``O_EXCL``). Of two launches, exactly one gets each cell; the other reports it as
-running elsewhere.
+every cell. Hence, before a job is handed to the launcher, its sweeper creates
+``<records root>/.leases/<config_id>.json`` (who holds it, since when) exclusively: written to a
+private file and hard-linked to its name, which fails if the name exists, atomically, on a local
+disk and on NFS alike (``O_EXCL`` where links are not supported). Of two launches, exactly one
+gets each cell; the other reports it as running elsewhere.
 
 A lease is released once its launch has collected the job's outcome. One left behind by a launch
 that died has *expired* and may be taken over: its process is gone (knowable on its own host),
@@ -55,12 +53,11 @@ class Holder:
         return self.pid == os.getpid() and self.host == socket.gethostname()
 
     def expired(self, timeout_hours: float) -> bool:
-        """Whether the lease may be taken over: its holder is gone, or it is too old. Another
-        machine's process cannot be seen from here: its lease waits for the timeout."""
-        if time.time() - self.since > timeout_hours * 3600:
-            return True
-        return (self.host == socket.gethostname() and not self.ours
-                and not provenance.process_alive(self.host, self.pid, self.pid_start))
+        """Whether the lease may be taken over: it is too old, or its holder, on this host (another
+        machine's process cannot be seen from here), is gone."""
+        return time.time() - self.since > timeout_hours * 3600 or (
+            self.host == socket.gethostname() and not self.ours
+            and not provenance.process_alive(self.host, self.pid, self.pid_start))
 
 
 def lease_path(root: Path, config_id: str) -> Path:
@@ -106,8 +103,7 @@ def _create(path: Path, content: dict[str, Any]) -> bool:
 def take(root: Path, config_id: str, sweep_dir: Path,
          timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> Holder | None:
     """Lease ``config_id`` to this process; None when taken, else the live holder."""
-    path = lease_path(root, config_id)
-    pid = os.getpid()
+    path, pid = lease_path(root, config_id), os.getpid()
     content = {"config_id": config_id, "host": socket.gethostname(), "pid": pid,
                "pid_start": provenance.process_start(pid), "sweep_dir": str(sweep_dir),
                "leased_time": time.time()}
@@ -136,9 +132,8 @@ def take(root: Path, config_id: str, sweep_dir: Path,
 
 def held_elsewhere(root: Path, config_ids: Iterable[str],
                    timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> dict[str, Holder]:
-    """The live leases of other launches among ``config_ids``, for the plan to show before
-    launching (the launch itself still takes each cell's lease when it gets to it). One listing
-    of the leases folder, then a look at the leased cells only."""
+    """The live leases of other launches among ``config_ids``, for the plan to show (the launch
+    still takes each cell's lease when it gets to it): one listing, then the leased cells only."""
     try:
         present = {name.removesuffix(".json") for name in os.listdir(Path(root) / FOLDER)
                    if name.endswith(".json")}

@@ -1,6 +1,5 @@
-"""Hydra plugins of ablate: the sweeper that plans, resumes and summarises a grid, and a Ray
-launcher that gives each job its own GPU (or a share of one) in a fresh process. Both import
-only Hydra at first (``ablate.sweep`` when a sweep runs): a single run pays nothing for them.
+"""Hydra plugins of ablate: a sweeper and a Ray launcher. Both import only Hydra at first
+(``ablate.sweep`` when a sweep runs): a single run pays nothing for them.
 """
 
 PLUGINS = ("hydra_plugins.ablate_sweeper.sweeper.AblateSweeper",

@@ -1,11 +1,7 @@
-"""``hydra/sweeper=ablate`` (the default of ``conf/config.yaml``): Hydra's basic grid plus a
-plan printed before launching (``hydra.sweeper.dry_run=true`` stops there), resume by config
-id, failures isolated and summarised whatever the launcher (exit 1 if any failed), and a sweep
-folder of its own, made once every job of the grid has composed.
-
-Built on Hydra's public plugin API only, as its Optuna and Ax sweepers are: ``Sweeper.setup`` /
-``sweep``, the launcher's ``launch(job_overrides, initial_job_idx)``, each outcome from
-``JobReturn``. The decisions and the text are in ``ablate.sweep``; this class wires them to Hydra.
+"""``hydra/sweeper=ablate`` (the default of ``conf/config.yaml``; its settings are
+``AblateSweeperConf``), on Hydra's public plugin API only, as its Optuna and Ax sweepers are:
+``Sweeper.setup`` / ``sweep``, the launcher's ``launch``, each outcome from ``JobReturn``. The
+decisions and the text are in ``ablate.sweep``; this class wires them to Hydra.
 """
 
 # No `from __future__ import annotations`: Hydra loads plugin modules outside sys.modules, where
