@@ -9,14 +9,11 @@ A launch lists the folders above the runs (a few: the sweep folders) and trusts 
 only while its directory is unchanged and its record is the file it read (same size and
 modification time): a ``stat`` each, no read. Every way a run can change touches its directory's
 time (records and start markers are renamed into it, a first checkpoint creates
-``checkpoints/``, a deleted record removes an entry), whoever changed it, from whichever
-machine; a record edited in place is caught by its own size and time. Runs whose state can
-change without any of that (started, no record yet) are read on every launch. An index that is
-missing, damaged or of another version is ignored (a scan, which writes it anew); two launches
-writing it at once lose one's update, never correctness.
-
-Run directories are not descended into (they hold checkpoints, configs and W&B files, never
-other runs), nor are hidden folders (``.submitit``, ``.hydra``, this index). No torch here.
+``checkpoints/``, a deleted record removes an entry), from whichever machine; a record edited in
+place is caught by its own size and time. Runs that can change without any of that (started,
+no record yet) are read on every launch. An unusable index is rebuilt by a scan; two launches
+writing it at once lose one's update, never correctness. Run directories (checkpoints, configs,
+W&B files) and hidden folders (``.submitit``, ``.hydra``, this index) are not descended into.
 """
 
 from __future__ import annotations
@@ -120,11 +117,9 @@ def _visit(walk: _Walk, rel: str) -> None:
 def _load(root: Path) -> dict[str, Any] | None:
     """The run entries of the index under ``root``; None if it is missing or unusable."""
     data = atomic.read_json(root / INDEX_FILE) or {}
-    runs = data.get("runs")
-    if data.get("version") != VERSION or not isinstance(runs, dict):
-        return None
+    runs = data.get("runs") if data.get("version") == VERSION else None
     try:  # every entry must have what _visit and _past_run read: else the whole index is rebuilt
-        for entry in runs.values():
+        for entry in runs.values():  # no runs, or not a mapping: AttributeError
             assert "mtime_ns" in entry
             _past_run(root, entry)
     except (AssertionError, KeyError, TypeError, ValueError, AttributeError):
@@ -142,8 +137,7 @@ def _found(walk: _Walk) -> dict[str, list[PastRun]]:
 
 
 def scan(root: Path) -> dict[str, list[PastRun]]:
-    """Every run under ``root``, grouped by config id, read from disk (no index used or
-    written)."""
+    """Every run under ``root``, grouped by config id, read from disk (no index)."""
     walk = _Walk(root, {})
     if root.is_dir():
         _visit(walk, "")
@@ -165,6 +159,5 @@ def past_runs(root: Path) -> dict[str, list[PastRun]]:
         except OSError as error:  # a read-only share: the next launch scans again, nothing worse
             log.warning("could not write the run index %s: %s", root / INDEX_FILE, error)
     how = "scanned (no usable index)" if runs is None else "index checked"
-    # a debugging line: shown with verbose=true (the sweeper turns this logger's debug on)
     log.debug("%s: %s, %d run directories, %d read", root, how, len(walk.runs), walk.read)
     return _found(walk)
