@@ -41,9 +41,8 @@ DEVICES = {
 
 # Measured beats assumed: the GPU throughput of the latest `python -m ablate.bench.gpu` report
 # (reports/benchmarks/gpu.txt), when there is one, replaces the assumed 20e12 above.
-_gpu_report = measured.latest_gpu_report()
-_gpu_macs = measured.measured_gpu_macs_per_second(_gpu_report) if _gpu_report else None
-if _gpu_macs is not None:
+if (_gpu_report := measured.latest_gpu_report()) and (
+        _gpu_macs := measured.measured_gpu_macs_per_second(_gpu_report)):
     DEVICES["gpu"] = replace(DEVICES["gpu"], macs_per_second=_gpu_macs)
 
 

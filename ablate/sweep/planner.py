@@ -1,12 +1,6 @@
 """From a grid to planned runs: each job composed once, matched to earlier runs by config id,
 checked, and priced; then the cells another launch holds, and the runs made by other code.
 Nothing here launches or writes a run.
-
-Runs made by other code: a run is matched by its config, which says nothing of the code that
-trained it, so after a new commit a relaunch would skip every finished run without a word. Each
-record keeps ``git_commit`` and ``git_source`` (the commit plus any uncommitted edit): the plan
-says how many finished runs came from other code, and which; they are still skipped (most
-commits change no result) unless ``hydra.sweeper.rerun_stale=true``.
 """
 
 from __future__ import annotations
@@ -77,11 +71,11 @@ def plan_runs(grid: Sequence[Sequence[str]], axes: Axes, root: Path,
                                            != Action.SKIP], lease_timeout_hours)
         for run in runs:
             run.held_by = held[run.config_id].describe() if run.config_id in held else None
+    note = "/".join(sorted(kinds)) or "cpu"
     if any(kind in factors for kind in kinds):
-        note = (f"{'/'.join(sorted(kinds))}; calibrated on {len(finished)} finished runs of "
-                "this machine")
+        note += f"; calibrated on {len(finished)} finished runs of this machine"
     else:
-        note = f"{'/'.join(sorted(kinds)) or 'cpu'}; built-in throughput, not yet calibrated"
+        note += "; built-in throughput, not yet calibrated"
     if elsewhere:
         note += f"; {elsewhere} finished runs of other machines not used"
     return runs, note
@@ -103,8 +97,11 @@ def _code(commit: Any, dirty: Any) -> str:
 
 def mark_other_code(runs: Sequence[PlannedRun], current: Mapping[str, Any] | None = None,
                     rerun: bool = False) -> str | None:
-    """The plan's line about finished runs of other code than ``current`` (this checkout's);
-    None if there are none. With ``rerun`` their runs are turned from skip into run."""
+    """The plan's line about finished runs of other code than ``current`` (this checkout's), as
+    their records' ``git_commit`` and ``git_source`` (the commit plus any uncommitted edit) say;
+    None if there are none. A run is matched by its config, which says nothing of the code that
+    trained it: without this line, a relaunch after a commit would skip every finished run
+    without a word. They are still skipped (most commits change no result) unless ``rerun``."""
     current = provenance.git_state() if current is None else current
     other = [run for run in runs if run.decision.action == Action.SKIP and run.decision.previous
              and made_by_other_code(run.decision.previous.code, current)]

@@ -5,11 +5,10 @@ machine): the defaults list, every YAML file merged, then the job's value overri
 applied with ``OmegaConf.update``. All but the last step depend only on the overrides that pick
 config-group options or change the defaults (``model=A``, ``+sweep=table3``, ``~callbacks``,
 ``hydra.*``), which most jobs of a grid share. :class:`JobComposer` composes once per distinct
-tuple of those (through ``load_sweep_config``) and applies each job's value overrides to a copy
-as Hydra does (same parser, same ``OmegaConf.update(..., merge=True)`` on a struct config),
-without Hydra's own node, which the launcher composes again for each job it starts;
-``tests/test_sweep_scale.py`` checks it against a full composition for every job of the presets.
-An override it cannot apply that way goes to a full composition, whose error is Hydra's own.
+tuple of those and applies each job's value overrides to a copy as Hydra does (same parser,
+same ``OmegaConf.update(..., merge=True)``), without Hydra's own node, which the launcher composes
+again for each job; ``tests/test_sweep_scale.py`` checks it against a full composition for every
+job of the presets. An override it cannot apply so gets a full composition, and Hydra's error.
 
 The leading underscore keeps Hydra's plugin scan from executing this module.
 """
@@ -37,22 +36,17 @@ class JobComposer:
         self.full_compositions = 0  # Hydra compositions run: the cost that matters
         self._is_group: dict[str, bool] = {}
 
-    def _group_exists(self, key: str) -> bool:
-        # Hydra's own test (defaults_list.Overrides): a key naming a config group is a choice.
-        if key not in self._is_group:
-            self._is_group[key] = any(source.is_group(key)
-                                      for source in self.loader.get_sources())
-        return self._is_group[key]
-
     def is_plain_value(self, override: Override) -> bool:
         """Whether ``override`` only sets a value after composition (``lr=0.1``), so that it can
         be applied to a copy; anything that may change which files are composed is not."""
-        return (override.type == OverrideType.CHANGE
-                and override.package is None
-                and not override.is_sweep_override()
-                and not override.is_hydra_override()
-                and "/" not in override.key_or_group
-                and not self._group_exists(override.key_or_group))
+        key = override.key_or_group
+        if (override.type != OverrideType.CHANGE or override.package is not None or "/" in key
+                or override.is_sweep_override() or override.is_hydra_override()):
+            return False
+        # Hydra's own test (defaults_list.Overrides): a key naming a config group is a choice.
+        if key not in self._is_group:
+            self._is_group[key] = any(source.is_group(key) for source in self.loader.get_sources())
+        return not self._is_group[key]
 
     def _full(self, overrides: Sequence[str]) -> DictConfig:
         self.full_compositions += 1
