@@ -98,8 +98,7 @@ def work_of(cfg: DictConfig | Mapping[str, Any]) -> Work:
         layers = get_method(transform)(layers)
     layers = spec.scale_width(layers, float(network.width))
     image_size = int(_get(cfg, "augmentation.transform.size", network.image_size))
-    per_image = forward_macs(layers, int(network.in_channels), image_size,
-                             int(network.num_classes))
+    per_image = forward_macs(layers, int(network.in_channels), image_size, int(network.num_classes))
 
     # dataset.images: the source's training (before the validation split) and test counts
     train_pool = int(_get(cfg, "dataset.images.train", 0) or 0)

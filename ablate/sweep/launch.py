@@ -26,8 +26,7 @@ def launch_overrides(run: PlannedRun) -> list[str]:
     """The overrides ``run`` is launched with: where it resumes from, if it does."""
     overrides = identity.without_resume(run.overrides)
     if run.decision.checkpoint is not None:  # found by config id; unreadable: start afresh
-        overrides += [f"resume_from={quoted(str(run.decision.checkpoint))}",
-                      "resume_fallback=true"]
+        overrides += [f"resume_from={quoted(str(run.decision.checkpoint))}", "resume_fallback=true"]
     return overrides
 
 

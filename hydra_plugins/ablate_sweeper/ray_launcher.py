@@ -1,14 +1,9 @@
-"""``hydra/launcher=ablate_ray`` (built on by ``conf/hydra/launcher/ray_local.yaml`` and
+"""``hydra/launcher=ablate_ray`` (under ``conf/hydra/launcher/ray_local.yaml`` and
 ``ray_cluster.yaml``): each job runs Hydra's public ``run_job`` in a Ray task, as
-hydra-ray-launcher's do, plus what a grid of small, independent trainings needs:
-
-- placement: ``num_gpus`` per job is 1 (Ray sets ``CUDA_VISIBLE_DEVICES`` to a GPU of its own),
-  ``1/jobs_per_gpu`` to pack small jobs on one GPU, and 0 where the runtime has no GPU (the jobs
-  then share the CPU cores, ``num_cpus`` each, instead of waiting forever for a GPU);
-- a fresh worker process for every job (``max_calls: 1``): no CUDA context, W&B run or global
-  state carried from one job to the next;
-- isolation: a job whose worker dies is returned as failed, the others' results still collected;
-- progress: ``job_ended`` (set by the sweeper) hears of each job as it ends.
+hydra-ray-launcher's do, in a fresh worker process (``max_calls: 1``: no CUDA context, W&B run or
+global state carried over), with a GPU of its own, ``1/jobs_per_gpu`` of one, or none where the
+runtime has no GPU (then ``num_cpus`` each, instead of waiting forever for a GPU). A job whose
+worker dies is returned as failed; ``job_ended`` (set by the sweeper) hears of each as it ends.
 """
 
 # No `from __future__ import annotations`: see sweeper.py.

@@ -190,8 +190,7 @@ class AblateSweeper(Sweeper):
             return []
 
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=self.hydra_context, task_function=self.task_function,
-            config=self.config)
+            hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)
         try:
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         except OSError as error:  # a full disk: the jobs will say so; the summary still comes
