@@ -28,8 +28,7 @@ log = logging.getLogger(__name__)
 
 def plan_runs(grid: Sequence[Sequence[str]], axes: Axes, root: Path,
               compose: Callable[[Sequence[str]], DictConfig], resume: bool = True,
-              rerun_diverged: bool = False,
-              lease_timeout_hours: float = lease.DEFAULT_TIMEOUT_HOURS
+              rerun_diverged: bool = False, lease_timeout_hours: float = lease.DEFAULT_TIMEOUT_HOURS
               ) -> tuple[list[PlannedRun], str]:
     """Every job of ``grid`` as a planned run, and the note on how its time was estimated.
     ``compose`` gives a job's config (the sweeper's composition, without Hydra's node)."""

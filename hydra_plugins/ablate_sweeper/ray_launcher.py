@@ -70,9 +70,8 @@ class AblateRayLauncher(Launcher):
         # called with (offset in the batch, result) as each job ends: the sweeper's progress
         self.job_ended: Callable[[int, JobReturn], None] | None = None
 
-    def setup(
-        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-    ) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def _start(self) -> dict[str, Any]:
@@ -100,9 +99,8 @@ class AblateRayLauncher(Launcher):
         log.info("Ray: %s; %d jobs at once on %g CPUs, %g GPUs", where, slots, cpus, gpus)
         return remote
 
-    def launch(
-        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
-    ) -> Sequence[JobReturn]:
+    def launch(self, job_overrides: Sequence[Sequence[str]],
+               initial_job_idx: int) -> Sequence[JobReturn]:
         """Every job in a Ray task of its own; their results in order, each passed to
         ``job_ended`` as it ends, whatever the order."""
         import ray

@@ -84,9 +84,8 @@ class AblateSweeper(Sweeper):
         self.composer: JobComposer | None = None  # made on first use
         self.unsaved: str | None = None  # sweep.json could not be written (a full disk)
 
-    def setup(
-        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-    ) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
         from ablate.config import sweep_name_problem
 
         if "sweep_name" in config and (problem := sweep_name_problem(config.sweep_name)):
