@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import socket
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -93,8 +95,7 @@ def work_of(cfg: DictConfig | Mapping[str, Any]) -> Work:
 
     network = cfg.network
     layers = spec.normalise(OmegaConf.to_container(network.layers, resolve=True))
-    transform = _get(cfg, "network.transform._target_")
-    if transform:
+    if transform := _get(cfg, "network.transform._target_"):
         layers = get_method(transform)(layers)
     layers = spec.scale_width(layers, float(network.width))
     image_size = int(_get(cfg, "augmentation.transform.size", network.image_size))
@@ -128,8 +129,6 @@ def device_kind(accelerator: str) -> str:
         return "gpu"
     if accelerator == "cpu":
         return "cpu"
-    import shutil
-
     return "gpu" if shutil.which("nvidia-smi") else "cpu"
 
 
@@ -182,8 +181,6 @@ def this_machine(finished: Iterable[Measured],
     """The finished runs made on this host, and how many others were left out: another
     machine's wall times (or a record's without a host) say nothing of this one's speed (the
     same grid ran 4x slower on a loaded copy of the same 2-core VM)."""
-    import socket
-
     host = host or socket.gethostname()
     finished = list(finished)
     mine = [point for point in finished if point.host == host]

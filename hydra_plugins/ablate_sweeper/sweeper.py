@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hydra import initialize_config_module
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
+from hydra.types import HydraContext, RunMode, TaskFunction
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 if TYPE_CHECKING:  # annotations only: ablate.sweep is imported when a sweep runs
@@ -304,11 +307,6 @@ class AblateSweeper(Sweeper):
 def planner(overrides: Sequence[str]) -> Iterator[tuple[AblateSweeper, list[str]]]:
     """The sweeper of ``python -m ablate.run -m OVERRIDES`` set up to plan as its dry run would,
     and the task overrides ``plan`` takes: for benchmarks and tests. It launches nothing."""
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.types import RunMode
-    from hydra.utils import instantiate
-
     from ablate import config as config_lib
 
     config_lib.register()
