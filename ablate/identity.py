@@ -144,10 +144,8 @@ def config_id(config: Mapping[str, Any] | DictConfig) -> str:
     kept = json.loads(json.dumps(dict(config), default=str))
     kept.pop("hydra", None)
     for dotted in IGNORED_KEYS:
-        *parents, leaf = dotted.split(".")
-        node = kept
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
+        parent, _, leaf = dotted.rpartition(".")
+        node = select_dotted(kept, parent) if parent else kept
         if isinstance(node, dict):
             node.pop(leaf, None)
     return cell_id(kept)

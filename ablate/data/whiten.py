@@ -41,9 +41,6 @@ class GlobalContrastNormalize(FittedState):
         self.min_divisor = min_divisor
         self.use_std = use_std
 
-    def fit(self, train_x: torch.Tensor) -> None:
-        pass
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.empty(x.shape, dtype=torch.float32)
         flat_out = _rows(out)
