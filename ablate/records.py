@@ -6,11 +6,8 @@ completed and written by :meth:`Record.end`, read back by :func:`load`. This mod
 only one that knows the record's fields; every other module reads attributes. A record that
 does not parse (unknown field, wrong type, a metric out of range, a status that is no
 ``Status``) raises ``RecordError`` naming the file and the field: it is never counted as a
-finished run, and nothing is filled in with a silent default. A start marker,
-``started.json``, is written when the run begins, so that a sweep can tell an interrupted run
-from one that never started.
-
-This module must stay free of torch: the report and the sweep planner import it.
+finished run, and nothing is filled in with a silent default. Free of torch: the report and
+the sweep planner import it.
 """
 
 from __future__ import annotations

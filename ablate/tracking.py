@@ -2,13 +2,11 @@
 
 ``conf/logger/wandb.yaml`` builds a :class:`CellWandbLogger` from the run's started record, so
 the W&B run is named after its cell before ``wandb.init``; :func:`finish` closes it once
-``result.json`` is on disk. ``ablate.run`` itself never touches W&B.
-
-A W&B run agrees with ``result.json``: ``group`` is the sweep (``quick/2026-11-30_03-45-09``),
-``name`` and ``tags`` the cell, ``id`` the cell in that sweep (:func:`run_id`: a requeued job
-continues its W&B run, another sweep never does), or, resumed from another run's checkpoint,
-that W&B run's (:func:`resumed_run`). Mode ``auto`` is ``offline`` unless a W&B login is present
-(:func:`has_login`: only its presence is read, never the key); ``WANDB_MODE`` wins over both.
+``result.json`` is on disk. ``ablate.run`` itself never touches W&B. A W&B run agrees with
+``result.json``: ``group`` is the sweep (``quick/2026-11-30_03-45-09``), ``name`` and ``tags``
+the cell, ``id`` the cell in that sweep (:func:`run_id`), or that of the W&B run a resumed
+checkpoint came from (:func:`resumed_run`). Mode ``auto`` is ``offline`` unless a W&B login is
+present (:func:`has_login`: only its presence is read, never the key); ``WANDB_MODE`` wins.
 """
 
 from __future__ import annotations
@@ -180,7 +178,7 @@ def run_tags(cell: Mapping[str, Any]) -> list[str]:
 
 
 def run_id(cell_id: str, group: str) -> str:
-    """Deterministic: the same cell in the same sweep resumes the same W&B run."""
+    """Deterministic: a requeued job continues its W&B run, another sweep never does."""
     return f"{cell_id}-{hashlib.sha256(group.encode('utf-8')).hexdigest()[:8]}"
 
 
