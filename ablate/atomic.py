@@ -26,13 +26,9 @@ def umask_mode(base: int = 0o666) -> int:
 
 @contextmanager
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-    """A binary stream whose content appears at ``path`` whole, or not at all.
-
-    The temporary file sits beside ``path`` (same filesystem, so the rename is atomic) and is
-    fsynced before it replaces ``path``; on any error it is removed and ``path`` is untouched.
-    The file gets the mode a plain ``open()`` would (the umask decides), not ``mkstemp``'s
-    private 0600: teammates sharing a sweep or data folder must be able to read it.
-    """
+    """A binary stream whose content appears at ``path`` whole, or not at all; on any error
+    ``path`` is untouched. The file gets the mode a plain ``open()`` would (the umask decides),
+    not ``mkstemp``'s private 0600: teammates sharing a sweep or data folder must read it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

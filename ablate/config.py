@@ -119,24 +119,18 @@ def validate(cfg: DictConfig) -> None:
         validate_trainer(cfg.trainer)
 
 
-def _key_of(override: str) -> str | None:
-    if override.startswith(("+", "~", "-")) or "=" not in override:
-        return None
-    try:
-        key = overrides.key(override)
-    except Exception:  # noqa: BLE001 - Hydra reports an override it cannot parse itself
-        return None
-    return None if key.startswith("hydra") or "@" in key else key
-
-
-def unknown_key_hints(
-    cfg: DictConfig, overrides: Sequence[str], groups: Sequence[str] = ()
-) -> list[str]:
+def unknown_key_hints(cfg: DictConfig, given: Sequence[str],
+                      groups: Sequence[str] = ()) -> list[str]:
     """For each override whose key is neither a config group nor in ``cfg``, the closest keys."""
     hints = []
-    for override in overrides:
-        key = _key_of(override)
-        if key is None or key in groups:
+    for override in given:
+        if override.startswith(("+", "~", "-")) or "=" not in override:
+            continue
+        try:
+            key = overrides.key(override)
+        except Exception:  # noqa: BLE001 - Hydra reports an override it cannot parse itself
+            continue
+        if key.startswith("hydra") or "@" in key or key in groups:
             continue
         if OmegaConf.select(cfg, key, default="__missing__") != "__missing__":
             continue

@@ -144,10 +144,8 @@ def config_id(config: Mapping[str, Any] | DictConfig) -> str:
     kept = json.loads(json.dumps(dict(config), default=str))
     kept.pop("hydra", None)
     for dotted in IGNORED_KEYS:
-        *parents, leaf = dotted.split(".")
-        node = kept
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
+        parent, _, leaf = dotted.rpartition(".")
+        node = select_dotted(kept, parent) if parent else kept
         if isinstance(node, dict):
             node.pop(leaf, None)
     return cell_id(kept)
@@ -187,16 +185,10 @@ def select_dotted(config: Mapping[str, Any], dotted: str) -> Any:
 def canonical(value: Any) -> Any:
     """The same config gives the same value from every source: a JSON round trip, with
     integral floats as ints (W&B's reader turns ``1.0`` into ``1``)."""
-    def integral(node: Any) -> Any:
-        if isinstance(node, float) and node.is_integer():
-            return int(node)
-        if isinstance(node, dict):
-            return {key: integral(item) for key, item in node.items()}
-        if isinstance(node, list):
-            return [integral(item) for item in node]
-        return node
+    def number(text: str) -> float | int:
+        return int(parsed) if (parsed := float(text)).is_integer() else parsed
 
-    return integral(json.loads(json.dumps(value, sort_keys=True, default=str)))
+    return json.loads(json.dumps(value, sort_keys=True, default=str), parse_float=number)
 
 
 def protocol_of(config: Mapping[str, Any] | None) -> dict[str, Any]:

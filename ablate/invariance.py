@@ -60,7 +60,11 @@ def directions(step: int) -> list[tuple[int, int]]:
 
 def perturbations(shifts: Iterable[int] = DEFAULT_SHIFTS) -> dict[str, Perturb]:
     """Identity first (the reference for consistency), then every shift, then the flip."""
-    steps = _check_shifts(shifts)
+    steps = list(shifts)
+    if any(not isinstance(s, int) or s < 1 for s in steps) or len(set(steps)) != len(steps):
+        raise ValueError(
+            f"shifts must be distinct positive integers (pixels), e.g. (1, 2, 3, 4); got {steps}"
+        )
     table: dict[str, Perturb] = {IDENTITY: lambda x: x}
     for step in steps:
         for dy, dx in directions(step):
@@ -154,16 +158,6 @@ def _classes(output: Tensor) -> Tensor:
     raise ValueError(
         f"predict returned shape {tuple(output.shape)}; return scores (N, classes) or classes (N,)"
     )
-
-
-def _check_shifts(shifts: Iterable[int]) -> list[int]:
-    steps = list(shifts)
-    bad = [s for s in steps if not isinstance(s, int) or s < 1]
-    if bad or len(set(steps)) != len(steps):
-        raise ValueError(
-            f"shifts must be distinct positive integers (pixels), e.g. (1, 2, 3, 4); got {steps}"
-        )
-    return steps
 
 
 def _step(key: str) -> int:

@@ -39,9 +39,7 @@ def process_start(pid: int) -> float | None:
     """
     try:
         return round(psutil.Process(pid).create_time(), 2)
-    except psutil.NoSuchProcess:
-        return None
-    except psutil.Error:
+    except psutil.Error:  # no such process, or not ours to read
         return None
 
 

@@ -6,11 +6,8 @@ completed and written by :meth:`Record.end`, read back by :func:`load`. This mod
 only one that knows the record's fields; every other module reads attributes. A record that
 does not parse (unknown field, wrong type, a metric out of range, a status that is no
 ``Status``) raises ``RecordError`` naming the file and the field: it is never counted as a
-finished run, and nothing is filled in with a silent default. A start marker,
-``started.json``, is written when the run begins, so that a sweep can tell an interrupted run
-from one that never started.
-
-This module must stay free of torch: the report and the sweep planner import it.
+finished run, and nothing is filled in with a silent default. Free of torch: the report and
+the sweep planner import it.
 """
 
 from __future__ import annotations
@@ -155,20 +152,15 @@ _TYPES = typing.get_type_hints(Record)
 
 
 def _conforms(value: Any, hint: Any) -> bool:
-    if hint is Any:
-        return True
+    """Whether a JSON value has a field's type: a bool is no number, an int is a float."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return any(_conforms(value, arm) for arm in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
     base = typing.get_origin(hint) or hint
     if base is Status:
         return value in ENDED
     if isinstance(value, bool):
         return base is bool
-    if base is float:
-        return isinstance(value, int | float)
-    return isinstance(value, base)
+    return isinstance(value, int | float if base is float else base)
 
 
 def _is_number(value: Any) -> bool:

@@ -56,12 +56,6 @@ def read_checkpoint(path: Path) -> tuple[int, dict[str, Any] | None]:
     return int(checkpoint.get("epoch", -1)) + 1, identity if isinstance(identity, dict) else None
 
 
-def _same_config(output_dir: Path, config_id: str) -> bool:
-    """Whether the run that left ``output_dir``'s checkpoint had this config (its marker says)."""
-    marker = atomic.read_json(output_dir / records.START_FILE)
-    return marker is not None and marker.get("config_id") == config_id
-
-
 def _why_unreadable(error: BaseException) -> str:
     if isinstance(error, FileNotFoundError):
         return "no such file"
@@ -123,7 +117,8 @@ def resume_point(requested: str | None, output_dir: Path, config_id: str,
         path = Path(requested)
     else:
         path = output_dir / records.CHECKPOINT_FILE
-        if not path.is_file() or not _same_config(output_dir, config_id):
+        marker = atomic.read_json(output_dir / records.START_FILE) or {}  # of the run that left it
+        if not path.is_file() or marker.get("config_id") != config_id:
             return Resume()
         fallback = resume_any = True  # its own checkpoint: the marker proved the config
     try:

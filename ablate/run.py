@@ -7,7 +7,6 @@ Trainer, fit, test, record. What happens around fit and test is ``ablate.job``.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -21,33 +20,11 @@ from pytorch_lightning.callbacks import ProgressBar
 from ablate import config, console, identity
 from ablate.errors import CONFIG_ERRORS, Interrupted, SweepFailed, SweepIncomplete
 from ablate.job import Job, study_of
-from ablate.module import Classifier
+from ablate.records import Record
 from ablate.signals import interruptible
 
 
-@dataclass
-class Parts:
-    """What one run is made of, built from its config."""
-
-    module: Classifier
-    datamodule: pl.LightningDataModule
-    callbacks: list[pl.Callback]
-
-
-def build(cfg: DictConfig) -> Parts:
-    """Everything a run needs besides its logger and Trainer; fails on any config problem."""
-    config.validate(cfg)
-    if cfg.get("selection") is not None:  # a final stage: only at the lr its selection chose
-        from ablate import selection
-
-        selection.verify(cfg, HydraConfig.get().runtime.choices)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before any weight is drawn
-    callbacks = [instantiate(node) for node in cfg.get("callbacks", {}).values() if node]
-    return Parts(module=instantiate(cfg.module), datamodule=instantiate(cfg.datamodule),
-                 callbacks=[c for c in callbacks if c is not None])
-
-
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> Record:
     """Train and test one cell; the returned record is also written to ``result.json``."""
     hydra_cfg = HydraConfig.get()
     console.configure(bool(cfg.get("verbose")), hydra_cfg.mode == RunMode.MULTIRUN)
@@ -55,8 +32,16 @@ def run(cfg: DictConfig) -> dict:
     config_id = identity.config_id(cfg)  # before instantiate() resolves anything in place
     cell = identity.cell_of(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
     try:  # a config that cannot run, or a checkpoint that cannot be resumed: no record
-        parts = build(cfg)
-        job = Job.begin(cfg, parts.module.network, cell, config_id, output_dir,
+        config.validate(cfg)
+        if cfg.get("selection") is not None:  # a final stage: only at the lr its selection chose
+            from ablate import selection
+
+            selection.verify(cfg, hydra_cfg.runtime.choices)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before any weight is drawn
+        callbacks = [instantiate(node) for node in cfg.get("callbacks", {}).values() if node]
+        callbacks = [c for c in callbacks if c is not None]  # a factory turned its feature off
+        module, datamodule = instantiate(cfg.module), instantiate(cfg.datamodule)
+        job = Job.begin(cfg, module.network, cell, config_id, output_dir,
                         study=study_of(hydra_cfg))
     except Exception as error:
         config.reject(error, hydra_cfg.mode == RunMode.MULTIRUN, output_dir, hydra_cfg.job.name)
@@ -68,14 +53,14 @@ def run(cfg: DictConfig) -> dict:
                 record=job.record)
             # Lightning adds its own bar unless told otherwise: off a terminal the progress
             # callback is one line per epoch (ablate.callbacks.progress_bar), not a bar.
-            has_bar = any(isinstance(c, ProgressBar) for c in parts.callbacks)
+            has_bar = any(isinstance(c, ProgressBar) for c in callbacks)
             trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(output_dir),
-                                  callbacks=[*parts.callbacks, job.stamp],
+                                  callbacks=[*callbacks, job.stamp],
                                   enable_progress_bar=has_bar)
-            trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=job.resume_path,
+            trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume_path,
                         weights_only=True)
             job.fitted(trainer)
-            trainer.test(parts.module, datamodule=parts.datamodule, verbose=False)
+            trainer.test(module, datamodule=datamodule, verbose=False)
         except BaseException as error:  # interrupts too: the record must still be written
             raise job.fail(trainer, error)  # noqa: B904 - fail() chains the cause itself
         return job.end(trainer)

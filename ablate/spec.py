@@ -34,15 +34,11 @@ POOLS = ("maxpool", "lppool", "avgpool")
 
 def normalise(layers: Iterable[Any]) -> list[Layer]:
     """Copy ``layers`` into plain dicts and check each one, so errors point at the YAML."""
-    result = []
-    for index, raw in enumerate(layers):
-        layer = dict(raw)
-        kind = layer.get("type")
-        if kind not in KINDS:
-            raise SpecError(
-                f"layer {index} has type {kind!r}; valid layer types are {', '.join(KINDS)}"
-            )
-        result.append(layer)
+    result = [dict(raw) for raw in layers]
+    for index, layer in enumerate(result):
+        if layer.get("type") not in KINDS:
+            raise SpecError(f"layer {index} has type {layer.get('type')!r}; valid layer types "
+                            f"are {', '.join(KINDS)}")
     return result
 
 

@@ -2,13 +2,11 @@
 
 ``conf/logger/wandb.yaml`` builds a :class:`CellWandbLogger` from the run's started record, so
 the W&B run is named after its cell before ``wandb.init``; :func:`finish` closes it once
-``result.json`` is on disk. ``ablate.run`` itself never touches W&B.
-
-A W&B run agrees with ``result.json``: ``group`` is the sweep (``quick/2026-11-30_03-45-09``),
-``name`` and ``tags`` the cell, ``id`` the cell in that sweep (:func:`run_id`: a requeued job
-continues its W&B run, another sweep never does), or, resumed from another run's checkpoint,
-that W&B run's (:func:`resumed_run`). Mode ``auto`` is ``offline`` unless a W&B login is present
-(:func:`has_login`: only its presence is read, never the key); ``WANDB_MODE`` wins over both.
+``result.json`` is on disk. ``ablate.run`` itself never touches W&B. A W&B run agrees with
+``result.json``: ``group`` is the sweep (``quick/2026-11-30_03-45-09``), ``name`` and ``tags``
+the cell, ``id`` the cell in that sweep (:func:`run_id`), or that of the W&B run a resumed
+checkpoint came from (:func:`resumed_run`). Mode ``auto`` is ``offline`` unless a W&B login is
+present (:func:`has_login`: only its presence is read, never the key); ``WANDB_MODE`` wins.
 """
 
 from __future__ import annotations
@@ -180,7 +178,7 @@ def run_tags(cell: Mapping[str, Any]) -> list[str]:
 
 
 def run_id(cell_id: str, group: str) -> str:
-    """Deterministic: the same cell in the same sweep resumes the same W&B run."""
+    """Deterministic: a requeued job continues its W&B run, another sweep never does."""
     return f"{cell_id}-{hashlib.sha256(group.encode('utf-8')).hexdigest()[:8]}"
 
 
@@ -217,34 +215,23 @@ def sweep_group(sweep_name: str, output_dir: str | os.PathLike[str]) -> str:
         return f"{sweep_name}/{Path(output_dir).name}"
 
 
-def _wandb_loggers(loggers: Iterable[Any]) -> list[CellWandbLogger]:
-    return [logger for logger in loggers if isinstance(logger, CellWandbLogger)]
-
-
-def summary_of(record: Record) -> dict[str, Any]:
-    """What the W&B summary shows of a finished, failed or diverged run."""
-    summary: dict[str, Any] = {
-        **record.metrics, "status": str(record.status), "epochs": record.epochs,
-        "params": record.params, "wall_seconds": record.wall_seconds, "cell_id": record.cell_id}
-    if record.error:
-        summary["error"] = str(record.error)[:500]
-    return summary
-
-
 def wandb_run_of(loggers: Iterable[Any]) -> dict[str, Any] | None:
     """The W&B run a job logged to (id, name, group, ...), for its record; None without one."""
-    return next((logger.run_info for logger in _wandb_loggers(loggers)), None)
+    return next((t.run_info for t in loggers if isinstance(t, CellWandbLogger)), None)
 
 
 def finish(loggers: Iterable[Any], record: Record) -> None:
     """Write the final metrics to the W&B summary and finish the W&B run, whatever happened (a
     run that failed before Lightning opened its W&B run is opened here, to show as failed).
     Errors of W&B itself are logged, never raised: the record is already safely on disk."""
-    trackers = _wandb_loggers(loggers)
+    trackers = [logger for logger in loggers if isinstance(logger, CellWandbLogger)]
+    summary = {**record.metrics, "status": str(record.status), "epochs": record.epochs,
+               "params": record.params, "wall_seconds": record.wall_seconds,
+               "cell_id": record.cell_id, **({"error": record.error[:500]} if record.error else {})}
     for tracker in trackers:
         try:
             experiment = tracker.experiment
-            experiment.summary.update(summary_of(record))
+            experiment.summary.update(summary)
             experiment.finish(exit_code=0 if record.finished else 1)
         except Exception as error:  # noqa: BLE001 - tracking must never lose a record
             log.warning("W&B: could not finish the run cleanly: %s", error)

@@ -11,6 +11,7 @@ data, so zero fill means "the training mean", not black.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +83,7 @@ class FlipTranslate:
         return self.select(self.prepare(x), torch.arange(len(x), device=x.device), generator)
 
 
+@dataclass
 class LargeAugment:
     """An approximation of the paper's large augmentation (4.41 % on CIFAR-10).
 
@@ -100,29 +102,22 @@ class LargeAugment:
     Evaluation images are placed once by ``eval_transform`` (scale 1, nothing random).
     """
 
-    def __init__(
-        self,
-        size: int = 126,
-        scale: tuple[float, float] = (0.7, 1.4),
-        rotation: float = 20.0,
-        translate: float = 0.2,
-        flip: bool = True,
-        contrast: tuple[float, float] = (0.5, 2.0),
-        channel_gain: float = 0.2,
-        brightness: float = 0.2,
-    ) -> None:
-        if size < 1:
-            raise ValueError(f"size must be positive, got {size}")
-        if not 0 < scale[0] <= scale[1] or not 0 < contrast[0] <= contrast[1]:
-            raise ValueError(f"scale {scale} and contrast {contrast} must be 0 < low <= high")
-        self.size = size
-        self.scale = tuple(scale)
-        self.rotation = rotation
-        self.translate = translate
-        self.flip = flip
-        self.contrast = tuple(contrast)
-        self.channel_gain = channel_gain
-        self.brightness = brightness
+    size: int = 126
+    scale: tuple[float, float] = (0.7, 1.4)
+    rotation: float = 20.0
+    translate: float = 0.2
+    flip: bool = True
+    contrast: tuple[float, float] = (0.5, 2.0)
+    channel_gain: float = 0.2
+    brightness: float = 0.2
+
+    def __post_init__(self) -> None:
+        self.scale, self.contrast = tuple(self.scale), tuple(self.contrast)  # YAML gives lists
+        if self.size < 1:
+            raise ValueError(f"size must be positive, got {self.size}")
+        if not 0 < self.scale[0] <= self.scale[1] or not 0 < self.contrast[0] <= self.contrast[1]:
+            raise ValueError(f"scale {self.scale} and contrast {self.contrast} must be "
+                             "0 < low <= high")
 
     def _resample(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         grid = F.affine_grid(theta, [len(x), x.shape[1], self.size, self.size], align_corners=False)

@@ -112,23 +112,19 @@ def check_available(dataset: str = "cifar10", root: str | os.PathLike[str] = "da
     that cannot be extracted anywhere): ``TensorDataModule`` calls it as ``load_cifar.check``,
     so such a run is a rejected config (one line, no record), not a failure inside ``fit``."""
     spec = FORMATS.get(dataset)
-    if spec is None:
-        return  # named by load_cifar, with the valid variants
-    root = Path(root).expanduser()
-    if (root / spec.folder).is_dir():
-        return
-    if (root / spec.archive).is_file():
-        _extraction_folder(spec, root, root / spec.archive)
-    elif not download:
-        raise DatasetError(_missing(spec, root, spec.url, "and dataset.download=false"))
+    if spec is not None:  # else named by load_cifar, with the valid variants
+        _data_folder(spec, Path(root).expanduser(), download, spec.url)
 
 
-def _extraction_folder(spec: CifarFormat, root: Path, archive: Path) -> Path:
-    """Where ``archive`` is (or was) extracted: beside it, or, when ``root`` is read-only (a
-    shared data disk), in the user's cache folder, keyed by the archive's path, size and date
-    so that another copy is never taken for this one."""
-    if writable(root):
-        return root / spec.folder
+def _data_folder(spec: CifarFormat, root: Path, download: bool, url: str) -> Path:
+    """Where the extracted data is or goes: ``root``, or, for an archive in a read-only ``root``
+    (a shared data disk), the user's cache folder, keyed by the archive's path, size and date
+    so that another copy is never taken for this one. Raises where it can come from nowhere."""
+    folder, archive = root / spec.folder, root / spec.archive
+    if not folder.is_dir() and not archive.is_file() and not download:
+        raise DatasetError(_missing(spec, root, url, "and dataset.download=false"))
+    if folder.is_dir() or not archive.is_file() or writable(root):
+        return folder
     stat = archive.stat()
     identity = f"{archive.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     key = hashlib.sha256(identity.encode()).hexdigest()[:16]
@@ -144,13 +140,10 @@ def _extraction_folder(spec: CifarFormat, root: Path, archive: Path) -> Path:
 def ensure_folder(spec: CifarFormat, root: Path, download: bool, verify_checksum: bool,
                   url: str, md5: str, timeout: float) -> Path:
     """Return the extracted folder, extracting the archive or downloading it first if needed."""
-    folder, archive = root / spec.folder, root / spec.archive
-    if folder.is_dir():
+    folder, archive = _data_folder(spec, root, download, url), root / spec.archive
+    if folder.is_dir():  # extracted (into the user's cache, for a read-only root) before
         return folder
     if archive.is_file():
-        folder = _extraction_folder(spec, root, archive)
-        if folder.is_dir():  # extracted into the user's cache by an earlier run
-            return folder
         if folder.parent != root:
             log.warning("%s is read-only: extracting %s into %s", root, archive.name, folder)
         if verify_checksum:
@@ -162,8 +155,6 @@ def ensure_folder(spec: CifarFormat, root: Path, download: bool, verify_checksum
                     f"from {url}, or, for a private copy you trust, set "
                     f"dataset.verify_checksum=false"
                 )
-    elif not download:
-        raise DatasetError(_missing(spec, root, url, "and dataset.download=false"))
     else:
         try:
             root.mkdir(parents=True, exist_ok=True)

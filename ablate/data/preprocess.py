@@ -27,9 +27,12 @@ class Preprocessor(Protocol):
 
 class FittedState:
     """The state methods of a preprocessor whose fitted tensors are the attributes in ``STATE``
-    (empty before ``fit``, and for a preprocessor that fits nothing)."""
+    (empty before ``fit``, and for a preprocessor that fits nothing: its ``fit`` does nothing)."""
 
     STATE: tuple[str, ...] = ()
+
+    def fit(self, train_x: torch.Tensor) -> None:
+        pass
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         values = {name: getattr(self, name, None) for name in self.STATE}
@@ -42,9 +45,6 @@ class FittedState:
 
 class Identity(FittedState):
     """No preprocessing: images stay in [0, 1]."""
-
-    def fit(self, train_x: torch.Tensor) -> None:
-        pass
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return x

@@ -19,6 +19,8 @@ Both are fitted on the training split only; the covariance and its eigendecompos
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ablate.data.preprocess import FittedState
@@ -30,19 +32,15 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(len(x), -1)
 
 
+@dataclass
 class GlobalContrastNormalize(FittedState):
     """Per image: subtract its mean, divide by its L2 norm (or std), multiply by ``scale``; each
     image on its own, so ``fit`` has nothing to do."""
 
-    def __init__(self, scale: float = 55.0, sqrt_bias: float = 0.0, min_divisor: float = 1e-8,
-                 use_std: bool = False) -> None:
-        self.scale = scale
-        self.sqrt_bias = sqrt_bias
-        self.min_divisor = min_divisor
-        self.use_std = use_std
-
-    def fit(self, train_x: torch.Tensor) -> None:
-        pass
+    scale: float = 55.0
+    sqrt_bias: float = 0.0
+    min_divisor: float = 1e-8
+    use_std: bool = False
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.empty(x.shape, dtype=torch.float32)
