@@ -68,3 +68,15 @@ def test_only_known_fields_are_set_and_only_ended_states_written(tmp_path):
         record.end(Status.RUNNING)
     path = record.end(Status.DIVERGED, error="loss is nan")
     assert records.load(path).status is Status.DIVERGED
+
+
+def test_the_fixtures_config_id_and_cell_id_are_what_main_at_1b5613b_computed():
+    """Relaunching an older grid finds its finished runs: the identity of a run did not move
+    when records.py was split."""
+    from helpers import compose_config
+
+    from ablate import identity
+
+    on_disk = json.loads(FIXTURE.read_text())
+    assert identity.config_id(compose_config(on_disk["overrides"])) == on_disk["config_id"]
+    assert identity.cell_id(on_disk["cell"]) == on_disk["cell_id"]
