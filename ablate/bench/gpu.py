@@ -125,6 +125,7 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
         return run["ended"] - run["first_step_at"]
 
     train_images, val_images = _epoch_images(config)
+    bf16 = str(config["trainer"].get("precision", "")).startswith("bf16")
     return {
         "command": "python -m ablate.run " + " ".join(overrides) + " trainer.max_epochs=N",
         "compiles": bool(config.get("compile")),
@@ -136,7 +137,10 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
         "train_images_per_epoch": train_images,
         "val_images_per_epoch": val_images,
         "batch": config["batch_size"],
-        "variant": _variant_of(config),
+        # the variant of 1 that does the run's arithmetic (None: none does, no prediction)
+        "variant": next((v.name for v in VARIANTS if (v.autocast is not None) == bf16
+                         and v.compile == bool(config["compile"])
+                         and v.channels_last == bool(config["channels_last"])), None),
         "network_macs": forward_macs(
             all_cnn_c(config["width"], config["dataset"]["image_size"],
                       config["dataset"]["channels"]).spec,
@@ -145,28 +149,7 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
     }
 
 
-def _variant_of(config: dict) -> str | None:
-    """The variant of 1 that does the run's arithmetic (None: none does, no prediction)."""
-    bf16 = str(config["trainer"].get("precision", "")).startswith("bf16")
-    return next((v.name for v in VARIANTS if (v.autocast is not None) == bf16
-                 and v.compile == bool(config["compile"])
-                 and v.channels_last == bool(config["channels_last"])), None)
-
-
 # ------------------------------------------------------------------------------- main
-
-
-def _device_info(device: torch.device, peak_override: float | None) -> dict:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        peak, source = peak_tflops(name), "NVIDIA datasheet value, assumed"
-    else:
-        name, peak, source = platform.processor() or platform.machine(), None, "no peak for CPUs"
-    if peak_override:
-        peak, source = peak_override, "given with --peak-tflops"
-    elif peak is None and device.type == "cuda":
-        source = f"unknown for {name!r}; give --peak-tflops"
-    return {"kind": device.type, "name": name, "peak_bf16_tflops": peak, "peak_source": source}
 
 
 def benchmark(args: argparse.Namespace) -> dict:
@@ -174,9 +157,19 @@ def benchmark(args: argparse.Namespace) -> dict:
     scale = gpu_steps.SCALES[device.type]
     gpu_steps.set_up(device, args.threads)
     started = time.perf_counter()
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak, source = peak_tflops(name), "NVIDIA datasheet value, assumed"
+    else:
+        name, peak, source = platform.processor() or platform.machine(), None, "no peak for CPUs"
+    if args.peak_tflops:
+        peak, source = args.peak_tflops, "given with --peak-tflops"
+    elif peak is None and device.type == "cuda":
+        source = f"unknown for {name!r}; give --peak-tflops"
     record: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "arguments": args.argv, "device": _device_info(device, args.peak_tflops),
+        "arguments": args.argv, "device": {
+            "kind": device.type, "name": name, "peak_bf16_tflops": peak, "peak_source": source},
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "python": platform.python_version(), "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),

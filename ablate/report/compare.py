@@ -40,10 +40,6 @@ class Metric:
     label: str
     higher_is_better: bool
 
-    def verdict(self, n: int, mean_diff: float, p_adjusted: float | None, alpha: float) -> str:
-        return evidence.verdict(n, mean_diff, p_adjusted, alpha,
-                                higher_is_better=self.higher_is_better)
-
 
 TEST_ERROR = "test_error"
 METRICS = ("test_error", "consistency_<k> (k px)", CONSISTENCY_FLIP)  # for error messages

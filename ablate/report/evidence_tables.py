@@ -129,7 +129,8 @@ def comparison_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison]
     adjusted = evidence.holm([r.t_p for r in results])
     body = []
     for c, result, p in zip(rows, results, adjusted, strict=True):
-        verdict = (metric.verdict(result.n, result.mean_diff, p, alpha) if result.n
+        verdict = (evidence.verdict(result.n, result.mean_diff, p, alpha,
+                                    higher_is_better=metric.higher_is_better) if result.n
                    else "n/a" if c.n and not error else "no seed finished on both sides")
         body.append([
             _names(c), c.a.value, c.b.value,

@@ -46,26 +46,6 @@ class LoadedRun:
         return str(self.record.cell.get("dataset", "?"))
 
 
-def _state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The network's weights out of a Lightning checkpoint (``network.<i>.weight`` keys)."""
-    try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise VisualizeError(
-            f"{checkpoint}: not a readable checkpoint ({error}); rerun the run, or pass another "
-            "run folder"
-        ) from error
-    state = saved.get("state_dict", {}) if isinstance(saved, dict) else {}
-    weights = {key[len("network."):]: value for key, value in state.items()
-               if key.startswith("network.")}
-    if not weights:
-        raise VisualizeError(
-            f"{checkpoint}: holds no 'network.*' weights (keys: {sorted(state)[:5]}); it is not a "
-            "checkpoint of ablate.run"
-        )
-    return weights
-
-
 def read_finished_record(run_dir: str | os.PathLike[str]) -> records.Record:
     """The run's record, refusing anything that is not a finished run with a checkpoint."""
     run_dir = Path(run_dir)
@@ -110,8 +90,20 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
     # spend the global RNG.
     network = hydra.utils.instantiate(config["network"], name=record.name or "network",
                                       init=None)
+    checkpoint = run_dir / records.CHECKPOINT_FILE
     try:
-        network.load_state_dict(_state_dict(run_dir / records.CHECKPOINT_FILE))
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise VisualizeError(f"{checkpoint}: not a readable checkpoint ({error}); rerun the run, "
+                             "or pass another run folder") from error
+    state = saved.get("state_dict", {}) if isinstance(saved, dict) else {}
+    weights = {key[len("network."):]: value for key, value in state.items()
+               if key.startswith("network.")}  # Lightning's keys: network.<i>.weight
+    if not weights:
+        raise VisualizeError(f"{checkpoint}: holds no 'network.*' weights (keys: "
+                             f"{sorted(state)[:5]}); it is not a checkpoint of ablate.run")
+    try:
+        network.load_state_dict(weights)
     except RuntimeError as error:
         raise VisualizeError(
             f"{run_dir}: checkpoint does not fit the network its record describes ({error}); "

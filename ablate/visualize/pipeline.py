@@ -97,9 +97,12 @@ def _resolve_layers(run: LoadedRun, options: Options) -> list[tuple[str, int, to
             continue
         trunk = units.trunk(run.network, names[name])
         conv = [m for m in trunk if isinstance(m, torch.nn.Conv2d)][-1]
-        if options.units is not None:
-            units.check_units(options.units, conv.out_channels, f"{run.run_dir} ({run.name})",
-                              name)
+        bad = [u for u in options.units or () if not 0 <= u < conv.out_channels]
+        if bad:
+            raise VisualizeError(
+                f"{run.run_dir} ({run.name}): {name} has {conv.out_channels} channels, so unit(s) "
+                f"{bad} do not exist; valid units are 0..{conv.out_channels - 1} (or leave "
+                "--units out to take the most active ones)")
         chosen.append((name, names[name], trunk))
     return chosen
 
