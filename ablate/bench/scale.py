@@ -121,10 +121,6 @@ def timed(args: list[str], cwd: Path) -> tuple[float, float, str]:
     return wall, usage.ru_maxrss / 2**20, text  # ru_maxrss is in KiB on Linux
 
 
-def load() -> str:
-    return "load " + " ".join(f"{value:.1f}" for value in os.getloadavg())
-
-
 def machine() -> str:
     model = platform.processor() or platform.machine()
     try:
@@ -142,7 +138,7 @@ def measure(runs: int, say) -> None:
         scratch = Path(name)
 
         def step(label: str, args: list[str], expected: str) -> None:
-            before = load()
+            before = "load " + " ".join(f"{value:.1f}" for value in os.getloadavg())
             wall, memory, out = timed(args, scratch)
             assert expected in out, out[-2000:]
             say(f"  {runs:>6}  {label:<20} {wall:7.1f} s  {memory:5.2f} GiB  ({before})")
