@@ -52,13 +52,6 @@ def _where(cell: Mapping[str, Any]) -> str:
     return f"{cell['model']}/{cell['downsample']} ({cell['dataset']}, {cell['augmentation']})"
 
 
-def _differences(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> str:
-    keys = [k for k in identity.PROTOCOL_KEYS if k not in stages.STAGE_KEYS
-            and mine.get(k) != theirs.get(k)]
-    return ", ".join(f"{k} {json.dumps(theirs.get(k))} there, {json.dumps(mine.get(k))} here"
-                     for k in keys)
-
-
 def _read(path: str) -> list[Run]:
     """The rows of the runs under ``path`` that count, as the report counts them; an unreadable
     record or job folder is a missing run here (the report names it under Warnings)."""
@@ -104,10 +97,15 @@ class Selection:
         mine = [run for run in runs if run["study"] == study]
         if not mine:
             theirs = self.specs[Counter(run["study"] for run in runs).most_common(1)[0][0]]
+            ours = stages.study_protocol(protocol)
+            differences = ", ".join(
+                f"{k} {json.dumps(theirs.get(k))} there, {json.dumps(ours.get(k))} here"
+                for k in identity.PROTOCOL_KEYS
+                if k not in stages.STAGE_KEYS and ours.get(k) != theirs.get(k))
             raise SelectionError(
                 f"selection={self.path} was run under another protocol than this stage: "
-                f"{_differences(stages.study_protocol(protocol), theirs)}; run the final stage "
-                "with the selection's settings, or select again with these")
+                f"{differences}; run the final stage with the selection's settings, or select "
+                "again with these")
         return mine
 
     def _mine(self, cell: Mapping[str, Any], runs: list[Run]) -> list[Run]:

@@ -46,13 +46,6 @@ def mcnemar_text(comparison: compare.Comparison) -> str:
     return f"{p_text(test.p)} (b {test.b}, c {test.c}{extra})"
 
 
-def _title(cell: Mapping[str, str]) -> str:
-    """A comparison table's heading: its model (or all) and the setting its runs share."""
-    model = f"Model {cell['model']}" if "model" in cell else "All models"
-    return f"{model}: " + (", ".join(f"{k} {v}" for k, v in sorted(cell.items())
-                                     if k != "model") or "–")
-
-
 def _names(c: compare.Comparison) -> str:
     return c.a.name if c.a.name == c.b.name else f"{c.a.name} vs {c.b.name}"
 
@@ -139,8 +132,11 @@ def comparison_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison]
             *([p_text(result.wilcoxon_p), mcnemar_text(c)] if error else []), p_text(p), verdict,
         ])
     protocols = sorted({p for c in rows for p in (*c.a.protocols, *c.b.protocols)})
-    title = (f"{_title(cell)} (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")"
-             if error else f"{_title(cell)}: {metric.label}")
+    # its model (or all) and the setting its runs share
+    title = (f"Model {cell['model']}" if "model" in cell else "All models") + ": " + (
+        ", ".join(f"{k} {v}" for k, v in sorted(cell.items()) if k != "model") or "–")
+    title += (" (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")" if error
+              else f": {metric.label}")
     header = ["models", "A", "B", *(["lr A / B (by val)"] if error else []), "n",
               "A − B (pp) [95 % CI]", "t p", *(["Wilcoxon p", "McNemar p"] if error else []),
               "Holm p (t)", "verdict"]
