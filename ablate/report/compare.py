@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ablate import stages
 from ablate.report import evidence, per_example, reference, stats
 from ablate.report.load import NOT_SETTINGS, parsed, related
 from ablate.rows import CONSISTENCY_FLIP
@@ -185,7 +186,7 @@ class Comparison:
 
 def side(value: str, runs: pd.DataFrame) -> Side:
     """One side at its own validation-chosen lr."""
-    chosen = stats.choose_lr(stats.lr_stats(runs))
+    chosen = stages.choose_lr(stats.lr_stats(runs).to_dict("records"))
     name = str(runs["name"].dropna().iloc[0]) if runs["name"].notna().any() else value
     protocols = tuple(sorted({str(p) for p in runs["protocol"].dropna()}))
     if chosen is None:

@@ -32,17 +32,6 @@ def _number(value: float, digits: int = 3) -> str:
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _runs_table(results: Sequence[RunResult]) -> list[str]:
-    lines = ["| run | folder | cell | test error | epochs |", "|---|---|---|---|---|"]
-    for r in results:
-        record = r.run.record
-        error = record.metrics.get("test_error")
-        error_text = "n/a" if error is None else f"{100 * float(error):.2f} %"
-        lines.append(f"| {r.label} | `{r.run.run_dir.as_posix()}` | {record.cell_id or '?'} "
-                     f"| {error_text} | {record.epochs if record.epochs is not None else '?'} |")
-    return lines
-
-
 def _auc_tables(results: Sequence[RunResult]) -> tuple[list[str], list[str]]:
     """The area per method, and its paired differences per image (same images, same predicted
     class, so the CI is paired)."""
@@ -73,6 +62,12 @@ def render(results: Sequence[RunResult], options: Options, figure_paths: Mapping
                f"--rows {options.rows} --layers {layers}{units_flag} --top-k {options.top_k}")
     fill = ", ".join(f"{float(v):.3f}" for v in first.input_mean)
     areas, paired = _auc_tables(results)
+    runs = ["| run | folder | cell | test error | epochs |", "|---|---|---|---|---|"]
+    for r in results:
+        record, error = r.run.record, r.run.record.metrics.get("test_error")
+        error_text = "n/a" if error is None else f"{100 * float(error):.2f} %"
+        runs.append(f"| {r.label} | `{r.run.run_dir.as_posix()}` | {record.cell_id or '?'} "
+                    f"| {error_text} | {record.epochs if record.epochs is not None else '?'} |")
     lines = [
         "# Visualisations: what the trained networks look at",
         "",
@@ -82,7 +77,7 @@ def render(results: Sequence[RunResult], options: Options, figure_paths: Mapping
         "",
         "## Runs",
         "",
-        *_runs_table(results),
+        *runs,
         "",
         f"Dataset: {first.dataset}, {size}x{size} px; images are the first {options.images} "
         "of the test split (fixed by `dataset.split_seed`), the same for every run.",

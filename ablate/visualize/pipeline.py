@@ -61,10 +61,6 @@ class RunResult:
     layers: list[dict]  # per chosen layer: its units' top images and reconstructions
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "run"
-
-
 def _labels(runs: Sequence[LoadedRun]) -> list[str]:
     """The paper's name per run; the folder name added where names repeat, then the position."""
     names = [run.name for run in runs]
@@ -72,19 +68,6 @@ def _labels(runs: Sequence[LoadedRun]) -> list[str]:
               for name, run in zip(names, runs, strict=True)]
     return [label if labels.count(label) == 1 else f"{label} #{position}"
             for position, label in enumerate(labels, start=1)]
-
-
-def _check_options(options: Options, test_size: int) -> None:
-    if not 1 <= options.images <= test_size:
-        raise VisualizeError(f"--images {options.images} is out of range; the test split has "
-                             f"{test_size} images, so use 1..{test_size}")
-    for name in ("rows", "unit_count", "top_k"):
-        if getattr(options, name) < 1:
-            flag = "--" + name.replace("_", "-")
-            raise VisualizeError(f"{flag} {getattr(options, name)} must be at least 1")
-    if not options.layers:
-        raise VisualizeError(f"no layers chosen; use a role ({', '.join(units.ROLES)}) or a "
-                             "conv name such as conv3")
 
 
 def _resolve_layers(run: LoadedRun, options: Options) -> list[tuple[str, int, torch.nn.Module]]:
@@ -131,7 +114,16 @@ def _layer_result(run: LoadedRun, name: str, index: int, trunk: torch.nn.Module,
 def compute(runs: Sequence[LoadedRun], options: Options) -> list[RunResult]:
     """All numbers and maps, for runs already loaded and checked."""
     test_size = min(len(run.test_x) for run in runs)
-    _check_options(options, test_size)
+    if not 1 <= options.images <= test_size:
+        raise VisualizeError(f"--images {options.images} is out of range; the test split has "
+                             f"{test_size} images, so use 1..{test_size}")
+    for name in ("rows", "unit_count", "top_k"):
+        if getattr(options, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise VisualizeError(f"{flag} {getattr(options, name)} must be at least 1")
+    if not options.layers:
+        raise VisualizeError(f"no layers chosen; use a role ({', '.join(units.ROLES)}) or a "
+                             "conv name such as conv3")
     layer_choices = [_resolve_layers(run, options) for run in runs]  # all checked before work
     results = []
     for run, label, chosen in zip(runs, _labels(runs), layer_choices, strict=True):
@@ -173,7 +165,7 @@ def render(results: Sequence[RunResult], options: Options,
         {r.label: {m: d["curves"] for m, d in r.deletion.items()} for r in results},
         deletion.FRACTIONS, {**titles, deletion.RANDOM: "random order"}))
     for r in results:
-        slug = _slug(r.label)
+        slug = re.sub(r"[^a-z0-9]+", "-", r.label.lower()).strip("-") or "run"
         for layer in r.layers:
             title = (f"{r.label}, {layer['name']} ({spec_lib.describe(layer['layer'])}): "
                      f"receptive field {layer['field'].size} px")
