@@ -79,25 +79,6 @@ def _epoch_images(config: dict) -> tuple[int, int]:
             limited(val, config["eval_batch_size"], trainer.get("limit_val_batches")))
 
 
-def _run_cli(overrides: list[str], cwd: Path, timeout: float) -> tuple[dict, dict]:
-    """Times and numbers of one run, and its config."""
-    launched = time.time()
-    done = subprocess.run([sys.executable, "-m", "ablate.run", *overrides], cwd=cwd,
-                          env=gpu_steps.subprocess_env(), capture_output=True, text=True,
-                          timeout=timeout)
-    ended = time.time()
-    found = sorted(cwd.glob("sweeps/**/result.json"))
-    if done.returncode != 0 or len(found) != 1:
-        raise RuntimeError(f"python -m ablate.run {' '.join(overrides)} exited "
-                           f"{done.returncode}:\n{(done.stdout + done.stderr)[-2000:]}")
-    record = records.load(found[0])
-    if not record.finished:
-        raise RuntimeError(f"the run {record.status}: {record.error}")
-    return {"launched": launched, "ended": ended, "first_step_at": record.first_step_at,
-            "record_wall_seconds": record.wall_seconds, "epochs": record.epochs,
-            "device": record.device}, record.config
-
-
 def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.device,
                timeout: float) -> dict:
     """Short and long real runs; when the run compiles, a cold one first (its graphs not yet in
@@ -114,8 +95,24 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
             gpu_steps.log(f"real run: {label}, {epochs} epochs")
             cwd = Path(scratch) / label
             cwd.mkdir()
-            runs[label], config = _run_cli([*overrides, f"trainer.max_epochs={epochs}"], cwd,
-                                           timeout)  # config: the long run's, the last
+            command = [*overrides, f"trainer.max_epochs={epochs}"]
+            launched = time.time()
+            done = subprocess.run([sys.executable, "-m", "ablate.run", *command], cwd=cwd,
+                                  env=gpu_steps.subprocess_env(), capture_output=True, text=True,
+                                  timeout=timeout)
+            ended = time.time()
+            found = sorted(cwd.glob("sweeps/**/result.json"))
+            if done.returncode != 0 or len(found) != 1:
+                raise RuntimeError(f"python -m ablate.run {' '.join(command)} exited "
+                                   f"{done.returncode}:\n{(done.stdout + done.stderr)[-2000:]}")
+            record = records.load(found[0])
+            if not record.finished:
+                raise RuntimeError(f"the run {record.status}: {record.error}")
+            runs[label] = {"launched": launched, "ended": ended,
+                           "first_step_at": record.first_step_at,
+                           "record_wall_seconds": record.wall_seconds, "epochs": record.epochs,
+                           "device": record.device}
+            config = record.config  # the long run's, the last
     warm_short, warm_long = runs["short"], runs["long"]
 
     def wall(run: dict) -> float:
