@@ -201,16 +201,6 @@ def seeds_section(runs: pd.DataFrame) -> str:
     ])
 
 
-def consistency_cell(values: pd.Series, n: int) -> str:
-    """Mean ± 95 % CI over the seeds that measured it; "n/a" when none did, and how many did
-    when only some did (older records among newer ones)."""
-    measured = values.dropna()
-    if not len(measured):
-        return "n/a"
-    text = summary_text(measured)
-    return text if len(measured) == n else f"{text} ({len(measured)} of {n})"
-
-
 def consistency_section(runs: pd.DataFrame) -> str:
     """Does pooling buy invariance? Consistency per model at every shift, at the chosen lr and
     over the same seeds as its test error, so that invariance is never bought with another
@@ -223,9 +213,15 @@ def consistency_section(runs: pd.DataFrame) -> str:
         return "\n".join([*heading, "n/a: no run here measured invariance (records made "
                            "before metrics.invariance existed, or with "
                            "`callbacks.test_predictions.shifts=[]`)."])
-    rows = [[name, entry["downsample"], fmt.lr_text(entry["chosen"]["lr"]), len(mine),
-             *[consistency_cell(mine[column], len(mine)) for column in columns]]
-            for name, (entry, mine) in picked.items()]
+    rows = []
+    for name, (entry, mine) in picked.items():
+        row = [name, entry["downsample"], fmt.lr_text(entry["chosen"]["lr"]), len(mine)]
+        for column in columns:  # over the seeds that measured it, and how many did if not all
+            measured = mine[column].dropna()
+            text = summary_text(measured) if len(measured) else "n/a"
+            row.append(text if len(measured) in (0, len(mine))
+                       else f"{text} ({len(measured)} of {len(mine)})")
+        rows.append(row)
     return "\n".join([
         *heading,
         "% of test images whose predicted class stays the one predicted for the unmoved image, "

@@ -9,7 +9,6 @@ function to adapt.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,24 +122,4 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
         run_dir=run_dir, record=record, name=str(record.name or run_dir.name),
         network=network, test_x=test_x, test_y=test_y, images=images.cpu(),
         input_mean=train_x.mean(dim=(0, 2, 3)),
-    )
-
-
-def check_same_dataset(run_dirs: Sequence[str | os.PathLike[str]],
-                       loaded: Sequence[records.Record]) -> None:
-    """Runs shown side by side must see the same test images in the same order, so their
-    datasets (name, image size, source and split seed) must agree."""
-    identities = [{"dataset": record.cell.get("dataset"),
-                   **{key: (record.config.get("datamodule") or {}).get(key)
-                      for key in ("image_size", "source", "split_seed")}} for record in loaded]
-    if all(identity == identities[0] for identity in identities):
-        return
-    lines = "; ".join(
-        f"{run_dir}: {identity['dataset']} at {identity['image_size']} px "
-        f"(split_seed {identity['split_seed']})"
-        for run_dir, identity in zip(run_dirs, identities, strict=True)
-    )
-    raise VisualizeError(
-        f"the runs use different datasets ({lines}); runs are compared on the same test images, "
-        "so pass only runs of one dataset (and image size) per call"
     )

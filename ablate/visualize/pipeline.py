@@ -24,7 +24,6 @@ from ablate.visualize import attribution, deletion, markdown, panels, units
 from ablate.visualize.loading import (
     LoadedRun,
     VisualizeError,
-    check_same_dataset,
     load_run,
     read_finished_record,
 )
@@ -190,8 +189,19 @@ def visualize(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     options = options or Options()
     if not run_dirs:
         raise VisualizeError("no run folders given; pass the output folder of at least one run")
-    loaded_records = [read_finished_record(run_dir) for run_dir in run_dirs]
-    check_same_dataset(run_dirs, loaded_records)
+    # Runs shown side by side must see the same test images in the same order, so their
+    # datasets (name, image size, source and split seed) must agree.
+    identities = [{"dataset": record.cell.get("dataset"),
+                   **{key: (record.config.get("datamodule") or {}).get(key)
+                      for key in ("image_size", "source", "split_seed")}}
+                  for record in map(read_finished_record, run_dirs)]
+    if any(identity != identities[0] for identity in identities):
+        lines = "; ".join(f"{run_dir}: {identity['dataset']} at {identity['image_size']} px "
+                          f"(split_seed {identity['split_seed']})"
+                          for run_dir, identity in zip(run_dirs, identities, strict=True))
+        raise VisualizeError(f"the runs use different datasets ({lines}); runs are compared on "
+                             "the same test images, so pass only runs of one dataset (and image "
+                             "size) per call")
     runs = [load_run(run_dir) for run_dir in run_dirs]
     results = compute(runs, options)
     files, per_run = render(results, options, [str(run_dir) for run_dir in run_dirs])
