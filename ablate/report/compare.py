@@ -108,9 +108,6 @@ class Context:
     cell: dict[str, str]  # the context's cell keys (axis, seed and lr left out)
     sides: dict[str, pd.DataFrame] = field(default_factory=dict)
 
-    def matches(self, where: Mapping[str, Any]) -> bool:
-        return all(self.cell.get(k) == text(v) for k, v in where.items())
-
 
 def contexts(frame: pd.DataFrame, axis: str) -> list[Context]:
     """Every context with runs along ``axis``, in a fixed order."""

@@ -46,10 +46,6 @@ def mcnemar_text(comparison: compare.Comparison) -> str:
     return f"{p_text(test.p)} (b {test.b}, c {test.c}{extra})"
 
 
-def _names(c: compare.Comparison) -> str:
-    return c.a.name if c.a.name == c.b.name else f"{c.a.name} vs {c.b.name}"
-
-
 def _shared(lists: Sequence[Sequence[str]]) -> list[str]:
     """The items every list holds, in the order of the first."""
     return [item for item in lists[0] if all(item in other for other in lists)] if lists else []
@@ -126,7 +122,7 @@ def comparison_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison]
                                     higher_is_better=metric.higher_is_better) if result.n
                    else "n/a" if c.n and not error else "no seed finished on both sides")
         body.append([
-            _names(c), c.a.value, c.b.value,
+            c.a.name if c.a.name == c.b.name else f"{c.a.name} vs {c.b.name}", c.a.value, c.b.value,
             *([f"{fmt.lr_text(c.a.lr)} / {fmt.lr_text(c.b.lr)}"] if error else []), result.n,
             difference(result), p_text(result.t_p),  # no test (None) below two seeds
             *([p_text(result.wilcoxon_p), mcnemar_text(c)] if error else []), p_text(p), verdict,
