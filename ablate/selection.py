@@ -52,17 +52,6 @@ def _where(cell: Mapping[str, Any]) -> str:
     return f"{cell['model']}/{cell['downsample']} ({cell['dataset']}, {cell['augmentation']})"
 
 
-def _read(path: str) -> list[Run]:
-    """The rows of the runs under ``path`` that count, as the report counts them; an unreadable
-    record or job folder is a missing run here (the report names it under Warnings)."""
-    found = rows.discover([path])
-    runs = [row for _, _, row in rows.read_records(found.records, lambda *_: None)]
-    runs += rows.in_progress_rows(found.in_progress, lambda *_: None)
-    replaced = rows.superseded(runs)
-    return [run for position, run in enumerate(runs)
-            if position not in replaced and run["protocol_spec"] is not None]
-
-
 class Selection:
     """The runs of one selection sweep, loaded once, asked for one cell's lr at a time."""
 
@@ -71,7 +60,14 @@ class Selection:
         if not Path(path).exists():
             raise SelectionError(f"selection={path}: no such folder; pass the folder of the "
                                  "selection sweep (e.g. selection=sweeps/table3)")
-        self.runs = _read(path)
+        # the rows of the runs under path that count, as the report counts them; an unreadable
+        # record or job folder is a missing run here (the report names it under Warnings)
+        found = rows.discover([path])
+        runs = [row for _, _, row in rows.read_records(found.records, lambda *_: None)]
+        runs += rows.in_progress_rows(found.in_progress, lambda *_: None)
+        replaced = rows.superseded(runs)
+        self.runs = [run for position, run in enumerate(runs)
+                     if position not in replaced and run["protocol_spec"] is not None]
         if not self.runs:
             raise SelectionError(f"selection={path} holds no runs (no result.json below it): "
                                  "it is not a sweep; run the selection stage first, e.g. "

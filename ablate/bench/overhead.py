@@ -56,7 +56,9 @@ def lightning_seconds(network: torch.nn.Module, batches: TensorBatches, warmup: 
     clock = _StepClock(warmup)
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
-        precision=variant.precision, max_steps=warmup + steps, max_epochs=-1, logger=False,
+        # Lightning's name for the variant's arithmetic
+        precision="bf16-mixed" if variant.autocast is torch.bfloat16 else "32-true",
+        max_steps=warmup + steps, max_epochs=-1, logger=False,
         enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
         num_sanity_val_steps=0, callbacks=[clock, progress_bar(10)], enable_progress_bar=True,
     )
