@@ -33,18 +33,14 @@ FigureLinks = Mapping[tuple[str, str, str], Sequence[tuple[str, str]]]
 
 # ---------------------------------------------------------------- sections
 
-def test_text(chosen: Mapping[str, Any]) -> str:
-    """A chosen lr's test error over its seeds: ``mean ± CI``."""
-    return mean_ci(chosen["test_mean"], chosen["test_ci"], chosen["n"])
-
-
 def result_text(mine: Mapping[str, Any] | None, counts: bool = False) -> str:
     """A model's test error at its chosen lr (``stats.selected``'s entry), or why there is
     none: missing (no run), running, or no finished run (how many failed, with ``counts``)."""
     if not mine:
         return "missing"
     if mine["chosen"] is not None:
-        return test_text(mine["chosen"])
+        pick = mine["chosen"]
+        return mean_ci(pick["test_mean"], pick["test_ci"], pick["n"])
     bad = mine[Status.FAILED] + mine[Status.DIVERGED]
     if not bad:
         return Status.RUNNING
@@ -185,7 +181,7 @@ def pivot_section(runs: pd.DataFrame) -> str:
         for mode in modes:
             mine = by_cell.get((model, mode))
             pick = mine and mine["chosen"]
-            row.append(f"{test_text(pick)} (n = {pick['n']})" if pick
+            row.append(f"{result_text(mine)} (n = {pick['n']})" if pick
                        else result_text(mine, counts=True))
         rows.append(row)
     return "\n".join([
