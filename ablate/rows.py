@@ -32,7 +32,6 @@ COLUMNS = (
     "started_at", "ended_at", "protocol", "protocol_spec", "stage", "study", "cell", "error",
     "history", "superseded", "test_fingerprint", "correct", "code", "versions", "config_id",
 )
-# The package versions the report's Inputs name, per run (the record keeps every one).
 KEY_PACKAGES = ("torch", "pytorch-lightning", "hydra-core", "wandb")
 WITHOUT_METRICS = "finished runs without a finite test_error (counted as failed)"
 # A table cell: the runs of one row, lr and seed. Two runs here are reruns of each other,
@@ -49,12 +48,6 @@ def display(path: Path) -> str:
         return str(absolute.relative_to(here))
     resolved, base = path.resolve(), here.resolve()  # through symbolic links
     return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(path)
-
-
-def _metric(value: Any) -> float:
-    """A metric as a number the tables can use: NaN for missing, NaN and inf alike."""
-    value = stages.number(value)
-    return value if math.isfinite(value) else math.nan
 
 
 def consistency_fields(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -92,7 +85,9 @@ def make_row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, An
         row.update(protocol=stages.protocol_id(protocol), stage=stages.stage_of(protocol),
                    protocol_spec=json.dumps(protocol, sort_keys=True),
                    study=stages.protocol_id(stages.study_protocol(protocol)))
-    row.update({key: _metric(metrics.get(key)) for key in METRICS})
+    # NaN for a missing metric, NaN and inf alike: no number the tables can use
+    row.update({key: value if math.isfinite(value := stages.number(metrics.get(key)))
+                else math.nan for key in METRICS})
     if status == Status.FINISHED and math.isnan(row["test_error"]):
         # NaN or inf (a run whose test loop broke): no number to average, so it counts as
         # failed in every count and table alike, and is named in the warnings (load_runs)
@@ -112,8 +107,7 @@ def _sweep_of(path: Path, sweep_name: str | None) -> str:
 
 def row_from_record(record: records.Record, path: Path) -> dict[str, Any]:
     """A record's row (its ``history`` as the record holds it)."""
-    wandb_info = record.wandb or {}
-    commit = record.git_commit
+    wandb_info, commit, versions = record.wandb or {}, record.git_commit, record.versions
     return make_row(
         source="record", path=display(path),
         sweep=wandb_info.get("group") or _sweep_of(path, record.config.get("sweep_name")),
@@ -125,16 +119,10 @@ def row_from_record(record: records.Record, path: Path) -> dict[str, Any]:
         history=record.history,
         # the commit a run's code came from, short, with +dirty where its source was edited
         code=str(commit)[:7] + ("+dirty" if record.git_dirty else "") if commit else None,
-        versions=_versions(record.versions),
+        # the package versions the report's Inputs name (the record keeps every one)
+        versions=", ".join(f"{name} {versions[name]}" for name in KEY_PACKAGES
+                           if versions.get(name)) or None,
     )
-
-
-def _versions(versions: Any) -> str | None:
-    """``torch 2.13.0, pytorch-lightning 2.6.6, ...`` for ``KEY_PACKAGES``."""
-    if not isinstance(versions, Mapping):
-        return None
-    return ", ".join(f"{name} {versions[name]}" for name in KEY_PACKAGES
-                     if versions.get(name)) or None
 
 
 def job_state(job_dir: Path) -> Status:

@@ -52,24 +52,6 @@ def _where(cell: Mapping[str, Any]) -> str:
     return f"{cell['model']}/{cell['downsample']} ({cell['dataset']}, {cell['augmentation']})"
 
 
-def _differences(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> str:
-    keys = [k for k in identity.PROTOCOL_KEYS if k not in stages.STAGE_KEYS
-            and mine.get(k) != theirs.get(k)]
-    return ", ".join(f"{k} {json.dumps(theirs.get(k))} there, {json.dumps(mine.get(k))} here"
-                     for k in keys)
-
-
-def _read(path: str) -> list[Run]:
-    """The rows of the runs under ``path`` that count, as the report counts them; an unreadable
-    record or job folder is a missing run here (the report names it under Warnings)."""
-    found = rows.discover([path])
-    runs = [row for _, _, row in rows.read_records(found.records, lambda *_: None)]
-    runs += rows.in_progress_rows(found.in_progress, lambda *_: None)
-    replaced = rows.superseded(runs)
-    return [run for position, run in enumerate(runs)
-            if position not in replaced and run["protocol_spec"] is not None]
-
-
 class Selection:
     """The runs of one selection sweep, loaded once, asked for one cell's lr at a time."""
 
@@ -78,7 +60,14 @@ class Selection:
         if not Path(path).exists():
             raise SelectionError(f"selection={path}: no such folder; pass the folder of the "
                                  "selection sweep (e.g. selection=sweeps/table3)")
-        self.runs = _read(path)
+        # the rows of the runs under path that count, as the report counts them; an unreadable
+        # record or job folder is a missing run here (the report names it under Warnings)
+        found = rows.discover([path])
+        runs = [row for _, _, row in rows.read_records(found.records, lambda *_: None)]
+        runs += rows.in_progress_rows(found.in_progress, lambda *_: None)
+        replaced = rows.superseded(runs)
+        self.runs = [run for position, run in enumerate(runs)
+                     if position not in replaced and run["protocol_spec"] is not None]
         if not self.runs:
             raise SelectionError(f"selection={path} holds no runs (no result.json below it): "
                                  "it is not a sweep; run the selection stage first, e.g. "
@@ -104,10 +93,15 @@ class Selection:
         mine = [run for run in runs if run["study"] == study]
         if not mine:
             theirs = self.specs[Counter(run["study"] for run in runs).most_common(1)[0][0]]
+            ours = stages.study_protocol(protocol)
+            differences = ", ".join(
+                f"{k} {json.dumps(theirs.get(k))} there, {json.dumps(ours.get(k))} here"
+                for k in identity.PROTOCOL_KEYS
+                if k not in stages.STAGE_KEYS and ours.get(k) != theirs.get(k))
             raise SelectionError(
                 f"selection={self.path} was run under another protocol than this stage: "
-                f"{_differences(stages.study_protocol(protocol), theirs)}; run the final stage "
-                "with the selection's settings, or select again with these")
+                f"{differences}; run the final stage with the selection's settings, or select "
+                "again with these")
         return mine
 
     def _mine(self, cell: Mapping[str, Any], runs: list[Run]) -> list[Run]:

@@ -54,14 +54,6 @@ def _timed(run: Callable[[], int], device: torch.device, repeats: int) -> tuple[
     return best
 
 
-def synthetic_cifar(count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """CIFAR-shaped data: uint8 pixels, as the archives store them, converted to float32."""
-    generator = torch.Generator().manual_seed(seed)
-    pixels = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=generator)
-    labels = torch.randint(0, 10, (count,), generator=generator)
-    return pixels.float().div_(255.0), labels
-
-
 class PerSampleFlipTranslate(Dataset):
     """The conventional way: one image at a time, random flip, zero-pad by 5, random crop."""
 
@@ -83,7 +75,12 @@ class PerSampleFlipTranslate(Dataset):
 
 def run(args: argparse.Namespace) -> str:
     device = torch.device(args.device)
-    images, labels = synthetic_cifar(args.images)
+    # CIFAR-shaped data: uint8 pixels, as the archives store them, converted to float32
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8,
+                           generator=generator)
+    labels = torch.randint(0, 10, (args.images,), generator=generator)
+    images = pixels.float().div_(255.0)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.pipeline_threads if device.type == "cpu" else threads)
     x, y = images.to(device), labels.to(device)

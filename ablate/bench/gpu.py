@@ -79,25 +79,6 @@ def _epoch_images(config: dict) -> tuple[int, int]:
             limited(val, config["eval_batch_size"], trainer.get("limit_val_batches")))
 
 
-def _run_cli(overrides: list[str], cwd: Path, timeout: float) -> tuple[dict, dict]:
-    """Times and numbers of one run, and its config."""
-    launched = time.time()
-    done = subprocess.run([sys.executable, "-m", "ablate.run", *overrides], cwd=cwd,
-                          env=gpu_steps.subprocess_env(), capture_output=True, text=True,
-                          timeout=timeout)
-    ended = time.time()
-    found = sorted(cwd.glob("sweeps/**/result.json"))
-    if done.returncode != 0 or len(found) != 1:
-        raise RuntimeError(f"python -m ablate.run {' '.join(overrides)} exited "
-                           f"{done.returncode}:\n{(done.stdout + done.stderr)[-2000:]}")
-    record = records.load(found[0])
-    if not record.finished:
-        raise RuntimeError(f"the run {record.status}: {record.error}")
-    return {"launched": launched, "ended": ended, "first_step_at": record.first_step_at,
-            "record_wall_seconds": record.wall_seconds, "epochs": record.epochs,
-            "device": record.device}, record.config
-
-
 def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.device,
                timeout: float) -> dict:
     """Short and long real runs; when the run compiles, a cold one first (its graphs not yet in
@@ -114,8 +95,24 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
             gpu_steps.log(f"real run: {label}, {epochs} epochs")
             cwd = Path(scratch) / label
             cwd.mkdir()
-            runs[label], config = _run_cli([*overrides, f"trainer.max_epochs={epochs}"], cwd,
-                                           timeout)  # config: the long run's, the last
+            command = [*overrides, f"trainer.max_epochs={epochs}"]
+            launched = time.time()
+            done = subprocess.run([sys.executable, "-m", "ablate.run", *command], cwd=cwd,
+                                  env=gpu_steps.subprocess_env(), capture_output=True, text=True,
+                                  timeout=timeout)
+            ended = time.time()
+            found = sorted(cwd.glob("sweeps/**/result.json"))
+            if done.returncode != 0 or len(found) != 1:
+                raise RuntimeError(f"python -m ablate.run {' '.join(command)} exited "
+                                   f"{done.returncode}:\n{(done.stdout + done.stderr)[-2000:]}")
+            record = records.load(found[0])
+            if not record.finished:
+                raise RuntimeError(f"the run {record.status}: {record.error}")
+            runs[label] = {"launched": launched, "ended": ended,
+                           "first_step_at": record.first_step_at,
+                           "record_wall_seconds": record.wall_seconds, "epochs": record.epochs,
+                           "device": record.device}
+            config = record.config  # the long run's, the last
     warm_short, warm_long = runs["short"], runs["long"]
 
     def wall(run: dict) -> float:
@@ -125,6 +122,7 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
         return run["ended"] - run["first_step_at"]
 
     train_images, val_images = _epoch_images(config)
+    bf16 = str(config["trainer"].get("precision", "")).startswith("bf16")
     return {
         "command": "python -m ablate.run " + " ".join(overrides) + " trainer.max_epochs=N",
         "compiles": bool(config.get("compile")),
@@ -136,7 +134,10 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
         "train_images_per_epoch": train_images,
         "val_images_per_epoch": val_images,
         "batch": config["batch_size"],
-        "variant": _variant_of(config),
+        # the variant of 1 that does the run's arithmetic (None: none does, no prediction)
+        "variant": next((v.name for v in VARIANTS if (v.autocast is not None) == bf16
+                         and v.compile == bool(config["compile"])
+                         and v.channels_last == bool(config["channels_last"])), None),
         "network_macs": forward_macs(
             all_cnn_c(config["width"], config["dataset"]["image_size"],
                       config["dataset"]["channels"]).spec,
@@ -145,28 +146,7 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
     }
 
 
-def _variant_of(config: dict) -> str | None:
-    """The variant of 1 that does the run's arithmetic (None: none does, no prediction)."""
-    bf16 = str(config["trainer"].get("precision", "")).startswith("bf16")
-    return next((v.name for v in VARIANTS if (v.autocast is not None) == bf16
-                 and v.compile == bool(config["compile"])
-                 and v.channels_last == bool(config["channels_last"])), None)
-
-
 # ------------------------------------------------------------------------------- main
-
-
-def _device_info(device: torch.device, peak_override: float | None) -> dict:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        peak, source = peak_tflops(name), "NVIDIA datasheet value, assumed"
-    else:
-        name, peak, source = platform.processor() or platform.machine(), None, "no peak for CPUs"
-    if peak_override:
-        peak, source = peak_override, "given with --peak-tflops"
-    elif peak is None and device.type == "cuda":
-        source = f"unknown for {name!r}; give --peak-tflops"
-    return {"kind": device.type, "name": name, "peak_bf16_tflops": peak, "peak_source": source}
 
 
 def benchmark(args: argparse.Namespace) -> dict:
@@ -174,9 +154,19 @@ def benchmark(args: argparse.Namespace) -> dict:
     scale = gpu_steps.SCALES[device.type]
     gpu_steps.set_up(device, args.threads)
     started = time.perf_counter()
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak, source = peak_tflops(name), "NVIDIA datasheet value, assumed"
+    else:
+        name, peak, source = platform.processor() or platform.machine(), None, "no peak for CPUs"
+    if args.peak_tflops:
+        peak, source = args.peak_tflops, "given with --peak-tflops"
+    elif peak is None and device.type == "cuda":
+        source = f"unknown for {name!r}; give --peak-tflops"
     record: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "arguments": args.argv, "device": _device_info(device, args.peak_tflops),
+        "arguments": args.argv, "device": {
+            "kind": device.type, "name": name, "peak_bf16_tflops": peak, "peak_source": source},
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "python": platform.python_version(), "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),

@@ -71,24 +71,6 @@ def _sweep(args: list[str], directory: Path) -> tuple[float, list[dict]]:
     return wall, results
 
 
-def overhead(launcher: str, args: list[str]) -> str:
-    with tempfile.TemporaryDirectory() as scratch:
-        _, jobs = _sweep(["seed=0,1,2", *TINY, *args], Path(scratch))
-    first = jobs[0]["record"].first_step_at - jobs[0]["launched_at"]
-    later = [b["record"].first_step_at - a["ended"]
-             for a, b in zip(jobs, jobs[1:], strict=False)]
-    return (f"  {launcher:<6} launch -> first step {first:6.1f} s   previous end -> first step "
-            f"{statistics.median(later):6.1f} s (median of {len(later)})")
-
-
-def grid_wall(name: str, args: list[str]) -> str:
-    with tempfile.TemporaryDirectory() as scratch:
-        wall, jobs = _sweep([*GRID, *args], Path(scratch))
-    training = sum(job["record"].wall_seconds for job in jobs)
-    return (f"  {name:<20} {wall:6.1f} s wall for {len(jobs)} jobs "
-            f"(sum of the jobs' own run times {training:.1f} s)")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slurm", action="store_true", help="also SLURM (sinfo must answer)")
@@ -99,11 +81,21 @@ def main() -> None:
              "python -m ablate.bench.launchers" + (" --slurm" if options.slurm else ""),
              "", "Per job (three tiny jobs, one after another):"]
     for name, args in launchers.items():
-        lines.append(overhead(name, args))
+        with tempfile.TemporaryDirectory() as scratch:
+            _, jobs = _sweep(["seed=0,1,2", *TINY, *args], Path(scratch))
+        first = jobs[0]["record"].first_step_at - jobs[0]["launched_at"]
+        later = [b["record"].first_step_at - a["ended"]
+                 for a, b in zip(jobs, jobs[1:], strict=False)]
+        lines.append(f"  {name:<6} launch -> first step {first:6.1f} s   previous end -> first "
+                     f"step {statistics.median(later):6.1f} s (median of {len(later)})")
         print(lines[-1], flush=True)
     lines += ["", "The same CPU grid (+sweep=quick: 9 cells of 20 epochs on digits):"]
     for name, args in PARALLEL.items():
-        lines.append(grid_wall(name, args))
+        with tempfile.TemporaryDirectory() as scratch:
+            wall, jobs = _sweep([*GRID, *args], Path(scratch))
+        training = sum(job["record"].wall_seconds for job in jobs)
+        lines.append(f"  {name:<20} {wall:6.1f} s wall for {len(jobs)} jobs "
+                     f"(sum of the jobs' own run times {training:.1f} s)")
         print(lines[-1], flush=True)
     atomic.write_atomic(options.output, "\n".join(lines) + "\n")
     print(f"written to {options.output}")

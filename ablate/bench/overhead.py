@@ -16,7 +16,6 @@ import time
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
 
 from ablate import atomic
 from ablate.bench.steps import VARIANTS, Variant, all_cnn_c, sgd, synchronize, synthetic_batches
@@ -30,18 +29,6 @@ SETTINGS = {
     "half": ["dataset=cifar10", "width=0.5", "batch_size=64"],
     "quick": ["experiment=quick"],  # ~15 ms steps, where per-step cost shows
 }
-
-
-def setting(name: str) -> DictConfig:
-    """The composed config of a setting: All-CNN-C with the setting's overrides."""
-    from hydra import compose, initialize_config_module
-
-    from ablate import config
-
-    config.register()
-    with initialize_config_module(config.CONFIG_MODULE, version_base="1.3"):
-        return compose(config.CONFIG_NAME, overrides=["model=C", "downsample=conv",
-                                                       *SETTINGS[name]])
 
 
 class _StepClock(pl.Callback):
@@ -69,7 +56,9 @@ def lightning_seconds(network: torch.nn.Module, batches: TensorBatches, warmup: 
     clock = _StepClock(warmup)
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
-        precision=variant.precision, max_steps=warmup + steps, max_epochs=-1, logger=False,
+        # Lightning's name for the variant's arithmetic
+        precision="bf16-mixed" if variant.autocast is torch.bfloat16 else "32-true",
+        max_steps=warmup + steps, max_epochs=-1, logger=False,
         enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
         num_sanity_val_steps=0, callbacks=[clock, progress_bar(10)], enable_progress_bar=True,
     )
@@ -79,8 +68,7 @@ def lightning_seconds(network: torch.nn.Module, batches: TensorBatches, warmup: 
 
 def framework_ratio(device: torch.device, variant: Variant, width: float, size: int,
                     channels: int, batch: int, warmup: int, steps: int, repeats: int) -> dict:
-    """Plain loop vs Lightning + ``Classifier`` on the same network (same initial weights) and
-    batches, alternating, best of ``repeats``; ratio = plain time / Lightning time."""
+    """The module's measurement at one setting: plain and Lightning ms per step, their ratio."""
     batches = synthetic_batches(batch * 8, size, channels, batch, device)
     plain, lightning = [], []
     for _ in range(repeats):
@@ -104,6 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="reports/benchmarks/overhead.txt")
     args = parser.parse_args(argv)
+    from hydra import compose, initialize_config_module
+
+    from ablate import config
+
+    config.register()
     lines = [
         f"Lightning stack vs plain PyTorch loop, All-CNN-C, {torch.get_num_threads()} CPU threads, "
         f"{args.steps} timed steps after {args.warmup} warm-up, best of {args.repeats}",
@@ -111,7 +104,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{'Lightning ms/step':>18} {'ratio':>6}",
     ]
     for name in args.settings:
-        cfg = setting(name)
+        with initialize_config_module(config.CONFIG_MODULE, version_base="1.3"):
+            cfg = compose(config.CONFIG_NAME,  # All-CNN-C with the setting's overrides
+                          overrides=["model=C", "downsample=conv", *SETTINGS[name]])
         width, size, batch = cfg.width, cfg.dataset.image_size, cfg.batch_size
         result = framework_ratio(torch.device("cpu"), VARIANTS[0], width, size,
                                  cfg.dataset.channels, batch, args.warmup, args.steps, args.repeats)

@@ -103,28 +103,6 @@ def write_records(scratch: Path, runs: int) -> Path:
     return root
 
 
-def timed(args: list[str], cwd: Path) -> tuple[float, float, str]:
-    """Wall seconds, peak resident memory (GiB) and output of one command in its own process."""
-    env = {**os.environ, "PYTHONPATH": str(CHECKOUT), "PYTHONWARNINGS": "ignore",
-           "WANDB_MODE": "disabled"}
-    started = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out:
-        process = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, text=True)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        text = out.read()
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({process.returncode}):\n{text[-3000:]}")
-    return wall, usage.ru_maxrss / 2**20, text  # ru_maxrss is in KiB on Linux
-
-
-def load() -> str:
-    return "load " + " ".join(f"{value:.1f}" for value in os.getloadavg())
-
-
 def machine() -> str:
     model = platform.processor() or platform.machine()
     try:
@@ -140,11 +118,26 @@ def machine() -> str:
 def measure(runs: int, say) -> None:
     with tempfile.TemporaryDirectory(prefix="ablate-scale-") as name:
         scratch = Path(name)
+        env = {**os.environ, "PYTHONPATH": str(CHECKOUT), "PYTHONWARNINGS": "ignore",
+               "WANDB_MODE": "disabled"}
 
         def step(label: str, args: list[str], expected: str) -> None:
-            before = load()
-            wall, memory, out = timed(args, scratch)
+            before = "load " + " ".join(f"{value:.1f}" for value in os.getloadavg())
+            # wall seconds, peak resident memory and output, in a process of its own
+            started = time.perf_counter()
+            with tempfile.TemporaryFile("w+") as stream:
+                process = subprocess.Popen([sys.executable, *args], cwd=scratch, env=env,
+                                           stdout=stream, stderr=subprocess.STDOUT, text=True)
+                _, status, usage = os.wait4(process.pid, 0)
+                wall = time.perf_counter() - started
+                process.returncode = os.waitstatus_to_exitcode(status)
+                stream.seek(0)
+                out = stream.read()
+            if process.returncode != 0:
+                raise RuntimeError(f"{' '.join(args)} failed ({process.returncode}):\n"
+                                   f"{out[-3000:]}")
             assert expected in out, out[-2000:]
+            memory = usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
             say(f"  {runs:>6}  {label:<20} {wall:7.1f} s  {memory:5.2f} GiB  ({before})")
 
         command = ["-m", "ablate.run", "-m", *grid_args(runs)]

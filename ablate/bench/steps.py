@@ -104,11 +104,6 @@ class Variant:
     channels_last: bool
     compile: bool
 
-    @property
-    def precision(self) -> str:
-        """Lightning's name for the same arithmetic."""
-        return "bf16-mixed" if self.autocast is torch.bfloat16 else "32-true"
-
     def network(self, device: torch.device, width: float, size: int,
                 channels: int) -> torch.nn.Module:
         """All-CNN-C on ``device`` in this variant's memory format, compiled if it compiles."""

@@ -21,7 +21,13 @@ from ablate.report import issues as issues_lib
 log = logging.getLogger("ablate.report")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _scrub(text: str) -> str:
+    """The W&B API key must never land in a written file, whatever a run's error text held."""
+    key = os.environ.get("WANDB_API_KEY", "").strip()
+    return text.replace(key, "<WANDB_API_KEY>") if len(key) >= 8 else text
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ablate.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", metavar="PATH", default=["sweeps"],
@@ -42,17 +48,7 @@ def _parser() -> argparse.ArgumentParser:
                         help='W&B API filters, e.g. \'{"group": "table3/2026-12-01_10-00-00"}\'')
     parser.add_argument("--csv", type=Path, default=None,
                         help="also write the runs DataFrame (without histories) as CSV")
-    return parser
-
-
-def _scrub(text: str) -> str:
-    """The W&B API key must never land in a written file, whatever a run's error text held."""
-    key = os.environ.get("WANDB_API_KEY", "").strip()
-    return text.replace(key, "<WANDB_API_KEY>") if len(key) >= 8 else text
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:

@@ -194,7 +194,8 @@ def evaluate(frame: pd.DataFrame, claims: Sequence[Claim], config: Settings,
     outcomes = []
     for claim in claims:
         found = [c for c in compare.contexts(frame, claim.axis)
-                 if c.matches(claim.where) and claim.a in c.sides and claim.b in c.sides]
+                 if all(c.cell.get(k) == compare.text(v) for k, v in claim.where.items())
+                 and claim.a in c.sides and claim.b in c.sides]
         if not found:
             outcomes.append(Outcome(claim, None))
         for context in found:

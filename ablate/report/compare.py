@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ablate import stages
 from ablate.report import evidence, per_example, reference, stats
 from ablate.report.load import NOT_SETTINGS, parsed, related
 from ablate.rows import CONSISTENCY_FLIP
@@ -39,10 +40,6 @@ class Metric:
     column: str
     label: str
     higher_is_better: bool
-
-    def verdict(self, n: int, mean_diff: float, p_adjusted: float | None, alpha: float) -> str:
-        return evidence.verdict(n, mean_diff, p_adjusted, alpha,
-                                higher_is_better=self.higher_is_better)
 
 
 TEST_ERROR = "test_error"
@@ -110,9 +107,6 @@ class Context:
     axis: str
     cell: dict[str, str]  # the context's cell keys (axis, seed and lr left out)
     sides: dict[str, pd.DataFrame] = field(default_factory=dict)
-
-    def matches(self, where: Mapping[str, Any]) -> bool:
-        return all(self.cell.get(k) == text(v) for k, v in where.items())
 
 
 def contexts(frame: pd.DataFrame, axis: str) -> list[Context]:
@@ -189,7 +183,7 @@ class Comparison:
 
 def side(value: str, runs: pd.DataFrame) -> Side:
     """One side at its own validation-chosen lr."""
-    chosen = stats.choose_lr(stats.lr_stats(runs))
+    chosen = stages.choose_lr(stats.lr_stats(runs).to_dict("records"))
     name = str(runs["name"].dropna().iloc[0]) if runs["name"].notna().any() else value
     protocols = tuple(sorted({str(p) for p in runs["protocol"].dropna()}))
     if chosen is None:

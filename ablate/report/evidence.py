@@ -46,10 +46,6 @@ MORE_INVARIANT, LESS_INVARIANT = "A more invariant", "A less invariant"
 NO_TEST = "no test: the same difference on every seed"
 
 
-def no_difference(n: int) -> str:
-    return f"no detectable difference at n = {n}"
-
-
 @dataclass(frozen=True)
 class Summary:
     """One cell over its seeds."""
@@ -174,4 +170,4 @@ def verdict(n: int, mean_diff: float, p_adjusted: float | None, alpha: float = A
     if p_adjusted < alpha and mean_diff != 0:
         a_wins = mean_diff > 0 if higher_is_better else mean_diff < 0
         return words[0] if a_wins else words[1]
-    return no_difference(n)
+    return f"no detectable difference at n = {n}"

@@ -46,17 +46,6 @@ def mcnemar_text(comparison: compare.Comparison) -> str:
     return f"{p_text(test.p)} (b {test.b}, c {test.c}{extra})"
 
 
-def _title(cell: Mapping[str, str]) -> str:
-    """A comparison table's heading: its model (or all) and the setting its runs share."""
-    model = f"Model {cell['model']}" if "model" in cell else "All models"
-    return f"{model}: " + (", ".join(f"{k} {v}" for k, v in sorted(cell.items())
-                                     if k != "model") or "–")
-
-
-def _names(c: compare.Comparison) -> str:
-    return c.a.name if c.a.name == c.b.name else f"{c.a.name} vs {c.b.name}"
-
-
 def _shared(lists: Sequence[Sequence[str]]) -> list[str]:
     """The items every list holds, in the order of the first."""
     return [item for item in lists[0] if all(item in other for other in lists)] if lists else []
@@ -129,17 +118,21 @@ def comparison_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison]
     adjusted = evidence.holm([r.t_p for r in results])
     body = []
     for c, result, p in zip(rows, results, adjusted, strict=True):
-        verdict = (metric.verdict(result.n, result.mean_diff, p, alpha) if result.n
+        verdict = (evidence.verdict(result.n, result.mean_diff, p, alpha,
+                                    higher_is_better=metric.higher_is_better) if result.n
                    else "n/a" if c.n and not error else "no seed finished on both sides")
         body.append([
-            _names(c), c.a.value, c.b.value,
+            c.a.name if c.a.name == c.b.name else f"{c.a.name} vs {c.b.name}", c.a.value, c.b.value,
             *([f"{fmt.lr_text(c.a.lr)} / {fmt.lr_text(c.b.lr)}"] if error else []), result.n,
             difference(result), p_text(result.t_p),  # no test (None) below two seeds
             *([p_text(result.wilcoxon_p), mcnemar_text(c)] if error else []), p_text(p), verdict,
         ])
     protocols = sorted({p for c in rows for p in (*c.a.protocols, *c.b.protocols)})
-    title = (f"{_title(cell)} (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")"
-             if error else f"{_title(cell)}: {metric.label}")
+    # its model (or all) and the setting its runs share
+    title = (f"Model {cell['model']}" if "model" in cell else "All models") + ": " + (
+        ", ".join(f"{k} {v}" for k, v in sorted(cell.items()) if k != "model") or "–")
+    title += (" (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")" if error
+              else f": {metric.label}")
     header = ["models", "A", "B", *(["lr A / B (by val)"] if error else []), "n",
               "A − B (pp) [95 % CI]", "t p", *(["Wilcoxon p", "McNemar p"] if error else []),
               "Holm p (t)", "verdict"]
@@ -204,16 +197,6 @@ def seeds_section(runs: pd.DataFrame) -> str:
     ])
 
 
-def consistency_cell(values: pd.Series, n: int) -> str:
-    """Mean ± 95 % CI over the seeds that measured it; "n/a" when none did, and how many did
-    when only some did (older records among newer ones)."""
-    measured = values.dropna()
-    if not len(measured):
-        return "n/a"
-    text = summary_text(measured)
-    return text if len(measured) == n else f"{text} ({len(measured)} of {n})"
-
-
 def consistency_section(runs: pd.DataFrame) -> str:
     """Does pooling buy invariance? Consistency per model at every shift, at the chosen lr and
     over the same seeds as its test error, so that invariance is never bought with another
@@ -226,9 +209,15 @@ def consistency_section(runs: pd.DataFrame) -> str:
         return "\n".join([*heading, "n/a: no run here measured invariance (records made "
                            "before metrics.invariance existed, or with "
                            "`callbacks.test_predictions.shifts=[]`)."])
-    rows = [[name, entry["downsample"], fmt.lr_text(entry["chosen"]["lr"]), len(mine),
-             *[consistency_cell(mine[column], len(mine)) for column in columns]]
-            for name, (entry, mine) in picked.items()]
+    rows = []
+    for name, (entry, mine) in picked.items():
+        row = [name, entry["downsample"], fmt.lr_text(entry["chosen"]["lr"]), len(mine)]
+        for column in columns:  # over the seeds that measured it, and how many did if not all
+            measured = mine[column].dropna()
+            text = summary_text(measured) if len(measured) else "n/a"
+            row.append(text if len(measured) in (0, len(mine))
+                       else f"{text} ({len(measured)} of {len(mine)})")
+        rows.append(row)
     return "\n".join([
         *heading,
         "% of test images whose predicted class stays the one predicted for the unmoved image, "

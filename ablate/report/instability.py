@@ -36,19 +36,14 @@ def chance_error(dataset: str) -> float | None:
     return 1 - 1 / classes if isinstance(classes, int) and classes else None
 
 
-def final_train_error(run: pd.Series) -> float | None:
-    """The run's last training error: its metrics, else the last finite one in its history."""
-    value = run.get("train_error")
-    if value is not None and not (isinstance(value, float) and math.isnan(value)):
-        return float(value)
-    _, values = series(run.get("history"), "train_error")
-    return float(values[-1]) if len(values) else None
-
-
 def stalled(run: pd.Series, margin: float) -> bool:
-    chance = chance_error(str(run["dataset"]))
-    error = final_train_error(run)
-    return chance is not None and error is not None and error >= chance - margin
+    """The run's last training error (its metrics, else the last finite one in its history)
+    within ``margin`` of chance."""
+    chance, error = chance_error(str(run["dataset"])), run.get("train_error")
+    if error is None or (isinstance(error, float) and math.isnan(error)):
+        _, values = series(run.get("history"), "train_error")
+        error = values[-1] if len(values) else None
+    return chance is not None and error is not None and float(error) >= chance - margin
 
 
 def counts(runs: pd.DataFrame, margin: float) -> pd.DataFrame:

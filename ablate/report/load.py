@@ -57,17 +57,6 @@ def load_records(paths: Sequence[Path], issues: Issues) -> list[tuple[Path, dict
     return [(path, row) for path, _, row in loaded]
 
 
-def _in_progress(job_dirs: Sequence[Path], issues: Issues) -> list[dict[str, Any]]:
-    """Rows of the job folders without a record, each named among the runs in progress or,
-    where its process is gone, among the killed ones."""
-    found = rows.in_progress_rows(job_dirs, lambda job_dir, error: issues.add(
-        kinds.IN_PROGRESS, f"{rows.display(job_dir)} (unreadable: {error})"))
-    for row in found:
-        killed = row["status"] == Status.INTERRUPTED
-        issues.add(kinds.KILLED if killed else kinds.IN_PROGRESS, row["path"])
-    return found
-
-
 # Cell keys that never tell two settings apart: the replicates, and how a run was launched,
 # shown or logged.
 NOT_SETTINGS = ("seed", "lr", *identity.IGNORED_KEYS)
@@ -142,16 +131,6 @@ def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
                              f"{protocol}): {', '.join(varying)}")
 
 
-def _mark_duplicates(frame: pd.DataFrame, issues: Issues) -> None:
-    """Several finished/failed runs of one table cell: the newest counts, the rest are kept but
-    marked ``superseded`` (``rows.superseded``, the rule the final stage applies too)."""
-    columns = [*TABLE_CELL, "status", "ended_at", "path"]
-    for old, new in rows.superseded(frame[columns].to_dict("records")).items():
-        frame.loc[old, "superseded"] = True
-        issues.add(kinds.DUPLICATES,
-                   f"{frame.loc[old, 'path']} superseded by {frame.loc[new, 'path']}")
-
-
 def load_runs(
     paths: Sequence[str | os.PathLike[str]] = ("sweeps",),
     *,
@@ -198,7 +177,14 @@ def load_runs(
 
     if wandb_project:
         runs.extend(load_wandb_api(wandb_project, wandb_filters, issues))
-    runs.extend(_in_progress(found.in_progress, issues))
+    # job folders without a record: named among the runs in progress or, where the process
+    # is gone, among the killed ones
+    in_progress = rows.in_progress_rows(found.in_progress, lambda job_dir, error: issues.add(
+        kinds.IN_PROGRESS, f"{rows.display(job_dir)} (unreadable: {error})"))
+    for row in in_progress:
+        issues.add(kinds.KILLED if row["status"] == Status.INTERRUPTED else kinds.IN_PROGRESS,
+                   row["path"])
+    runs.extend(in_progress)
 
     for row in runs:
         if str(row["error"] or "").startswith(WITHOUT_METRICS):
@@ -208,12 +194,13 @@ def load_runs(
     frame = frame.sort_values(["sweep", "path"], na_position="last", kind="stable")
     frame = frame.reset_index(drop=True)
     _split_variants(frame, issues)
-    _mark_duplicates(frame, issues)
-    _note_mixtures(frame, issues)
-    return frame, issues
-
-
-def _note_mixtures(frame: pd.DataFrame, issues: Issues) -> None:
+    # Several finished/failed runs of one table cell: the newest counts, the rest are kept but
+    # marked ``superseded`` (``rows.superseded``, the rule the final stage applies too).
+    columns = [*TABLE_CELL, "status", "ended_at", "path"]
+    for old, new in rows.superseded(frame[columns].to_dict("records")).items():
+        frame.loc[old, "superseded"] = True
+        issues.add(kinds.DUPLICATES,
+                   f"{frame.loc[old, 'path']} superseded by {frame.loc[new, 'path']}")
     current = frame[~frame["superseded"].astype(bool)]
     # a selection stage and its final stage differ by design (STAGE_KEYS): one study, no warning
     for kind, column, by in ((kinds.MIXED_DATASETS, "dataset", "dataset"),
@@ -221,3 +208,4 @@ def _note_mixtures(frame: pd.DataFrame, issues: Issues) -> None:
         if current[by].nunique() > 1:
             counts = current[column].value_counts()
             issues.add(kind, ", ".join(f"{v} ({counts[v]})" for v in sorted(counts.index, key=str)))
+    return frame, issues

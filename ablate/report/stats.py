@@ -8,7 +8,7 @@ over the seeds at that lr, with the sample std and the 95 % t interval (``eviden
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -54,11 +54,6 @@ def lr_stats(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=STAT_COLUMNS)
 
 
-def choose_lr(stats: pd.DataFrame) -> Mapping[str, Any] | None:
-    """The row of ``stats`` (one model's lrs) that ``ablate.stages.choose_lr`` chooses."""
-    return stages.choose_lr(stats.to_dict("records"))
-
-
 def finished_at(runs: pd.DataFrame, lr: float) -> pd.DataFrame:
     """The finished runs at ``lr`` with a test error: the seeds its mean test error is over."""
     return runs[(runs["lr"] == lr) & (runs["status"] == Status.FINISHED)
@@ -73,7 +68,8 @@ def selected(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
         mine, lrs = runs[runs["name"] == name], stats[stats["name"] == name]
         result[name] = {
             "model": mine["model"].iloc[0], "downsample": mine["downsample"].iloc[0],
-            "chosen": choose_lr(lrs), **{s: int(lrs[s].sum()) for s in stages.COUNTED},
+            "chosen": stages.choose_lr(lrs.to_dict("records")),
+            **{s: int(lrs[s].sum()) for s in stages.COUNTED},
             "runs": len(mine), "params": sorted({int(p) for p in mine["params"].dropna()}),
         }
     return result

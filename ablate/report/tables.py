@@ -33,18 +33,14 @@ FigureLinks = Mapping[tuple[str, str, str], Sequence[tuple[str, str]]]
 
 # ---------------------------------------------------------------- sections
 
-def test_text(chosen: Mapping[str, Any]) -> str:
-    """A chosen lr's test error over its seeds: ``mean ± CI``."""
-    return mean_ci(chosen["test_mean"], chosen["test_ci"], chosen["n"])
-
-
 def result_text(mine: Mapping[str, Any] | None, counts: bool = False) -> str:
     """A model's test error at its chosen lr (``stats.selected``'s entry), or why there is
     none: missing (no run), running, or no finished run (how many failed, with ``counts``)."""
     if not mine:
         return "missing"
     if mine["chosen"] is not None:
-        return test_text(mine["chosen"])
+        pick = mine["chosen"]
+        return mean_ci(pick["test_mean"], pick["test_ci"], pick["n"])
     bad = mine[Status.FAILED] + mine[Status.DIVERGED]
     if not bad:
         return Status.RUNNING
@@ -185,7 +181,7 @@ def pivot_section(runs: pd.DataFrame) -> str:
         for mode in modes:
             mine = by_cell.get((model, mode))
             pick = mine and mine["chosen"]
-            row.append(f"{test_text(pick)} (n = {pick['n']})" if pick
+            row.append(f"{result_text(mine)} (n = {pick['n']})" if pick
                        else result_text(mine, counts=True))
         rows.append(row)
     return "\n".join([
@@ -253,21 +249,6 @@ def cifar100_section(frame: pd.DataFrame, protocol: str) -> str:
                              "difference (CIFAR-100)"], rows)])
 
 
-def stage_partners(runs: pd.DataFrame) -> dict[str, str]:
-    """Protocol -> the protocol of its other stage (selection <-> final), where both have runs:
-    the two differ only in ``stages.STAGE_KEYS``."""
-    by_study: dict[str, dict[str, str]] = {}
-    for protocol, stage, study in runs[["protocol", "stage", "study"]].dropna(
-            ).drop_duplicates().itertuples(index=False):
-        by_study.setdefault(study, {})[stage] = str(protocol)
-    partners = {}
-    for both in by_study.values():
-        if len(both) == 2:
-            partners.update({both[stages.SELECTION]: both[stages.FINAL],
-                             both[stages.FINAL]: both[stages.SELECTION]})
-    return partners
-
-
 def stage_note(runs: pd.DataFrame, final: bool, partner: str | None) -> str:
     """Which stage of the protocol these runs are, and where the other one is."""
     if final:
@@ -297,7 +278,12 @@ def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
     counts = ", ".join(f"{int(status.get(s, 0))} {s}"
                        for s in (*ENDED, Status.RUNNING) if status.get(s, 0))
     final = stages.stage_of(spec) == stages.FINAL
-    partner = stage_partners(runs).get(protocol)
+    # the protocol of its other stage (selection <-> final), where both have runs: the two
+    # differ only in ``stages.STAGE_KEYS``
+    study = mine["study"].dropna()
+    partners = runs.loc[(runs["study"] == (study.iloc[0] if len(study) else None))
+                        & (runs["stage"] != stages.stage_of(spec)), "protocol"].dropna()
+    partner = str(partners.iloc[0]) if len(partners) else None
     parts = [f"## Protocol `{protocol}`" + (f" ({index} of {total})" if total > 1 else "")
              + (": final stage" if final else ""), "",
              f"{len(mine)} run{'' if len(mine) == 1 else 's'}: {counts}.", "",

@@ -24,18 +24,6 @@ class WandbReadError(RuntimeError):
     """``wandb leet inspect`` could not read a W&B run folder."""
 
 
-def _unwrap_config(config: Any) -> dict[str, Any]:
-    """W&B config as plain values (some tools keep W&B's ``{"value": ...}`` wrappers)."""
-
-    def unwrap(value: Any) -> Any:
-        if isinstance(value, Mapping) and set(value) <= {"value", "desc"} and "value" in value:
-            return value["value"]
-        return value
-
-    return {str(key): unwrap(value) for key, value in config.items()
-            if not str(key).startswith("_wandb")} if isinstance(config, Mapping) else {}
-
-
 # W&B's run states (its words, not ours) as the status of a run that did not log its own
 _STATE_TO_STATUS = {"finished": Status.FINISHED, "failed": Status.FAILED, "crashed": Status.FAILED,
                     "killed": Status.FAILED, "running": Status.RUNNING, "pending": Status.RUNNING}
@@ -45,7 +33,11 @@ def row_from_wandb(meta: Mapping[str, Any], *, source: str, path: str,
                    issues: Issues) -> dict[str, Any] | None:
     """One run as W&B shows it: ``meta`` has the shape of ``wandb leet inspect --summary
     --json`` (run_id, state, config, summary, group), which :func:`load_wandb_api` builds too."""
-    config = _unwrap_config(meta.get("config"))
+    # plain values: some tools keep W&B's {"value": ...} wrappers
+    raw = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
+    config = {str(key): value["value"] if isinstance(value, Mapping) and "value" in value
+              and set(value) <= {"value", "desc"} else value
+              for key, value in raw.items() if not str(key).startswith("_wandb")}
     summary = meta.get("summary") if isinstance(meta.get("summary"), Mapping) else {}
     cell = config.get("cell")
     if not isinstance(cell, Mapping):

@@ -16,7 +16,7 @@ from ablate.visualize.loading import VisualizeError
 from ablate.visualize.pipeline import DEFAULT_LAYERS, Options, visualize
 
 
-def _parser() -> argparse.ArgumentParser:
+def main(argv: list[str] | None = None) -> int:
     defaults = Options()
     parser = argparse.ArgumentParser(
         prog="python -m ablate.visualize", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -43,11 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=True,
                         help="also log the figures to each run's W&B run, where its record has "
                              "one")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_intermixed_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     options = Options(images=args.images, rows=args.rows, layers=tuple(args.layers),
                       units=tuple(args.units) if args.units is not None else None,

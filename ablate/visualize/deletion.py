@@ -33,12 +33,6 @@ def deletion_order(attribution: torch.Tensor) -> torch.Tensor:
     return torch.argsort(score, dim=1, descending=True, stable=True)
 
 
-def random_order(count: int, pixels: int, seed: int = 0) -> torch.Tensor:
-    """A reproducible random deletion order per image: the chance-level reference."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.stack([torch.randperm(pixels, generator=generator) for _ in range(count)])
-
-
 @torch.no_grad()
 def deletion_curves(network: nn.Module, inputs: torch.Tensor, order: torch.Tensor,
                     fill: torch.Tensor, fractions: Sequence[float] = FRACTIONS,
@@ -84,7 +78,9 @@ def deletion_test(network: nn.Module, inputs: torch.Tensor,
     target = network(inputs).argmax(dim=1)
     height, width = inputs.shape[-2:]
     orders = {method: deletion_order(a) for method, a in attributions.items()}
-    orders[RANDOM] = random_order(len(inputs), height * width, seed)
+    generator = torch.Generator().manual_seed(seed)  # a reproducible random order per image
+    orders[RANDOM] = torch.stack([torch.randperm(height * width, generator=generator)
+                                  for _ in range(len(inputs))])
     results = {}
     for method, order in orders.items():
         curves = deletion_curves(network, inputs, order, fill, target=target)

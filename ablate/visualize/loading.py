@@ -9,7 +9,6 @@ function to adapt.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,26 +43,6 @@ class LoadedRun:
     @property
     def dataset(self) -> str:
         return str(self.record.cell.get("dataset", "?"))
-
-
-def _state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The network's weights out of a Lightning checkpoint (``network.<i>.weight`` keys)."""
-    try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise VisualizeError(
-            f"{checkpoint}: not a readable checkpoint ({error}); rerun the run, or pass another "
-            "run folder"
-        ) from error
-    state = saved.get("state_dict", {}) if isinstance(saved, dict) else {}
-    weights = {key[len("network."):]: value for key, value in state.items()
-               if key.startswith("network.")}
-    if not weights:
-        raise VisualizeError(
-            f"{checkpoint}: holds no 'network.*' weights (keys: {sorted(state)[:5]}); it is not a "
-            "checkpoint of ablate.run"
-        )
-    return weights
 
 
 def read_finished_record(run_dir: str | os.PathLike[str]) -> records.Record:
@@ -110,8 +89,20 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
     # spend the global RNG.
     network = hydra.utils.instantiate(config["network"], name=record.name or "network",
                                       init=None)
+    checkpoint = run_dir / records.CHECKPOINT_FILE
     try:
-        network.load_state_dict(_state_dict(run_dir / records.CHECKPOINT_FILE))
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise VisualizeError(f"{checkpoint}: not a readable checkpoint ({error}); rerun the run, "
+                             "or pass another run folder") from error
+    state = saved.get("state_dict", {}) if isinstance(saved, dict) else {}
+    weights = {key[len("network."):]: value for key, value in state.items()
+               if key.startswith("network.")}  # Lightning's keys: network.<i>.weight
+    if not weights:
+        raise VisualizeError(f"{checkpoint}: holds no 'network.*' weights (keys: "
+                             f"{sorted(state)[:5]}); it is not a checkpoint of ablate.run")
+    try:
+        network.load_state_dict(weights)
     except RuntimeError as error:
         raise VisualizeError(
             f"{run_dir}: checkpoint does not fit the network its record describes ({error}); "
@@ -131,24 +122,4 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
         run_dir=run_dir, record=record, name=str(record.name or run_dir.name),
         network=network, test_x=test_x, test_y=test_y, images=images.cpu(),
         input_mean=train_x.mean(dim=(0, 2, 3)),
-    )
-
-
-def check_same_dataset(run_dirs: Sequence[str | os.PathLike[str]],
-                       loaded: Sequence[records.Record]) -> None:
-    """Runs shown side by side must see the same test images in the same order, so their
-    datasets (name, image size, source and split seed) must agree."""
-    identities = [{"dataset": record.cell.get("dataset"),
-                   **{key: (record.config.get("datamodule") or {}).get(key)
-                      for key in ("image_size", "source", "split_seed")}} for record in loaded]
-    if all(identity == identities[0] for identity in identities):
-        return
-    lines = "; ".join(
-        f"{run_dir}: {identity['dataset']} at {identity['image_size']} px "
-        f"(split_seed {identity['split_seed']})"
-        for run_dir, identity in zip(run_dirs, identities, strict=True)
-    )
-    raise VisualizeError(
-        f"the runs use different datasets ({lines}); runs are compared on the same test images, "
-        "so pass only runs of one dataset (and image size) per call"
     )

@@ -32,53 +32,22 @@ def _number(value: float, digits: int = 3) -> str:
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _runs_table(results: Sequence[RunResult]) -> list[str]:
-    lines = ["| run | folder | cell | test error | epochs |", "|---|---|---|---|---|"]
-    for r in results:
-        record = r.run.record
-        error = record.metrics.get("test_error")
-        error_text = "n/a" if error is None else f"{100 * float(error):.2f} %"
-        lines.append(f"| {r.label} | `{r.run.run_dir.as_posix()}` | {record.cell_id or '?'} "
-                     f"| {error_text} | {record.epochs if record.epochs is not None else '?'} |")
-    return lines
-
-
-def _deletion_table(results: Sequence[RunResult]) -> list[str]:
+def _auc_tables(results: Sequence[RunResult]) -> tuple[list[str], list[str]]:
+    """The area per method, and its paired differences per image (same images, same predicted
+    class, so the CI is paired)."""
     titles = {**attribution.METHOD_TITLES, deletion.RANDOM: "random order (baseline)"}
-    lines = ["| run | method | mean AUC | 95 % CI | n |", "|---|---|---|---|---|"]
+    areas = ["| run | method | mean AUC | 95 % CI | n |", "|---|---|---|---|---|"]
+    paired = ["| run | difference | mean | 95 % CI | guided better on |", "|---|---|---|---|---|"]
     for r in results:
         for method, values in r.deletion.items():
             mean, ci = _mean_and_interval(values["auc"])
-            lines.append(f"| {r.label} | {titles[method]} | {mean} | {ci} "
-                         f"| {len(values['auc'])} |")
-    return lines
-
-
-def _paired_table(results: Sequence[RunResult]) -> list[str]:
-    """Differences per image (same images, same predicted class), so the CI is paired."""
-    lines = ["| run | difference | mean | 95 % CI | guided better on |", "|---|---|---|---|---|"]
-    for r in results:
+            areas.append(f"| {r.label} | {titles[method]} | {mean} | {ci} | {len(values['auc'])} |")
         for a, b in COMPARISONS:
             diff = r.deletion[a]["auc"] - r.deletion[b]["auc"]
             mean, ci = _mean_and_interval(diff)
-            better = int((diff < 0).sum())
-            lines.append(f"| {r.label} | {a} − {b} | {mean} | {ci} "
-                         f"| {better} / {len(diff)} images |")
-    return lines
-
-
-def _layer_section(r: RunResult, layer: Mapping, path: str) -> list[str]:
-    field = layer["field"]
-    shown = ", ".join(f"{channel} (images {', '.join(f'#{i}' for i in indices)})"
-                      for channel, _, _, _, indices in layer["units"])
-    return [
-        f"**{r.label}, {layer['name']}** ({spec_lib.describe(layer['layer'])}; {layer['map_size']}x"
-        f"{layer['map_size']} map; receptive field {field.size}x{field.size} px, stride "
-        f"{field.jump}). Units: {shown}.",
-        "",
-        f"![{r.label} {layer['name']}]({path})",
-        "",
-    ]
+            paired.append(f"| {r.label} | {a} − {b} | {mean} | {ci} "
+                          f"| {int((diff < 0).sum())} / {len(diff)} images |")
+    return areas, paired
 
 
 def render(results: Sequence[RunResult], options: Options, figure_paths: Mapping[str, str],
@@ -92,6 +61,13 @@ def render(results: Sequence[RunResult], options: Options, figure_paths: Mapping
     command = (f"python -m ablate.visualize {' '.join(sources)} --images {options.images} "
                f"--rows {options.rows} --layers {layers}{units_flag} --top-k {options.top_k}")
     fill = ", ".join(f"{float(v):.3f}" for v in first.input_mean)
+    areas, paired = _auc_tables(results)
+    runs = ["| run | folder | cell | test error | epochs |", "|---|---|---|---|---|"]
+    for r in results:
+        record, error = r.run.record, r.run.record.metrics.get("test_error")
+        error_text = "n/a" if error is None else f"{100 * float(error):.2f} %"
+        runs.append(f"| {r.label} | `{r.run.run_dir.as_posix()}` | {record.cell_id or '?'} "
+                    f"| {error_text} | {record.epochs if record.epochs is not None else '?'} |")
     lines = [
         "# Visualisations: what the trained networks look at",
         "",
@@ -101,7 +77,7 @@ def render(results: Sequence[RunResult], options: Options, figure_paths: Mapping
         "",
         "## Runs",
         "",
-        *_runs_table(results),
+        *runs,
         "",
         f"Dataset: {first.dataset}, {size}x{size} px; images are the first {options.images} "
         "of the test split (fixed by `dataset.split_seed`), the same for every run.",
@@ -139,12 +115,12 @@ def render(results: Sequence[RunResult], options: Options, figure_paths: Mapping
         "sooner. Lower is better. `random order` is a seeded random deletion order, the "
         f"baseline. Mean over the {options.images} images with a 95 % Student-t interval.",
         "",
-        *_deletion_table(results),
+        *areas,
         "",
         "Paired differences of the area per image (negative: guided backprop deletes the "
         "evidence sooner):",
         "",
-        *_paired_table(results),
+        *paired,
         "",
         f"![deletion curves]({figure_paths['deletion']})",
         "",
@@ -161,7 +137,13 @@ def render(results: Sequence[RunResult], options: Options, figure_paths: Mapping
     ]
     for r in results:
         for layer in r.layers:
-            lines += _layer_section(r, layer, figure_paths[f"units/{r.label}/{layer['name']}"])
+            name, field, side = layer["name"], layer["field"], layer["map_size"]
+            shown = ", ".join(f"{channel} (images {', '.join(f'#{i}' for i in indices)})"
+                              for channel, _, _, _, indices in layer["units"])
+            lines += [f"**{r.label}, {name}** ({spec_lib.describe(layer['layer'])}; {side}x{side}"
+                      f" map; receptive field {field.size}x{field.size} px, stride {field.jump})."
+                      f" Units: {shown}.", "",
+                      f"![{r.label} {name}]({figure_paths[f'units/{r.label}/{name}']})", ""]
     lines += ["## First-layer filters", ""]
     for r in results:
         lines += [f"![{r.label} conv1 filters]({figure_paths[f'filters/{r.label}']})", ""]

@@ -24,7 +24,6 @@ from ablate.visualize import attribution, deletion, markdown, panels, units
 from ablate.visualize.loading import (
     LoadedRun,
     VisualizeError,
-    check_same_dataset,
     load_run,
     read_finished_record,
 )
@@ -61,10 +60,6 @@ class RunResult:
     layers: list[dict]  # per chosen layer: its units' top images and reconstructions
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "run"
-
-
 def _labels(runs: Sequence[LoadedRun]) -> list[str]:
     """The paper's name per run; the folder name added where names repeat, then the position."""
     names = [run.name for run in runs]
@@ -72,19 +67,6 @@ def _labels(runs: Sequence[LoadedRun]) -> list[str]:
               for name, run in zip(names, runs, strict=True)]
     return [label if labels.count(label) == 1 else f"{label} #{position}"
             for position, label in enumerate(labels, start=1)]
-
-
-def _check_options(options: Options, test_size: int) -> None:
-    if not 1 <= options.images <= test_size:
-        raise VisualizeError(f"--images {options.images} is out of range; the test split has "
-                             f"{test_size} images, so use 1..{test_size}")
-    for name in ("rows", "unit_count", "top_k"):
-        if getattr(options, name) < 1:
-            flag = "--" + name.replace("_", "-")
-            raise VisualizeError(f"{flag} {getattr(options, name)} must be at least 1")
-    if not options.layers:
-        raise VisualizeError(f"no layers chosen; use a role ({', '.join(units.ROLES)}) or a "
-                             "conv name such as conv3")
 
 
 def _resolve_layers(run: LoadedRun, options: Options) -> list[tuple[str, int, torch.nn.Module]]:
@@ -97,9 +79,12 @@ def _resolve_layers(run: LoadedRun, options: Options) -> list[tuple[str, int, to
             continue
         trunk = units.trunk(run.network, names[name])
         conv = [m for m in trunk if isinstance(m, torch.nn.Conv2d)][-1]
-        if options.units is not None:
-            units.check_units(options.units, conv.out_channels, f"{run.run_dir} ({run.name})",
-                              name)
+        bad = [u for u in options.units or () if not 0 <= u < conv.out_channels]
+        if bad:
+            raise VisualizeError(
+                f"{run.run_dir} ({run.name}): {name} has {conv.out_channels} channels, so unit(s) "
+                f"{bad} do not exist; valid units are 0..{conv.out_channels - 1} (or leave "
+                "--units out to take the most active ones)")
         chosen.append((name, names[name], trunk))
     return chosen
 
@@ -128,7 +113,16 @@ def _layer_result(run: LoadedRun, name: str, index: int, trunk: torch.nn.Module,
 def compute(runs: Sequence[LoadedRun], options: Options) -> list[RunResult]:
     """All numbers and maps, for runs already loaded and checked."""
     test_size = min(len(run.test_x) for run in runs)
-    _check_options(options, test_size)
+    if not 1 <= options.images <= test_size:
+        raise VisualizeError(f"--images {options.images} is out of range; the test split has "
+                             f"{test_size} images, so use 1..{test_size}")
+    for name in ("rows", "unit_count", "top_k"):
+        if getattr(options, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise VisualizeError(f"{flag} {getattr(options, name)} must be at least 1")
+    if not options.layers:
+        raise VisualizeError(f"no layers chosen; use a role ({', '.join(units.ROLES)}) or a "
+                             "conv name such as conv3")
     layer_choices = [_resolve_layers(run, options) for run in runs]  # all checked before work
     results = []
     for run, label, chosen in zip(runs, _labels(runs), layer_choices, strict=True):
@@ -170,7 +164,7 @@ def render(results: Sequence[RunResult], options: Options,
         {r.label: {m: d["curves"] for m, d in r.deletion.items()} for r in results},
         deletion.FRACTIONS, {**titles, deletion.RANDOM: "random order"}))
     for r in results:
-        slug = _slug(r.label)
+        slug = re.sub(r"[^a-z0-9]+", "-", r.label.lower()).strip("-") or "run"
         for layer in r.layers:
             title = (f"{r.label}, {layer['name']} ({spec_lib.describe(layer['layer'])}): "
                      f"receptive field {layer['field'].size} px")
@@ -195,8 +189,19 @@ def visualize(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     options = options or Options()
     if not run_dirs:
         raise VisualizeError("no run folders given; pass the output folder of at least one run")
-    loaded_records = [read_finished_record(run_dir) for run_dir in run_dirs]
-    check_same_dataset(run_dirs, loaded_records)
+    # Runs shown side by side must see the same test images in the same order, so their
+    # datasets (name, image size, source and split seed) must agree.
+    identities = [{"dataset": record.cell.get("dataset"),
+                   **{key: (record.config.get("datamodule") or {}).get(key)
+                      for key in ("image_size", "source", "split_seed")}}
+                  for record in map(read_finished_record, run_dirs)]
+    if any(identity != identities[0] for identity in identities):
+        lines = "; ".join(f"{run_dir}: {identity['dataset']} at {identity['image_size']} px "
+                          f"(split_seed {identity['split_seed']})"
+                          for run_dir, identity in zip(run_dirs, identities, strict=True))
+        raise VisualizeError(f"the runs use different datasets ({lines}); runs are compared on "
+                             "the same test images, so pass only runs of one dataset (and image "
+                             "size) per call")
     runs = [load_run(run_dir) for run_dir in run_dirs]
     results = compute(runs, options)
     files, per_run = render(results, options, [str(run_dir) for run_dir in run_dirs])

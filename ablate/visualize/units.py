@@ -156,15 +156,6 @@ class TopImages:
     cols: torch.Tensor
 
 
-def check_units(units: Sequence[int], channels: int, run: str, layer: str) -> None:
-    bad = [u for u in units if not 0 <= u < channels]
-    if bad:
-        raise VisualizeError(
-            f"{run}: {layer} has {channels} channels, so unit(s) {bad} do not exist; valid "
-            f"units are 0..{channels - 1} (or leave --units out to take the most active ones)"
-        )
-
-
 def most_active_units(maps: torch.Tensor, count: int) -> list[int]:
     """The channels with the largest mean (over images) of their strongest activation.
 
