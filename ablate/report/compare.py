@@ -57,6 +57,8 @@ def metric(column: str) -> Metric:
     if column.startswith("consistency_") and step.isdigit():
         return Metric(column, f"consistency at {int(step)} px", True)
     raise KeyError(column)
+
+
 # The shift the Comparisons section tests consistency at: 2 px, the stride of every
 # downsampling layer (3x3 max-pooling or convolution with stride 2), the move one pooling stage
 # is said to absorb. One shift keeps one question, one Holm family, per table; the invariance
