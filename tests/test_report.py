@@ -104,14 +104,7 @@ def grid(tmp_path: Path) -> Path:
                        test=0.2, val=0.2)
     bad.write_text(bad.read_text().replace('"status": "finished"', '"status": "done"'))
     # a job still running: Hydra's folder is there, result.json is not
-    job = root / SWEEP / "10" / ".hydra"
-    job.mkdir(parents=True)
-    OmegaConf.save({"hydra": {"runtime": {"choices": {
-        "model": "B", "downsample": "conv", "dataset": "cifar10", "augmentation": "none"}}}},
-        job / "hydra.yaml")
-    OmegaConf.save(OmegaConf.create({"seed": 0, "lr": 0.05, "sweep_name": "table3",
-                                     **json.loads(_config("cifar10", ("model=B",)))}),
-                   job / "config.yaml")
+    _job_folder(root, "10")
     # another protocol in the same folder (10 epochs instead of 350)
     write_record(root, "11", name="All-CNN-C", **c, downsample="conv", lr=0.05, seed=0,
                  test=0.30, val=0.30, overrides=("trainer.max_epochs=10",))
@@ -358,9 +351,10 @@ def test_a_setting_swept_within_a_cell_gets_rows_of_its_own_not_superseded(tmp_p
             for name, entry in picked.items()} == {one: (2, 0.21), five: (2, 0.11)}
 
 
-def _job_folder(root: Path, job: str, *, pid: int, pid_start: float | None) -> None:
-    """A Hydra job folder with a start marker and no record, as a run leaves it while it runs
-    or after it was killed with -9."""
+def _job_folder(root: Path, job: str, *, pid: int | None = None,
+                pid_start: float | None = None) -> None:
+    """A Hydra job folder of Model B and no record, as a run leaves it while it runs or after
+    it was killed with -9; with ``pid``, the start marker of that process on this host."""
     hydra = root / SWEEP / job / ".hydra"
     hydra.mkdir(parents=True)
     OmegaConf.save({"hydra": {"runtime": {"choices": {
@@ -369,8 +363,9 @@ def _job_folder(root: Path, job: str, *, pid: int, pid_start: float | None) -> N
     OmegaConf.save(OmegaConf.create({"seed": 0, "lr": 0.05, "sweep_name": "table3",
                                      **json.loads(_config("cifar10", ("model=B",)))}),
                    hydra / "config.yaml")
-    atomic.write_json_atomic(root / SWEEP / job / records.START_FILE, {
-        "config_id": "x", "host": socket.gethostname(), "pid": pid, "pid_start": pid_start})
+    if pid is not None:
+        atomic.write_json_atomic(root / SWEEP / job / records.START_FILE, {
+            "config_id": "x", "host": socket.gethostname(), "pid": pid, "pid_start": pid_start})
 
 
 def test_a_killed_run_is_interrupted_not_running_forever(tmp_path):
