@@ -53,18 +53,16 @@ CONFIG_ERRORS = (ConfigError, SpecError, DatasetError)
 class SweepFailed(SystemExit):
     """Raised after the summary when runs failed: the command exits with status 1."""
 
-    def __init__(self, failed: int) -> None:
+    def __init__(self) -> None:
         super().__init__(1)
-        self.failed = failed
 
 
 class SweepIncomplete(SystemExit):
     """Raised after the summary when no run failed but some cells are held by another launch of
     the same sweep (``ablate.sweep.lease``): status 3, so a wrapper can wait and relaunch."""
 
-    def __init__(self, elsewhere: int) -> None:
+    def __init__(self) -> None:
         super().__init__(3)
-        self.elsewhere = elsewhere
 
 
 class SweepInvalid(SystemExit):

@@ -63,6 +63,14 @@ def _versus(pick: Mapping[str, Any] | None, ref: pd.Series | None, missing: str 
         100 * pick["test_mean"] - ref["error"])
 
 
+def _beside_paper(mine: Mapping[str, Any], ref: pd.Series | None, *also: str) -> list:
+    """The augmentation and CIFAR-100 tables' columns: a model's test error, its n, failed and
+    diverged runs, the paper's number (after ``also``) and the difference."""
+    pick = mine.get("chosen")
+    return [result_text(mine), pick["n"] if pick else 0, mine.get(Status.FAILED, 0),
+            mine.get(Status.DIVERGED, 0), *also, _paper(ref), _versus(pick, ref)]
+
+
 def inputs_section(frame: pd.DataFrame, issues: Issues, sources: Sequence[str]) -> str:
     runs = stats.current(frame)
     status = runs["status"].value_counts()
@@ -207,11 +215,8 @@ def augmentation_section(frame: pd.DataFrame, protocol: str, dataset: str,
     for name in names:
         for aug in augmentations:
             mine = per_aug[aug].get(name) or {}
-            ref = reference.lookup(name, dataset, aug)
-            pick = mine.get("chosen")
-            rows.append([name, aug, lr_text(pick and pick["lr"]), result_text(mine),
-                         pick["n"] if pick else 0, mine.get(Status.FAILED, 0),
-                         mine.get(Status.DIVERGED, 0), _paper(ref), _versus(pick, ref)])
+            rows.append([name, aug, lr_text(mine.get("chosen") and mine["chosen"]["lr"]),
+                         *_beside_paper(mine, reference.lookup(name, dataset, aug))])
     parts = [f"#### Augmentation comparison: {dataset}", "",
              "flip_translate = the paper's small augmentation; large = our approximation of its "
              "large one (the paper also used a larger network).", "",
@@ -233,16 +238,10 @@ def cifar100_section(frame: pd.DataFrame, protocol: str) -> str:
     """Models run on CIFAR-100, beside their CIFAR-10 runs and the paper's All-CNN-C."""
     c100 = stats.selected(stats.runs_of(frame, protocol, "cifar100", "none"))
     c10 = stats.selected(stats.runs_of(frame, protocol, "cifar10", "none"))
-    rows = []
-    for name in stats.ordered_names(c100):
-        ref100 = reference.lookup(name, "cifar100", "none")
-        p100 = c100[name]["chosen"]
-        rows.append([
-            name, result_text(c10.get(name)), result_text(c100[name]), p100["n"] if p100 else 0,
-            c100[name][Status.FAILED], c100[name][Status.DIVERGED],
-            _paper(reference.lookup(name, "cifar10", "none")), _paper(ref100),
-            _versus(p100, ref100),
-        ])
+    rows = [[name, result_text(c10.get(name)),
+             *_beside_paper(c100[name], reference.lookup(name, "cifar100", "none"),
+                            _paper(reference.lookup(name, "cifar10", "none")))]
+            for name in stats.ordered_names(c100)]
     return "\n".join(["#### CIFAR-100 (no augmentation)", "",
                       table(["model", "CIFAR-10 test %", "CIFAR-100 test %", "n", Status.FAILED,
                              Status.DIVERGED, "paper CIFAR-10 %", "paper CIFAR-100 %",

@@ -223,9 +223,9 @@ class AblateSweeper(Sweeper):
             print(f"ablate: the sweep's own file could not be written ({self.unsaved}); the "
                   "runs' records are what counts", file=sys.stderr)
         if failed or self.unsaved:
-            raise SweepFailed(len(failed))
-        if elsewhere := sum(run.state == Outcome.ELSEWHERE for run in runs):
-            raise SweepIncomplete(elsewhere)
+            raise SweepFailed()
+        if any(run.state == Outcome.ELSEWHERE for run in runs):
+            raise SweepIncomplete()
         return returns
 
     def _launch_all(self, todo: list["PlannedRun"], sweep_dir: Path) -> list[list[JobReturn]]:
