@@ -155,18 +155,16 @@ class EpochHistory(EpochEnd):
     def completed(self, trainer: pl.Trainer, row: dict[str, Any]) -> None:
         self.epochs.append(row)
 
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
         # Written after the module's epoch-end logging: the pending row is complete.
         rows = [dict(row) for row in self.epochs]
         if self._pending is not None:
             rows.append(self._row(trainer))
         checkpoint["ablate_history"] = rows
 
-    def on_load_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
         self.epochs = [dict(row) for row in checkpoint.get("ablate_history", [])]
         self._pending = None
 
@@ -176,17 +174,15 @@ class RandomState(pl.Callback):
     batches and augmentation are seeded by (seed, epoch) already, dropout draws from the global
     CPU and CUDA generators."""
 
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
         state = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["ablate_rng"] = state
 
-    def on_load_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("ablate_rng")
         if not state:
             return
@@ -248,9 +244,7 @@ class FirstStep(pl.Callback):
     def __init__(self) -> None:
         self.at: float | None = None
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-        batch_idx: int,
-    ) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.at is None:
             self.at = time.time()

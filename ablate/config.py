@@ -110,8 +110,7 @@ def validate(cfg: DictConfig) -> None:
          "on: add trainer.limit_val_batches=0 (train on every image, as the final stage does: "
          "+sweep=table3_final), or hold some out (dataset.val_size=0.1)"),
         (epochs is None or (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)),
-         f"trainer.max_epochs={epochs!r} must be a positive integer (or -1 for no limit)"),
-    )
+         f"trainer.max_epochs={epochs!r} must be a positive integer (or -1 for no limit)"))
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)

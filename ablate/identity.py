@@ -55,8 +55,7 @@ KEYS: dict[str, Role] = {
     "logger": Role.IGNORED, "callbacks": Role.IGNORED, "progress_refresh_rate": Role.IGNORED,
     "verbose": Role.IGNORED, "trainer.enable_progress_bar": Role.IGNORED,
     "trainer.enable_model_summary": Role.IGNORED, "trainer.log_every_n_steps": Role.IGNORED,
-    "trainer.plugins": Role.IGNORED,
-}
+    "trainer.plugins": Role.IGNORED}
 
 
 def keys_of(*roles: Role) -> tuple[str, ...]:

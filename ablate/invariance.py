@@ -38,8 +38,7 @@ def shift(x: Tensor, dy: int, dx: int) -> Tensor:
     if abs(dy) >= h or abs(dx) >= w:
         raise ValueError(
             f"shift (dy={dy}, dx={dx}) would move a {h}x{w} image entirely out of its frame; "
-            f"use |dy| < {h} and |dx| < {w}"
-        )
+            f"use |dy| < {h} and |dx| < {w}")
     return F.pad(x, (dx, -dx, dy, -dy))
 
 
@@ -63,8 +62,7 @@ def perturbations(shifts: Iterable[int] = DEFAULT_SHIFTS) -> dict[str, Perturb]:
     steps = list(shifts)
     if any(not isinstance(s, int) or s < 1 for s in steps) or len(set(steps)) != len(steps):
         raise ValueError(
-            f"shifts must be distinct positive integers (pixels), e.g. (1, 2, 3, 4); got {steps}"
-        )
+            f"shifts must be distinct positive integers (pixels), e.g. (1, 2, 3, 4); got {steps}")
     table: dict[str, Perturb] = {IDENTITY: lambda x: x}
     for step in steps:
         for dy, dx in directions(step):
@@ -73,12 +71,8 @@ def perturbations(shifts: Iterable[int] = DEFAULT_SHIFTS) -> dict[str, Perturb]:
     return table
 
 
-def predictions(
-    predict: Predict,
-    images: Tensor,
-    shifts: Iterable[int] = DEFAULT_SHIFTS,
-    batch_size: int = 1000,
-) -> dict[str, Tensor]:
+def predictions(predict: Predict, images: Tensor, shifts: Iterable[int] = DEFAULT_SHIFTS,
+                batch_size: int = 1000) -> dict[str, Tensor]:
     """Predicted class of every image under every perturbation: ``{key: int64 (N,) on CPU}``,
     apart from ``summarise`` so that the prediction file and the summary share forward passes.
 
@@ -109,21 +103,18 @@ def summarise(predicted: dict[str, Tensor], labels: Tensor) -> dict[str, Any]:
     """
     if IDENTITY not in predicted:
         raise ValueError(
-            f"predicted needs the {IDENTITY!r} entry, the reference; got {list(predicted)}"
-        )
+            f"predicted needs the {IDENTITY!r} entry, the reference; got {list(predicted)}")
     labels = labels.to("cpu", torch.int64)
     reference = predicted[IDENTITY]
     if reference.shape != labels.shape:
         raise ValueError(
             f"{len(reference)} predictions per perturbation but {len(labels)} labels; "
-            "pass the labels of the images that were predicted"
-        )
+            "pass the labels of the images that were predicted")
 
     def scores(classes: Tensor) -> dict[str, float]:
         return {
             "error": (classes != labels).double().mean().item(),
-            "consistency": (classes == reference).double().mean().item(),
-        }
+            "consistency": (classes == reference).double().mean().item()}
 
     result: dict[str, Any] = {"images": len(labels), IDENTITY: scores(reference)}
     if FLIP in predicted:
@@ -133,19 +124,13 @@ def summarise(predicted: dict[str, Tensor], labels: Tensor) -> dict[str, Any]:
         group = [moves[direction_key(dy, dx)] for dy, dx in directions(step)]
         result[f"shift_{step}"] = {
             name: sum(entry[name] for entry in group) / len(group)
-            for name in ("error", "consistency")
-        }
+            for name in ("error", "consistency")}
     result["directions"] = moves
     return result
 
 
-def measure(
-    predict: Predict,
-    images: Tensor,
-    labels: Tensor,
-    shifts: Sequence[int] = DEFAULT_SHIFTS,
-    batch_size: int = 1000,
-) -> dict[str, Any]:
+def measure(predict: Predict, images: Tensor, labels: Tensor,
+            shifts: Sequence[int] = DEFAULT_SHIFTS, batch_size: int = 1000) -> dict[str, Any]:
     """The summary for ``metrics.invariance``; use ``predictions`` + ``summarise`` to keep both."""
     return summarise(predictions(predict, images, shifts, batch_size), labels)
 
@@ -156,8 +141,7 @@ def _classes(output: Tensor) -> Tensor:
     if output.dim() == 1:
         return output
     raise ValueError(
-        f"predict returned shape {tuple(output.shape)}; return scores (N, classes) or classes (N,)"
-    )
+        f"predict returned shape {tuple(output.shape)}; return scores (N, classes) or classes (N,)")
 
 
 def _step(key: str) -> int:

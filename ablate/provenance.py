@@ -28,8 +28,7 @@ PACKAGES = (
     "wandb",
     "numpy",
     "pandas",
-    "scikit-learn",
-)
+    "scikit-learn")
 
 
 def process_start(pid: int) -> float | None:
@@ -87,8 +86,7 @@ def git_state(directory: str | os.PathLike[str] | None = None) -> dict[str, Any]
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(
-                ["git", *args], cwd=directory, capture_output=True, text=True, timeout=10
-            )
+                ["git", *args], cwd=directory, capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout.strip() if done.returncode == 0 else None

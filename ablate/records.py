@@ -215,8 +215,7 @@ def write_start(record: Record) -> Path:
         pid=os.getpid(),
         pid_start=provenance.process_start(os.getpid()),
         slurm_job_id=provenance.slurm_job_id(),
-        started_time=time.time(),
-    )
+        started_time=time.time())
     return write_json_atomic(Path(str(record.output_dir)) / START_FILE, marker)
 
 

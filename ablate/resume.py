@@ -107,9 +107,8 @@ def expand_run_directory(arguments: list[str]) -> list[str]:
     return arguments
 
 
-def resume_point(requested: str | None, output_dir: Path, config_id: str,
-                 config: Mapping[str, Any], *, resume_any: bool = False,
-                 fallback: bool = False) -> Resume:
+def resume_point(requested: str | None, output_dir: Path, config_id: str, config: Mapping[str, Any],
+                 *, resume_any: bool = False, fallback: bool = False) -> Resume:
     """The checkpoint to continue from: ``requested``, else this directory's own, else none;
     a ``ConfigError`` for a named one that cannot be loaded (unless ``fallback``) or belongs to
     another config (unless ``resume_any``)."""

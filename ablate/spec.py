@@ -152,8 +152,7 @@ def spatial_sizes(layers: Sequence[Layer], size: int) -> list[int]:
         if size + 2 * pad < kernel:
             raise SpecError(
                 f"layer {index} ({describe(layer)}) gets a {size}x{size} map, smaller than its "
-                f"{kernel}x{kernel} kernel"
-            )
+                f"{kernel}x{kernel} kernel")
         size = output_size(layer, size)
         sizes.append(size)
     return sizes

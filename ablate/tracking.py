@@ -64,8 +64,7 @@ def resolve_mode(mode: str, environ: Mapping[str, str] | None = None) -> str:
     if mode not in MODES:
         raise ConfigError(
             f"logger.mode={mode!r} is not a W&B mode; use one of {', '.join(MODES)} "
-            "(auto: online when logged in, else offline), or logger=none to turn W&B off"
-        )
+            "(auto: online when logged in, else offline), or logger=none to turn W&B off")
     if mode != "auto":
         return mode
     from_env = environ.get("WANDB_MODE", "").strip().lower()
@@ -83,19 +82,10 @@ class CellWandbLogger(WandbLogger):
     A W&B run still open in this process (an earlier job of a multirun that could not finish
     it) is finished first, as failed, so that this job never logs into it."""
 
-    def __init__(
-        self,
-        record: Record,
-        project: str = "ablate",
-        entity: str | None = None,
-        mode: str = "auto",
-        save_dir: str | os.PathLike[str] = ".",
-        tags: Sequence[str] = (),
-        job_type: str | None = "train",
-        notes: str | None = None,
-        log_model: bool = False,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, record: Record, project: str = "ablate", entity: str | None = None,
+                 mode: str = "auto", save_dir: str | os.PathLike[str] = ".",
+                 tags: Sequence[str] = (), job_type: str | None = "train",
+                 notes: str | None = None, log_model: bool = False, **kwargs: Any) -> None:
         self.mode = resolve_mode(mode)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         import wandb
@@ -120,12 +110,10 @@ class CellWandbLogger(WandbLogger):
             mode=self.mode, job_type=job_type, notes=notes, name=name, id=wandb_id, group=group,
             tags=sorted({_tag(t) for t in [*run_tags(record.cell), *map(str, tags)]}),
             config={**study_config(record), "sweep": group},
-            **kwargs,
-        )
+            **kwargs)
         self.run_info = {
             "id": wandb_id, "name": name, "group": group, "project": project, "entity": entity,
-            "mode": self.mode, "dir": str(Path(save_dir) / "wandb"),
-        }
+            "mode": self.mode, "dir": str(Path(save_dir) / "wandb")}
 
 
 def csv_logger(record: Record, save_dir: str, **kwargs: Any) -> Any:
@@ -168,8 +156,7 @@ def study_config(record: Record) -> dict[str, Any]:
         "network": record.network, "channels": record.channels,
         "cell": record.cell, "cell_id": record.cell_id, "name": record.name,
         "params": record.params,
-        "protocol": json.dumps(identity.protocol_of(config), sort_keys=True),
-    }
+        "protocol": json.dumps(identity.protocol_of(config), sort_keys=True)}
 
 
 def run_tags(cell: Mapping[str, Any]) -> list[str]:

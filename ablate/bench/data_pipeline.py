@@ -94,8 +94,7 @@ def run(args: argparse.Namespace) -> str:
         f"per-sample Dataset + DataLoader ({args.workers} workers)": _timed(
             lambda: sum(len(xb.to(device, non_blocking=True))
                         for xb, _ in itertools.islice(loader, args.per_sample_batches)),
-            device, args.repeats),
-    }
+            device, args.repeats)}
     synchronize(device)
     start = time.perf_counter()
     FlipTranslate().prepare(x)  # the one-off cost of padding and mirroring the training set
@@ -116,16 +115,14 @@ def run(args: argparse.Namespace) -> str:
         f"{args.images} synthetic 3x32x32 images, batch {args.batch_size}; one warm-up, then "
         f"best of {args.repeats}; data already in memory",
         "",
-        f"{'measurement':<62}{'images':>9}{'seconds':>10}{'images/s':>12}",
-    ]
+        f"{'measurement':<62}{'images':>9}{'seconds':>10}{'images/s':>12}"]
     for name, (count, seconds) in rows.items():
         lines.append(f"{name:<62}{count:>9}{seconds:>10.3f}{rates[name]:>12,.0f}")
     lines.append(f"one-off, not in the rates: FlipTranslate.prepare (pad + mirror "
                  f"{args.images} images) {prepare:.3f} s")
     checks = [
         ("tensor pipeline / per-sample pipeline", ours / per_sample, 10.0),
-        ("tensor pipeline / All-CNN-C training", ours / model, 20.0),
-    ]
+        ("tensor pipeline / All-CNN-C training", ours / model, 20.0)]
     lines.append("")
     for name, ratio, target in checks:
         verdict = "meets" if ratio >= target else "MISSES"

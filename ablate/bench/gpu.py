@@ -53,8 +53,7 @@ PEAK_BF16_TFLOPS = (
     ("A100", 312.0),
     ("L40S", 362.0),
     ("L4", 121.0),
-    ("A10", 125.0),
-)
+    ("A10", 125.0))
 
 
 def peak_tflops(device_name: str) -> float | None:
@@ -142,8 +141,7 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
             all_cnn_c(config["width"], config["dataset"]["image_size"],
                       config["dataset"]["channels"]).spec,
             config["dataset"]["channels"], config["dataset"]["image_size"],
-            config["dataset"]["num_classes"]),
-    }
+            config["dataset"]["num_classes"])}
 
 
 # ------------------------------------------------------------------------------- main
@@ -173,8 +171,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32, "scale": asdict(scale),
         "forward_macs": forward_macs(all_cnn_c(scale.width, scale.size, scale.channels).spec,
                                      scale.channels, scale.size, 10),
-        "sections_seconds": {},
-    }
+        "sections_seconds": {}}
 
     def section(name: str, work, table_row: dict | None = None) -> Any:
         """The section's result, or ``{"error": ...}``: as the one row of a table for tables."""

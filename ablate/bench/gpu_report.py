@@ -77,8 +77,7 @@ def projection(record: dict) -> dict:
         "processes": best["processes"], "images_per_second": best["total_images_per_second"],
         "framework_ratio": ratio, "framework_measured": "ratio" in record["framework"],
         "arithmetic_seconds": arithmetic, "overhead_seconds": shared, "total_seconds": total,
-        "goal_seconds": GOAL_HOURS * 3600,
-    }
+        "goal_seconds": GOAL_HOURS * 3600}
 
 
 # ----------------------------------------------------------------------------- report
@@ -115,8 +114,7 @@ def render(record: dict) -> str:
            f"(torch.backends.cudnn.allow_tf32 = {record['cudnn_allow_tf32']})."]
           * (dev["kind"] == "cuda")),
         f"   {'variant':<31} {'batch':>5} {'images/s':>10} {'TFLOP/s':>8} {'MFU':>6} "
-        f"{'first step':>11}  compile",
-    ]
+        f"{'first step':>11}  compile"]
     for row in record["steps"]:
         label = f"   {row['variant']:<31} {row['batch']:>5} "
         if row.get("skipped") or row.get("error"):
@@ -175,8 +173,7 @@ def render(record: dict) -> str:
                else "none (the run does not compile)"),
             f"   per epoch ({e2e['train_images_per_epoch']:,} training + "
             f"{e2e['val_images_per_epoch']:,} validation images; the long run's time after its "
-            f"first step minus the short run's, per extra epoch): {e2e['epoch_seconds']:.3f} s",
-        ]
+            f"first step minus the short run's, per extra epoch): {e2e['epoch_seconds']:.3f} s"]
         predicted = e2e.get("predicted_epoch_seconds")
         if e2e["epoch_seconds"] <= 0:
             lines.append("   the extra epochs took less time than the runs' noise: no verdict")
@@ -195,8 +192,7 @@ def render(record: dict) -> str:
                     "   Verdict: the device idled, but not for the data: 1 batches the same way. "
                     "The gap is per-epoch work\n   around the arithmetic (validation set-up, "
                     "checkpoint, the short last batch, Lightning's epoch hooks),\n   which a "
-                    f"{GRID_TRAIN_IMAGES:,}-image epoch spreads over {longer:.0f}x more steps."
-                )
+                    f"{GRID_TRAIN_IMAGES:,}-image epoch spreads over {longer:.0f}x more steps.")
         else:
             lines.append("   no prediction: 1 has no measurement of the run's variant and batch")
     else:
@@ -222,8 +218,7 @@ def render(record: dict) -> str:
             f"   projected wall time on this device: {_hours(proj['total_seconds'])}   goal: "
             f"{GOAL_HOURS:.0f} h   "
             + ("(within the goal)" if proj["total_seconds"] <= proj["goal_seconds"]
-               else f"({proj['total_seconds'] / proj['goal_seconds']:.1f}x the goal)"),
-        ]
+               else f"({proj['total_seconds'] / proj['goal_seconds']:.1f}x the goal)")]
         if dev["kind"] != "cuda":
             lines.append("   (a CPU smoke run at toy size: this projection means nothing)")
     else:

@@ -52,17 +52,14 @@ SCALES = {
         min_steps=20, repeats=2, framework_repeats=1, packing=(1, 2, 4, 8), window_seconds=5.0,
         run_overrides=("dataset=digits", "dataset.image_size=32", "width=1", "hardware=gpu",
                        "logger=none"),
-        run_epochs=(1, 6),
-    ),
+        run_epochs=(1, 6)),
     "cpu": Scale(
         width=0.125, size=16, channels=3, batches=(32, 64), warmup=1, timed_images=192,
         min_steps=3, repeats=1, framework_repeats=1, packing=(1, 2), window_seconds=1.0,
         run_overrides=("dataset=digits", "dataset.image_size=16", "width=0.125", "hardware=cpu",
                        "logger=none", "batch_size=32", "trainer.limit_train_batches=2",
                        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"),
-        run_epochs=(1, 2),
-    ),
-}
+        run_epochs=(1, 2))}
 
 
 def log(message: str) -> None:
@@ -169,8 +166,7 @@ def pack(device: torch.device, scale: Scale, variant: Variant, batch: int, count
         "total_images_per_second": sum(rates),
         "per_process_images_per_second": sum(rates) / count,
         "slowest_process_images_per_second": min(rates),
-        "window_overlap": max(0.0, overlap) / max(r["seconds"] for r in results),
-    }
+        "window_overlap": max(0.0, overlap) / max(r["seconds"] for r in results)}
 
 
 def packing(device: torch.device, scale: Scale, variant: Variant, batch: int,

@@ -42,13 +42,11 @@ SEQUENTIAL = {
     "basic": [],
     "ray": ["hydra/launcher=ray_local", "hydra.launcher.ray.init.num_cpus=1"],
     "slurm": ["hydra/launcher=slurm", "hydra.launcher.gres=null", "hydra.launcher.cpus_per_task=1",
-              "hydra.launcher.mem_gb=1", "hydra.launcher.array_parallelism=1"],
-}
+              "hydra.launcher.mem_gb=1", "hydra.launcher.array_parallelism=1"]}
 GRID = ["+sweep=quick", *QUIET]  # the README's quick grid: 9 cells, 20 epochs each
 PARALLEL = {
     "basic": [],
-    "ray, 2 jobs at once": ["hydra/launcher=ray_local", "hydra.launcher.ray.init.num_cpus=2"],
-}
+    "ray, 2 jobs at once": ["hydra/launcher=ray_local", "hydra.launcher.ray.init.num_cpus=2"]}
 
 
 def _sweep(args: list[str], directory: Path) -> tuple[float, list[dict]]:

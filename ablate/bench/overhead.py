@@ -60,8 +60,7 @@ def lightning_seconds(network: torch.nn.Module, batches: TensorBatches, warmup: 
         precision="bf16-mixed" if variant.autocast is torch.bfloat16 else "32-true",
         max_steps=warmup + steps, max_epochs=-1, logger=False,
         enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
-        num_sanity_val_steps=0, callbacks=[clock, progress_bar(10)], enable_progress_bar=True,
-    )
+        num_sanity_val_steps=0, callbacks=[clock, progress_bar(10)], enable_progress_bar=True)
     trainer.fit(module, train_dataloaders=batches)
     return clock.stop - clock.start
 
@@ -80,8 +79,7 @@ def framework_ratio(device: torch.device, variant: Variant, width: float, size: 
     return {
         "variant": variant.name, "batch": batch, "steps": steps, "warmup": warmup,
         "plain_ms": min(plain) / steps * 1000, "lightning_ms": min(lightning) / steps * 1000,
-        "ratio": min(plain) / min(lightning),
-    }
+        "ratio": min(plain) / min(lightning)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,8 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Lightning stack vs plain PyTorch loop, All-CNN-C, {torch.get_num_threads()} CPU threads, "
         f"{args.steps} timed steps after {args.warmup} warm-up, best of {args.repeats}",
         f"{'setting':<8} {'width':>5} {'px':>3} {'batch':>5} {'plain ms/step':>14} "
-        f"{'Lightning ms/step':>18} {'ratio':>6}",
-    ]
+        f"{'Lightning ms/step':>18} {'ratio':>6}"]
     for name in args.settings:
         with initialize_config_module(config.CONFIG_MODULE, version_base="1.3"):
             cfg = compose(config.CONFIG_NAME,  # All-CNN-C with the setting's overrides

@@ -32,9 +32,8 @@ def all_cnn_c(width: float, size: int, channels: int) -> AllConvNet:
                          init=xavier_uniform, name="All-CNN-C")
 
 
-def synthetic_batches(
-    count: int, size: int, channels: int, batch: int, device: torch.device | str = "cpu"
-) -> TensorBatches:
+def synthetic_batches(count: int, size: int, channels: int, batch: int,
+                      device: torch.device | str = "cpu") -> TensorBatches:
     """Random images on ``device``: speed does not depend on pixel values, only on shapes.
 
     ``count`` should be a multiple of ``batch``: a smaller last batch would make
@@ -58,14 +57,8 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def plain_seconds(
-    network: torch.nn.Module,
-    batches: TensorBatches,
-    warmup: int,
-    steps: int,
-    autocast: torch.dtype | None = None,
-    channels_last: bool = False,
-) -> float:
+def plain_seconds(network: torch.nn.Module, batches: TensorBatches, warmup: int, steps: int,
+                  autocast: torch.dtype | None = None, channels_last: bool = False) -> float:
     """Seconds of ``steps`` training steps after ``warmup`` untimed ones (a fresh optimiser).
 
     ``autocast`` and ``channels_last`` do what Lightning's ``bf16-mixed`` precision and this
@@ -126,6 +119,5 @@ class Variant:
 VARIANTS = (
     Variant("fp32 eager", None, False, False),
     Variant("bf16 + channels_last", torch.bfloat16, True, False),
-    Variant("bf16 + channels_last + compile", torch.bfloat16, True, True),
-)
+    Variant("bf16 + channels_last + compile", torch.bfloat16, True, True))
 VARIANT_BY_NAME = {variant.name: variant for variant in VARIANTS}

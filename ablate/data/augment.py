@@ -17,12 +17,10 @@ import torch
 import torch.nn.functional as F
 
 
-def _uniform(
-    count: int, low: float, high: float, x: torch.Tensor, generator: torch.Generator
-) -> torch.Tensor:
-    return torch.rand(count, generator=generator, device=x.device, dtype=x.dtype) * (
-        high - low
-    ) + low
+def _uniform(count: int, low: float, high: float, x: torch.Tensor,
+             generator: torch.Generator) -> torch.Tensor:
+    draw = torch.rand(count, generator=generator, device=x.device, dtype=x.dtype)
+    return draw * (high - low) + low
 
 
 class FlipTranslate:
@@ -41,8 +39,7 @@ class FlipTranslate:
     def __init__(self, max_shift: int = 5, flip: bool = True) -> None:
         if max_shift < 0:
             raise ValueError(f"max_shift must be >= 0, got {max_shift}")
-        self.max_shift = max_shift
-        self.flip = flip
+        self.max_shift, self.flip = max_shift, flip
 
     def prepare(self, images: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """Zero-padded images, then (when flipping) their zero-padded mirror images."""
@@ -56,9 +53,8 @@ class FlipTranslate:
                 prepared[1, start : start + chunk, :, s : s + h, s : s + w] = part.flip(-1)
         return prepared
 
-    def select(
-        self, prepared: torch.Tensor, index: torch.Tensor, generator: torch.Generator
-    ) -> torch.Tensor:
+    def select(self, prepared: torch.Tensor, index: torch.Tensor,
+               generator: torch.Generator) -> torch.Tensor:
         """Images ``index`` of a ``prepare``d tensor, each randomly flipped and shifted."""
         slots, count, c, rows, cols = prepared.shape
         if slots != (2 if self.flip else 1):

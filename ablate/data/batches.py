@@ -43,25 +43,13 @@ class EvalGeometry(Protocol):
 class TensorBatches:
     """An iterable of ``(images, labels)`` batches over in-memory tensors."""
 
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        epoch: Callable[[], int] | None = None,
-        augment: Augment | None = None,
-        drop_last: bool = False,
-    ) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 shuffle: bool = False, seed: int = 0, epoch: Callable[[], int] | None = None,
+                 augment: Augment | None = None, drop_last: bool = False) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images, self.labels = images, labels
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.augment = augment
-        self.drop_last = drop_last
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.shuffle, self.seed, self.augment, self.drop_last = shuffle, seed, augment, drop_last
         self._epoch = epoch
         self._iterations = 0
         self._prepared = augment.prepare(images) if isinstance(augment, FusedAugment) else None

@@ -126,9 +126,8 @@ def cache_path(directory: str | os.PathLike[str], name: str, key: str) -> Path:
     return Path(directory) / f"{label}-{key[:32]}.pt"
 
 
-def load_or_prepare(directory: str | os.PathLike[str], splits: ImageSplits,
-                    split: dict[str, Any], preprocess: Any,
-                    prepare: Callable[[], Prepared]) -> Prepared:
+def load_or_prepare(directory: str | os.PathLike[str], splits: ImageSplits, split: dict[str, Any],
+                    preprocess: Any, prepare: Callable[[], Prepared]) -> Prepared:
     """The cached prepared splits for these inputs, computed and stored if absent; a hit restores
     the preprocessor's fitted state (``load_state_dict``) instead of refitting it."""
     key, identity = cache_key(splits, split, preprocess)

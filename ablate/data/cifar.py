@@ -75,8 +75,7 @@ FORMATS = {
         train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
         test_files=("test_batch",),
         label_key="labels",
-        num_classes=10,
-    ),
+        num_classes=10),
     "cifar100": CifarFormat(
         name="cifar100",
         title="CIFAR-100",
@@ -86,9 +85,7 @@ FORMATS = {
         train_files=("train",),
         test_files=("test",),
         label_key="fine_labels",
-        num_classes=100,
-    ),
-}
+        num_classes=100)}
 
 
 def load_cifar(dataset: str = "cifar10", root: str | os.PathLike[str] = "data",
@@ -153,8 +150,7 @@ def ensure_folder(spec: CifarFormat, root: Path, download: bool, verify_checksum
                     f"{archive} has MD5 {found}, but the official {spec.title} archive has {md5}: "
                     f"the file is truncated or not the original. Delete it to download it again "
                     f"from {url}, or, for a private copy you trust, set "
-                    f"dataset.verify_checksum=false"
-                )
+                    f"dataset.verify_checksum=false")
     else:
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -172,8 +168,7 @@ def _missing(spec: CifarFormat, root: Path, url: str, why: str) -> str:
         f"{spec.title} not found: there is neither the folder {root / spec.folder} nor the "
         f"archive {root / spec.archive}, {why}. Download {url} (or its extracted folder "
         f"{spec.folder}) into {root} by hand, or point at an existing copy with "
-        f"dataset.root=/path/to/dir (its default comes from the environment variable {ENV_VAR})"
-    )
+        f"dataset.root=/path/to/dir (its default comes from the environment variable {ENV_VAR})")
 
 
 def file_md5(path: Path) -> str:
@@ -182,9 +177,8 @@ def file_md5(path: Path) -> str:
         return hashlib.file_digest(handle, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
-def download_file(
-    url: str, target: Path, md5: str, timeout: float, on_error: Callable[[str], str]
-) -> None:
+def download_file(url: str, target: Path, md5: str, timeout: float,
+                  on_error: Callable[[str], str]) -> None:
     """Fetch ``url`` into a temporary file beside ``target``, renamed only once MD5 matches: a
     killed or truncated download leaves nothing a later run could take for the archive.
     ``on_error`` turns a network failure into the message the user sees."""
@@ -193,8 +187,7 @@ def download_file(
     try:
         with (
             atomic.atomic_file(target) as out,
-            urllib.request.urlopen(url, timeout=timeout) as response,
-        ):
+            urllib.request.urlopen(url, timeout=timeout) as response):
             for block in iter(lambda: response.read(CHUNK), b""):
                 digest.update(block)
                 out.write(block)
@@ -203,8 +196,7 @@ def download_file(
                 raise DatasetError(
                     f"checksum mismatch for the download from {url}: MD5 {found}, expected "
                     f"{md5}. The transfer was truncated or the file is not the official archive; "
-                    f"nothing was kept. Try again, or download it by hand into {target.parent}"
-                )
+                    f"nothing was kept. Try again, or download it by hand into {target.parent}")
     except (urllib.error.URLError, OSError, ValueError) as error:
         # HTTPError's text has the status code; URLError's reason is the socket error.
         http = isinstance(error, urllib.error.HTTPError)
@@ -235,8 +227,7 @@ def extract(spec: CifarFormat, archive: Path, folder: Path, url: str) -> None:
         if missing:
             raise DatasetError(
                 f"{archive} has no {spec.folder}/{missing[0]}: it is not a {spec.title} "
-                f"Python-format archive (wanted {', '.join(spec.train_files + spec.test_files)})"
-            )
+                f"Python-format archive (wanted {', '.join(spec.train_files + spec.test_files)})")
         try:
             os.chmod(staging, atomic.umask_mode(0o777))  # mkdtemp makes it private
             os.replace(staging, folder)
@@ -247,9 +238,8 @@ def extract(spec: CifarFormat, archive: Path, folder: Path, url: str) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def read_batches(
-    spec: CifarFormat, folder: Path, names: tuple[str, ...]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def read_batches(spec: CifarFormat, folder: Path,
+                 names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Read and concatenate batch files into float32 NCHW images in [0, 1] and int64 labels."""
     images, labels = [], []
     for name in names:
@@ -258,8 +248,7 @@ def read_batches(
             raise DatasetError(
                 f"{spec.title} folder {folder} has no batch file {name!r}. The folder is "
                 f"incomplete: delete it so that it is extracted again from {spec.archive}, or "
-                f"point dataset.root at a complete copy"
-            )
+                f"point dataset.root at a complete copy")
         data, batch_labels = _read_batch(spec, path)
         images.append(data)
         labels.append(batch_labels)
@@ -284,20 +273,17 @@ def _read_batch(spec: CifarFormat, path: Path) -> tuple[np.ndarray, np.ndarray]:
         if key not in batch:
             raise DatasetError(
                 f"{path} has no {key!r} entry (found {', '.join(map(str, batch))}); it is not a "
-                f"{spec.title} batch"
-            )
+                f"{spec.title} batch")
     data = batch["data"]
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
             and data.shape[1] == ROW_LENGTH):
         found = (
-            f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        )
+            f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__)
         raise DatasetError(f"{path}: 'data' must be uint8 of shape (N, {ROW_LENGTH}), got {found}")
     labels = _labels(path, spec.label_key, batch[spec.label_key])
     if labels.shape != (len(data),):
         raise DatasetError(
-            f"{path}: {len(data)} images but {labels.size} entries in {spec.label_key!r}"
-        )
+            f"{path}: {len(data)} images but {labels.size} entries in {spec.label_key!r}")
     if labels.size and not (0 <= labels.min() and labels.max() < spec.num_classes):
         raise DatasetError(
             f"{path}: labels span {labels.min()}..{labels.max()}, outside 0..{spec.num_classes - 1}"

@@ -35,5 +35,4 @@ def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> ImageSplits:
         train_y=labels[~test_mask].contiguous(),
         test_x=images[test_mask].contiguous(),
         test_y=labels[test_mask].contiguous(),
-        num_classes=10,
-    )
+        num_classes=10)

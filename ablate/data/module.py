@@ -15,16 +15,14 @@ from ablate.data.splits import ImageSplits
 from ablate.errors import DatasetError
 
 
-def split_validation(
-    x: torch.Tensor, y: torch.Tensor, size: int | float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_validation(x: torch.Tensor, y: torch.Tensor, size: int | float,
+                     seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hold out ``size`` training images (a count, or a fraction when below 1) for validation."""
     count = int(round(size * len(x))) if isinstance(size, float) and size < 1 else int(size)
     if not 0 <= count < len(x):
         raise DatasetError(
             f"dataset.val_size={size} leaves no training images out of {len(x)}; "
-            "use a fraction below 1 or a smaller count"
-        )
+            "use a fraction below 1 or a smaller count")
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     val, train = order[:count], order[count:]
     return x[train], y[train], x[val], y[val]
@@ -36,21 +34,11 @@ class TensorDataModule(pl.LightningDataModule):
     augmentation (``large``'s canvas) places the evaluation images once, as training sees them.
     """
 
-    def __init__(
-        self,
-        source: Callable[[], ImageSplits],
-        channels: int,
-        image_size: int,
-        num_classes: int,
-        batch_size: int = 128,
-        eval_batch_size: int = 500,
-        val_size: int | float = 0.1,
-        split_seed: int = 0,
-        seed: int = 0,
-        preprocess: Preprocessor | None = None,
-        augment: Augment | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-    ) -> None:
+    def __init__(self, source: Callable[[], ImageSplits], channels: int, image_size: int,
+                 num_classes: int, batch_size: int = 128, eval_batch_size: int = 500,
+                 val_size: int | float = 0.1, split_seed: int = 0, seed: int = 0,
+                 preprocess: Preprocessor | None = None, augment: Augment | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
         # A source that can tell cheaply whether its data is there (``load_cifar.check``): no
         # data is then a rejected config (one line, no record), not a run failing inside fit.
@@ -59,14 +47,10 @@ class TensorDataModule(pl.LightningDataModule):
             check(*getattr(source, "args", ()), **getattr(source, "keywords", {}))
         self.source = source
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.val_size = val_size
-        self.split_seed = split_seed
-        self.seed = seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_size, self.split_seed, self.seed = val_size, split_seed, seed
         self.preprocess = preprocess if preprocess is not None else Standardize()
-        self.augment = augment
-        self.cache_dir = cache_dir
+        self.augment, self.cache_dir = augment, cache_dir
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._train_batches: TensorBatches | None = None
 
@@ -80,9 +64,8 @@ class TensorDataModule(pl.LightningDataModule):
             prepared = self._prepare(splits)
         else:
             split = {"val_size": self.val_size, "split_seed": self.split_seed}
-            prepared = load_or_prepare(
-                self.cache_dir, splits, split, self.preprocess, lambda: self._prepare(splits)
-            )
+            prepared = load_or_prepare(self.cache_dir, splits, split, self.preprocess,
+                                       lambda: self._prepare(splits))
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         geometry = self.augment if isinstance(self.augment, EvalGeometry) else None
@@ -95,9 +78,8 @@ class TensorDataModule(pl.LightningDataModule):
 
     def _prepare(self, splits: ImageSplits) -> Prepared:
         """Hold out validation images, then fit the preprocessing on what remains for training."""
-        train_x, train_y, val_x, val_y = split_validation(
-            splits.train_x, splits.train_y, self.val_size, self.split_seed
-        )
+        train_x, train_y, val_x, val_y = split_validation(splits.train_x, splits.train_y,
+                                                          self.val_size, self.split_seed)
         train_x, val_x, test_x = apply_preprocess(self.preprocess, train_x, val_x, splits.test_x)
         return {"train": (train_x, train_y), "val": (val_x, val_y), "test": (test_x, splits.test_y)}
 
@@ -112,10 +94,9 @@ class TensorDataModule(pl.LightningDataModule):
         # One instance per fit: an augmentation's prepared copy of the set is made only once.
         if self._train_batches is None:
             x, y = self.tensors["train"]
-            self._train_batches = TensorBatches(
-                x, y, self.batch_size, shuffle=True, seed=self.seed, epoch=self._epoch,
-                augment=self.augment,
-            )
+            self._train_batches = TensorBatches(x, y, self.batch_size, shuffle=True,
+                                                seed=self.seed, epoch=self._epoch,
+                                                augment=self.augment)
         return self._train_batches
 
     def val_dataloader(self) -> TensorBatches:

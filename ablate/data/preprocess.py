@@ -70,9 +70,8 @@ class Standardize(FittedState):
         return (x - self.mean) / self.std
 
 
-def apply_preprocess(
-    preprocess: Preprocessor, *splits: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
+def apply_preprocess(preprocess: Preprocessor,
+                     *splits: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Fit on the first split (training), transform all of them."""
     preprocess.fit(splits[0])
     return tuple(preprocess(x) for x in splits)

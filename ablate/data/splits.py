@@ -37,8 +37,7 @@ class ImageSplits:
         if found != wanted:
             raise DatasetError(
                 f"dataset {self.name!r} has (channels, classes) = {found}, but the config says "
-                f"{wanted}; fix dataset.channels/num_classes"
-            )
+                f"{wanted}; fix dataset.channels/num_classes")
 
     def resized(self, image_size: int) -> ImageSplits:
         """The splits at ``image_size`` x ``image_size`` (bilinear, antialiased when shrinking):

@@ -93,8 +93,7 @@ class ZCAWhiten(FittedState):
         if not torch.isfinite(scale).all():
             raise ValueError(
                 "the training covariance is singular and filter_bias is 0: ZCA is undefined; "
-                "use a positive filter_bias (the paper's recipe uses 0.1)"
-            )
+                "use a positive filter_bias (the paper's recipe uses 0.1)")
         self.mean = mean
         self.eigenvalues = eigenvalues
         self.matrix = (eigenvectors * scale) @ eigenvectors.T

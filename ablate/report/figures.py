@@ -49,9 +49,8 @@ def _panels(models: list[str], draw, title: str, path: Path, xlabel: str, ylabel
     return _save(figure, path)
 
 
-def _spread(axes, intervals: list[tuple[float, float, float]],
-            points: list[tuple[float, float]], color: str, dots: str | None = None,
-            **style) -> None:
+def _spread(axes, intervals: list[tuple[float, float, float]], points: list[tuple[float, float]],
+            color: str, dots: str | None = None, **style) -> None:
     """The 95 % t intervals (x, mean, half-width; only where n >= 2) and every seed a point."""
     if intervals:
         xs, means, half_widths = zip(*intervals, strict=True)
@@ -60,8 +59,7 @@ def _spread(axes, intervals: list[tuple[float, float, float]],
         axes.scatter(*zip(*points, strict=True), s=9, color=dots or color, zorder=4, **style)
 
 
-def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path,
-                          paper: bool) -> Path | None:
+def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path, paper: bool) -> Path | None:
     """Grouped bars: one group per base model, one bar per downsampling mode, every seed a
     point on its bar, the 95 % t interval only from two seeds (no whisker: one seed)."""
     from matplotlib.figure import Figure
@@ -211,8 +209,7 @@ def write_figures(frame: pd.DataFrame, directory: Path,
                 directory / f"learning_curves_{slug}.png")),
             ("consistency under shifts", consistency_by_shift(
                 runs, f"Prediction consistency under shifts at each model's chosen lr ({label})",
-                directory / f"consistency_by_shift_{slug}.png")),
-        ]
+                directory / f"consistency_by_shift_{slug}.png"))]
         links[(protocol, dataset, augmentation)] = [
             (title, Path(os.path.relpath(path, link_from)).as_posix())
             for title, path in made if path is not None]

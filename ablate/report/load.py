@@ -131,13 +131,9 @@ def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
                              f"{protocol}): {', '.join(varying)}")
 
 
-def load_runs(
-    paths: Sequence[str | os.PathLike[str]] = ("sweeps",),
-    *,
-    wandb_offline: str = "unmatched",
-    wandb_project: str | None = None,
-    wandb_filters: Mapping[str, Any] | None = None,
-) -> tuple[pd.DataFrame, Issues]:
+def load_runs(paths: Sequence[str | os.PathLike[str]] = ("sweeps",), *,
+              wandb_offline: str = "unmatched", wandb_project: str | None = None,
+              wandb_filters: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, Issues]:
     """Every run found under ``paths`` (and in ``wandb_project``) as one DataFrame.
     ``wandb_offline``: ``unmatched`` reads only W&B run folders no record describes (the record
     is the reference), ``all`` reads and checks every one, ``none`` ignores them."""

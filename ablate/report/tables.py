@@ -13,15 +13,7 @@ import pandas as pd
 
 from ablate import identity, stages
 from ablate.report import claims, compare, evidence_tables, load, per_example, reference, stats
-from ablate.report.formatting import (
-    lr_text,
-    mean_ci,
-    node_text,
-    pct,
-    protocol_text,
-    signed,
-    table,
-)
+from ablate.report.formatting import lr_text, mean_ci, node_text, pct, protocol_text, signed, table
 from ablate.report.issues import INFO, Issues
 from ablate.rows import COLUMNS
 from ablate.status import ENDED, Status
@@ -128,8 +120,7 @@ def table3_section(runs: pd.DataFrame, dataset: str, augmentation: str,
             _paper(ref), _versus(pick, ref if comparable else None, "n/a") if pick else "–",
             ", ".join(f"{p:,}" for p in mine["params"]) if mine.get("params") else "–",
             "–" if ref is None else f"{int(ref['params_exact']):,}",
-            "–" if ref is None else ref["params_printed"],
-        ])
+            "–" if ref is None else ref["params_printed"]])
     missing = sum(1 for name in paper.index if not (chosen.get(name) or {}).get("chosen"))
     note = (f"Missing: {missing} of the paper's 12 models have no finished run here. "
             if missing else "")
@@ -171,8 +162,7 @@ def lr_section(runs: pd.DataFrame) -> str:
         "error is reported at. An lr with failed or diverged runs is chosen only when every lr "
         "has some.",
         "",
-        table(["model", *[f"lr {lr_text(lr)}" for lr in lrs]], rows),
-    ])
+        table(["model", *[f"lr {lr_text(lr)}" for lr in lrs]], rows)])
 
 
 def pivot_section(runs: pd.DataFrame) -> str:
@@ -200,8 +190,7 @@ def pivot_section(runs: pd.DataFrame) -> str:
         "avgpool = average pooling, lppool p=k = LP-pooling, the p-norm of max-pooling's windows "
         "at p = k (max-pooling is p = ∞).",
         "",
-        table(["model", *modes], rows),
-    ])
+        table(["model", *modes], rows)])
 
 
 def augmentation_section(frame: pd.DataFrame, protocol: str, dataset: str,
@@ -268,8 +257,7 @@ def stage_note(runs: pd.DataFrame, final: bool, partner: str | None) -> str:
 
 
 def protocol_section(frame: pd.DataFrame, protocol: str, index: int, total: int,
-                     figure_links: FigureLinks, show_running: bool,
-                     stalled_margin: float) -> str:
+                     figure_links: FigureLinks, show_running: bool, stalled_margin: float) -> str:
     runs = stats.current(frame)
     mine = runs[runs["protocol"] == protocol]
     spec = load.parsed(mine["protocol_spec"].dropna().iloc[0])
@@ -348,8 +336,7 @@ def render(frame: pd.DataFrame, issues: Issues, sources: Sequence[str] = (),
         "",
         inputs_section(frame, issues, sources),
         "",
-        warnings_section(issues),
-    ]
+        warnings_section(issues)]
     runs = stats.current(frame)
     finals = set(runs.loc[runs["stage"] == stages.FINAL, "protocol"].astype(str))
     protocols = sorted(runs["protocol"].dropna().unique(),  # final stages first: Table 3's runs

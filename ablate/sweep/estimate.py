@@ -38,8 +38,7 @@ class Device:
 # replaced by the calibration as soon as a sweep has finished runs.
 DEVICES = {
     "cpu": Device(macs_per_second=160e9, run_seconds=6.0, epoch_seconds=0.05),
-    "gpu": Device(macs_per_second=20e12, run_seconds=60.0, epoch_seconds=0.5),
-}
+    "gpu": Device(macs_per_second=20e12, run_seconds=60.0, epoch_seconds=0.5)}
 
 # Measured beats assumed: the GPU throughput of the latest `python -m ablate.bench.gpu` report
 # (reports/benchmarks/gpu.txt), when there is one, replaces the assumed 20e12 above.
@@ -48,9 +47,8 @@ if (_gpu_report := measured.latest_gpu_report()) and (
     DEVICES["gpu"] = replace(DEVICES["gpu"], macs_per_second=_gpu_macs)
 
 
-def forward_macs(
-    layers: Sequence[Mapping[str, Any]], channels: int, image_size: int, num_classes: int
-) -> int:
+def forward_macs(layers: Sequence[Mapping[str, Any]], channels: int, image_size: int,
+                 num_classes: int) -> int:
     """Multiply-accumulates of one forward pass of one image (convolutions; the rest is noise)."""
     sizes = spec.spatial_sizes(layers, image_size)
     macs, width = 0, channels

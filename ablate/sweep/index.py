@@ -72,8 +72,7 @@ def _entry(run: PastRun | None, mtime_ns: int | None, directory: Path) -> dict[s
             measured=run.measured.as_dict() if run.measured else None,
             time=run.time,
             settled=run.settled,
-            code=run.code,
-        )
+            code=run.code)
     return entry
 
 

@@ -32,16 +32,14 @@ def check_relus(network: nn.Module) -> None:
     if not relus:
         raise ValueError(
             f"{type(network).__name__} has no nn.ReLU modules; the backward rules rewrite ReLU "
-            "gradients, so ReLUs must be modules (not F.relu)"
-        )
+            "gradients, so ReLUs must be modules (not F.relu)")
     if len({id(m) for m in relus}) != len(relus):
         raise ValueError("one nn.ReLU module is used at several places; give each its own")
     inplace = [i for i, m in enumerate(relus) if m.inplace]
     if inplace:
         raise ValueError(
             f"ReLU modules {inplace} run in place, which breaks backward hooks; build them with "
-            "nn.ReLU() (inplace=False)"
-        )
+            "nn.ReLU() (inplace=False)")
 
 
 def attribute(model: nn.Module, inputs: torch.Tensor, method: str,

@@ -52,8 +52,7 @@ def read_finished_record(run_dir: str | os.PathLike[str]) -> records.Record:
     if not record_path.is_file():
         raise VisualizeError(
             f"{run_dir} has no {records.RESULT_FILE}; pass the output folder of a finished run "
-            f"(the folder holding {records.RESULT_FILE} and {records.CHECKPOINT_FILE})"
-        )
+            f"(the folder holding {records.RESULT_FILE} and {records.CHECKPOINT_FILE})")
     try:
         record = records.load(record_path)
     except records.RecordError as error:
@@ -62,13 +61,11 @@ def read_finished_record(run_dir: str | os.PathLike[str]) -> records.Record:
         reason = str(record.error or "no error recorded").splitlines()[0][:200]
         raise VisualizeError(
             f"{run_dir}: run status is '{record.status}' ({reason}); only finished runs "
-            "have weights worth visualising: leave it out or rerun it"
-        )
+            "have weights worth visualising: leave it out or rerun it")
     if not (run_dir / records.CHECKPOINT_FILE).is_file():
         raise VisualizeError(
             f"{run_dir} has no {records.CHECKPOINT_FILE}; the run kept no weights (was the "
-            "checkpoint deleted?): rerun it or pass another run folder"
-        )
+            "checkpoint deleted?): rerun it or pass another run folder")
     return record
 
 
@@ -83,8 +80,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
     if missing:
         raise VisualizeError(
             f"{run_dir}/{records.RESULT_FILE}: config lacks {', '.join(missing)}; the record was "
-            "not written by ablate.run"
-        )
+            "not written by ablate.run")
     # init is dropped: the weights come from the checkpoint, and a random init would only
     # spend the global RNG.
     network = hydra.utils.instantiate(config["network"], name=record.name or "network",
@@ -121,5 +117,4 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
     return LoadedRun(
         run_dir=run_dir, record=record, name=str(record.name or run_dir.name),
         network=network, test_x=test_x, test_y=test_y, images=images.cpu(),
-        input_mean=train_x.mean(dim=(0, 2, 3)),
-    )
+        input_mean=train_x.mean(dim=(0, 2, 3)))

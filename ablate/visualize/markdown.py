@@ -133,8 +133,7 @@ def render(results: Sequence[RunResult], options: Options, figure_paths: Mapping
         + ("Units chosen by the user." if options.units
            else f"Units: the {options.unit_count} channels with the largest mean peak "
                 "activation over the test images."),
-        "",
-    ]
+        ""]
     for r in results:
         for layer in r.layers:
             name, field, side = layer["name"], layer["field"], layer["map_size"]

@@ -21,12 +21,7 @@ import torch
 from ablate import atomic
 from ablate import spec as spec_lib
 from ablate.visualize import attribution, deletion, markdown, panels, units
-from ablate.visualize.loading import (
-    LoadedRun,
-    VisualizeError,
-    load_run,
-    read_finished_record,
-)
+from ablate.visualize.loading import LoadedRun, VisualizeError, load_run, read_finished_record
 
 log = logging.getLogger("ablate.visualize")
 

@@ -101,8 +101,7 @@ def resolve_layer(layers: Sequence[spec_lib.Layer], choice: str, run: str) -> st
                               for name, i in names.items())
         raise VisualizeError(
             f"{run} has no layer {choice!r}; valid layers are {', '.join(ROLES)} or one of: "
-            f"{described}"
-        )
+            f"{described}")
     return choice
 
 

@@ -44,8 +44,7 @@ class AblateRayLauncherConf:
 
 
 ConfigStore.instance().store(
-    group="hydra/launcher", name="ablate_ray", node=AblateRayLauncherConf, provider="ablate"
-)
+    group="hydra/launcher", name="ablate_ray", node=AblateRayLauncherConf, provider="ablate")
 
 
 def _run_in_worker(hydra_context: HydraContext, config: DictConfig, task_function: TaskFunction,
