@@ -18,17 +18,8 @@ from typing import Any
 
 import psutil
 
-PACKAGES = (
-    "ablate",
-    "torch",
-    "pytorch-lightning",
-    "torchmetrics",
-    "hydra-core",
-    "omegaconf",
-    "wandb",
-    "numpy",
-    "pandas",
-    "scikit-learn")
+PACKAGES = ("ablate", "torch", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf",
+            "wandb", "numpy", "pandas", "scikit-learn")
 
 
 def process_start(pid: int) -> float | None:

@@ -210,12 +210,9 @@ def write_start(record: Record) -> Path:
     """Mark the record's output directory as holding a started run of its ``config_id``."""
     marker = {key: getattr(record, key) for key in (
         "config_id", "cell_id", "cell", "name", "started_at", "resumed_from", "resumed_epoch")}
-    marker.update(
-        host=socket.gethostname(),
-        pid=os.getpid(),
-        pid_start=provenance.process_start(os.getpid()),
-        slurm_job_id=provenance.slurm_job_id(),
-        started_time=time.time())
+    marker.update(host=socket.gethostname(), pid=os.getpid(),
+                  pid_start=provenance.process_start(os.getpid()),
+                  slurm_job_id=provenance.slurm_job_id(), started_time=time.time())
     return write_json_atomic(Path(str(record.output_dir)) / START_FILE, marker)
 
 

@@ -67,25 +67,16 @@ class CifarFormat:
 
 FORMATS = {
     "cifar10": CifarFormat(
-        name="cifar10",
-        title="CIFAR-10",
+        name="cifar10", title="CIFAR-10",
         url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        md5="c58f30108f718f92721af3b95e74349a",
-        folder="cifar-10-batches-py",
-        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
-        test_files=("test_batch",),
-        label_key="labels",
-        num_classes=10),
+        md5="c58f30108f718f92721af3b95e74349a", folder="cifar-10-batches-py",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), test_files=("test_batch",),
+        label_key="labels", num_classes=10),
     "cifar100": CifarFormat(
-        name="cifar100",
-        title="CIFAR-100",
+        name="cifar100", title="CIFAR-100",
         url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-        md5="eb9058c3a382ffc7106e4002c42a8d85",
-        folder="cifar-100-python",
-        train_files=("train",),
-        test_files=("test",),
-        label_key="fine_labels",
-        num_classes=100)}
+        md5="eb9058c3a382ffc7106e4002c42a8d85", folder="cifar-100-python",
+        train_files=("train",), test_files=("test",), label_key="fine_labels", num_classes=100)}
 
 
 def load_cifar(dataset: str = "cifar10", root: str | os.PathLike[str] = "data",

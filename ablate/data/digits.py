@@ -29,10 +29,7 @@ def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> ImageSplits:
         members = (labels == label).nonzero().flatten()
         members = members[torch.randperm(len(members), generator=generator)]
         test_mask[members[: round(len(members) * test_fraction)]] = True
-    return ImageSplits(
-        name="digits",
-        train_x=images[~test_mask].contiguous(),
-        train_y=labels[~test_mask].contiguous(),
-        test_x=images[test_mask].contiguous(),
-        test_y=labels[test_mask].contiguous(),
-        num_classes=10)
+    return ImageSplits(name="digits", train_x=images[~test_mask].contiguous(),
+                       train_y=labels[~test_mask].contiguous(),
+                       test_x=images[test_mask].contiguous(),
+                       test_y=labels[test_mask].contiguous(), num_classes=10)
