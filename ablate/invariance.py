@@ -107,9 +107,8 @@ def summarise(predicted: dict[str, Tensor], labels: Tensor) -> dict[str, Any]:
     labels = labels.to("cpu", torch.int64)
     reference = predicted[IDENTITY]
     if reference.shape != labels.shape:
-        raise ValueError(
-            f"{len(reference)} predictions per perturbation but {len(labels)} labels; "
-            "pass the labels of the images that were predicted")
+        raise ValueError(f"{len(reference)} predictions per perturbation but {len(labels)} labels; "
+                         "pass the labels of the images that were predicted")
 
     def scores(classes: Tensor) -> dict[str, float]:
         return {

@@ -113,12 +113,11 @@ class Job:
                 # its cost beside the metrics (a time is no metric: reruns must compare equal)
                 fields["invariance_seconds"] = tested.seconds
         loggers = trainer.loggers if trainer is not None else []
-        path = self.record.end(
-            status, metrics=metrics, wandb=tracking.wandb_run_of(loggers),
-            epochs=len(epochs), history=epochs, device=_device_name(trainer),
-            wall_seconds=round(time.perf_counter() - self.started, 3),
-            first_step_at=first_step.at if first_step is not None else None,
-            **{"error": None, **fields})
+        path = self.record.end(status, metrics=metrics, wandb=tracking.wandb_run_of(loggers),
+                               epochs=len(epochs), history=epochs, device=_device_name(trainer),
+                               wall_seconds=round(time.perf_counter() - self.started, 3),
+                               first_step_at=first_step.at if first_step is not None else None,
+                               **{"error": None, **fields})
         tracking.finish(loggers, self.record)
         name, metrics = self.record.name, self.record.metrics
         if status == Status.FINISHED:

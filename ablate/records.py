@@ -101,12 +101,11 @@ class Record:
               output_dir: str | os.PathLike[str], **study: Any) -> Record:
         """The part of a record known before training: identity, config, provenance."""
         git = provenance.git_state()
-        return cls(
-            schema=SCHEMA_VERSION, name=name, cell=dict(cell), cell_id=cell_id(cell),
-            params=params, config=dict(config), config_id=config_id,
-            versions=provenance.package_versions(), started_at=_now(),
-            output_dir=str(output_dir), host=socket.gethostname(), git_commit=git["commit"],
-            git_dirty=git["dirty"], git_source=git["source"], **study)
+        return cls(schema=SCHEMA_VERSION, name=name, cell=dict(cell), cell_id=cell_id(cell),
+                   params=params, config=dict(config), config_id=config_id,
+                   versions=provenance.package_versions(), started_at=_now(),
+                   output_dir=str(output_dir), host=socket.gethostname(), git_commit=git["commit"],
+                   git_dirty=git["dirty"], git_source=git["source"], **study)
 
     def note(self, **fields: Any) -> None:
         """Set fields known after the start (the resume point); unknown names are an error."""

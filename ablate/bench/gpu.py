@@ -137,11 +137,10 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
         "variant": next((v.name for v in VARIANTS if (v.autocast is not None) == bf16
                          and v.compile == bool(config["compile"])
                          and v.channels_last == bool(config["channels_last"])), None),
-        "network_macs": forward_macs(
-            all_cnn_c(config["width"], config["dataset"]["image_size"],
-                      config["dataset"]["channels"]).spec,
-            config["dataset"]["channels"], config["dataset"]["image_size"],
-            config["dataset"]["num_classes"])}
+        "network_macs": forward_macs(all_cnn_c(config["width"], config["dataset"]["image_size"],
+                                               config["dataset"]["channels"]).spec,
+                                     config["dataset"]["channels"], config["dataset"]["image_size"],
+                                     config["dataset"]["num_classes"])}
 
 
 # ------------------------------------------------------------------------------- main

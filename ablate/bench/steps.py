@@ -116,8 +116,7 @@ class Variant:
         return plain_seconds(network, batches, warmup, steps, self.autocast, self.channels_last)
 
 
-VARIANTS = (
-    Variant("fp32 eager", None, False, False),
-    Variant("bf16 + channels_last", torch.bfloat16, True, False),
-    Variant("bf16 + channels_last + compile", torch.bfloat16, True, True))
+VARIANTS = (Variant("fp32 eager", None, False, False),
+            Variant("bf16 + channels_last", torch.bfloat16, True, False),
+            Variant("bf16 + channels_last + compile", torch.bfloat16, True, True))
 VARIANT_BY_NAME = {variant.name: variant for variant in VARIANTS}

@@ -20,9 +20,8 @@ def split_validation(x: torch.Tensor, y: torch.Tensor, size: int | float,
     """Hold out ``size`` training images (a count, or a fraction when below 1) for validation."""
     count = int(round(size * len(x))) if isinstance(size, float) and size < 1 else int(size)
     if not 0 <= count < len(x):
-        raise DatasetError(
-            f"dataset.val_size={size} leaves no training images out of {len(x)}; "
-            "use a fraction below 1 or a smaller count")
+        raise DatasetError(f"dataset.val_size={size} leaves no training images out of {len(x)}; "
+                           "use a fraction below 1 or a smaller count")
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     val, train = order[:count], order[count:]
     return x[train], y[train], x[val], y[val]

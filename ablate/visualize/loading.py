@@ -114,7 +114,6 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoadedRun:
         low = test_x.amin(dim=(1, 2, 3), keepdim=True)  # show the input, min-max scaled per image
         high = test_x.amax(dim=(1, 2, 3), keepdim=True)
         images = (test_x - low) / (high - low).clamp_min(1e-12)
-    return LoadedRun(
-        run_dir=run_dir, record=record, name=str(record.name or run_dir.name),
-        network=network, test_x=test_x, test_y=test_y, images=images.cpu(),
-        input_mean=train_x.mean(dim=(0, 2, 3)))
+    return LoadedRun(run_dir=run_dir, record=record, name=str(record.name or run_dir.name),
+                     network=network, test_x=test_x, test_y=test_y, images=images.cpu(),
+                     input_mean=train_x.mean(dim=(0, 2, 3)))
