@@ -111,9 +111,8 @@ def summarise(predicted: dict[str, Tensor], labels: Tensor) -> dict[str, Any]:
                          "pass the labels of the images that were predicted")
 
     def scores(classes: Tensor) -> dict[str, float]:
-        return {
-            "error": (classes != labels).double().mean().item(),
-            "consistency": (classes == reference).double().mean().item()}
+        return {"error": (classes != labels).double().mean().item(),
+                "consistency": (classes == reference).double().mean().item()}
 
     result: dict[str, Any] = {"images": len(labels), IDENTITY: scores(reference)}
     if FLIP in predicted:
@@ -121,9 +120,8 @@ def summarise(predicted: dict[str, Tensor], labels: Tensor) -> dict[str, Any]:
     moves = {key: scores(classes) for key, classes in predicted.items() if key.startswith("dy=")}
     for step in sorted({_step(key) for key in moves}):
         group = [moves[direction_key(dy, dx)] for dy, dx in directions(step)]
-        result[f"shift_{step}"] = {
-            name: sum(entry[name] for entry in group) / len(group)
-            for name in ("error", "consistency")}
+        result[f"shift_{step}"] = {name: sum(entry[name] for entry in group) / len(group)
+                                   for name in ("error", "consistency")}
     result["directions"] = moves
     return result
 

@@ -151,12 +151,11 @@ def study_config(record: Record) -> dict[str, Any]:
                if not isinstance(value, Mapping | list) and key not in identity.CONTROL_KEYS}
     trainer = {key: value for key, value in (config.get("trainer") or {}).items()
                if key != "_target_"}
-    return {
-        **record.choices, **scalars, "trainer": trainer,
-        "network": record.network, "channels": record.channels,
-        "cell": record.cell, "cell_id": record.cell_id, "name": record.name,
-        "params": record.params,
-        "protocol": json.dumps(identity.protocol_of(config), sort_keys=True)}
+    return {**record.choices, **scalars, "trainer": trainer,
+            "network": record.network, "channels": record.channels,
+            "cell": record.cell, "cell_id": record.cell_id, "name": record.name,
+            "params": record.params,
+            "protocol": json.dumps(identity.protocol_of(config), sort_keys=True)}
 
 
 def run_tags(cell: Mapping[str, Any]) -> list[str]:

@@ -88,13 +88,12 @@ def run(args: argparse.Namespace) -> str:
     loader = DataLoader(PerSampleFlipTranslate(images, labels), batch_size=args.batch_size,
                         shuffle=True, num_workers=args.workers,
                         persistent_workers=args.workers > 0)
-    rows = {
-        "tensor pipeline (TensorBatches + FlipTranslate, 1 epoch)": _timed(
-            lambda: sum(len(xb) for xb, _ in ours), device, args.repeats),
-        f"per-sample Dataset + DataLoader ({args.workers} workers)": _timed(
-            lambda: sum(len(xb.to(device, non_blocking=True))
-                        for xb, _ in itertools.islice(loader, args.per_sample_batches)),
-            device, args.repeats)}
+    rows = {"tensor pipeline (TensorBatches + FlipTranslate, 1 epoch)": _timed(
+                lambda: sum(len(xb) for xb, _ in ours), device, args.repeats),
+            f"per-sample Dataset + DataLoader ({args.workers} workers)": _timed(
+                lambda: sum(len(xb.to(device, non_blocking=True))
+                            for xb, _ in itertools.islice(loader, args.per_sample_batches)),
+                device, args.repeats)}
     synchronize(device)
     start = time.perf_counter()
     FlipTranslate().prepare(x)  # the one-off cost of padding and mirroring the training set
@@ -120,9 +119,8 @@ def run(args: argparse.Namespace) -> str:
         lines.append(f"{name:<62}{count:>9}{seconds:>10.3f}{rates[name]:>12,.0f}")
     lines.append(f"one-off, not in the rates: FlipTranslate.prepare (pad + mirror "
                  f"{args.images} images) {prepare:.3f} s")
-    checks = [
-        ("tensor pipeline / per-sample pipeline", ours / per_sample, 10.0),
-        ("tensor pipeline / All-CNN-C training", ours / model, 20.0)]
+    checks = [("tensor pipeline / per-sample pipeline", ours / per_sample, 10.0),
+              ("tensor pipeline / All-CNN-C training", ours / model, 20.0)]
     lines.append("")
     for name, ratio, target in checks:
         verdict = "meets" if ratio >= target else "MISSES"

@@ -72,12 +72,11 @@ def projection(record: dict) -> dict:
                     + len(networks) * max(0.0, compiles))
     shared = None if overhead is None else overhead / best["processes"]
     total = arithmetic + (shared or 0.0)
-    return {
-        "runs": runs, "networks": len(networks), "forward_macs": work,
-        "processes": best["processes"], "images_per_second": best["total_images_per_second"],
-        "framework_ratio": ratio, "framework_measured": "ratio" in record["framework"],
-        "arithmetic_seconds": arithmetic, "overhead_seconds": shared, "total_seconds": total,
-        "goal_seconds": GOAL_HOURS * 3600}
+    return {"runs": runs, "networks": len(networks), "forward_macs": work,
+            "processes": best["processes"], "images_per_second": best["total_images_per_second"],
+            "framework_ratio": ratio, "framework_measured": "ratio" in record["framework"],
+            "arithmetic_seconds": arithmetic, "overhead_seconds": shared, "total_seconds": total,
+            "goal_seconds": GOAL_HOURS * 3600}
 
 
 # ----------------------------------------------------------------------------- report

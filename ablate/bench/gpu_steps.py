@@ -161,12 +161,11 @@ def pack(device: torch.device, scale: Scale, variant: Variant, batch: int, count
             process.wait()
     rates = [r["images"] / r["seconds"] for r in results]
     overlap = min(r["ended"] for r in results) - max(r["started"] for r in results)
-    return {
-        "processes": count,
-        "total_images_per_second": sum(rates),
-        "per_process_images_per_second": sum(rates) / count,
-        "slowest_process_images_per_second": min(rates),
-        "window_overlap": max(0.0, overlap) / max(r["seconds"] for r in results)}
+    return {"processes": count,
+            "total_images_per_second": sum(rates),
+            "per_process_images_per_second": sum(rates) / count,
+            "slowest_process_images_per_second": min(rates),
+            "window_overlap": max(0.0, overlap) / max(r["seconds"] for r in results)}
 
 
 def packing(device: torch.device, scale: Scale, variant: Variant, batch: int,

@@ -76,10 +76,9 @@ def framework_ratio(device: torch.device, variant: Variant, width: float, size: 
         torch._dynamo.reset()
         lightning.append(lightning_seconds(all_cnn_c(width, size, channels), batches, warmup,
                                            steps, device, variant))
-    return {
-        "variant": variant.name, "batch": batch, "steps": steps, "warmup": warmup,
-        "plain_ms": min(plain) / steps * 1000, "lightning_ms": min(lightning) / steps * 1000,
-        "ratio": min(plain) / min(lightning)}
+    return {"variant": variant.name, "batch": batch, "steps": steps, "warmup": warmup,
+            "plain_ms": min(plain) / steps * 1000, "lightning_ms": min(lightning) / steps * 1000,
+            "ratio": min(plain) / min(lightning)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,9 +36,8 @@ class Device:
 # training, i.e. 200 images/s; see the README). gpu: an assumption for a recent datacenter GPU
 # with bf16, channels_last and torch.compile (hardware=gpu); not measured here. Both are
 # replaced by the calibration as soon as a sweep has finished runs.
-DEVICES = {
-    "cpu": Device(macs_per_second=160e9, run_seconds=6.0, epoch_seconds=0.05),
-    "gpu": Device(macs_per_second=20e12, run_seconds=60.0, epoch_seconds=0.5)}
+DEVICES = {"cpu": Device(macs_per_second=160e9, run_seconds=6.0, epoch_seconds=0.05),
+           "gpu": Device(macs_per_second=20e12, run_seconds=60.0, epoch_seconds=0.5)}
 
 # Measured beats assumed: the GPU throughput of the latest `python -m ablate.bench.gpu` report
 # (reports/benchmarks/gpu.txt), when there is one, replaces the assumed 20e12 above.
