@@ -112,24 +112,17 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
                            "record_wall_seconds": record.wall_seconds, "epochs": record.epochs,
                            "device": record.device}
             config = record.config  # the long run's, the last
-    warm_short, warm_long = runs["short"], runs["long"]
-
-    def wall(run: dict) -> float:
-        return run["ended"] - run["launched"]
-
-    def after_first_step(run: dict) -> float:
-        return run["ended"] - run["first_step_at"]
-
+    wall = {label: run["ended"] - run["launched"] for label, run in runs.items()}
+    after_first_step = {label: run["ended"] - run["first_step_at"] for label, run in runs.items()}
     train_images, val_images = _epoch_images(config)
     bf16 = str(config["trainer"].get("precision", "")).startswith("bf16")
     return {
         "command": "python -m ablate.run " + " ".join(overrides) + " trainer.max_epochs=N",
         "compiles": bool(config.get("compile")),
         "runs": runs,
-        "startup_seconds": warm_short["first_step_at"] - warm_short["launched"],
-        "cold_extra_seconds": wall(runs["cold"]) - wall(warm_short) if "cold" in runs else None,
-        "epoch_seconds": (after_first_step(warm_long) - after_first_step(warm_short))
-        / (long - short),
+        "startup_seconds": runs["short"]["first_step_at"] - runs["short"]["launched"],
+        "cold_extra_seconds": wall["cold"] - wall["short"] if "cold" in runs else None,
+        "epoch_seconds": (after_first_step["long"] - after_first_step["short"]) / (long - short),
         "train_images_per_epoch": train_images,
         "val_images_per_epoch": val_images,
         "batch": config["batch_size"],

@@ -65,14 +65,10 @@ def _entry(run: PastRun | None, mtime_ns: int | None, directory: Path) -> dict[s
     entry = {"mtime_ns": mtime_ns, "record": _record_stamp(directory), "config_id": None}
     if run is not None:  # else files of no known config (a damaged record, no marker)
         entry.update(
-            config_id=run.config_id,
-            state=run.state,
+            config_id=run.config_id, state=run.state,
             checkpoint=str(run.checkpoint.relative_to(run.directory)) if run.checkpoint else None,
-            error=run.error,
-            measured=run.measured.as_dict() if run.measured else None,
-            time=run.time,
-            settled=run.settled,
-            code=run.code)
+            error=run.error, measured=run.measured.as_dict() if run.measured else None,
+            time=run.time, settled=run.settled, code=run.code)
     return entry
 
 
