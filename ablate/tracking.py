@@ -37,9 +37,8 @@ _DEFAULT_HOST = "https://api.wandb.ai"
 _MAX_TAG = 64  # W&B rejects longer tags
 
 
-def has_login(environ: Mapping[str, str] | None = None) -> bool:
+def has_login(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether W&B could log in without asking: an API key, a token file, or a netrc entry."""
-    environ = os.environ if environ is None else environ
     if environ.get("WANDB_API_KEY") or environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
     host = urlsplit(environ.get("WANDB_BASE_URL") or _DEFAULT_HOST).hostname
@@ -57,9 +56,8 @@ def has_login(environ: Mapping[str, str] | None = None) -> bool:
     return False
 
 
-def resolve_mode(mode: str, environ: Mapping[str, str] | None = None) -> str:
+def resolve_mode(mode: str, environ: Mapping[str, str] = os.environ) -> str:
     """``online``, ``offline`` or ``disabled``, from the configured mode and the environment."""
-    environ = os.environ if environ is None else environ
     mode = _MODE_ALIASES.get(str(mode), str(mode))
     if mode not in MODES:
         raise ConfigError(
