@@ -57,7 +57,7 @@ def _versus(pick: Mapping[str, Any] | None, ref: pd.Series | None, missing: str 
 def _beside_paper(mine: Mapping[str, Any], ref: pd.Series | None, *also: str) -> list:
     """The augmentation and CIFAR-100 tables' columns: a model's test error, its n, failed and
     diverged runs, the paper's number (after ``also``) and the difference."""
-    pick = mine.get("chosen")
+    pick = mine["chosen"] if mine else None
     return [result_text(mine), pick["n"] if pick else 0, mine.get(Status.FAILED, 0),
             mine.get(Status.DIVERGED, 0), *also, _paper(ref), _versus(pick, ref)]
 
