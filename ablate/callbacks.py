@@ -1,6 +1,7 @@
 """The Lightning callbacks of every run (``conf/callbacks/default.yaml``).
 
-The factories return None where the Trainer turns the feature off, so one config serves both."""
+The factories return None where the Trainer turns the feature off, so one config serves both.
+"""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ keys. Nothing of sweeps, records or the report.
 
 The ``trainer`` node holds only what the project sets (``conf/trainer/*.yaml``), so a Lightning
 upgrade never changes a run's config or its ``config_id``; any other Trainer argument is still a
-plain ``trainer.<arg>=...`` override (:func:`register`), checked against ``Trainer``'s signature."""
+plain ``trainer.<arg>=...`` override (:func:`register`), checked against ``Trainer``'s signature.
+"""
 
 from __future__ import annotations
 

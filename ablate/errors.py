@@ -2,7 +2,8 @@
 
 Callers catch by meaning: the runner turns the ``CONFIG_ERRORS`` into a one-line message and
 no record, a :class:`Diverged` into a ``diverged`` record, anything else into a ``failed`` one.
-No imports, so training, sweeps and report can all use it."""
+No imports, so training, sweeps and report can all use it.
+"""
 
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ class Interrupted(BaseException):
     """The job was stopped from outside by a signal (SIGTERM, SIGINT, SIGHUP).
 
     A ``BaseException``, so that no ``except Exception`` on the way up swallows it: the command
-    always ends with ``exit_code``, 128 + the signal's number (143, 130, 129)."""
+    always ends with ``exit_code``, 128 + the signal's number (143, 130, 129).
+    """
 
     def __init__(self, signum: int) -> None:
         import signal

@@ -3,7 +3,8 @@ are ignored, and the hashes built from them (``cell_id``, ``config_id``).
 
 Identity, comparison (``ablate.report.compare``), loading and the W&B run's name all read one
 table, ``KEYS``: a key's role is written once. Free of torch: the report and the sweep
-planner import it."""
+planner import it.
+"""
 
 from __future__ import annotations
 
@@ -101,7 +102,8 @@ def cell_of(cfg: DictConfig, choices: Mapping[str, Any], task_overrides: Sequenc
 
     Always the study's axes, ``seed``/``lr`` and ``DEFAULT_AXES`` (defaults included); then
     every override of this job (a swept value, or a fixed one such as ``trainer.max_epochs=2``),
-    so that runs made under different settings can never be mistaken for the same cell."""
+    so that runs made under different settings can never be mistaken for the same cell.
+    """
     cell: dict[str, Any] = {key: choices.get(key) for key in CELL_AXES}
     cell["seed"] = cfg.seed
     cell["lr"] = cfg.lr
@@ -134,7 +136,8 @@ def config_id(config: Mapping[str, Any] | DictConfig) -> str:
     another machine or in another directory, while any change to a value that reaches training
     (a default in a YAML file included) gives a new id. Only what the config itself says
     counts: a library's defaults never enter, so upgrading Lightning keeps every id. Hydra's own
-    node and ``IGNORED_KEYS`` are left out."""
+    node and ``IGNORED_KEYS`` are left out.
+    """
     if OmegaConf.is_config(config):
         config = OmegaConf.to_container(config, resolve=False)
     kept = json.loads(json.dumps(dict(config), default=str))

@@ -7,7 +7,8 @@ preprocessing) and left-right flips. So a difference between variants is the arc
 
 Two numbers per perturbation: the test error, and the consistency (the fraction of images whose
 predicted class is the one predicted unperturbed): a network can keep its error while changing
-many predictions. Tensors and a ``predict`` callable only, nothing of Lightning or records."""
+many predictions. Tensors and a ``predict`` callable only, nothing of Lightning or records.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def shift(x: Tensor, dy: int, dx: int) -> Tensor:
 
     ``FlipTranslate``'s convention (a test holds the two together), ``out[i, j] = x[i - dy,
     j - dx]``, but for a given ``(dy, dx)``, which its ``select`` cannot be asked for: a pad on
-    one side and a negative pad (a crop) on the other, in one call."""
+    one side and a negative pad (a crop) on the other, in one call.
+    """
     h, w = x.shape[-2:]
     if abs(dy) >= h or abs(dx) >= w:
         raise ValueError(
@@ -75,7 +77,8 @@ def predictions(predict: Predict, images: Tensor, shifts: Iterable[int] = DEFAUL
     apart from ``summarise`` so that the prediction file and the summary share forward passes.
 
     ``predict`` returns scores ``(N, classes)`` or classes ``(N,)``; the caller puts what it
-    wraps in evaluation mode (no dropout)."""
+    wraps in evaluation mode (no dropout).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if images.dim() != 4:
@@ -96,7 +99,8 @@ def summarise(predicted: dict[str, Tensor], labels: Tensor) -> dict[str, Any]:
         {"images": N, "identity": {"error": e, "consistency": 1.0},
          "flip": {"error": e, "consistency": c},
          "shift_1": {"error": mean over 8 moves, "consistency": mean}, ..., "shift_4": {...},
-         "directions": {"dy=-1,dx=-1": {"error": e, "consistency": c}, ...}}"""
+         "directions": {"dy=-1,dx=-1": {"error": e, "consistency": c}, ...}}
+    """
     if IDENTITY not in predicted:
         raise ValueError(
             f"predicted needs the {IDENTITY!r} entry, the reference; got {list(predicted)}")

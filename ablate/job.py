@@ -1,7 +1,8 @@
 """One run's life around ``Trainer.fit`` and ``Trainer.test``: its record, resume point, tracking.
 
 The runner (``ablate.run``) calls fit and test; this module is what happens before and after,
-so that the record tells the truth whatever happens in between."""
+so that the record tells the truth whatever happens in between.
+"""
 
 from __future__ import annotations
 

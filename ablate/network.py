@@ -2,7 +2,8 @@
 
 ``build_network`` is what ``hydra.utils.instantiate`` calls with the model's base layers, the
 ``downsample`` group's transformation (``ablate.spec``) and the dataset's channels, image size
-and number of classes."""
+and number of classes.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ class PNormPool2d(nn.Module):
     mean over the pixels it covers times the full window size); here the overhang is zeros,
     which add nothing to a p-norm. And x^p overflows (fp16 from x = 2 at p = 16, fp32 past
     x ~ 250), so the sum is taken in fp32 with autocast off, each window divided by its largest
-    |x| first (every power <= 1, the largest exactly 1) and multiplied back after."""
+    |x| first (every power <= 1, the largest exactly 1) and multiplied back after.
+    """
 
     def __init__(self, p: float, kernel_size: int, stride: int, ceil_mode: bool = True) -> None:
         super().__init__()
@@ -111,7 +113,8 @@ def build_network(layers: Sequence[Any], transform: Transform, in_channels: int,
     """Apply the downsampling ``transform`` and ``width`` to the base ``layers`` and build it.
 
     The input size is checked before any tensor is made: images too small fail naming the layer
-    that breaks and the smallest size that works."""
+    that breaks and the smallest size that works.
+    """
     derived = spec.scale_width(transform(spec.normalise(layers)), width)
     try:
         spec.spatial_sizes(derived, image_size)

@@ -7,7 +7,8 @@ and the test-set fingerprint are never computed two ways. numpy only: the report
 The file holds ``predicted`` (int64, [N]), ``logits`` (float16, [N, K]: half the bytes of
 float32, enough to re-rank or calibrate later) and ``labels`` (int64, [N]). The entry names the
 file, the SHA-256 of its bytes (a truncated or replaced file is caught) and the test-set
-fingerprint (runs are paired example by example only on the same test examples, same order)."""
+fingerprint (runs are paired example by example only on the same test examples, same order).
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 A record names the exact source a run used, so that a relaunch after an edit can tell its
 earlier runs came from other code; a start marker names its process, so that a sweep can tell
-a run that is still at it from one that was killed. Processes are read through ``psutil``."""
+a run that is still at it from one that was killed. Processes are read through ``psutil``.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ PACKAGES = ("ablate", "torch", "pytorch-lightning", "torchmetrics", "hydra-core"
 def process_start(pid: int) -> float | None:
     """When process ``pid`` started (seconds since the epoch), None if there is none.
 
-    A pid alone can be reused after a reboot or a long time; pid and start time cannot."""
+    A pid alone can be reused after a reboot or a long time; pid and start time cannot.
+    """
     try:
         return round(psutil.Process(pid).create_time(), 2)
     except psutil.Error:  # no such process, or not ours to read
@@ -35,7 +37,8 @@ def process_alive(host: Any, pid: Any, pid_start: Any) -> bool:
     """Whether the process that wrote a start marker still runs (knowable on its own host).
 
     A marker written before start times were read through psutil (a string of clock ticks)
-    cannot be matched: its process counts as alive while its pid exists."""
+    cannot be matched: its process counts as alive while its pid exists.
+    """
     if host != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
         return False
     start = process_start(pid)

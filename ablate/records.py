@@ -7,7 +7,8 @@ only one that knows the record's fields; every other module reads attributes. A 
 does not parse (unknown field, wrong type, a metric out of range, a status that is no
 ``Status``) raises ``RecordError`` naming the file and the field: it is never counted as a
 finished run, and nothing is filled in with a silent default. Free of torch: the report and
-the sweep planner import it."""
+the sweep planner import it.
+"""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ class Record:
 
     Only ``status`` and ``cell`` are required when a record is read: records of schema 1 and
     hand-written ones in tests carry little else. An absent field is None (or empty), which
-    every reader treats as "not measured", never as a value."""
+    every reader treats as "not measured", never as a value.
+    """
 
     cell: dict[str, Any]
     status: Status | None = None  # None only while the run is going: never on disk

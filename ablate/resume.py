@@ -8,7 +8,8 @@ The file is opened with ``torch.load(weights_only=True)`` (no code from it runs)
 this run's ``config_id`` (:class:`ConfigStamp`): a checkpoint of another config would continue
 under its own optimiser state while the record claimed the new cell, so it is refused, naming
 the keys that differ, unless ``resume_any=true``. A named checkpoint that cannot be loaded is an
-error; only the sweep's own resumes fall back to a fresh start, with a warning."""
+error; only the sweep's own resumes fall back to a fresh start, with a warning.
+"""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ Layer kinds:
 ``avgpool``     the same windows, each reduced to its mean over the pixels it covers.
 ``dropout``     probability ``p``.
 ``classifier``  1x1 conv to the dataset's number of classes; the paper keeps its ReLU.
-``global_avg``  average over the remaining map, giving the class scores."""
+``global_avg``  average over the remaining map, giving the class scores.
+"""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def lp_pool(layers: Sequence[Layer], p: float = 2.0) -> list[Layer]:
 
     The paper argues that pooling is a feature-wise convolution whose activation is this p-norm,
     max-pooling being p = infinity; sweeping p walks from the sum (p = 1) towards max-pooling
-    with the parameter count of Model X (a p-norm has no weights)."""
+    with the parameter count of Model X (a p-norm has no weights).
+    """
     if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p < math.inf:
         raise SpecError(f"LP-pooling needs a positive, finite p (downsample.p), got {p!r}; "
                         "max-pooling (p = infinity) is downsample=pool")

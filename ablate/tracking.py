@@ -6,7 +6,8 @@ the W&B run is named after its cell before ``wandb.init``; :func:`finish` closes
 ``result.json``: ``group`` is the sweep (``quick/2026-11-30_03-45-09``), ``name`` and ``tags``
 the cell, ``id`` the cell in that sweep (:func:`run_id`), or that of the W&B run a resumed
 checkpoint came from (:func:`resumed_run`). Mode ``auto`` is ``offline`` unless a W&B login is
-present (:func:`has_login`: only its presence is read, never the key); ``WANDB_MODE`` wins."""
+present (:func:`has_login`: only its presence is read, never the key); ``WANDB_MODE`` wins.
+"""
 
 from __future__ import annotations
 
@@ -170,7 +171,8 @@ def resumed_run(resume_from: str | os.PathLike[str] | None) -> dict[str, str]:
 
     ``resume_from`` is ``<run dir>/checkpoints/last.ckpt``; the id comes from that run's newest
     ``<run dir>/wandb/[offline-]run-<YYYYmmdd_HHMMSS>-<id>/run-<id>.wandb``, the group from its
-    record or, for a killed run, is this sweep's (the W&B files do not say)."""
+    record or, for a killed run, is this sweep's (the W&B files do not say).
+    """
     if not resume_from:
         return {}
     run_dir = Path(resume_from).resolve().parent.parent

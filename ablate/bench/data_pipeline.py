@@ -15,7 +15,8 @@ On a CPU the data pipelines run on ``--pipeline-threads`` threads (default 1: a 
 not take the cores that train the model, and one batch is too small for thread fan-out to pay),
 the model on all of them. The data is in memory already (synthetic uint8 images, converted to
 float32 once, untimed); ``FlipTranslate.prepare`` (padding and mirroring the training set once
-per run) is a one-off cost, reported on its own line, not in a rate."""
+per run) is a one-off cost, reported on its own line, not in a rate.
+"""
 
 from __future__ import annotations
 

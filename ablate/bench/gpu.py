@@ -13,7 +13,8 @@ autotuning and first allocations happen in untimed warm-up steps and are reporte
 sits on the device before timing starts (synthetic images in 1-3; 4 is the real data path).
 The numbers are kept as a JSON record (``gpu.json`` beside the text) and the text is rendered
 from it; the text ends with the ``key: value`` lines ``ablate.sweep.estimate`` reads.
-``--device cpu`` runs the same code at toy sizes in well under a minute: the suite's smoke test."""
+``--device cpu`` runs the same code at toy sizes in well under a minute: the suite's smoke test.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The GPU benchmark's projection of the Table 3 grid and its text report, from its JSON record.
 
 Pure functions of the record (``ablate.bench.gpu`` writes both): the text ends with the
-``key: value`` lines ``ablate.sweep.estimate`` reads."""
+``key: value`` lines ``ablate.sweep.estimate`` reads.
+"""
 
 from __future__ import annotations
 

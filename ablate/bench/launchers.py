@@ -16,7 +16,8 @@ job's first optimiser step, and the file's own time, when the job ended):
    with Ray running two jobs at once (one core each), from the command's start to its end.
 
 ``--slurm`` adds SLURM (a cluster must answer ``sinfo``; tests/slurm_cluster.py starts one on
-localhost). Writes ``reports/benchmarks/launchers.txt``."""
+localhost). Writes ``reports/benchmarks/launchers.txt``.
+"""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ on-device batches and batch size, once through ``Trainer.fit`` with this project
 loop (forward, loss, backward, step). Both are timed over the same number of steps after the same
 warm-up, alternating, in one process; the best of the repeats is kept. The ratio printed is
 plain-loop time / Lightning time: 1.0 means no overhead. Data loading is excluded (the data is
-already in memory); validation and checkpointing are off in both."""
+already in memory); validation and checkpointing are off in both.
+"""
 
 from __future__ import annotations
 

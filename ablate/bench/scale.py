@@ -11,7 +11,8 @@ a process of its own (wall time from start to exit, imports included; peak resid
    first one scans the tree and writes the run index; 4. ``relaunch``: again, with the index;
 5. ``report``: ``python -m ablate.report`` over the records, figures included.
 The load average printed before each command tells a quiet measurement from a busy one.
-Writes ``reports/benchmarks/scale.txt``."""
+Writes ``reports/benchmarks/scale.txt``.
+"""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ and the variants (precision, memory format, compilation) it runs in.
 Torch only, no Lightning: the GPU benchmark starts up to eight worker processes at once to
 measure packing, and importing Lightning would add seconds to each of them. The loop is the
 reference the Lightning stack is compared with (``ablate.bench.overhead``), so it does only what
-a training step must: forward, loss, backward, optimiser step."""
+a training step must: forward, loss, backward, optimiser step.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def synthetic_batches(count: int, size: int, channels: int, batch: int,
     """Random images on ``device``: speed does not depend on pixel values, only on shapes.
 
     ``count`` should be a multiple of ``batch``: a smaller last batch would make
-    ``torch.compile`` compile the network a second time, inside the timed steps."""
+    ``torch.compile`` compile the network a second time, inside the timed steps.
+    """
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(count, channels, size, size, generator=generator)
     labels = torch.randint(0, 10, (count,), generator=generator)

@@ -5,7 +5,8 @@ NCHW batch, every draw from ``generator`` (on ``x``'s device, seeded per epoch, 
 replays it), one value per image in one tensor: no per-image Python.
 
 Augmentation runs after preprocessing, as in the reproductions that trained on pre-whitened
-data, so zero fill means "the training mean", not black."""
+data, so zero fill means "the training mean", not black.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ class FlipTranslate:
     them (on the device: 2 x (1 + 2 * max_shift / 32) ** 2, about 3.4x the training images), so
     a flipped, shifted image is a window of that tensor, and ``select`` cuts a batch of windows
     with one ``index_select`` over a strided view. ``TensorBatches`` prepares the training set
-    once and selects per batch: batching and augmenting in one copy."""
+    once and selects per batch: batching and augmenting in one copy.
+    """
 
     def __init__(self, max_shift: int = 5, flip: bool = True) -> None:
         if max_shift < 0:
@@ -93,7 +95,8 @@ class LargeAugment:
       ``contrast`` and a per-channel gain within ``1 +- channel_gain``, plus a per-channel shift
       of up to ``brightness`` times the image's standard deviation.
 
-    Evaluation images are placed once by ``eval_transform`` (scale 1, nothing random)."""
+    Evaluation images are placed once by ``eval_transform`` (scale 1, nothing random).
+    """
 
     size: int = 126
     scale: tuple[float, float] = (0.7, 1.4)

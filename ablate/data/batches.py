@@ -4,7 +4,8 @@ No Dataset, DataLoader or worker processes: shuffling is one ``randperm`` per ep
 one index operation, and augmentation is applied to the whole batch on the device (a
 ``FusedAugment`` cuts augmented batches straight out of a form of the set it prepared once). The
 order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees the same batches as one
-that never stopped."""
+that never stopped.
+"""
 
 from __future__ import annotations
 

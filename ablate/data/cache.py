@@ -10,7 +10,8 @@ fitting ZCA takes minutes), the split parameters, the preprocessor's type and se
 Files are written atomically and hold their full key, checked on load, so a killed run leaves no
 half-written entry and a file renamed by hand is never taken for another config's. Parallel runs
 take a lock (``filelock``) so only the first one computes. A read-only cache folder is still
-read; a miss then goes to :func:`user_cache_dir`, or is not cached."""
+read; a miss then goes to :func:`user_cache_dir`, or is not cached.
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ extracted folder; the archive, MD5-checked unless ``verify_checksum`` is false (
 a download, kept once its MD5 matches. Extraction is renamed into place when complete (into the
 user's cache folder if ``root`` is read-only), so a corrupt archive never leaves a folder a
 later run would trust. The unpickler resolves only what a numpy array needs: a private copy
-cannot run code on load."""
+cannot run code on load.
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 1,797 8x8 grey images of the digits 0-9 (UCI optdigits test set), upsampled to
 ``dataset.image_size`` (32, as the paper's networks expect). With no official test split, a
 fixed, stratified one is drawn with ``split_seed``: every run of a grid is scored on the same
-images."""
+images.
+"""
 
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ def split_validation(x: torch.Tensor, y: torch.Tensor, size: int | float,
 class TensorDataModule(pl.LightningDataModule):
     """Loads a source once, preprocesses it (cached in ``cache_dir`` unless None: the runs of a
     grid fit GCN + ZCA once), and keeps all splits on the training device. An ``EvalGeometry``
-    augmentation (``large``'s canvas) places the evaluation images once, as training sees them."""
+    augmentation (``large``'s canvas) places the evaluation images once, as training sees them.
+    """
 
     def __init__(self, source: Callable[[], ImageSplits], channels: int, image_size: int,
                  num_classes: int, batch_size: int = 128, eval_batch_size: int = 500,

@@ -2,7 +2,8 @@
 
 ``Standardize`` is the cheap default for small data; the paper's GCN + ZCA lives in
 ``ablate.data.whiten``. Constructor arguments, stored as plain attributes, are part of the
-on-disk cache's key (``ablate.data.cache``)."""
+on-disk cache's key (``ablate.data.cache``).
+"""
 
 from __future__ import annotations
 

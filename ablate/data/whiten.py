@@ -14,7 +14,8 @@ Springenberg et al. cite the Maxout paper's recipe (Goodfellow et al., 2013): py
   variance ``lambda / (lambda + 0.1)`` per eigen-direction.
 
 Both are fitted on the training split only; the covariance and its eigendecomposition in float64
-(float32 loses the small eigenvalues), the fitted matrix applied in float32 chunks."""
+(float32 loses the small eigenvalues), the fitted matrix applied in float32 chunks.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 PATHs are sweep folders (or single ``result.json`` files, or W&B run folders); the default is
 everything under ``sweeps/``. ``--wandb-project entity/project`` adds the runs of an online W&B
-project (``--wandb-filters`` takes W&B's MongoDB-style JSON filters)."""
+project (``--wandb-filters`` takes W&B's MongoDB-style JSON filters).
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 prediction consistency against shift (does pooling buy invariance?).
 
 Matplotlib's object API (no pyplot state, no backend switch); PNGs without a timestamp, written
-atomically, so the same runs give the same files."""
+atomically, so the same runs give the same files.
+"""
 
 from __future__ import annotations
 

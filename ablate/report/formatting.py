@@ -1,6 +1,7 @@
 """How the report writes a number, an interval, a config node and a markdown table, for
 ``tables`` and ``evidence_tables`` alike: errors in %, two decimals; "–" where there is no
-number; p-values with three decimals, "<0.001" below that."""
+number; p-values with three decimals, "<0.001" below that.
+"""
 
 from __future__ import annotations
 

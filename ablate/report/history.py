@@ -1,6 +1,7 @@
 """A run's per-epoch history as the report keeps it: one array per key, not a dict per epoch.
 
-The learning-curve figure reads it through :func:`series`, whichever form it was kept in."""
+The learning-curve figure reads it through :func:`series`, whichever form it was kept in.
+"""
 
 from __future__ import annotations
 

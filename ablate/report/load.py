@@ -5,7 +5,8 @@
 Nothing is dropped silently: what was set aside, guessed or merged is noted in
 :class:`~ablate.report.issues.Issues`, and superseded duplicates stay in the DataFrame
 (``superseded`` is True). The cell and the protocol are JSON text in the DataFrame (hashable,
-for grouping): read them through :func:`parsed`, which parses each distinct text once."""
+for grouping): read them through :func:`parsed`, which parses each distinct text once.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """DataFrame of runs -> ``reports/tables.md``: pure functions, no I/O, no clock, so the same
 runs give the same bytes. ``mean ± CI`` is over the ``n`` finished seeds (the half-width of the
-95 % Student-t interval; none for one seed). The evidence sections are ``evidence_tables``'."""
+95 % Student-t interval; none for one seed). The evidence sections are ``evidence_tables``'.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """W&B runs as rows: offline (or local) run folders, read with W&B's own
 ``wandb leet inspect --summary --json`` (``wandb.Api`` cannot read offline runs), and the runs
 of a W&B project online, through ``wandb.Api`` and its filters. Both go through
-:func:`row_from_wandb`, into the rows ``ablate.rows`` makes of records."""
+:func:`row_from_wandb`, into the rows ``ablate.rows`` makes of records.
+"""
 
 from __future__ import annotations
 

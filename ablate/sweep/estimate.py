@@ -4,7 +4,8 @@ A run costs a fixed start-up (process, imports, data, Lightning), a fixed cost p
 its arithmetic: three forward passes of MACs per training image (a backward pass is about two),
 one per validation and test image. MACs come from the layer spec (``ablate.spec``), exactly;
 the throughput is a per-device constant (``DEVICES``). A sweep's finished runs calibrate the
-whole model for their machine (one factor). No torch here: the plan comes before anything heavy."""
+whole model for their machine (one factor). No torch here: the plan comes before anything heavy.
+"""
 
 from __future__ import annotations
 

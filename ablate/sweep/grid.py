@@ -2,7 +2,8 @@
 
 Overrides parsed by Hydra's ``parse_overrides`` (the sweeper's knows the config groups, for
 ``glob(...)``) are expanded as Hydra's basic sweeper does: a later override of a key replaces an
-earlier one, each discrete sweep is an axis, the jobs are the product in the keys' first order."""
+earlier one, each discrete sweep is an axis, the jobs are the product in the keys' first order.
+"""
 
 from __future__ import annotations
 

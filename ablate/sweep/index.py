@@ -13,7 +13,8 @@ time (records and start markers are renamed into it, a first checkpoint creates
 place is caught by its own size and time. Runs that can change without any of that (started,
 no record yet) are read on every launch. An unusable index is rebuilt by a scan; two launches
 writing it at once lose one's update, never correctness. Run directories (checkpoints, configs,
-W&B files) and hidden folders (``.submitit``, ``.hydra``, this index) are not descended into."""
+W&B files) and hidden folders (``.submitit``, ``.hydra``, this index) are not descended into.
+"""
 
 from __future__ import annotations
 

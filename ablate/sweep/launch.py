@@ -1,7 +1,8 @@
 """What happens to each planned run as the sweep launches it: its cell leased (and checked once
 more against other launches), the overrides it is launched with, its outcome read back: from
 its record first, there whatever the engine; Hydra's ``JobReturn`` says what a record cannot (why
-a job that left none failed, or that another app's job, as in Hydra's sweeper tests, completed)."""
+a job that left none failed, or that another app's job, as in Hydra's sweeper tests, completed).
+"""
 
 from __future__ import annotations
 

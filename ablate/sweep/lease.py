@@ -10,7 +10,8 @@ gets each cell; the other reports it as running elsewhere.
 A lease is released once its launch has collected the job's outcome. One left behind by a launch
 that died has *expired* and may be taken over: its process is gone (knowable on its own host),
 or it is older than ``hydra.sweeper.lease_timeout_hours`` (the only evidence from another
-machine). Taking over renames the expired file away first (one renamer wins), then takes it."""
+machine). Taking over renames the expired file away first (one renamer wins), then takes it.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 The benchmark's report (``reports/benchmarks/gpu.txt``) ends with a few ``key: value`` lines for
 programs; this module writes and reads them, so that the writer and the reader cannot drift
-apart. No torch here: the estimate runs before anything heavy is imported."""
+apart. No torch here: the estimate runs before anything heavy is imported.
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 The time left is the plan's estimate until a job of this sweep has ended; then the time elapsed,
 scaled by the estimated work left against the work done (so a loaded machine, or jobs side by
 side, is measured, not assumed), as a range: the spread of the ended jobs' measured / estimated
-times. Nothing from other machines or earlier sweeps enters it. Pure data and text."""
+times. Nothing from other machines or earlier sweeps enters it. Pure data and text.
+"""
 
 from __future__ import annotations
 

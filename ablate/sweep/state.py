@@ -4,7 +4,8 @@ A run leaves up to three things in its directory: ``started.json`` (the start ma
 when it starts), ``checkpoints/last.ckpt`` (after each epoch) and ``result.json`` (the record,
 when it ends, whatever happened). Runs are matched to the grid by ``config_id``, the hash of their
 effective config, never by directory names or job numbers: the same grid relaunched with its
-axes in another order, or with other job numbers, still finds its finished runs."""
+axes in another order, or with other job numbers, still finds its finished runs.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """``python -m ablate.visualize RUN_DIR [RUN_DIR ...] [--out DIR]``: see ablate.visualize.
 
 Exit status 2 for anything the user can fix (a missing or unfinished run, runs of different
-datasets, a layer or unit that does not exist); nothing is written in that case."""
+datasets, a layer or unit that does not exist); nothing is written in that case.
+"""
 
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ that calls ``F.relu``, or reuses one ReLU module, or runs it in place, is silent
 
 What is differentiated is either a class score (the network's output before the softmax:
 classifier conv, its ReLU, global average) or one hidden unit: one channel of a conv layer's
-ReLU output at one position (:class:`UnitActivation`)."""
+ReLU output at one position (:class:`UnitActivation`).
+"""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def attribute(model: nn.Module, inputs: torch.Tensor, method: str,
     """Gradient of ``model``'s output (``target`` column, if given) w.r.t. ``inputs``.
 
     ``model`` must be in eval mode (dropout off): the maps are of the network that is tested.
-    The result has the shape of ``inputs`` and keeps its sign (``Saliency`` with ``abs=False``)."""
+    The result has the shape of ``inputs`` and keeps its sign (``Saliency`` with ``abs=False``).
+    """
     from captum.attr import Deconvolution, GuidedBackprop, Saliency
 
     explainers = {"backprop": Saliency, "deconvnet": Deconvolution, "guided": GuidedBackprop}
@@ -68,7 +70,8 @@ class UnitActivation(nn.Module):
 
     ``trunk`` ends with the ReLU of the layer the unit belongs to, so the rules apply to that
     ReLU too; positions are fixed per image (the argmax found beforehand), which turns "the
-    gradient of the strongest activation" into a plain gradient of a scalar per image."""
+    gradient of the strongest activation" into a plain gradient of a scalar per image.
+    """
 
     def __init__(self, trunk: nn.Module, channel: int, rows: torch.Tensor,
                  cols: torch.Tensor) -> None:

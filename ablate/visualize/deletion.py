@@ -12,7 +12,8 @@ evidence makes that probability fall fast: a lower area under the curve is bette
   divided by its width, so it is the average probability over the curve, in [0, 1];
 - ties in attribution go to the lower pixel index (a stable sort), so a flat map deletes in
   reading order and results are reproducible;
-- ``random`` (a seeded random order per image) is the baseline any map has to beat."""
+- ``random`` (a seeded random order per image) is the baseline any map has to beat.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def deletion_curves(network: nn.Module, inputs: torch.Tensor, order: torch.Tenso
     """Probability of ``target`` (default: the intact prediction) per image and step: (N, S).
 
     ``fill`` holds one value per channel; the pixels ``order[:, :m]`` of each image are set to
-    it, with m = round(fraction * H * W)."""
+    it, with m = round(fraction * H * W).
+    """
     n, channels, height, width = inputs.shape
     pixels = height * width
     if target is None:
@@ -71,7 +73,8 @@ def deletion_test(network: nn.Module, inputs: torch.Tensor,
     """Curves and areas for each map in ``attributions`` plus the random baseline.
 
     Returns ``{method: {"curves": (N, S), "auc": (N,)}}``; the images and their predicted
-    classes are the same for every method, so the areas are paired across methods."""
+    classes are the same for every method, so the areas are paired across methods.
+    """
     target = network(inputs).argmax(dim=1)
     height, width = inputs.shape[-2:]
     orders = {method: deletion_order(a) for method, a in attributions.items()}

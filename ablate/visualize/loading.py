@@ -3,7 +3,8 @@
 Everything the visualisations need (the trained network, the test images as the network sees
 them, the same images as a person sees them, the input value that stands for "no information")
 comes out of :func:`load_run`. Should the config layout of a record move, this is the one
-function to adapt."""
+function to adapt.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ class LoadedRun:
 
     ``test_x`` is what the network was evaluated on (preprocessed); ``images`` are the same
     test images in [0, 1] before preprocessing, for display. ``input_mean`` is the training
-    split's per-channel mean in the network's input space: the value a deleted pixel takes."""
+    split's per-channel mean in the network's input space: the value a deleted pixel takes.
+    """
 
     run_dir: Path
     record: records.Record

@@ -1,7 +1,8 @@
 """The text of ``visualizations.md``: runs used, method notes, figures, the deletion table.
 
 Only values computed from the runs appear (no dates, no absolute machine state), so the same
-runs give the same file."""
+runs give the same file.
+"""
 
 from __future__ import annotations
 

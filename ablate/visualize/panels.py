@@ -6,7 +6,8 @@ divided by its own largest absolute value and mapped to [0, 1] around 0.5 (0.5 =
 colour balance is kept; every panel of a figure is then drawn on the same fixed [0, 1] scale.
 Images are drawn as they are (already in [0, 1]). NaN (outside the image, for crops) is drawn
 light blue. Object API with the Agg canvas, fixed dpi, no "Software" metadata: the same
-inputs give the same bytes."""
+inputs give the same bytes.
+"""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def regions_figure(images: torch.Tensor, labels: torch.Tensor, image_ids: Sequen
                    titles: Mapping[str, str]) -> bytes:
     """One row per image: the image, then each run's maps, one column per method.
 
-    ``runs`` holds (label, predicted classes, {method: maps}) per run."""
+    ``runs`` holds (label, predicted classes, {method: maps}) per run.
+    """
     columns = 1 + sum(len(maps) for _, _, maps in runs)
     rows = len(images)
     figure = Figure(figsize=(1.1 * columns, 1.15 * rows + 0.6))
@@ -91,7 +93,8 @@ def units_figure(title: str, units: Sequence[tuple[int, torch.Tensor, Sequence[f
                  titles: Mapping[str, str]) -> bytes:
     """Per unit, three rows: its top images (cropped), then each rule's reconstruction.
 
-    ``units`` holds (channel, image crops (K, C, S, S), activations, {method: crops})."""
+    ``units`` holds (channel, image crops (K, C, S, S), activations, {method: crops}).
+    """
     k = max(len(crops) for _, crops, _, _ in units)
     methods = len(units[0][3])
     rows = len(units) * (1 + methods)

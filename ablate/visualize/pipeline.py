@@ -3,7 +3,8 @@
 Order of work, so that a bad argument never leaves a half-written report: read and check every
 record (status, checkpoint, one dataset), load every run, check every layer and unit choice
 against every run, compute, render all figures and the markdown in memory, and only then
-write, each file atomically, the markdown last. W&B logging comes after that and can only warn."""
+write, each file atomically, the markdown last. W&B logging comes after that and can only warn.
+"""
 
 from __future__ import annotations
 
@@ -178,7 +179,8 @@ def visualize(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     """Write the visualisations of finished runs to ``out``; returns the markdown's path.
 
     Raises :class:`VisualizeError` (before writing anything) for a run that cannot be shown,
-    runs of different datasets, or a layer, unit or count that does not exist."""
+    runs of different datasets, or a layer, unit or count that does not exist.
+    """
     options = options or Options()
     if not run_dirs:
         raise VisualizeError("no run folders given; pass the output folder of at least one run")

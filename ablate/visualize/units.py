@@ -3,7 +3,8 @@
 Layers are named after the convolutions of the spec, counted from the input: ``conv1`` is the
 first conv, and so on (the classifier and the downsampling convs of All-CNN included, so the
 names follow the printed spec of each run). A unit is one channel of that conv's ReLU output;
-its strongest activation over the map picks the image position to reconstruct from."""
+its strongest activation over the map picks the image position to reconstruct from.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ class Field:
     """Receptive field of one layer's units, in input pixels.
 
     A unit at map position (i, j) sees the square of side ``size`` centred on
-    ``start + i * jump``, ``start + j * jump`` (centres may be fractional for even kernels)."""
+    ``start + i * jump``, ``start + j * jump`` (centres may be fractional for even kernels).
+    """
 
     size: int
     jump: int
@@ -47,7 +49,8 @@ class Field:
 
         Where the field reaches past the image the square is NaN (drawn as "outside"), so every
         crop of a layer has the same scale. A field at least as large as the image gives the
-        whole image."""
+        whole image.
+        """
         channels, height, width = x.shape
         if self.size >= max(height, width):
             return x.clone()
@@ -74,7 +77,8 @@ def layer_by_role(layers: Sequence[spec_lib.Layer], role: str) -> str:
     """``last3x3``: the last 3x3 conv (the head's); ``middle``: the middle one of the 3x3 convs.
 
     In both Model C and All-CNN-C ``middle`` is the first conv after the first downsampling
-    step, so the same role names comparable layers of different variants."""
+    step, so the same role names comparable layers of different variants.
+    """
     names = conv_layers(layers)
     threes = [name for name, index in names.items()
               if layers[index]["type"] == "conv" and layers[index].get("k") == 3]
@@ -107,7 +111,8 @@ def receptive_fields(layers: Sequence[spec_lib.Layer]) -> list[Field]:
     The usual recursion: a layer of kernel k, stride s, padding p grows the field by
     (k - 1) * jump, multiplies the jump by s, and moves the first centre by
     ((k - 1) / 2 - p) * jump. Caffe-style rounding up of max-pooling adds positions at the end
-    only, so it leaves the centres where they are."""
+    only, so it leaves the centres where they are.
+    """
     size, jump, start = 1, 1, 0.0
     fields = []
     for layer in layers:
@@ -127,7 +132,8 @@ def trunk(network: nn.Sequential, layer_index: int) -> nn.Sequential:
     """The network from the input up to and including the ReLU of spec layer ``layer_index``.
 
     Found by counting ReLU modules: in ``ablate.network`` each conv and the classifier is
-    followed by exactly one, in spec order, so the n-th ReLU closes the n-th conv."""
+    followed by exactly one, in spec order, so the n-th ReLU closes the n-th conv.
+    """
     layers = network.spec
     if layers[layer_index]["type"] not in CONV_KINDS:
         raise VisualizeError(f"spec layer {layer_index} is a {layers[layer_index]['type']}, "
@@ -153,7 +159,8 @@ def most_active_units(maps: torch.Tensor, count: int) -> list[int]:
     """The channels with the largest mean (over images) of their strongest activation.
 
     A default that avoids the dead units a small, briefly trained network has many of; ties go
-    to the lower channel, so the choice is deterministic."""
+    to the lower channel, so the choice is deterministic.
+    """
     strength = maps.amax(dim=(2, 3)).mean(dim=0)
     return torch.argsort(strength, descending=True, stable=True)[:count].tolist()
 

@@ -3,7 +3,8 @@
 The record's ``wandb`` entry (written by ``ablate.tracking.start``) names the W&B run; it is
 resumed (``resume="allow"``) in the mode it ran in, so offline runs get their images in their
 own offline folder and show them once synced. The report is already on disk when this runs:
-any W&B problem is a warning, not an error."""
+any W&B problem is a warning, not an error.
+"""
 
 from __future__ import annotations
 

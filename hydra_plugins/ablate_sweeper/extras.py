@@ -1,7 +1,8 @@
 """The optional packages each launcher needs, checked before anything is launched: without
 them ``hydra/launcher=ray_local`` passed its dry run and then failed every job with "No module
 named 'ray'", and ``hydra/launcher=slurm`` failed to compose with Hydra's "Could not load
-'hydra/launcher/submitit_slurm'". Both now name the pip command that fixes them."""
+'hydra/launcher/submitit_slurm'". Both now name the pip command that fixes them.
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 hydra-ray-launcher's do, in a fresh worker process (``max_calls: 1``: no CUDA context, W&B run or
 global state carried over), with a GPU of its own, ``1/jobs_per_gpu`` of one, or none where the
 runtime has no GPU (then ``num_cpus`` each, instead of waiting forever for a GPU). A job whose
-worker dies is returned as failed; ``job_ended`` (set by the sweeper) hears of each as it ends."""
+worker dies is returned as failed; ``job_ended`` (set by the sweeper) hears of each as it ends.
+"""
 
 # No `from __future__ import annotations`: see sweeper.py.
 import logging
