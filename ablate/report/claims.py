@@ -3,7 +3,8 @@
 A claim is data: an axis, its two values A and B, the runs it is about (``where``), its metric
 (test error unless it says otherwise) and what is expected (``lower``, ``higher``, ``no_worse``:
 the rules are beside them in ``claims.yaml``). Each context with both sides gives one line of
-evidence; Holm's correction runs over every line of the Claims table, as within every table.
+evidence, and all of them are one family, decided by the sequential procedure of
+``ablate.decide``: the verdict a comparison gets here is the one it shows wherever it appears.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
-from ablate.report import compare, evidence
+from ablate import decide
+from ablate.report import compare, evidence, reference
 
 CLAIMS_FILE = "claims.yaml"
-EXPECTATIONS = ("lower", "higher", "no_worse")
+EXPECTATIONS = decide.EXPECTATIONS
 REQUIRED = ("expect", "axis", "id", "statement", "cites", "a", "b")
-SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+SUPPORTED, CONTRADICTED = decide.Verdict.SUPPORTED, decide.Verdict.CONTRADICTED
 NOT_TESTED = "not tested (no runs)"
 
 
@@ -49,8 +52,51 @@ class Claim:
     b: str
     expect: str
     where: dict[str, Any] = field(default_factory=dict)
-    margin: float | None = None
+    margin: Any = None  # a fraction, "N%" of side B's mean, or a mapping dataset -> either
     metric: str = compare.TEST_ERROR
+
+
+def _margin_entry(value: Any, where: str) -> float | str:
+    """One margin as written: a fraction of the metric, or a share of side B's mean."""
+    if isinstance(value, str) and value.endswith("%"):
+        try:
+            share = float(value[:-1])
+        except ValueError:
+            share = math.nan
+        if 0 < share < 100:
+            return value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
+        return float(value)
+    raise ClaimsError(f"{where}: margin {value!r} must be a fraction of the metric (e.g. "
+                      "0.005), a share of side B's mean (e.g. '25%'), or a mapping of dataset "
+                      "to either (e.g. {cifar10: 0.005, digits: 0.01})")
+
+
+def _margins(value: Any, where: str) -> dict[str, float | str] | None:
+    """Margins by dataset (key ``default`` for any other), checked once when parsed."""
+    if value is None:
+        return None
+    entries = value if isinstance(value, Mapping) else {"default": value}
+    return {str(k): _margin_entry(v, where) for k, v in entries.items()}
+
+
+def margin_value(claim: Claim, dataset: str, b_mean: float) -> float | None:
+    """The claim's margin on ``dataset`` as a fraction of the metric (None: it has none)."""
+    if claim.margin is None:
+        return None
+    entry = claim.margin.get(dataset, claim.margin.get("default"))
+    if entry is None:
+        raise ClaimsError(f"claim {claim.id!r} has no margin for dataset {dataset!r}: add "
+                          f"{dataset}: <fraction> (or default: ...) to its margin in {CLAIMS_FILE}")
+    return b_mean * float(entry[:-1]) / 100 if isinstance(entry, str) else entry
+
+
+def margin_text(claim: Claim, dataset: str) -> str:
+    """How the margin used was stated, for the report: "0.5 points" or "25 % of B\'s mean"."""
+    entry = claim.margin.get(dataset, claim.margin.get("default"))
+    if isinstance(entry, str):
+        return f"{entry[:-1]} % of side B's mean"
+    return f"{entry * 100:g} points"
 
 
 def _require(entry: Mapping[str, Any], key: str, where: str) -> Any:
@@ -117,7 +163,7 @@ def parse(data: Any) -> tuple[Settings, list[Claim]]:
             claims.append(Claim(
                 **{k: compare.text(v) if k in ("a", "b") else str(v) for k, v in given.items()},
                 where=dict(item.get("where") or {}),
-                margin=None if margin is None else float(margin), metric=metric))
+                margin=_margins(margin, where), metric=metric))
     ids = [c.id for c in claims]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -140,36 +186,72 @@ def settings() -> Settings:
 class Outcome:
     claim: Claim
     comparison: compare.Comparison | None
-    paired: evidence.Paired | None = None  # on the claim's metric
+    paired: evidence.Paired | None = None  # on the claim's metric: the descriptive interval
     result: str = NOT_TESTED
-    p_adjusted: float | None = None
+    decision: decide.Decision | None = None
+    margin: float | None = None  # the margin used, as a fraction of the metric
+    needed: int | None = None  # seeds a side a fixed design would need (undecided claims)
+    design: decide.Design | None = None  # the family's looks and levels
     differences: list[str] = field(default_factory=list)  # from the paper's setting
 
+    @property
+    def effect(self) -> str:
+        """Why the claim's effect size is what ``needed`` plans for."""
+        if self.claim.expect == "no_worse":
+            return "the margin"
+        return "the paper's difference" if _paper_difference(self) else "the observed difference"
 
-def judge(claim: Claim, result: evidence.Paired, p_adjusted: float | None,
-          alpha: float) -> str:
-    """supported / contradicted / inconclusive by the claim's rule (see ``claims.yaml``);
-    ``result`` is the paired test on the claim's metric."""
-    if result.n == 0:
-        if claim.metric == compare.TEST_ERROR:
-            return f"{INCONCLUSIVE} (no seed finished on both sides)"
-        label = compare.metric(claim.metric).label
-        return f"{INCONCLUSIVE} (n/a: no seed has {label} on both sides)"
-    if result.n < 2:
-        return f"{INCONCLUSIVE} ({evidence.ONE_SEED})"
-    if claim.expect == "no_worse":
-        # how much worse A is than B: A − B for an error, B − A where higher is better
-        sign = -1 if compare.metric(claim.metric).higher_is_better else 1
-        low, high = sorted((sign * result.ci_low, sign * result.ci_high))
-        if high < claim.margin:
-            return SUPPORTED
-        if low > claim.margin:
-            return CONTRADICTED
-        return INCONCLUSIVE
-    if p_adjusted is None or p_adjusted >= alpha or result.mean_diff == 0:
-        return INCONCLUSIVE
-    a_lower = result.mean_diff < 0
-    return SUPPORTED if a_lower == (claim.expect == "lower") else CONTRADICTED
+
+def _paper_difference(outcome: Outcome) -> float | None:
+    """The paper's Table 3 difference between the claim's two sides, where it has both."""
+    if outcome.comparison is None or outcome.claim.metric != compare.TEST_ERROR:
+        return None
+    table = reference.table3()
+    published = dict(zip(table["name"], table["error"], strict=True))
+    a, b = outcome.comparison.a.name, outcome.comparison.b.name
+    if a in published and b in published:
+        return abs(float(published[a]) - float(published[b])) / 100
+    return None
+
+
+def rule_of(claim: Claim, margin: float | None) -> decide.Rule:
+    return decide.Rule(claim.expect, margin or 0.0, compare.metric(claim.metric).higher_is_better)
+
+
+def _sides(outcome: Outcome) -> tuple[list[float], list[float]]:
+    """The claim's metric on both sides over the seeds that have it on both, in seed order."""
+    comparison, column = outcome.comparison, outcome.claim.metric
+    a, b = comparison.a.by_seed, comparison.b.by_seed
+    seeds = [s for s in comparison.seeds
+             if not (pd.isna(a[s].get(column)) or pd.isna(b[s].get(column)))]
+    return [float(a[s][column]) for s in seeds], [float(b[s][column]) for s in seeds]
+
+
+def result_text(outcome: Outcome, design: decide.Design) -> str:
+    """The verdict in words: never a bare "undecided", always what would decide it."""
+    decision, n = outcome.decision, outcome.paired.n
+    if n == 0:
+        if outcome.claim.metric == compare.TEST_ERROR:
+            return f"{decide.Verdict.UNDECIDED} (no seed finished on both sides)"
+        label = compare.metric(outcome.claim.metric).label
+        return f"{decide.Verdict.UNDECIDED} (n/a: no seed has {label} on both sides)"
+    if decision.verdict != decide.Verdict.UNDECIDED:
+        return str(decision.verdict)
+    if n < 2:
+        return f"{decide.Verdict.UNDECIDED} ({evidence.ONE_SEED})"
+    if decision.futile:
+        return (f"{decide.Verdict.UNDECIDED} at n = {n}: the remaining seeds (up to "
+                f"{design.max_seeds}) cannot decide it")
+    needed = f"≈ {outcome.needed} seeds would decide it" if outcome.needed else \
+        "no spread to plan with"
+    return f"{decide.Verdict.UNDECIDED} at n = {n}; {needed}"
+
+
+def family_design(tested: int, config: Settings, seeds: tuple[int, int] | None = None
+                  ) -> decide.Design:
+    """One family for every claim the runs can test: the sweep's seed range, else the default."""
+    low, high = seeds or (decide.MIN_SEEDS, decide.MAX_SEEDS)
+    return decide.Design(max(1, tested), config.alpha, low, high)
 
 
 def _same(actual: Any, expected: Any) -> bool:
@@ -189,8 +271,10 @@ def setting_differences(claim: Claim, comparison: compare.Comparison,
 
 
 def evaluate(frame: pd.DataFrame, claims: Sequence[Claim], config: Settings,
-             warnings: set[str]) -> list[Outcome]:
-    """One outcome per claim and context with runs; a claim with none is "not tested"."""
+             warnings: set[str], seeds: tuple[int, int] | None = None) -> list[Outcome]:
+    """One outcome per claim and context with runs; a claim with none is "not tested". Every
+    tested outcome is one claim of one family, decided by ``ablate.decide`` (``seeds``: the
+    sweep's min and max seeds, which set its looks)."""
     outcomes = []
     for claim in claims:
         found = [c for c in compare.contexts(frame, claim.axis)
@@ -206,8 +290,22 @@ def evaluate(frame: pd.DataFrame, claims: Sequence[Claim], config: Settings,
                                     differences=setting_differences(claim, comparison,
                                                                     config.paper_setting)))
     tested = [o for o in outcomes if o.paired is not None]
-    adjusted = evidence.holm([o.paired.t_p for o in tested])
-    for outcome, p in zip(tested, adjusted, strict=True):
-        outcome.p_adjusted = p
-        outcome.result = judge(outcome.claim, outcome.paired, p, config.alpha)
+    design = family_design(len(tested), config, seeds)
+    sides = {o.claim.metric: [] for o in tested}
+    for outcome in tested:
+        sides[outcome.claim.metric].extend(_sides(outcome))
+    spreads = {metric: decide.spread(values) for metric, values in sides.items()}
+    for outcome in tested:
+        a, b = _sides(outcome)
+        dataset = str(outcome.comparison.setting.get("dataset", ""))
+        outcome.margin = margin_value(outcome.claim, dataset, float(np.mean(b)) if b else 0.0)
+        rule = rule_of(outcome.claim, outcome.margin)
+        spread = spreads[outcome.claim.metric]
+        outcome.design = design
+        outcome.decision = decide.decide(a, b, rule, design, spread)
+        effect = outcome.margin if outcome.claim.expect == "no_worse" else (
+            _paper_difference(outcome) or abs(outcome.decision.estimate))
+        if outcome.decision.open:
+            outcome.needed = decide.seeds_needed(effect, spread, design)
+        outcome.result = result_text(outcome, design)
     return outcomes

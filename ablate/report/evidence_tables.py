@@ -6,6 +6,7 @@ points, and one seed gives no test at all ("–").
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 
@@ -53,9 +54,29 @@ def _shared(lists: Sequence[Sequence[str]]) -> list[str]:
 
 # ---------------------------------------------------------------- claims
 
+def interval_text(low: float, high: float) -> str:
+    """A decision interval in percentage points; "–" before the first look."""
+    if math.isnan(low) or math.isnan(high):
+        return "–"
+    return f"[{fmt.signed(100 * low)}, {fmt.signed(100 * high)}]"
+
+
+def decision_line(outcome: claims.Outcome) -> str:
+    """One claim's decision in a line: verdict, effect with its interval, seeds used/needed."""
+    claim, decision = outcome.claim, outcome.decision
+    if decision is None:
+        return f"- **{claims.NOT_TESTED}**: {claim.statement}"
+    verdict = outcome.result.split(" at n = ")[0].split(" (")[0]
+    effect = (f"A − B {fmt.signed(100 * decision.estimate)} pp "
+              f"{interval_text(decision.low, decision.high)}" if decision.n else "no look yet")
+    margin = f"; margin {100 * outcome.margin:.2f} pp" if outcome.margin else ""
+    return (f"- **{verdict}**: {claim.statement} — {effect} at n = {decision.n} "
+            f"({decision.available} seeds a side{margin}); {outcome.result}")
+
+
 def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) -> str:
-    """The Claims table; what all its tested lines share (their runs' setting, how it differs
-    from the paper's) is said once above it, each line keeps only its own part."""
+    """The Claims: one decision line per claim, then the detailed table; what all its tested
+    lines share (their runs' setting, how it differs from the paper's) is said once."""
     tested = [o for o in outcomes if o.comparison is not None]
     runs = _shared([[f"{k} {v}" for k, v in sorted(o.comparison.cell.items()) if k != "model"]
                     for o in tested])
@@ -68,39 +89,51 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
             rows.append([outcome.claim.statement, metric.label, "–", 0, "–", "–", "–", "–",
                          outcome.result, ""])
             continue
+        decision = outcome.decision
         # McNemar counts examples one side classifies correctly: evidence on error only
         per_example = mcnemar_text(c) if metric.column == compare.TEST_ERROR else "–"
         own = [f"{k} {v}" for k, v in sorted(c.cell.items()) if k != "model"
                and f"{k} {v}" not in runs]
         extra = [d for d in outcome.differences if d not in unlike]
+        dataset = str(c.setting.get("dataset", ""))
+        margin = (f"{claims.margin_text(outcome.claim, dataset)} = "
+                  f"{100 * outcome.margin:.2f} pp" if outcome.margin else "–")
         rows.append([
             outcome.claim.statement, metric.label, ", ".join(own) or "as above", result.n,
-            difference(result), p_text(result.t_p), p_text(outcome.p_adjusted), per_example,
-            outcome.result,
+            difference(result), f"{interval_text(decision.low, decision.high)} "
+            f"(n = {decision.n})" if decision.n else "–", margin, per_example, outcome.result,
             f"{'also ' if unlike else ''}not the paper's setting: {', '.join(extra)}"
             if extra else "",
         ])
     cited = list(dict.fromkeys(o.claim.cites for o in outcomes))
+    design = next((o.design for o in tested), claims.family_design(0, config))
     return "\n".join([
         "## Claims",
+        "",
+        *[decision_line(o) for o in outcomes],
         "",
         f"The paper's claims ({config.source}) as hypotheses, judged on the runs below "
         "(`ablate/report/claims.yaml`). A − B = the claim's metric for its first model minus "
         "its second, in percentage points, paired by seed (n: seeds with the metric on both "
-        "sides), each side at its own lr chosen by validation error; [95 % t interval]. "
-        "Consistency at k px = % of test images whose predicted class survives a k-pixel move "
-        "(mean over 8 directions): higher = more invariant. *lower*/*higher* claims: supported "
-        "or contradicted when the Holm-adjusted paired-t p (over this table) is below "
-        f"{config.alpha:g}, by the sign of A − B; *no worse*: supported when the interval "
-        "shows A worse by less than the margin, contradicted when it shows A worse by more. "
-        "McNemar (test error claims only): exact, on the per-example discordant counts summed "
-        "over seeds (b: only A right, c: only B right).",
+        "sides), each side at its own lr chosen by validation error; [95 % t interval], "
+        "descriptive. Consistency at k px = % of test images whose predicted class survives a "
+        "k-pixel move (mean over 8 directions): higher = more invariant. The verdicts are one "
+        f"family of {len(tested)} claims, decided sequentially (`ablate/decide.py`, README "
+        "\"Deciding the claims\"): at every seed count n from "
+        f"{design.min_seeds} to {design.max_seeds}, a repeated confidence interval of Yuen's "
+        f"trimmed difference whose levels over all claims and looks add up to {config.alpha:g}; "
+        "the first look whose interval clears the claim's bound (0, or the margin for *no "
+        "worse*) decides it, and seeds added later never reopen it. The decision interval is "
+        "that look's. An undecided claim says how many seeds a fixed design would need for "
+        "80 % power (statsmodels) at the grid's spread and the claim's effect (the margin, "
+        "else the paper's difference, else the observed one). McNemar (test error claims "
+        "only): exact, per example, descriptive.",
         *(["", "Runs of every tested line: " + ", ".join(runs) + "."] if runs else []),
         *(["", "Not the paper's setting in every tested line: " + ", ".join(unlike) + "."]
           if unlike else []),
         "",
-        fmt.table(["claim", "metric", "runs", "n", "A − B (pp) [95 % CI]", "t p", "Holm p",
-                    "McNemar p", "result", "note"], rows),
+        fmt.table(["claim", "metric", "runs", "n", "A − B (pp) [95 % CI]",
+                   "decision interval (pp)", "margin", "McNemar p", "result", "note"], rows),
         "",
         "Sources: " + "; ".join(cited) + ".",
     ])
@@ -108,24 +141,45 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
 
 # ---------------------------------------------------------------- comparisons
 
+Decided = Mapping[tuple[str, str, frozenset[str], str], claims.Outcome]
+
+
+def decided_key(axis: str, comparison: compare.Comparison, column: str
+                ) -> tuple[str, str, frozenset[str], str]:
+    """What makes a comparison the same one in the Claims and the Comparisons tables."""
+    return (axis, json.dumps(comparison.cell, sort_keys=True),
+            frozenset((comparison.a.value, comparison.b.value)), column)
+
+
+def decided_by_claims(outcomes: Sequence[claims.Outcome]) -> Decided:
+    return {decided_key(o.claim.axis, o.comparison, o.claim.metric): o
+            for o in outcomes if o.comparison is not None and o.decision is not None}
+
+
 def comparison_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison],
-                     alpha: float, metric: compare.Metric) -> str:
-    """The pairs of one table on ``metric``, Holm-adjusted within it. Test error adds the lrs,
-    Wilcoxon and McNemar; a consistency is paired over the seeds that measured it on both
-    sides, with its own Holm family: a second question, not more tests of the first."""
+                     alpha: float, metric: compare.Metric, axis: str = "",
+                     decided: Decided | None = None) -> str:
+    """The pairs of one table on ``metric``. A pair that is one of the claims shows the
+    claim's verdict (one family, one verdict); the others are exploratory, Holm-adjusted
+    among themselves. Test error adds the lrs, Wilcoxon and McNemar; a consistency is paired
+    over the seeds that measured it on both sides, with its own exploratory family."""
     error = metric.column == compare.TEST_ERROR
     results = [c.on(metric.column) for c in rows]
-    adjusted = evidence.holm([r.t_p for r in results])
+    claimed = [(decided or {}).get(decided_key(axis, c, metric.column)) for c in rows]
+    adjusted = evidence.holm([None if o else r.t_p for r, o in zip(results, claimed, strict=True)])
     body = []
-    for c, result, p in zip(rows, results, adjusted, strict=True):
+    for c, result, p, outcome in zip(rows, results, adjusted, claimed, strict=True):
         verdict = (evidence.verdict(result.n, result.mean_diff, p, alpha,
                                     higher_is_better=metric.higher_is_better) if result.n
                    else "n/a" if c.n and not error else "no seed finished on both sides")
+        if outcome is not None:
+            verdict = f"claim `{outcome.claim.id}`: {outcome.result}"
         body.append([
             c.a.name if c.a.name == c.b.name else f"{c.a.name} vs {c.b.name}", c.a.value, c.b.value,
             *([f"{fmt.lr_text(c.a.lr)} / {fmt.lr_text(c.b.lr)}"] if error else []), result.n,
             difference(result), p_text(result.t_p),  # no test (None) below two seeds
-            *([p_text(result.wilcoxon_p), mcnemar_text(c)] if error else []), p_text(p), verdict,
+            *([p_text(result.wilcoxon_p), mcnemar_text(c)] if error else []),
+            "claim" if outcome else p_text(p), verdict,
         ])
     protocols = sorted({p for c in rows for p in (*c.a.protocols, *c.b.protocols)})
     # its model (or all) and the setting its runs share
@@ -139,7 +193,8 @@ def comparison_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison]
     return "\n".join([f"#### {title}", "", fmt.table(header, body)])
 
 
-def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -> str:
+def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float,
+                        decided: Decided | None = None) -> str:
     error, metric = compare.metric(compare.TEST_ERROR), compare.metric(compare.COMPARED_CONSISTENCY)
     parts = [
         "## Comparisons",
@@ -149,8 +204,10 @@ def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -
         "A − B in percentage points of test error with its 95 % t interval; t p = paired t-test; "
         f"Wilcoxon signed-rank from n = {evidence.WILCOXON_MIN_N}; McNemar = exact, on the "
         "per-example discordant counts summed over seeds (b: only A right, c: only B right; "
-        "only for runs on the same test set); Holm p = the t-test's p, Holm-adjusted within "
-        f"the table. Verdict at Holm p < {alpha:g}; one seed gives no test.",
+        "only for runs on the same test set). A pair that is one of the Claims shows that "
+        "claim's verdict (Holm p: \"claim\"), decided with the others in one family; the "
+        "other pairs are exploratory: Holm p = the t-test's p, Holm-adjusted among the "
+        f"table's exploratory pairs, verdict at Holm p < {alpha:g}; one seed gives no test.",
         "",
         f"Where runs measured invariance, each table is followed by the same pairs on "
         f"{metric.label} (% of test images whose predicted class survives the move, mean over "
@@ -162,9 +219,9 @@ def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -
     for axis in compare.axes(frame):
         parts += ["", f"### Along `{axis}`"]
         for cell, rows in compare.tables(frame, axis, warnings):
-            parts += ["", comparison_table(cell, rows, alpha, error)]
+            parts += ["", comparison_table(cell, rows, alpha, error, axis, decided)]
             if any(c.measured(metric.column) for c in rows):
-                parts += ["", comparison_table(cell, rows, alpha, metric)]
+                parts += ["", comparison_table(cell, rows, alpha, metric, axis, decided)]
     if len(parts) == intro:
         parts += ["", "No axis has two values among otherwise identical runs."]
     return "\n".join(parts)

@@ -322,7 +322,8 @@ def render(frame: pd.DataFrame, issues: Issues, sources: Sequence[str] = (),
     settings, claim_list = claims.packaged()
     refused: set[str] = set()  # seed pairs on different test sets, found while comparing
     outcomes = claims.evaluate(frame, claim_list, settings, refused)
-    comparisons = evidence_tables.comparisons_section(frame, refused, settings.alpha)
+    comparisons = evidence_tables.comparisons_section(
+        frame, refused, settings.alpha, evidence_tables.decided_by_claims(outcomes))
     for message in sorted(refused):
         issues.add(per_example.TEST_SETS_DIFFER, message)
     parts = [
