@@ -11,14 +11,21 @@ Choices, stated once (the README quotes them):
   (seed-to-seed variation is the noise a rerun would see), Holm-adjusted within its table.
   The Wilcoxon signed-rank test is shown from n = 6 on: below that its smallest two-sided p
   (2/2^n) cannot reach 0.05, so it could only ever say "no difference".
-- McNemar's exact test uses the per-example predictions of each seed pair: b = examples only
-  A got right, c = examples only B got right; p = two-sided binomial(b, b + c, 1/2). Across
-  seeds the discordant counts are summed and one exact test is run on the totals (a
-  Mantel-Haenszel-style pooling over the seed strata). Summing keeps the direction: a seed
-  where A wins and one where B wins cancel, where Fisher's or Stouffer's combination of
-  two-sided p-values would add them up. Caveat: the seeds reuse one test set, so the totals
-  are not independent trials; the pooled p speaks for these trained networks on this test
-  set, not for a rerun with new seeds. That is why the verdict uses the paired t-test.
+- The seed is the unit. McNemar's exact test (statsmodels) runs within each seed pair only:
+  b = examples only A got right, c = only B got right, p = two-sided binomial(b, b + c, 1/2).
+  Seeds are never pooled into one p: the networks of different seeds share one test set, so
+  their examples are not independent samples of one network. The report shows the per-seed
+  p-values as their range over seeds and, as a seed-level count, in how many seeds the exact
+  test favours each side at 0.05 ("0.003–0.410 over 3 seeds; A better in 2 of 3"): a
+  description of these networks on this test set, never evidence beside the verdict.
+- Outliers are shown, never dropped: a run is flagged when its modified z-score
+  0.6745 · (x − median) / MAD over its cell's seeds exceeds 3.5 in absolute value
+  (B. Iglewicz, D. C. Hoaglin, How to Detect and Handle Outliers, ASQC 1993), from 3 seeds
+  on. Where MAD = 0 (more than half the seeds equal, common on small test sets whose errors
+  are multiples of 1/N), the mean absolute deviation from the median stands in,
+  (x − median) / (1.253314 · MeanAD) (IBM's documented form of the modified z): with one
+  value off the rest it flags from 5 seeds on (n / 1.253314 > 3.5), never at 3 or 4 equal
+  but one, where nothing says which side is off. All values equal: nothing is flagged.
 - One seed: no interval, no test, no p-value at all, verdict "one seed: no claim".
 - The same non-zero difference on every seed: no t-test (zero spread), verdict says so.
 """
@@ -26,8 +33,9 @@ Choices, stated once (the README quotes them):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -44,6 +52,9 @@ MORE_INVARIANT, LESS_INVARIANT = "A more invariant", "A less invariant"
 # Every seed differs by exactly the same amount (errors on a small test set are multiples of
 # 1/N): the t statistic is undefined, and "no detectable difference" would misstate it.
 NO_TEST = "no test: the same difference on every seed"
+OUTLIER_K, MEAN_AD_K = 0.6745, 1.253314  # MAD and MeanAD to a normal's sigma (docstring)
+OUTLIER_Z, OUTLIER_MIN_SEEDS = 3.5, 3
+Key = TypeVar("Key")
 
 
 @dataclass(frozen=True)
@@ -139,11 +150,37 @@ def mcnemar_exact(b: int, c: int) -> McNemar:
     return McNemar(b, c, float(mcnemar(table, exact=True).pvalue))
 
 
-def mcnemar_pooled(pairs: Sequence[tuple[int, int]]) -> McNemar:
-    """Seed pairs combined by summing their discordant counts (see the module docstring)."""
-    if not pairs:
-        raise ValueError("no seed pairs with usable predictions to combine")
-    return mcnemar_exact(sum(b for b, _ in pairs), sum(c for _, c in pairs))
+def favouring(tests: Sequence[McNemar], alpha: float = ALPHA) -> tuple[int, int]:
+    """(seed pairs whose own exact test favours A at ``alpha``, those favouring B)."""
+    return (sum(t.p < alpha and t.b > t.c for t in tests),
+            sum(t.p < alpha and t.c > t.b for t in tests))
+
+
+def modified_z(values: Sequence[float]) -> np.ndarray:
+    """Iglewicz & Hoaglin's modified z-scores, MeanAD where MAD = 0 (module docstring)."""
+    array = np.asarray(values, dtype=float)
+    deviation = array - np.median(array)
+    mad = scipy_stats.median_abs_deviation(array)
+    if mad > 0:
+        return OUTLIER_K * deviation / mad
+    mean_ad = float(np.abs(deviation).mean())
+    return deviation / (MEAN_AD_K * mean_ad) if mean_ad > 0 else np.zeros_like(array)
+
+
+def outliers(values_by_seed: Mapping[Key, float]) -> dict[Key, float]:
+    """The flagged seeds of one cell with their modified z: |z| > 3.5, only from 3 seeds."""
+    if len(values_by_seed) < OUTLIER_MIN_SEEDS:
+        return {}
+    scores = modified_z(list(values_by_seed.values()))
+    return {seed: float(z) for seed, z in zip(values_by_seed, scores, strict=True)
+            if abs(z) > OUTLIER_Z}
+
+
+def without_flagged(values_by_seed: Mapping[Key, float]) -> dict[Key, float]:
+    """The cell without its flagged seeds: to say whether a verdict rests on an outlier
+    (the verdict itself keeps every finished run)."""
+    flagged = outliers(values_by_seed)
+    return {seed: v for seed, v in values_by_seed.items() if seed not in flagged}
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:

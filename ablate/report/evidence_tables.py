@@ -19,6 +19,11 @@ from ablate.report.load import shift_columns
 from ablate.rows import CONSISTENCY_FLIP
 from ablate.status import Status
 
+# The seed is the unit: per-example tests stay within a seed pair, never pooled over seeds.
+MCNEMAR = (f"exact, within each seed pair, never pooled: the range of its p over the seeds and "
+           f"in how many seeds it favours a side at p < {evidence.ALPHA:g}; descriptive of these "
+           "networks on this test set, not evidence across seeds (the verdict is the t-test's)")
+
 
 def summary_text(values: Sequence[float]) -> str:
     """``mean ± CI`` of per-seed values."""
@@ -37,13 +42,17 @@ def difference(result: evidence.Paired) -> str:
 
 
 def mcnemar_text(comparison: compare.Comparison) -> str:
-    if comparison.n < 2:
-        return "–"
-    test = comparison.mcnemar
-    if test is None:
-        return comparison.mcnemar_note or "–"
-    extra = f"; {comparison.mcnemar_note}" if comparison.mcnemar_note else ""
-    return f"{p_text(test.p)} (b {test.b}, c {test.c}{extra})"
+    """Never pooled: the range of the per-seed exact p and in how many seed pairs each side's
+    own test favours it (``evidence``'s docstring); "B better in 1 of 3" is descriptive."""
+    tests = comparison.mcnemar
+    if not tests:
+        return (comparison.mcnemar_note or "–") if comparison.n > 1 else "–"
+    low, high = (p_text(f(t.p for t in tests)) for f in (min, max))
+    favoured = [f"{side} better in {k} of {len(tests)}"
+                for side, k in zip("AB", evidence.favouring(tests), strict=True) if k]
+    return (f"{low if low == high else f'{low}–{high}'} over "
+            f"{comparison.mcnemar_note or f'{len(tests)} seeds'}; "
+            f"{', '.join(favoured) or f'neither better at p < {evidence.ALPHA:g}'}")
 
 
 def _shared(lists: Sequence[Sequence[str]]) -> list[str]:
@@ -93,14 +102,13 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
         "or contradicted when the Holm-adjusted paired-t p (over this table) is below "
         f"{config.alpha:g}, by the sign of A − B; *no worse*: supported when the interval "
         "shows A worse by less than the margin, contradicted when it shows A worse by more. "
-        "McNemar (test error claims only): exact, on the per-example discordant counts summed "
-        "over seeds (b: only A right, c: only B right).",
+        f"McNemar per seed (test error claims only): {MCNEMAR}.",
         *(["", "Runs of every tested line: " + ", ".join(runs) + "."] if runs else []),
         *(["", "Not the paper's setting in every tested line: " + ", ".join(unlike) + "."]
           if unlike else []),
         "",
         fmt.table(["claim", "metric", "runs", "n", "A − B (pp) [95 % CI]", "t p", "Holm p",
-                    "McNemar p", "result", "note"], rows),
+                    "McNemar per seed", "result", "note"], rows),
         "",
         "Sources: " + "; ".join(cited) + ".",
     ])
@@ -134,8 +142,8 @@ def comparison_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison]
     title += (" (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")" if error
               else f": {metric.label}")
     header = ["models", "A", "B", *(["lr A / B (by val)"] if error else []), "n",
-              "A − B (pp) [95 % CI]", "t p", *(["Wilcoxon p", "McNemar p"] if error else []),
-              "Holm p (t)", "verdict"]
+              "A − B (pp) [95 % CI]", "t p",
+              *(["Wilcoxon p", "McNemar per seed"] if error else []), "Holm p (t)", "verdict"]
     return "\n".join([f"#### {title}", "", fmt.table(header, body)])
 
 
@@ -147,10 +155,9 @@ def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -
         "Along every axis the runs vary (other than seed and lr), among runs that are otherwise "
         "identical: each side at its own lr chosen by validation error, paired by seed. "
         "A − B in percentage points of test error with its 95 % t interval; t p = paired t-test; "
-        f"Wilcoxon signed-rank from n = {evidence.WILCOXON_MIN_N}; McNemar = exact, on the "
-        "per-example discordant counts summed over seeds (b: only A right, c: only B right; "
-        "only for runs on the same test set); Holm p = the t-test's p, Holm-adjusted within "
-        f"the table. Verdict at Holm p < {alpha:g}; one seed gives no test.",
+        f"Wilcoxon signed-rank from n = {evidence.WILCOXON_MIN_N}; McNemar per seed = "
+        f"{MCNEMAR} (only for runs on the same test set); Holm p = the t-test's p, "
+        f"Holm-adjusted within the table. Verdict at Holm p < {alpha:g}; one seed gives no test.",
         "",
         f"Where runs measured invariance, each table is followed by the same pairs on "
         f"{metric.label} (% of test images whose predicted class survives the move, mean over "
@@ -180,17 +187,22 @@ def seeds_section(runs: pd.DataFrame) -> str:
     rows = []
     for name, (entry, mine) in picked.items():
         by_seed = dict(zip(mine["seed"], mine["test_error"], strict=True))
+        flagged = evidence.outliers(by_seed)  # shown, never dropped: the mean keeps them
         usable = sum(isinstance(c, np.ndarray) for c in mine["correct"])
         examples = ("ok" if usable == len(mine) else per_example.NA if usable == 0
                     else f"{usable} of {len(mine)} ({per_example.NA} for the rest)")
         rows.append([name, fmt.lr_text(entry["chosen"]["lr"]),
-                     *[fmt.pct(by_seed.get(s)) for s in seeds],
+                     *[fmt.pct(by_seed.get(s)) + (f" † (z {flagged[s]:+.1f})" if s in flagged
+                                                  else "") for s in seeds],
                      f"{summary_text(mine['test_error'])} (n = {len(mine)})", examples])
     return "\n".join([
         "#### Test error per seed",
         "",
         "Each finished seed's test error % at the model's chosen lr; mean ± 95 % t interval; "
-        "per-example = whether its predictions.npz could be used.",
+        "per-example = whether its predictions.npz could be used. † = outlier, shown and kept "
+        f"in every number: modified z = 0.6745 (x − median) / MAD over the model's seeds "
+        f"beyond ±{evidence.OUTLIER_Z:g} (Iglewicz & Hoaglin), from "
+        f"{evidence.OUTLIER_MIN_SEEDS} seeds on.",
         "",
         fmt.table(["model", "lr", *[f"seed {s}" for s in seeds], "mean ± 95 % CI",
                     "per-example"], rows),
