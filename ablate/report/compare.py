@@ -160,7 +160,7 @@ class Comparison:
     seeds: list[Any]
     paired: evidence.Paired
     mcnemar: tuple[evidence.McNemar, ...]  # one exact test per seed pair, never pooled
-    mcnemar_note: str | None  # why there is none (or why some seeds are missing)
+    mcnemar_note: str | None  # why there is none
     setting: dict[str, Any]  # cell + protocol of a run of side A: for notes on the setting
 
     @property
@@ -222,17 +222,12 @@ def compare(axis: str, cell: Mapping[str, str], a: Side, b: Side,
         else:
             differ += 1
             warnings.add(_refusal(axis, cell, seed, {a.value: run_a, b.value: run_b}))
-    mcnemar, note = tuple(pairs) if len(seeds) > 1 else (), None
-    if len(seeds) < 2:
-        note = evidence.ONE_SEED if seeds else None
-    elif not pairs:
-        note = "n/a (test sets differ)" if differ else per_example.NA
-    elif len(pairs) < len(seeds):
-        note = f"{len(pairs)} of {len(seeds)} seeds"
+    note = None if pairs else "n/a (test sets differ)" if differ else per_example.NA
     first = next(iter(a.by_seed.values()), None)
     setting = {} if first is None else {**parsed(first["protocol_spec"]),
                                         **parsed(first["cell"])}
-    return Comparison(dict(cell), a, b, seeds, result, mcnemar, note, setting)
+    return Comparison(dict(cell), a, b, seeds, result, tuple(pairs) if len(seeds) > 1 else (),
+                      note, setting)
 
 
 def tables(frame: pd.DataFrame, axis: str,

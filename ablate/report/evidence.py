@@ -11,21 +11,15 @@ Choices, stated once (the README quotes them):
   (seed-to-seed variation is the noise a rerun would see), Holm-adjusted within its table.
   The Wilcoxon signed-rank test is shown from n = 6 on: below that its smallest two-sided p
   (2/2^n) cannot reach 0.05, so it could only ever say "no difference".
-- The seed is the unit. McNemar's exact test (statsmodels) runs within each seed pair only:
-  b = examples only A got right, c = only B got right, p = two-sided binomial(b, b + c, 1/2).
-  Seeds are never pooled into one p: the networks of different seeds share one test set, so
-  their examples are not independent samples of one network. The report shows the per-seed
-  p-values as their range over seeds and, as a seed-level count, in how many seeds the exact
-  test favours each side at 0.05 ("0.003–0.410 over 3 seeds; A better in 2 of 3"): a
-  description of these networks on this test set, never evidence beside the verdict.
-- Outliers are shown, never dropped: a run is flagged when its modified z-score
-  0.6745 · (x − median) / MAD over its cell's seeds exceeds 3.5 in absolute value
-  (B. Iglewicz, D. C. Hoaglin, How to Detect and Handle Outliers, ASQC 1993), from 3 seeds
-  on. Where MAD = 0 (more than half the seeds equal, common on small test sets whose errors
-  are multiples of 1/N), the mean absolute deviation from the median stands in,
-  (x − median) / (1.253314 · MeanAD) (IBM's documented form of the modified z): with one
-  value off the rest it flags from 5 seeds on (n / 1.253314 > 3.5), never at 3 or 4 equal
-  but one, where nothing says which side is off. All values equal: nothing is flagged.
+- The seed is the unit: McNemar's exact test (b = examples only A got right, c = only B)
+  runs within each seed pair, never pooled, as the seeds' networks share one test set. The
+  report shows the range of its p over seeds and in how many seeds it favours each side at
+  0.05 ("0.003–0.410 over 3 seeds; A better in 2 of 3"): descriptive, not the verdict.
+- Outliers are flagged, never dropped: |0.6745 (x − median) / MAD| > 3.5 over a cell's seeds,
+  from 3 seeds on (Iglewicz & Hoaglin, How to Detect and Handle Outliers, ASQC 1993). MAD = 0
+  (more than half the seeds equal): (x − median) / (1.253314 MeanAD), IBM's documented form
+  (Cognos Analytics, "Modified z score"), so one value off the rest is flagged from 5 seeds
+  on (5 / 1.253314 > 3.5), never at 3 or 4 seeds, where nothing says which value is off.
 - One seed: no interval, no test, no p-value at all, verdict "one seed: no claim".
 - The same non-zero difference on every seed: no t-test (zero spread), verdict says so.
 """
@@ -158,27 +152,23 @@ def favouring(tests: Sequence[McNemar], alpha: float = ALPHA) -> tuple[int, int]
 
 def modified_z(values: Sequence[float]) -> np.ndarray:
     """Iglewicz & Hoaglin's modified z-scores, MeanAD where MAD = 0 (module docstring)."""
-    array = np.asarray(values, dtype=float)
-    deviation = array - np.median(array)
-    mad = scipy_stats.median_abs_deviation(array)
+    deviation = np.asarray(values, dtype=float) - np.median(values)
+    mad, mean_ad = scipy_stats.median_abs_deviation(values), np.abs(deviation).mean()
     if mad > 0:
         return OUTLIER_K * deviation / mad
-    mean_ad = float(np.abs(deviation).mean())
-    return deviation / (MEAN_AD_K * mean_ad) if mean_ad > 0 else np.zeros_like(array)
+    return deviation / (MEAN_AD_K * mean_ad) if mean_ad > 0 else np.zeros_like(deviation)
 
 
 def outliers(values_by_seed: Mapping[Key, float]) -> dict[Key, float]:
     """The flagged seeds of one cell with their modified z: |z| > 3.5, only from 3 seeds."""
     if len(values_by_seed) < OUTLIER_MIN_SEEDS:
         return {}
-    scores = modified_z(list(values_by_seed.values()))
-    return {seed: float(z) for seed, z in zip(values_by_seed, scores, strict=True)
-            if abs(z) > OUTLIER_Z}
+    scores = zip(values_by_seed, modified_z(list(values_by_seed.values())), strict=True)
+    return {seed: float(z) for seed, z in scores if abs(z) > OUTLIER_Z}
 
 
 def without_flagged(values_by_seed: Mapping[Key, float]) -> dict[Key, float]:
-    """The cell without its flagged seeds: to say whether a verdict rests on an outlier
-    (the verdict itself keeps every finished run)."""
+    """The cell without its flagged seeds: does a verdict rest on an outlier? (It keeps them.)"""
     flagged = outliers(values_by_seed)
     return {seed: v for seed, v in values_by_seed.items() if seed not in flagged}
 

@@ -44,14 +44,14 @@ def difference(result: evidence.Paired) -> str:
 def mcnemar_text(comparison: compare.Comparison) -> str:
     """Never pooled: the range of the per-seed exact p and in how many seed pairs each side's
     own test favours it (``evidence``'s docstring); "B better in 1 of 3" is descriptive."""
-    tests = comparison.mcnemar
+    tests, n = comparison.mcnemar, comparison.n
     if not tests:
-        return (comparison.mcnemar_note or "–") if comparison.n > 1 else "–"
+        return (comparison.mcnemar_note or "–") if n > 1 else "–"
     low, high = (p_text(f(t.p for t in tests)) for f in (min, max))
     favoured = [f"{side} better in {k} of {len(tests)}"
                 for side, k in zip("AB", evidence.favouring(tests), strict=True) if k]
-    return (f"{low if low == high else f'{low}–{high}'} over "
-            f"{comparison.mcnemar_note or f'{len(tests)} seeds'}; "
+    return (f"{low if low == high else f'{low}–{high}'} over {len(tests)}"
+            f"{'' if len(tests) == n else f' of {n}'} seeds; "
             f"{', '.join(favoured) or f'neither better at p < {evidence.ALPHA:g}'}")
 
 
