@@ -20,9 +20,9 @@ from ablate.rows import CONSISTENCY_FLIP
 from ablate.status import Status
 
 # The seed is the unit: per-example tests stay within a seed pair, never pooled over seeds.
-MCNEMAR = (f"exact, within each seed pair, never pooled: the range of its p over the seeds and "
-           f"in how many seeds it favours a side at p < {evidence.ALPHA:g}; descriptive of these "
-           "networks on this test set, not evidence across seeds (the verdict is the t-test's)")
+MCNEMAR = (f"exact, within each seed pair, never pooled (the seeds share one test set): the range "
+           f"of its p over seeds and in how many it favours a side at p < {evidence.ALPHA:g}; "
+           "descriptive of these networks on this test set, not the verdict")
 
 
 def summary_text(values: Sequence[float]) -> str:
@@ -52,7 +52,7 @@ def mcnemar_text(comparison: compare.Comparison) -> str:
                 for side, k in zip("AB", evidence.favouring(tests), strict=True) if k]
     return (f"{low if low == high else f'{low}–{high}'} over {len(tests)}"
             f"{'' if len(tests) == n else f' of {n}'} seeds; "
-            f"{', '.join(favoured) or f'neither better at p < {evidence.ALPHA:g}'}")
+            f"{', '.join(favoured) or f'no seed below {evidence.ALPHA:g}'}")
 
 
 def _shared(lists: Sequence[Sequence[str]]) -> list[str]:
@@ -155,8 +155,8 @@ def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float) -
         "Along every axis the runs vary (other than seed and lr), among runs that are otherwise "
         "identical: each side at its own lr chosen by validation error, paired by seed. "
         "A − B in percentage points of test error with its 95 % t interval; t p = paired t-test; "
-        f"Wilcoxon signed-rank from n = {evidence.WILCOXON_MIN_N}; McNemar per seed = "
-        f"{MCNEMAR} (only for runs on the same test set); Holm p = the t-test's p, "
+        f"Wilcoxon signed-rank from n = {evidence.WILCOXON_MIN_N}; McNemar per seed (runs on "
+        f"the same test set only) = {MCNEMAR}; Holm p = the t-test's p, "
         f"Holm-adjusted within the table. Verdict at Holm p < {alpha:g}; one seed gives no test.",
         "",
         f"Where runs measured invariance, each table is followed by the same pairs on "
