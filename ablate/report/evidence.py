@@ -46,7 +46,6 @@ MORE_INVARIANT, LESS_INVARIANT = "A more invariant", "A less invariant"
 # Every seed differs by exactly the same amount (errors on a small test set are multiples of
 # 1/N): the t statistic is undefined, and "no detectable difference" would misstate it.
 NO_TEST = "no test: the same difference on every seed"
-OUTLIER_K, MEAN_AD_K = 0.6745, 1.253314  # MAD and MeanAD to a normal's sigma (docstring)
 OUTLIER_Z, OUTLIER_MIN_SEEDS = 3.5, 3
 Key = TypeVar("Key")
 
@@ -155,8 +154,8 @@ def modified_z(values: Sequence[float]) -> np.ndarray:
     deviation = np.asarray(values, dtype=float) - np.median(values)
     mad, mean_ad = scipy_stats.median_abs_deviation(values), np.abs(deviation).mean()
     if mad > 0:
-        return OUTLIER_K * deviation / mad
-    return deviation / (MEAN_AD_K * mean_ad) if mean_ad > 0 else np.zeros_like(deviation)
+        return 0.6745 * deviation / mad  # 0.6745 / MAD ~ 1 / sigma for normal data
+    return deviation / (1.253314 * mean_ad) if mean_ad > 0 else np.zeros_like(deviation)
 
 
 def outliers(values_by_seed: Mapping[Key, float]) -> dict[Key, float]:

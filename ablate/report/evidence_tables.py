@@ -19,7 +19,6 @@ from ablate.report.load import shift_columns
 from ablate.rows import CONSISTENCY_FLIP
 from ablate.status import Status
 
-# The seed is the unit: per-example tests stay within a seed pair, never pooled over seeds.
 MCNEMAR = (f"exact, within each seed pair, never pooled (the seeds share one test set): the range "
            f"of its p over seeds and in how many it favours a side at p < {evidence.ALPHA:g}; "
            "descriptive of these networks on this test set, not the verdict")
