@@ -84,20 +84,67 @@ def test_exact_mcnemar_worked_by_hand():
     expected = 2 * sum(math.comb(10, k) for k in range(3)) / 2**10
     assert expected == 0.109375
     assert evidence.mcnemar_exact(2, 8).p == pytest.approx(expected, abs=1e-12)
-    # pooled over seeds: (1, 3) + (1, 5) -> (2, 8), the same test
-    pooled = evidence.mcnemar_pooled([(1, 3), (1, 5)])
-    assert (pooled.b, pooled.c) == (2, 8) and pooled.p == pytest.approx(expected, abs=1e-12)
 
 
-def test_pooling_keeps_direction():
-    # one seed favours A, one favours B: the sums cancel (Fisher's method would not)
-    pooled = evidence.mcnemar_pooled([(30, 10), (10, 30)])
-    assert pooled.p == pytest.approx(1.0)
-    fisher = scipy_stats.combine_pvalues([evidence.mcnemar_exact(30, 10).p,
-                                          evidence.mcnemar_exact(10, 30).p]).pvalue
-    assert fisher < 0.05
-    with pytest.raises(ValueError, match="no seed pairs"):
-        evidence.mcnemar_pooled([])
+def test_mcnemar_stays_within_each_seed_pair():
+    # the seed is the unit: a seed pair where A wins (b 30, c 10) and one where B wins
+    # (b 10, c 30) give two exact tests, one per seed, and no pooled p. Summing the counts
+    # (b 40, c 40: p 1.0) would treat the seeds as one network; Fisher's combination of the
+    # two-sided p-values would call the pair significant: neither is done.
+    assert not hasattr(evidence, "mcnemar_pooled")
+    tests = [evidence.mcnemar_exact(30, 10), evidence.mcnemar_exact(10, 30)]
+    assert tests[0].p == tests[1].p == pytest.approx(
+        mcnemar([[0, 30], [10, 0]], exact=True).pvalue)
+    assert tests[0].p < 0.05 and evidence.mcnemar_exact(40, 40).p == pytest.approx(1.0)
+    assert scipy_stats.combine_pvalues([t.p for t in tests]).pvalue < 0.05
+    assert evidence.favouring(tests) == (1, 1)  # each seed's own test favours its side
+    # (1, 3) and (1, 5): p 0.625 and 0.219 per seed, neither below 0.05 (their sum, (2, 8),
+    # is the 0.109 worked above: the pooled p this replaces)
+    per_seed = [evidence.mcnemar_exact(1, 3), evidence.mcnemar_exact(1, 5)]
+    assert [t.p for t in per_seed] == pytest.approx([0.625, 0.21875])
+    assert evidence.favouring(per_seed) == (0, 0)
+    assert evidence.favouring([evidence.mcnemar_exact(0, 6)]) == (0, 1)  # p = 2 / 2^6
+    assert evidence.favouring([evidence.mcnemar_exact(0, 6)], alpha=0.01) == (0, 0)
+    assert evidence.favouring([]) == (0, 0)
+
+
+def test_a_far_seed_is_flagged_by_the_modified_z_score():
+    # 5 seeds, one far: median 2.1 %, |deviations| 0.1, 0, 0.2, 0.1, 13.5 points -> MAD 0.1;
+    # Iglewicz & Hoaglin's z of 15.6 % = 0.6745 * 13.5 / 0.1 = 91.06 > 3.5; 1.9 %: -1.35
+    cell = {0: 0.020, 1: 0.021, 2: 0.019, 3: 0.022, 4: 0.156}
+    values = list(cell.values())
+    mad = scipy_stats.median_abs_deviation(values)
+    assert mad == pytest.approx(0.001)
+    assert evidence.modified_z(values) == pytest.approx(
+        [0.6745 * (v - np.median(values)) / mad for v in values])
+    # the same as |x - median| / (1.4826 MAD), to the constants' rounding
+    assert evidence.modified_z(values)[4] == pytest.approx(0.135 / (1.4826 * 0.001), rel=1e-4)
+    assert evidence.outliers(cell) == {4: pytest.approx(91.0575)}
+    assert evidence.without_flagged(cell) == {0: 0.020, 1: 0.021, 2: 0.019, 3: 0.022}
+    # a tight cell: nothing flagged, nothing removed
+    tight = {0: 0.020, 1: 0.021, 2: 0.019, 3: 0.022, 4: 0.023}
+    assert evidence.outliers(tight) == {} and evidence.without_flagged(tight) == tight
+    # the threshold: 0, 1, 2, 3, x has median 2 and MAD 1, so x is flagged from 2 + 3.5/0.6745
+    assert evidence.outliers(dict(enumerate([0, 1, 2, 3, 7.2]))) == {4: pytest.approx(0.6745 * 5.2)}
+    assert evidence.outliers(dict(enumerate([0, 1, 2, 3, 7.1]))) == {}
+    # 3 seeds are enough (0, 1, 9: median 1, MAD 1, z of 9 = 5.4); 2 seeds never are
+    assert evidence.outliers({"a": 0.0, "b": 0.01, "c": 0.09}) == {"c": pytest.approx(5.396)}
+    assert evidence.outliers({0: 0.02, 1: 0.50}) == {} == evidence.outliers({})
+    assert evidence.without_flagged({0: 0.02, 1: 0.50}) == {0: 0.02, 1: 0.50}
+
+
+def test_mad_zero_falls_back_to_the_mean_absolute_deviation():
+    # more than half the seeds equal: MAD = 0, so (x - median) / (1.253314 MeanAD); one value
+    # off the rest by d gives z = n / 1.253314: flagged from 5 seeds (3.99), not at 4 (3.19)
+    five, four = [0.1] * 4 + [0.3], [0.1] * 3 + [0.3]
+    assert scipy_stats.median_abs_deviation(five) == 0
+    assert evidence.modified_z(five)[4] == pytest.approx(0.2 / (1.253314 * 0.04))
+    assert evidence.outliers(dict(enumerate(five))) == {4: pytest.approx(5 / 1.253314)}
+    assert evidence.outliers(dict(enumerate(four))) == {}
+    assert evidence.outliers(dict(enumerate([0.1, 0.1, 0.9]))) == {}
+    # all equal: every z is 0, nothing flagged
+    assert list(evidence.modified_z([0.1] * 4)) == [0.0] * 4
+    assert evidence.outliers(dict(enumerate([0.1] * 6))) == {}
 
 
 def test_discordant_refuses_different_lengths():

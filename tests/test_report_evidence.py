@@ -19,7 +19,7 @@ import pytest
 from test_report import _rows, write_record
 
 from ablate import atomic, identity, predictions
-from ablate.report import claims, formatting, load, per_example, reference, tables
+from ablate.report import claims, figures, formatting, load, per_example, reference, tables
 from ablate.report.__main__ import main as report_main
 
 
@@ -110,7 +110,7 @@ def test_claims_open_the_report_with_numbers_and_setting_notes(study):
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings[0] == "## Claims" and headings[1] == "## Inputs"
     header = ["claim", "metric", "runs", "n", "A − B (pp) [95 % CI]", "decision interval (pp)",
-              "margin", "McNemar p", "result", "note"]
+              "margin", "McNemar per seed", "result", "note"]
     claims_text = section(text, "## Claims")
     # one decision line per claim opens the section, before the detailed table
     lines = [line for line in claims_text.splitlines() if line.startswith("- **")]
@@ -130,13 +130,14 @@ def test_claims_open_the_report_with_numbers_and_setting_notes(study):
     # the two invariance lines whose runs never measured it
     assert "one family of 6 claims" in claims_text
     # conv - pool: -2, -1, -3 points; descriptive paired t interval as worked by hand in
-    # test_evidence; McNemar: 4 + 2 + 6 examples only conv got right, 0 only pool.
+    # test_evidence; McNemar within each seed: 4, 2, 6 examples only conv got right, 0 only
+    # pool -> p = 2 / 2^4, 2 / 2^2, 2 / 2^6 = 0.125, 0.5, 0.031: one seed of three favours conv.
     # At n = 3 the first look spends 81 / 25,333 of alpha / 4 (decide.level): Welch's t on
     # 3 + 3 seeds cannot clear 0 there, and the paper's 0.66-point difference at the grid's
     # spread asks for far more seeds than 10
     row = claim_rows["All-CNN-C has lower error than Model C"]
     assert row["n"] == "3" and row["A − B (pp) [95 % CI]"] == "-2.00 [-4.48, +0.48]"
-    assert row["McNemar p"] == "<0.001 (b 12, c 0)"
+    assert row["McNemar per seed"] == "0.031–0.500 over 3 seeds; A better in 1 of 3"
     assert re.fullmatch(r"undecided at n = 3; ≈ \d+ seeds would decide it", row["result"])
     assert row["decision interval (pp)"].endswith("(n = 3)") and row["margin"] == "–"
     low, high = (float(v) for v in re.findall(r"[-+]\d+\.\d+", row["decision interval (pp)"]))
@@ -154,7 +155,7 @@ def test_claims_open_the_report_with_numbers_and_setting_notes(study):
                              "decide it")
     row = claim_rows["All-CNN-A has lower error than Model A"]
     assert row["result"] == "undecided (one seed: no claim)"
-    assert row["decision interval (pp)"] == row["McNemar p"] == "–"
+    assert row["decision interval (pp)"] == row["McNemar per seed"] == "–"
     for untested in ("All-CNN-B has lower error than Model B",
                      "Augmentation (flip_translate) lowers All-CNN-C's error"):
         assert claim_rows[untested]["result"] == "not tested (no runs)"
@@ -186,12 +187,12 @@ def test_each_model_gets_a_table_of_its_downsampling_pairs(study):
                      ("stride", "convpool"), ("stride", "conv"), ("convpool", "conv")]
     [pool_conv] = named(model_c, "Model C vs All-CNN-C")
     header = ["models", "A", "B", "lr A / B (by val)", "n", "A − B (pp) [95 % CI]", "t p",
-              "Wilcoxon p", "McNemar p", "Holm p (t)", "verdict"]
+              "Wilcoxon p", "McNemar per seed", "Holm p (t)", "verdict"]
     row = dict(zip(header, pool_conv, strict=True))
     assert row["lr A / B (by val)"] == "0.05 / 0.05"  # each side's lr by validation error
     assert row["A − B (pp) [95 % CI]"] == "+2.00 [-0.48, +4.48]" and row["t p"] == "0.074"
     assert row["Wilcoxon p"] == "–"  # n < 6
-    assert row["McNemar p"] == "<0.001 (b 0, c 12)"
+    assert row["McNemar per seed"] == "0.031–0.500 over 3 seeds; B better in 1 of 3"
     # a pair that is a claim shows the claim's verdict, word for word as in the Claims
     claim_row = named(section(render(study), "## Claims"),
                       "All-CNN-C has lower error than Model C")[0]
@@ -228,14 +229,52 @@ def test_truncated_predictions_give_na_and_a_warning_and_nothing_else_changes(st
     assert "C-conv-2/result.json: predictions.npz has sha256" in warnings
     [seeds] = _rows(after, "#### Test error per seed", "All-CNN-C")
     assert seeds[-1] == "2 of 3 (n/a (no predictions) for the rest)"
-    # McNemar on the two usable seeds: 4 + 2 discordant, p = 2 / 2^6
+    # McNemar on the two usable seeds, each alone: 4 and 2 discordant, p = 2 / 2^4, 2 / 2^2
     [pool_conv] = named(section(after, "## Comparisons"), "Model C vs All-CNN-C")
-    assert pool_conv[8] == "0.031 (b 0, c 6; 2 of 3 seeds)"
+    assert pool_conv[8] == "0.125–0.500 over 2 of 3 seeds; no seed below 0.05"
     # every seed-level number is untouched
     table3 = "#### Table 3 layout"
     assert before.split(table3)[1].split("####")[0] == after.split(table3)[1].split("####")[0]
     [pool_conv_before] = named(section(before, "## Comparisons"), "Model C vs All-CNN-C")
     assert pool_conv_before[:8] == pool_conv[:8]
+
+
+def _red_pixels(png: Path) -> int:
+    """Pixels of the outlier cross's colour (#d62728) in a figure."""
+    from matplotlib.image import imread
+
+    rgb = imread(png)[..., :3]
+    return int((np.abs(rgb - np.array([214, 39, 40]) / 255).max(axis=-1) < 0.03).sum())
+
+
+def test_an_outlier_is_flagged_in_the_per_seed_table_and_figure_and_kept(tmp_path):
+    root = tmp_path / "sweeps"
+    # pool: median 13 %, MAD 1 point, seed 4 at 40 %: modified z = 0.6745 * 27 = +18.2;
+    # conv: every |z| <= 0.67; Model A pool: two seeds, never flagged however far apart
+    cells = {("C", "pool"): (0.12, 0.13, 0.14, 0.13, 0.40),
+             ("C", "conv"): (0.10, 0.12, 0.11, 0.11, 0.12), ("A", "pool"): (0.10, 0.60)}
+    for (model, mode), errors in cells.items():
+        for seed, error in enumerate(errors):
+            run(root, f"{model}{mode}{seed}", model=model, downsample=mode, seed=seed, lr=0.05,
+                test=error)
+    text = render(root)
+    assert "† = outlier, shown and kept in every number" in text
+    [pool] = _rows(text, "#### Test error per seed", "Model C")
+    # flagged, and still in the mean: (12 + 13 + 14 + 13 + 40) / 5 = 18.4
+    assert pool[2:7] == ["12.00", "13.00", "14.00", "13.00", "40.00 † (z +18.2)"]
+    assert pool[7].startswith("18.40 ± ")
+    [conv] = _rows(text, "#### Test error per seed", "All-CNN-C")
+    [two] = _rows(text, "#### Test error per seed", "Model A")
+    assert "†" not in "".join(conv) + "".join(two) and two[2:4] == ["10.00", "60.00"]
+    # the verdict keeps the outlier: pool - conv = +2, +1, +3, +2, +28 points
+    [pool_conv] = named(section(text, "## Comparisons"), "Model C vs All-CNN-C")
+    assert pool_conv[4] == "5" and pool_conv[5].startswith("+7.20 [")
+    # the figure marks it with a red cross; a study without outliers has none
+    frame, _ = load.load_runs([root])
+    flagged = figures.error_by_downsampling(frame, "t", tmp_path / "flagged.png", paper=False)
+    tight, _ = load.load_runs([make_study(tmp_path / "tight")])
+    clean = figures.error_by_downsampling(tight, "t", tmp_path / "clean.png", paper=False)
+    assert _red_pixels(flagged) > 20 and _red_pixels(clean) == 0
 
 
 def test_records_without_predictions_get_seed_level_tests_only(tmp_path):
@@ -287,9 +326,11 @@ def test_an_init_sweep_is_compared_along_init(tmp_path):
     assert "### Along `init`" in comparisons and "### Along `downsample`" not in comparisons
     [row] = named(comparisons, "All-CNN-C")
     # no paper order for init: alphabetical, so kaiming is A; it is worse by 2, 3, 2 points
-    # and wrong on every example xavier gets wrong, plus 4 + 6 + 4 more: p = 2 / 2^14
+    # and wrong on every example xavier gets wrong, plus 4, 6, 4 more: per seed p = 2 / 2^4,
+    # 2 / 2^6, 2 / 2^4
     assert row[1:3] == ["kaiming", "xavier"] and row[4] == "3"
-    assert row[5].startswith("+2.33 [") and row[8] == "<0.001 (b 0, c 14)"
+    assert row[5].startswith("+2.33 [")
+    assert row[8] == "0.031–0.125 over 3 seeds; B better in 1 of 3"
 
 
 @pytest.mark.slow  # renders and compares every figure twice (the fast suite has one such test)

@@ -159,8 +159,8 @@ class Comparison:
     b: Side
     seeds: list[Any]
     paired: evidence.Paired
-    mcnemar: evidence.McNemar | None
-    mcnemar_note: str | None  # why there is none (or why some seeds are missing)
+    mcnemar: tuple[evidence.McNemar, ...]  # one exact test per seed pair, never pooled
+    mcnemar_note: str | None  # why there is none
     setting: dict[str, Any]  # cell + protocol of a run of side A: for notes on the setting
 
     @property
@@ -206,35 +206,28 @@ def _refusal(axis: str, cell: Mapping[str, str], seed: Any, runs: dict[str, pd.S
 
 def compare(axis: str, cell: Mapping[str, str], a: Side, b: Side,
             warnings: set[str]) -> Comparison:
-    """A minus B, paired by seed; McNemar on the seed pairs that share a test set (the others
-    are named in ``warnings``); a pair without usable predictions is "n/a"."""
+    """A minus B, paired by seed; McNemar within each seed pair that shares a test set (the
+    others are named in ``warnings``); a pair without usable predictions is "n/a"."""
     seeds = sorted(set(a.by_seed) & set(b.by_seed), key=lambda s: (str(type(s)), s))
     result = evidence.paired([a.by_seed[s]["test_error"] for s in seeds],
                              [b.by_seed[s]["test_error"] for s in seeds])
-    pairs, missing, differ = [], 0, 0
+    pairs, differ = [], 0
     for seed in seeds:
         run_a, run_b = a.by_seed[seed], b.by_seed[seed]
         correct_a, correct_b = run_a.get("correct"), run_b.get("correct")
-        if not isinstance(correct_a, np.ndarray) or not isinstance(correct_b, np.ndarray):
-            missing += 1
-        elif run_a["test_fingerprint"] != run_b["test_fingerprint"]:
+        if not (isinstance(correct_a, np.ndarray) and isinstance(correct_b, np.ndarray)):
+            continue  # no usable predictions on one side: this pair is "n/a"
+        if run_a["test_fingerprint"] == run_b["test_fingerprint"]:
+            pairs.append(evidence.mcnemar_exact(*evidence.discordant(correct_a, correct_b)))
+        else:
             differ += 1
             warnings.add(_refusal(axis, cell, seed, {a.value: run_a, b.value: run_b}))
-        else:
-            pairs.append(evidence.discordant(correct_a, correct_b))
-    mcnemar, note = None, None
-    if len(seeds) < 2:
-        note = evidence.ONE_SEED if seeds else None
-    elif pairs:
-        mcnemar = evidence.mcnemar_pooled(pairs)
-        if len(pairs) < len(seeds):
-            note = f"{len(pairs)} of {len(seeds)} seeds"
-    else:
-        note = "n/a (test sets differ)" if differ else per_example.NA
+    note = None if pairs else "n/a (test sets differ)" if differ else per_example.NA
     first = next(iter(a.by_seed.values()), None)
     setting = {} if first is None else {**parsed(first["protocol_spec"]),
                                         **parsed(first["cell"])}
-    return Comparison(dict(cell), a, b, seeds, result, mcnemar, note, setting)
+    return Comparison(dict(cell), a, b, seeds, result, tuple(pairs) if len(seeds) > 1 else (),
+                      note, setting)
 
 
 def tables(frame: pd.DataFrame, axis: str,

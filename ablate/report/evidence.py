@@ -11,14 +11,15 @@ Choices, stated once (the README quotes them):
   (seed-to-seed variation is the noise a rerun would see), Holm-adjusted within its table.
   The Wilcoxon signed-rank test is shown from n = 6 on: below that its smallest two-sided p
   (2/2^n) cannot reach 0.05, so it could only ever say "no difference".
-- McNemar's exact test uses the per-example predictions of each seed pair: b = examples only
-  A got right, c = examples only B got right; p = two-sided binomial(b, b + c, 1/2). Across
-  seeds the discordant counts are summed and one exact test is run on the totals (a
-  Mantel-Haenszel-style pooling over the seed strata). Summing keeps the direction: a seed
-  where A wins and one where B wins cancel, where Fisher's or Stouffer's combination of
-  two-sided p-values would add them up. Caveat: the seeds reuse one test set, so the totals
-  are not independent trials; the pooled p speaks for these trained networks on this test
-  set, not for a rerun with new seeds. That is why the verdict uses the paired t-test.
+- The seed is the unit: McNemar's exact test (b = examples only A got right, c = only B)
+  runs within each seed pair, never pooled, as the seeds' networks share one test set. The
+  report shows the range of its p over seeds and in how many seeds it favours each side at
+  0.05 ("0.003–0.410 over 3 seeds; A better in 2 of 3"): descriptive, not the verdict.
+- Outliers are flagged, never dropped: |0.6745 (x − median) / MAD| > 3.5 over a cell's seeds,
+  from 3 seeds on (Iglewicz & Hoaglin, How to Detect and Handle Outliers, ASQC 1993). MAD = 0
+  (more than half the seeds equal): (x − median) / (1.253314 MeanAD), IBM's documented form
+  (Cognos Analytics, "Modified z score"), so one value off the rest is flagged from 5 seeds
+  on (5 / 1.253314 > 3.5), never at 3 or 4 seeds, where nothing says which value is off.
 - One seed: no interval, no test, no p-value at all, verdict "one seed: no claim".
 - The same non-zero difference on every seed: no t-test (zero spread), verdict says so.
 """
@@ -26,8 +27,9 @@ Choices, stated once (the README quotes them):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -44,6 +46,8 @@ MORE_INVARIANT, LESS_INVARIANT = "A more invariant", "A less invariant"
 # Every seed differs by exactly the same amount (errors on a small test set are multiples of
 # 1/N): the t statistic is undefined, and "no detectable difference" would misstate it.
 NO_TEST = "no test: the same difference on every seed"
+OUTLIER_Z, OUTLIER_MIN_SEEDS = 3.5, 3
+Key = TypeVar("Key")
 
 
 @dataclass(frozen=True)
@@ -139,11 +143,33 @@ def mcnemar_exact(b: int, c: int) -> McNemar:
     return McNemar(b, c, float(mcnemar(table, exact=True).pvalue))
 
 
-def mcnemar_pooled(pairs: Sequence[tuple[int, int]]) -> McNemar:
-    """Seed pairs combined by summing their discordant counts (see the module docstring)."""
-    if not pairs:
-        raise ValueError("no seed pairs with usable predictions to combine")
-    return mcnemar_exact(sum(b for b, _ in pairs), sum(c for _, c in pairs))
+def favouring(tests: Sequence[McNemar], alpha: float = ALPHA) -> tuple[int, int]:
+    """(seed pairs whose own exact test favours A at ``alpha``, those favouring B)."""
+    return (sum(t.p < alpha and t.b > t.c for t in tests),
+            sum(t.p < alpha and t.c > t.b for t in tests))
+
+
+def modified_z(values: Sequence[float]) -> np.ndarray:
+    """Iglewicz & Hoaglin's modified z-scores, MeanAD where MAD = 0 (module docstring)."""
+    deviation = np.asarray(values, dtype=float) - np.median(values)
+    mad, mean_ad = scipy_stats.median_abs_deviation(values), np.abs(deviation).mean()
+    if mad > 0:
+        return 0.6745 * deviation / mad  # 0.6745 / MAD ~ 1 / sigma for normal data
+    return deviation / (1.253314 * mean_ad) if mean_ad > 0 else np.zeros_like(deviation)
+
+
+def outliers(values_by_seed: Mapping[Key, float]) -> dict[Key, float]:
+    """The flagged seeds of one cell with their modified z: |z| > 3.5, only from 3 seeds."""
+    if len(values_by_seed) < OUTLIER_MIN_SEEDS:
+        return {}
+    scores = zip(values_by_seed, modified_z(list(values_by_seed.values())), strict=True)
+    return {seed: float(z) for seed, z in scores if abs(z) > OUTLIER_Z}
+
+
+def without_flagged(values_by_seed: Mapping[Key, float]) -> dict[Key, float]:
+    """The cell without its flagged seeds: does a verdict rest on an outlier? (It keeps them.)"""
+    flagged = outliers(values_by_seed)
+    return {seed: v for seed, v in values_by_seed.items() if seed not in flagged}
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:

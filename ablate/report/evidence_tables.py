@@ -20,6 +20,10 @@ from ablate.report.load import shift_columns
 from ablate.rows import CONSISTENCY_FLIP
 from ablate.status import Status
 
+MCNEMAR = (f"exact, within each seed pair, never pooled (the seeds share one test set): the range "
+           f"of its p over seeds and in how many it favours a side at p < {evidence.ALPHA:g}; "
+           "descriptive of these networks on this test set, not the verdict")
+
 
 def summary_text(values: Sequence[float]) -> str:
     """``mean ± CI`` of per-seed values."""
@@ -38,13 +42,17 @@ def difference(result: evidence.Paired) -> str:
 
 
 def mcnemar_text(comparison: compare.Comparison) -> str:
-    if comparison.n < 2:
-        return "–"
-    test = comparison.mcnemar
-    if test is None:
-        return comparison.mcnemar_note or "–"
-    extra = f"; {comparison.mcnemar_note}" if comparison.mcnemar_note else ""
-    return f"{p_text(test.p)} (b {test.b}, c {test.c}{extra})"
+    """Never pooled: the range of the per-seed exact p and in how many seed pairs each side's
+    own test favours it (``evidence``'s docstring); "B better in 1 of 3" is descriptive."""
+    tests, n = comparison.mcnemar, comparison.n
+    if not tests:
+        return (comparison.mcnemar_note or "–") if n > 1 else "–"
+    low, high = (p_text(f(t.p for t in tests)) for f in (min, max))
+    favoured = [f"{side} better in {k} of {len(tests)}"
+                for side, k in zip("AB", evidence.favouring(tests), strict=True) if k]
+    return (f"{low if low == high else f'{low}–{high}'} over {len(tests)}"
+            f"{'' if len(tests) == n else f' of {n}'} seeds; "
+            f"{', '.join(favoured) or f'no seed below {evidence.ALPHA:g}'}")
 
 
 def _shared(lists: Sequence[Sequence[str]]) -> list[str]:
@@ -126,14 +134,14 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
         "worse*) decides it, and seeds added later never reopen it. The decision interval is "
         "that look's. An undecided claim says how many seeds a fixed design would need for "
         "80 % power (statsmodels) at the grid's spread and the claim's effect (the margin, "
-        "else the paper's difference, else the observed one). McNemar (test error claims "
-        "only): exact, per example, descriptive.",
+        "else the paper's difference, else the observed one). McNemar per seed (test error "
+        f"claims only): {MCNEMAR}.",
         *(["", "Runs of every tested line: " + ", ".join(runs) + "."] if runs else []),
         *(["", "Not the paper's setting in every tested line: " + ", ".join(unlike) + "."]
           if unlike else []),
         "",
         fmt.table(["claim", "metric", "runs", "n", "A − B (pp) [95 % CI]",
-                   "decision interval (pp)", "margin", "McNemar p", "result", "note"], rows),
+                   "decision interval (pp)", "margin", "McNemar per seed", "result", "note"], rows),
         "",
         "Sources: " + "; ".join(cited) + ".",
     ])
@@ -188,8 +196,8 @@ def comparison_table(cell: Mapping[str, str], rows: Sequence[compare.Comparison]
     title += (" (protocol " + ", ".join(f"`{p}`" for p in protocols) + ")" if error
               else f": {metric.label}")
     header = ["models", "A", "B", *(["lr A / B (by val)"] if error else []), "n",
-              "A − B (pp) [95 % CI]", "t p", *(["Wilcoxon p", "McNemar p"] if error else []),
-              "Holm p (t)", "verdict"]
+              "A − B (pp) [95 % CI]", "t p",
+              *(["Wilcoxon p", "McNemar per seed"] if error else []), "Holm p (t)", "verdict"]
     return "\n".join([f"#### {title}", "", fmt.table(header, body)])
 
 
@@ -202,9 +210,8 @@ def comparisons_section(frame: pd.DataFrame, warnings: set[str], alpha: float,
         "Along every axis the runs vary (other than seed and lr), among runs that are otherwise "
         "identical: each side at its own lr chosen by validation error, paired by seed. "
         "A − B in percentage points of test error with its 95 % t interval; t p = paired t-test; "
-        f"Wilcoxon signed-rank from n = {evidence.WILCOXON_MIN_N}; McNemar = exact, on the "
-        "per-example discordant counts summed over seeds (b: only A right, c: only B right; "
-        "only for runs on the same test set). A pair that is one of the Claims shows that "
+        f"Wilcoxon signed-rank from n = {evidence.WILCOXON_MIN_N}; McNemar per seed (runs on "
+        f"the same test set only) = {MCNEMAR}. A pair that is one of the Claims shows that "
         "claim's verdict (Holm p: \"claim\"), decided with the others in one family; the "
         "other pairs are exploratory: Holm p = the t-test's p, Holm-adjusted among the "
         f"table's exploratory pairs, verdict at Holm p < {alpha:g}; one seed gives no test.",
@@ -237,17 +244,22 @@ def seeds_section(runs: pd.DataFrame) -> str:
     rows = []
     for name, (entry, mine) in picked.items():
         by_seed = dict(zip(mine["seed"], mine["test_error"], strict=True))
+        flagged = evidence.outliers(by_seed)  # shown, never dropped: the mean keeps them
         usable = sum(isinstance(c, np.ndarray) for c in mine["correct"])
         examples = ("ok" if usable == len(mine) else per_example.NA if usable == 0
                     else f"{usable} of {len(mine)} ({per_example.NA} for the rest)")
         rows.append([name, fmt.lr_text(entry["chosen"]["lr"]),
-                     *[fmt.pct(by_seed.get(s)) for s in seeds],
+                     *[fmt.pct(by_seed.get(s)) + (f" † (z {flagged[s]:+.1f})" if s in flagged
+                                                  else "") for s in seeds],
                      f"{summary_text(mine['test_error'])} (n = {len(mine)})", examples])
     return "\n".join([
         "#### Test error per seed",
         "",
         "Each finished seed's test error % at the model's chosen lr; mean ± 95 % t interval; "
-        "per-example = whether its predictions.npz could be used.",
+        "per-example = whether its predictions.npz could be used. † = outlier, shown and kept "
+        f"in every number: modified z = 0.6745 (x − median) / MAD over the model's seeds "
+        f"beyond ±{evidence.OUTLIER_Z:g} (Iglewicz & Hoaglin), from "
+        f"{evidence.OUTLIER_MIN_SEEDS} seeds on.",
         "",
         fmt.table(["model", "lr", *[f"seed {s}" for s in seeds], "mean ± 95 % CI",
                     "per-example"], rows),

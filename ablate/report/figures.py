@@ -61,7 +61,8 @@ def _spread(axes, intervals: list[tuple[float, float, float]], points: list[tupl
 
 def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path, paper: bool) -> Path | None:
     """Grouped bars: one group per base model, one bar per downsampling mode, every seed a
-    point on its bar, the 95 % t interval only from two seeds (no whisker: one seed)."""
+    point on its bar (an outlier a red cross, ``evidence.outliers``), the 95 % t interval only
+    from two seeds (no whisker: one seed)."""
     from matplotlib.figure import Figure
 
     by_cell = {(str(entry["model"]), str(entry["downsample"])): (entry["chosen"], seeds)
@@ -75,9 +76,9 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path, paper: boo
     figure = Figure(figsize=(7.5, 4.2))
     axes = figure.add_subplot()
     width = 0.8 / len(modes)
-    seed_label = "seed"  # once in the legend
+    seed_label, far_label = "seed", f"outlier (|modified z| > {evidence.OUTLIER_Z:g})"  # once
     for j, mode in enumerate(modes):
-        xs, means, refs, intervals, points = [], [], [], [], []
+        xs, means, refs, intervals, points, far = [], [], [], [], [], []
         for i, model in enumerate(models):
             x = i + (j - (len(modes) - 1) / 2) * width
             if (model, mode) in by_cell:
@@ -86,7 +87,10 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path, paper: boo
                 means.append(100 * pick["test_mean"])
                 if pick["n"] >= 2:
                     intervals.append((x, 100 * pick["test_mean"], 100 * pick["test_ci"]))
-                points += [(x, 100 * float(e)) for e in seeds["test_error"]]
+                by_seed = dict(zip(seeds["seed"], seeds["test_error"], strict=True))
+                flagged = evidence.outliers(by_seed)
+                for seed, error in by_seed.items():
+                    (far if seed in flagged else points).append((x, 100 * float(error)))
             else:
                 axes.text(x, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=7,
                           color="0.5")
@@ -95,6 +99,10 @@ def error_by_downsampling(runs: pd.DataFrame, title: str, path: Path, paper: boo
                 refs.append((x, float(match["error"].iloc[0])))
         axes.bar(xs, means, width=width * 0.9, label=mode, color=COLORS.get(mode, "0.6"))
         _spread(axes, intervals, points, "black", "0.15", label=seed_label)
+        if far:  # shown, never dropped: the bar and interval keep them
+            axes.scatter(*zip(*far, strict=True), marker="X", s=36, color="#d62728", zorder=5,
+                         label=far_label)
+            far_label = None
         if points:
             seed_label = None
         if refs:
