@@ -369,3 +369,19 @@ def test_p_values_and_differences_are_formatted_stably():
     assert formatting.p_text(None) == "–" and formatting.p_text(0.0004) == "<0.001"
     assert formatting.p_text(0.07418) == "0.074"
     assert math.isclose(float(formatting.p_text(1.0)), 1.0)
+
+
+def test_a_verdict_that_rests_on_flagged_runs_says_so(tmp_path):
+    """Three of ten All-CNN-C runs fail at ~50 %: with them the claim is undecided (the
+    trimmed test cannot drop three), without them it is supported: the note says so, the
+    verdict keeps every run."""
+    root = tmp_path / "sweeps"
+    pool = (0.120, 0.122, 0.118, 0.121, 0.119, 0.123, 0.117, 0.120, 0.121, 0.119)
+    conv = (0.100, 0.50, 0.098, 0.52, 0.099, 0.102, 0.55, 0.097, 0.101, 0.101)
+    for seed in range(10):
+        for mode, errors in (("pool", pool), ("conv", conv)):
+            run(root, f"{mode}{seed}", model="C", downsample=mode, seed=seed, lr=0.05,
+                test=errors[seed], with_predictions=False)
+    [row] = named(section(render(root), "## Claims"), "All-CNN-C has lower error than Model C")
+    assert row[-2].startswith("undecided at n = 10")
+    assert row[-1] == "without the flagged runs (seed 1, 3, 6): supported at n = 3"

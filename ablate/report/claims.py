@@ -193,6 +193,7 @@ class Outcome:
     needed: int | None = None  # seeds a side a fixed design would need (undecided claims)
     design: decide.Design | None = None  # the family's looks and levels
     differences: list[str] = field(default_factory=list)  # from the paper's setting
+    outliers: str | None = None  # how the verdict reads without the flagged runs, if otherwise
 
     @property
     def effect(self) -> str:
@@ -218,13 +219,35 @@ def rule_of(claim: Claim, margin: float | None) -> decide.Rule:
     return decide.Rule(claim.expect, margin or 0.0, compare.metric(claim.metric).higher_is_better)
 
 
-def _sides(outcome: Outcome) -> tuple[list[float], list[float]]:
-    """The claim's metric on both sides over the seeds that have it on both, in seed order."""
+def _by_seed(outcome: Outcome) -> tuple[dict[Any, float], dict[Any, float]]:
+    """The claim's metric on each side, per seed that has it on both, in seed order."""
     comparison, column = outcome.comparison, outcome.claim.metric
     a, b = comparison.a.by_seed, comparison.b.by_seed
     seeds = [s for s in comparison.seeds
              if not (pd.isna(a[s].get(column)) or pd.isna(b[s].get(column)))]
-    return [float(a[s][column]) for s in seeds], [float(b[s][column]) for s in seeds]
+    return {s: float(a[s][column]) for s in seeds}, {s: float(b[s][column]) for s in seeds}
+
+
+def _sides(outcome: Outcome) -> tuple[list[float], list[float]]:
+    a, b = _by_seed(outcome)
+    return list(a.values()), list(b.values())
+
+
+def without_outliers(outcome: Outcome, rule: decide.Rule, design: decide.Design,
+                     spread: float) -> str | None:
+    """Whether the verdict rests on a flagged run: the verdict without the flagged seeds (of
+    either side, so the sides stay paired by seed), where it differs; None where it does not
+    or nothing is flagged. The verdict itself keeps every finished run."""
+    a, b = _by_seed(outcome)
+    flagged = sorted({*evidence.outliers(a), *evidence.outliers(b)}, key=str)
+    if not flagged:
+        return None
+    kept = [s for s in a if s not in flagged]
+    again = decide.decide([a[s] for s in kept], [b[s] for s in kept], rule, design, spread)
+    if again.verdict == outcome.decision.verdict:
+        return None
+    seeds = ", ".join(str(s) for s in flagged)
+    return f"without the flagged runs (seed {seeds}): {again.verdict} at n = {again.n}"
 
 
 def result_text(outcome: Outcome, design: decide.Design) -> str:
@@ -308,4 +331,5 @@ def evaluate(frame: pd.DataFrame, claims: Sequence[Claim], config: Settings,
         if outcome.decision.open:
             outcome.needed = decide.seeds_needed(effect, spread, design)
         outcome.result = result_text(outcome, design)
+        outcome.outliers = without_outliers(outcome, rule, design, spread)
     return outcomes

@@ -110,8 +110,9 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
             outcome.claim.statement, metric.label, ", ".join(own) or "as above", result.n,
             difference(result), f"{interval_text(decision.low, decision.high)} "
             f"(n = {decision.n})" if decision.n else "–", margin, per_example, outcome.result,
-            f"{'also ' if unlike else ''}not the paper's setting: {', '.join(extra)}"
-            if extra else "",
+            "; ".join(filter(None, [
+                f"{'also ' if unlike else ''}not the paper's setting: {', '.join(extra)}"
+                if extra else "", outcome.outliers])),
         ])
     cited = list(dict.fromkeys(o.claim.cites for o in outcomes))
     design = next((o.design for o in tested), claims.family_design(0, config))
@@ -134,7 +135,9 @@ def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) 
         "worse*) decides it, and seeds added later never reopen it. The decision interval is "
         "that look's. An undecided claim says how many seeds a fixed design would need for "
         "80 % power (statsmodels) at the grid's spread and the claim's effect (the margin, "
-        "else the paper's difference, else the observed one). McNemar per seed (test error "
+        "else the paper's difference, else the observed one). A run flagged as an outlier († in "
+        "the per-seed tables) stays in; a claim whose verdict would differ without the "
+        "flagged runs says so in its note. McNemar per seed (test error "
         f"claims only): {MCNEMAR}.",
         *(["", "Runs of every tested line: " + ", ".join(runs) + "."] if runs else []),
         *(["", "Not the paper's setting in every tested line: " + ", ".join(unlike) + "."]
