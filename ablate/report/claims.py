@@ -262,11 +262,13 @@ def result_text(outcome: Outcome, design: decide.Design) -> str:
         return str(decision.verdict)
     if n < 2:
         return f"{decide.Verdict.UNDECIDED} ({evidence.ONE_SEED})"
+    needed = f"≈ {outcome.needed} seeds would decide it" if outcome.needed else \
+        "no spread to plan with"
+    if n >= design.max_seeds:
+        return f"{decide.Verdict.UNDECIDED} at n = {n} (max_seeds {design.max_seeds}); {needed}"
     if decision.futile:
         return (f"{decide.Verdict.UNDECIDED} at n = {n}: the remaining seeds (up to "
                 f"{design.max_seeds}) cannot decide it")
-    needed = f"≈ {outcome.needed} seeds would decide it" if outcome.needed else \
-        "no spread to plan with"
     return f"{decide.Verdict.UNDECIDED} at n = {n}; {needed}"
 
 
@@ -328,7 +330,7 @@ def evaluate(frame: pd.DataFrame, claims: Sequence[Claim], config: Settings,
         outcome.decision = decide.decide(a, b, rule, design, spread)
         effect = outcome.margin if outcome.claim.expect == "no_worse" else (
             _paper_difference(outcome) or abs(outcome.decision.estimate))
-        if outcome.decision.open:
+        if outcome.decision.verdict == decide.Verdict.UNDECIDED:
             outcome.needed = decide.seeds_needed(effect, spread, design)
         outcome.result = result_text(outcome, design)
         outcome.outliers = without_outliers(outcome, rule, design, spread)

@@ -61,6 +61,13 @@ class AblateSweeperConf:
     # a lease (ablate.sweep.lease) older than this has expired even if its process cannot be
     # seen (another machine): set it above the longest batch of jobs one launch runs
     lease_timeout_hours: float = 72.0
+    # seeds=auto: seeds added round after round until the paper's claims the grid tests are
+    # decided (ablate.sweep.sequential); min/max seeds None: ablate.decide's (3 and 10);
+    # max_runs: a budget of runs for the whole sweep (None: none)
+    seeds: str | None = None
+    min_seeds: int | None = None
+    max_seeds: int | None = None
+    max_runs: int | None = None
 
 
 ConfigStore.instance().store(
@@ -86,6 +93,8 @@ class AblateSweeper(Sweeper):
         self.launcher: Launcher | None = None  # made once the sweep has its folder
         self.composer: JobComposer | None = None  # made on first use
         self.unsaved: str | None = None  # sweep.json could not be written (a full disk)
+        self.sweep_dir: Path | None = None  # taken by the first round, kept by the next
+        self.next_num = 0  # job numbers go on from round to round (each its own folder)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -121,15 +130,22 @@ class AblateSweeper(Sweeper):
         return grid.union(parse, self.settings.params or {}, self.settings.variants or [],
                           arguments)
 
-    def plan(self, arguments: Sequence[str]) -> tuple["Axes", list["PlannedRun"], str, Path]:
-        """``(axes, planned runs, estimate note, records root)`` of ``arguments``' grid; in a
-        final stage (a config with ``selection``), each job at the lr its selection sweep chose,
-        and nothing starts while that sweep is incomplete."""
+    def plan(self, arguments: Sequence[str], jobs: Sequence[Sequence[str]] | None = None
+             ) -> tuple["Axes", list["PlannedRun"], str, Path]:
+        """``(axes, planned runs, estimate note, records root)`` of ``arguments``' grid (or of
+        ``jobs``, a round of seeds=auto); in a final stage (a config with ``selection``), each
+        job at the lr its selection sweep chose, and nothing starts while that sweep is
+        incomplete."""
         from ablate import selection
         from ablate.errors import SelectionError
         from ablate.sweep import planner
 
         grid, axes = self._grid(arguments)
+        if jobs is not None:  # a round of seeds=auto: the seeds it runs, not the grid's
+            grid = [list(job) for job in jobs]
+            seeds = sorted({o.split("=", 1)[1] for job in grid for o in job
+                            if o.startswith("seed=")}, key=int)
+            axes = [(k, seeds if k == "seed" else v) for k, v in axes]
         if "selection" in self.config:
             try:
                 grid = selection.final_grid(grid, self._composer().compose)
@@ -163,6 +179,49 @@ class AblateSweeper(Sweeper):
         return taken
 
     def sweep(self, arguments: list[str]) -> Any:
+        from ablate.sweep import sequential
+
+        settings = self.settings
+        try:
+            plan = sequential.settings(settings.seeds, settings.min_seeds, settings.max_seeds,
+                                       settings.max_runs)
+        except ValueError as error:
+            _refuse(str(error))
+        if plan is None:
+            return self._round(arguments)
+        return self._sweep_until_decided(arguments, plan)
+
+    def _sweep_until_decided(self, arguments: list[str], plan: Any) -> Any:
+        """Rounds of seeds (``ablate.sweep.sequential``) until the claims are decided."""
+        from ablate.sweep import sequential
+
+        cells = sequential.cells_of(self._grid(arguments)[0])
+        if problem := sequential.untestable(cells):
+            _refuse(problem)
+        counts = {cell: plan.min_seeds for cell in cells}
+        if plan.max_runs is not None and plan.max_runs < len(cells) * plan.min_seeds:
+            _refuse(f"hydra.sweeper.max_runs={plan.max_runs} is below the first round "
+                    f"({len(cells)} cells x min_seeds {plan.min_seeds}); raise it")
+        returns, round_number = [], 1
+        while True:
+            print(f"[seeds=auto] round {round_number}: {len(cells)} cells, "
+                  f"{sum(counts.values())} runs in all", flush=True)
+            returns += self._round(arguments, sequential.jobs_of(counts))
+            if self.settings.dry_run:
+                return returns
+            found = sequential.judge(self.root, cells, counts, plan)
+            for line in found.reasons:
+                print(f"[seeds=auto] {line}", flush=True)
+            if found.targets == counts:
+                break
+            counts, round_number = found.targets, round_number + 1
+        print("[seeds=auto] where the claims stand:", flush=True)
+        for line in sequential.summary(found.outcomes):
+            print(line, flush=True)
+        return returns
+
+    def _round(self, arguments: list[str], jobs: list[list[str]] | None = None) -> Any:
+        """One launch of the grid (or of ``jobs``): plan, print, launch, summarise."""
         from ablate.errors import Interrupted, SweepFailed, SweepIncomplete
         from ablate.signals import interruptible
         from ablate.status import Action, Outcome
@@ -178,10 +237,12 @@ class AblateSweeper(Sweeper):
             logging.getLogger(BASIC_LAUNCHER.rsplit(".", 1)[0]).setLevel(logging.WARNING)
         if problem := missing(str(self.config.hydra.launcher.get("_target_", ""))):
             _refuse(problem)  # a launcher whose package is missing: the pip command, first
-        axes, runs, note, root = self.plan(arguments)
+        axes, runs, note, root = self.plan(arguments, jobs)
         other_code = planner.mark_other_code(runs, rerun=self.settings.rerun_stale)
         invalid = sum(bool(run.problem) for run in runs)
-        sweep_dir = self.requested_dir if dry_run or invalid else self._take_sweep_dir()
+        if not (dry_run or invalid) and self.sweep_dir is None:
+            self.sweep_dir = self._take_sweep_dir()
+        sweep_dir = self.requested_dir if dry_run or invalid else self.sweep_dir
         name = str(self.config.get("sweep_name", root.name))
         print(plan.format_plan(name, sweep_dir, root, axes, runs, note, dry_run), flush=True)
         if other_code:
@@ -203,13 +264,13 @@ class AblateSweeper(Sweeper):
                 launch.skip(run)
         todo = [run for run in runs if run.decision.action != Action.SKIP]
         self.progress = progress.Progress(todo)
-        stopped = None
+        stopped, first_num = None, self.next_num
         try:
             with interruptible():  # between jobs too: a signal never loses the summary
                 returns = self._launch_all(todo, sweep_dir)
         except Interrupted as stop:  # stop launching, say what happened, exit 128 + signal
             stopped = stop
-            for num, run in enumerate(todo):  # job numbers follow the order of launch
+            for num, run in enumerate(todo, start=first_num):  # numbered in launch order
                 if run.state is None:
                     launch.collect(run, self._output_dir(run, num, None), None, None)
                 if run.error and run.error.startswith("no record"):
@@ -236,7 +297,7 @@ class AblateSweeper(Sweeper):
         settings, root = self.settings, self.root
         basic = self.config.hydra.launcher.get("_target_") == BASIC_LAUNCHER
         size = settings.max_batch_size or (1 if basic else len(todo) or 1)
-        next_num, returns = 0, []
+        returns = []
         for start in range(0, len(todo), size):
             batch = todo[start:start + size]
             if settings.resume:  # resume=false: no leases either (every job runs again)
@@ -245,11 +306,11 @@ class AblateSweeper(Sweeper):
             if not batch:
                 continue
             try:
-                returns.append(self._launch_batch(batch, next_num))
+                returns.append(self._launch_batch(batch, self.next_num))
             finally:  # the records are there (or the jobs are lost): the cells are free again
                 for run in batch if settings.resume else []:
                     lease.release(root, run.config_id)
-            next_num += len(batch)
+            self.next_num += len(batch)
         return returns
 
     def _launch_batch(self, batch: list["PlannedRun"], first: int) -> list[JobReturn]:

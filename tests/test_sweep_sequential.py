@@ -1,0 +1,115 @@
+"""hydra.sweeper.seeds=auto: rounds of seeds until the claims are decided (ablate.sweep.sequential).
+
+The pieces on hand-made records (what a round decides to add, the budget, bad settings), then
+a real sequential sweep through the CLI and its relaunch.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from helpers import TINY, result_files, run_cli
+from test_report_evidence import run
+
+from ablate.sweep import sequential
+
+POOL, CONV = ("model=C", "downsample=pool"), ("model=C", "downsample=conv")
+
+
+@pytest.mark.parametrize("values, message", [
+    (("auto", 5, 4, None), "min_seeds 5 > max_seeds 4"),
+    (("auto", 1, None, None), "min_seeds 1 < 2"),
+    (("auto", None, None, 0), "max_runs=0: a budget of at least one run"),
+    (("3", None, None, None), "the only value is auto"),
+])
+def test_bad_settings_name_the_setting_and_the_fix(values, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sequential.settings(*values)
+
+
+def test_defaults_come_from_the_decision_procedure():
+    assert sequential.settings("auto", None, None, None) == sequential.Plan(3, 10, None)
+    assert sequential.settings(None, 5, None, None) is None  # seeds as the grid gives them
+
+
+def test_a_grid_that_tests_no_claim_is_refused_naming_what_claims_need():
+    problem = sequential.untestable([POOL, ("model=C", "downsample=stride")][:1])
+    assert "no claim can be tested on this grid's cells" in problem
+    assert ("all-cnn-beats-pooling-A needs model=A downsample=conv and model=A "
+            "downsample=pool") in problem
+    assert sequential.untestable([POOL, CONV]) is None
+
+
+def _cells(root: Path, seeds: int, pool: tuple, conv: tuple) -> Path:
+    for seed in range(seeds):
+        for mode, errors in (("pool", pool), ("conv", conv)):
+            run(root, f"{mode}{seed}", model="C", downsample=mode, seed=seed, lr=0.05,
+                test=errors[seed], with_predictions=False)
+    return root
+
+
+def test_a_round_adds_one_seed_to_the_cells_of_open_claims(tmp_path):
+    # conv 2 points below pool at a spread of ~1 point: undecided at 3 seeds, but 10 could
+    root = _cells(tmp_path / "sweeps", 3, (0.120, 0.130, 0.140), (0.100, 0.115, 0.105))
+    plan = sequential.Plan(3, 10, None)
+    found = sequential.judge(root, [POOL, CONV], {POOL: 3, CONV: 3}, plan)
+    assert found.targets == {POOL: 4, CONV: 4}
+    assert found.reasons == ["All-CNN-C vs Model C (all-cnn-beats-pooling-C) undecided at "
+                             "n = 3: +1 seed"]
+    # a budget of 7 runs in all: one more run, in the grid's order, and it says so
+    capped = sequential.judge(root, [POOL, CONV], {POOL: 3, CONV: 3},
+                              sequential.Plan(3, 10, 7))
+    assert capped.targets == {POOL: 4, CONV: 3}
+    assert capped.reasons[-1] == ("budget of 7 runs reached (hydra.sweeper.max_runs): no "
+                                  "more seeds")
+    # at max_seeds nothing is added, whatever the claim says
+    assert sequential.judge(root, [POOL, CONV], {POOL: 3, CONV: 3},
+                            sequential.Plan(2, 3, None)).targets == {POOL: 3, CONV: 3}
+
+
+def test_a_decided_claim_adds_nothing(tmp_path):
+    pool = (0.120, 0.122, 0.118, 0.121, 0.119, 0.123, 0.117)
+    conv = (0.100, 0.102, 0.098, 0.101, 0.099, 0.102, 0.097)
+    root = _cells(tmp_path / "sweeps", 7, pool, conv)
+    found = sequential.judge(root, [POOL, CONV], {POOL: 7, CONV: 7},
+                             sequential.Plan(3, 10, None))
+    assert found.targets == {POOL: 7, CONV: 7} and found.reasons == []
+    [outcome] = [o for o in found.outcomes if o.claim.id == "all-cnn-beats-pooling-C"]
+    assert outcome.result == "supported"
+
+
+AUTO = [*[o for o in TINY if o != "seed=0"], "model=C", "downsample=pool,conv",
+        "hydra.sweeper.seeds=auto", "hydra.sweeper.min_seeds=2", "hydra.sweeper.max_seeds=3"]
+
+
+@pytest.mark.slow
+def test_a_sequential_sweep_runs_rounds_and_a_relaunch_trains_nothing(workdir):
+    first = run_cli(["-m", *AUTO], workdir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "[seeds=auto] round 1: 2 cells, 4 runs in all" in first.stdout
+    added = re.findall(r"undecided at n = 2: \+1 seed", first.stdout)
+    runs = result_files(workdir)
+    # every cell at 2 seeds, and at 3 where an open claim asked for one more
+    assert len(runs) == (6 if added else 4)
+    assert len({path.parent for path in runs}) == len(runs)  # each job its own folder
+    standing = first.stdout.split("[seeds=auto] where the claims stand:", 1)[1]
+    assert "all-cnn-beats-pooling-C: " in standing
+    again = run_cli(["-m", *AUTO], workdir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert result_files(workdir) == runs  # trained nothing twice
+    assert "0 to run" in again.stdout
+    assert again.stdout.split("[seeds=auto] where the claims stand:", 1)[1] == standing
+
+
+@pytest.mark.slow
+def test_bad_sequential_settings_stop_before_anything_runs(workdir):
+    result = run_cli(["-m", *AUTO, "hydra.sweeper.min_seeds=5", "hydra.sweeper.max_seeds=4"],
+                     workdir)
+    assert result.returncode == 2
+    assert "min_seeds 5 > max_seeds 4" in result.stderr
+    assert not (workdir / "sweeps").exists()
+    lonely = run_cli(["-m", *[o for o in AUTO if o != "downsample=pool,conv"],
+                      "downsample=pool"], workdir)
+    assert lonely.returncode == 2 and "no claim can be tested" in lonely.stderr
