@@ -6,7 +6,6 @@ The factories return None where the Trainer turns the feature off, so one config
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from ablate import console, invariance
-from ablate.budget import duration, planned_batches
+from ablate.budget import duration, planned_batches, planned_epochs
 from ablate.data.module import TensorDataModule
 from ablate.predictions import write_predictions
 
@@ -129,9 +128,7 @@ class TimeEstimate(pl.Callback):
         step = min(step_seconds[1:])  # the first step pays for allocation and kernel selection
         train_batches = planned_batches(len(loader), trainer.limit_train_batches)
         val_batches = planned_batches(len(datamodule.val_dataloader()), trainer.limit_val_batches)
-        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
-        if trainer.max_steps and trainer.max_steps > 0:
-            epochs = min(epochs, math.ceil(trainer.max_steps / max(train_batches, 1)))
+        epochs = planned_epochs(trainer.max_epochs, trainer.max_steps, train_batches)
         eval_ratio = len(x) and (datamodule.eval_batch_size / len(x)) / 3.0  # forward only
         per_epoch = step * (train_batches + val_batches * eval_ratio)
         self.seconds = per_epoch * epochs

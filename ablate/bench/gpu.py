@@ -35,8 +35,7 @@ import torch
 from ablate import atomic, records
 from ablate.bench import gpu_report, gpu_steps, overhead
 from ablate.bench.steps import VARIANT_BY_NAME, VARIANTS, all_cnn_c
-from ablate.budget import batches_of, planned_batches
-from ablate.sweep.estimate import forward_macs
+from ablate.sweep.estimate import epoch_images, forward_macs
 
 # Dense (no 2:4 sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's datasheets: an
 # assumption (clocks, power and SKU vary). Matched as substrings of torch.cuda.get_device_name in
@@ -62,20 +61,6 @@ def peak_tflops(device_name: str) -> float | None:
 
 
 # ------------------------------------------------------------------------- 4. a real run
-
-
-def _epoch_images(config: dict) -> tuple[int, int]:
-    """Training and validation images one epoch of this run sees (limits applied)."""
-    pool = int(config["dataset"]["images"]["train"])
-    val_size = config["dataset"]["val_size"]
-    val = round(pool * val_size) if isinstance(val_size, float) and val_size < 1 else val_size
-    trainer = config["trainer"]
-
-    def limited(images: int, batch: int, limit: Any) -> int:  # batches as Lightning counts them
-        return min(images, planned_batches(batches_of(images, batch), limit) * batch)
-
-    return (limited(pool - val, config["batch_size"], trainer.get("limit_train_batches")),
-            limited(val, config["eval_batch_size"], trainer.get("limit_val_batches")))
 
 
 def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.device,
@@ -114,7 +99,7 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
             config = record.config  # the long run's, the last
     wall = {label: run["ended"] - run["launched"] for label, run in runs.items()}
     after_first_step = {label: run["ended"] - run["first_step_at"] for label, run in runs.items()}
-    train_images, val_images = _epoch_images(config)
+    train_images, val_images, _ = epoch_images(config)
     bf16 = str(config["trainer"].get("precision", "")).startswith("bf16")
     return {
         "command": "python -m ablate.run " + " ".join(overrides) + " trainer.max_epochs=N",
