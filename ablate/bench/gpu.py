@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ablate import atomic, records
+from ablate import atomic, provenance, records
 from ablate.bench import gpu_report, gpu_steps, overhead
 from ablate.bench.steps import VARIANT_BY_NAME, VARIANTS, all_cnn_c
 from ablate.sweep.estimate import epoch_images, forward_macs
@@ -82,7 +82,7 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
             command = [*overrides, f"trainer.max_epochs={epochs}"]
             launched = time.time()
             done = subprocess.run([sys.executable, "-m", "ablate.run", *command], cwd=cwd,
-                                  env=gpu_steps.subprocess_env(), capture_output=True, text=True,
+                                  env=provenance.subprocess_env(), capture_output=True, text=True,
                                   timeout=timeout)
             ended = time.time()
             found = sorted(cwd.glob("sweeps/**/result.json"))
@@ -133,7 +133,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         name = torch.cuda.get_device_name(device)
         peak, source = peak_tflops(name), "NVIDIA datasheet value, assumed"
     else:
-        name, peak, source = platform.processor() or platform.machine(), None, "no peak for CPUs"
+        name, peak, source = provenance.cpu_name(), None, "no peak for CPUs"
     if args.peak_tflops:
         peak, source = args.peak_tflops, "given with --peak-tflops"
     elif peak is None and device.type == "cuda":
