@@ -23,17 +23,14 @@ from ablate.predictions import write_predictions
 log = logging.getLogger("ablate")
 
 
-def progress_bar(refresh_rate: int, enabled: bool = True,
-                 interactive: bool | None = None) -> pl.Callback | None:
+def progress_bar(refresh_rate: int, enabled: bool = True) -> pl.Callback | None:
     """Lightning's bar on a terminal, redrawn every ``refresh_rate`` steps (at ~15 ms steps,
     collecting its metrics every step costs as much as the rest of Lightning's per-step work:
     ``ablate.bench.overhead``); elsewhere, where each redraw would be a line, one line per epoch
     (:class:`EpochLines`); None with the bar turned off."""
     if not enabled:
         return None
-    if interactive is None:
-        interactive = console.interactive()
-    return TQDMProgressBar(refresh_rate=refresh_rate) if interactive else EpochLines()
+    return TQDMProgressBar(refresh_rate=refresh_rate) if console.interactive() else EpochLines()
 
 
 def epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:
