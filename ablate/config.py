@@ -9,6 +9,7 @@ plain ``trainer.<arg>=...`` override (:func:`register`), checked against ``Train
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import inspect
@@ -175,11 +176,9 @@ def _discard(output_dir: Path, job_name: str) -> None:
     """Remove a rejected run's directory if it holds only what Hydra wrote before the run began
     (``.hydra/``, the job's log): a folder there would look like a run to the report."""
     hydra_files = {".hydra", f"{job_name}.log"}
-    try:
+    with contextlib.suppress(OSError):  # best effort: what is left is only Hydra's own files
         if output_dir.is_dir() and {p.name for p in output_dir.iterdir()} <= hydra_files:
             shutil.rmtree(output_dir)
-    except OSError:  # best effort: what is left is only Hydra's own files
-        pass
 
 
 def reject(error: Exception, multirun: bool, output_dir: Path, job_name: str) -> NoReturn:

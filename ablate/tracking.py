@@ -11,6 +11,7 @@ present (:func:`has_login`: only its presence is read, never the key); ``WANDB_M
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -219,13 +220,11 @@ def finish(loggers: Iterable[Any], record: Record) -> None:
             experiment.finish(exit_code=0 if record.finished else 1)
         except Exception as error:  # noqa: BLE001 - tracking must never lose a record
             log.warning("W&B: could not finish the run cleanly: %s", error)
-            try:
+            with contextlib.suppress(Exception):
                 import wandb
 
                 if wandb.run is not None:
                     wandb.run.finish(exit_code=1)
-            except Exception:  # noqa: BLE001
-                pass
     if trackers:
         _teardown_in_ray_worker()
 
