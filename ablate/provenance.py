@@ -13,7 +13,6 @@ import os
 import platform
 import socket
 import subprocess
-from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -71,10 +70,10 @@ def subprocess_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONWARNINGS": "ignore"}
 
 
-def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+def package_versions() -> dict[str, str | None]:
     """Installed versions, read from package metadata (no imports, so no torch here)."""
     versions: dict[str, str | None] = {}
-    for name in names:
+    for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

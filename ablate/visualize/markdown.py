@@ -29,8 +29,8 @@ def _mean_and_interval(values: Sequence[float]) -> tuple[str, str]:
     return _number(summary.mean), interval
 
 
-def _number(value: float, digits: int = 3) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+def _number(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
 def _auc_tables(results: Sequence[RunResult]) -> tuple[str, str]:
