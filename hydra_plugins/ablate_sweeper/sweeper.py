@@ -60,7 +60,7 @@ class AblateSweeperConf:
     rerun_diverged: bool = False  # true: run diverged cells again (they are skipped: a result)
     # a lease (ablate.sweep.lease) older than this has expired even if its process cannot be
     # seen (another machine): set it above the longest batch of jobs one launch runs
-    lease_timeout_hours: float = 72.0
+    lease_timeout_hours: float = 72.0  # = ablate.sweep.lease.DEFAULT_TIMEOUT_HOURS (tested)
 
 
 ConfigStore.instance().store(
