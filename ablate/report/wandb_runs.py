@@ -6,6 +6,7 @@ of a W&B project online, through ``wandb.Api`` and its filters. Both go through
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -72,13 +73,10 @@ def inspect_wandb_run(run_dir: Path, timeout: float = 120) -> dict[str, Any]:
     if done.returncode != 0:
         message = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
         raise WandbReadError(f"wandb leet inspect failed ({message})")
-    try:
-        meta = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        meta = None
-    if not isinstance(meta, dict):
-        raise WandbReadError("wandb leet inspect printed no JSON object")
-    return meta
+    with contextlib.suppress(json.JSONDecodeError):
+        if isinstance(meta := json.loads(done.stdout), dict):
+            return meta
+    raise WandbReadError("wandb leet inspect printed no JSON object")
 
 
 def load_wandb_offline(run_dirs: Sequence[Path], issues: Issues) -> list[dict[str, Any]]:
