@@ -35,6 +35,7 @@ import torch
 from ablate import atomic, provenance, records
 from ablate.bench import gpu_report, gpu_steps, overhead
 from ablate.bench.steps import VARIANT_BY_NAME, VARIANTS, all_cnn_c
+from ablate.sweep import measured
 from ablate.sweep.estimate import epoch_images, forward_macs
 
 # Dense (no 2:4 sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's datasheets: an
@@ -233,8 +234,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    out = Path(args.out or ("reports/benchmarks/gpu.txt" if args.device == "cuda"
-                            else "reports/benchmarks/gpu_cpu.txt"))
+    out = Path(args.out or measured.GPU_REPORT.with_name(  # where the sweep's estimate reads it
+        "gpu.txt" if args.device == "cuda" else "gpu_cpu.txt"))
     record = benchmark(args)
     text = gpu_report.render(record)
     atomic.write_json_atomic(out.with_suffix(".json"), record)
