@@ -220,7 +220,7 @@ def sweep_name_problem(name: Any) -> str | None:
             "letters, digits, '.', '_' and '-', not starting with '.' (e.g. sweep_name=table3)")
 
 
-def given(arguments: Sequence[str], wanted: str) -> Iterator[tuple[int, Any]]:
+def values_given(arguments: Sequence[str], wanted: str) -> Iterator[tuple[int, Any]]:
     """Where ``wanted=...`` (or ``+wanted=...``) is among command-line arguments, and its parsed
     value; an override Hydra cannot parse is left for Hydra to report."""
     for index, argument in enumerate(arguments):
@@ -235,6 +235,6 @@ def given(arguments: Sequence[str], wanted: str) -> Iterator[tuple[int, Any]]:
 def check_sweep_name(arguments: Sequence[str]) -> None:
     """Refuse a bad ``sweep_name=`` on the command line, single runs included: Hydra makes
     ``sweeps/<sweep_name>/...`` before any of the run's code could check it."""
-    for _, value in given(arguments, "sweep_name"):
+    for _, value in values_given(arguments, "sweep_name"):
         if problem := sweep_name_problem(value):
             raise ConfigError(problem)

@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 import torch
 
 from ablate import atomic, identity, records
-from ablate.config import given
+from ablate.config import values_given
 from ablate.errors import ConfigError, RecordError
 
 IDENTITY_KEY = "ablate_identity"
@@ -89,7 +89,7 @@ def expand_run_directory(arguments: list[str]) -> list[str]:
     (:func:`resume_point`). Any other command line comes back as it is."""
     if any(a in ("-m", "--multirun") for a in arguments):
         return arguments
-    for index, value in given(arguments, "resume_from"):
+    for index, value in values_given(arguments, "resume_from"):
         if not value or not Path(str(value)).is_dir():
             continue
         run_dir = Path(value)

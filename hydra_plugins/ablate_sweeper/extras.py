@@ -34,7 +34,7 @@ def missing(launcher: str) -> str | None:
 
 def launcher_hint(arguments: Sequence[str]) -> str | None:
     """For a command line that chose a launcher (``hydra/launcher=...``): what it lacks."""
-    from ablate.config import given
+    from ablate.config import values_given
 
-    launchers = [str(value) for _, value in given(arguments, "hydra/launcher")]
+    launchers = [str(value) for _, value in values_given(arguments, "hydra/launcher")]
     return missing(launchers[-1]) if launchers else None  # the last one wins, as in Hydra
