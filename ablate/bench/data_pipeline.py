@@ -40,17 +40,14 @@ DEFAULT_OUTPUT = Path("reports/benchmarks/data_pipeline.txt")
 
 def _timed(run: Callable[[], int], device: torch.device, repeats: int) -> tuple[int, float]:
     """Run once untimed, then ``repeats`` times timed; return (images, seconds) of the best."""
-    run()
-    synchronize(device)
-    best = (0, float("inf"))
-    for _ in range(repeats):
+    def once() -> tuple[int, float]:
         start = time.perf_counter()
         images = run()
         synchronize(device)
-        seconds = time.perf_counter() - start
-        if seconds < best[1]:
-            best = (images, seconds)
-    return best
+        return images, time.perf_counter() - start
+
+    once()
+    return min((once() for _ in range(repeats)), key=lambda result: result[1])
 
 
 class PerSampleFlipTranslate(Dataset):
