@@ -48,12 +48,9 @@ def has_login(environ: Mapping[str, str] = os.environ) -> bool:
     candidates = [environ.get("NETRC")] if environ.get("NETRC") else []
     candidates += [str(Path.home() / ".netrc"), str(Path.home() / "_netrc")]
     for candidate in candidates:
-        try:
-            entry = netrc.netrc(candidate).authenticators(host)
-        except (OSError, netrc.NetrcParseError):
-            continue
-        if entry and entry[2]:
-            return True
+        with contextlib.suppress(OSError, netrc.NetrcParseError):  # no such file, or not netrc
+            if (entry := netrc.netrc(candidate).authenticators(host)) and entry[2]:
+                return True
     return False
 
 
