@@ -29,10 +29,9 @@ def process_start(pid: int) -> float | None:
 
     A pid alone can be reused after a reboot or a long time; pid and start time cannot.
     """
-    try:
+    with contextlib.suppress(psutil.Error):  # no such process, or not ours to read
         return round(psutil.Process(pid).create_time(), 2)
-    except psutil.Error:  # no such process, or not ours to read
-        return None
+    return None
 
 
 def process_alive(host: Any, pid: Any, pid_start: Any) -> bool:
@@ -72,12 +71,10 @@ def subprocess_env() -> dict[str, str]:
 
 def package_versions() -> dict[str, str | None]:
     """Installed versions, read from package metadata (no imports, so no torch here)."""
-    versions: dict[str, str | None] = {}
+    versions: dict[str, str | None] = dict.fromkeys(PACKAGES)  # None: not installed
     for name in PACKAGES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
     return versions
 
 
