@@ -18,6 +18,19 @@ def planned_batches(available: int, limit: int | float | None) -> int:
     return min(int(limit), available)
 
 
+def held_out(pool: int, val_size: int | float | None) -> int:
+    """Validation images ``dataset.val_size`` (a fraction below 1, else a count) takes."""
+    fraction = isinstance(val_size, float) and val_size < 1
+    return round(pool * val_size) if fraction else int(val_size or 0)
+
+
+def planned_epochs(max_epochs: int | None, max_steps: int | None, train_batches: int) -> int:
+    """``max_epochs`` (unset or -1, no limit, counts as 1), or fewer where ``max_steps`` ends it."""
+    epochs = max_epochs if max_epochs and max_epochs > 0 else 1
+    return min(epochs, math.ceil(max_steps / train_batches)) if (
+        max_steps and max_steps > 0 and train_batches) else epochs
+
+
 def batches_of(images: int, batch_size: int) -> int:
     """Batches in one pass over ``images`` (the last one may be short)."""
     return math.ceil(images / batch_size) if images else 0

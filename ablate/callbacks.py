@@ -6,7 +6,6 @@ The factories return None where the Trainer turns the feature off, so one config
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,24 +16,21 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from ablate import console, invariance
-from ablate.budget import duration, planned_batches
+from ablate.budget import duration, planned_batches, planned_epochs
 from ablate.data.module import TensorDataModule
 from ablate.predictions import write_predictions
 
 log = logging.getLogger("ablate")
 
 
-def progress_bar(refresh_rate: int, enabled: bool = True,
-                 interactive: bool | None = None) -> pl.Callback | None:
+def progress_bar(refresh_rate: int, enabled: bool = True) -> pl.Callback | None:
     """Lightning's bar on a terminal, redrawn every ``refresh_rate`` steps (at ~15 ms steps,
     collecting its metrics every step costs as much as the rest of Lightning's per-step work:
     ``ablate.bench.overhead``); elsewhere, where each redraw would be a line, one line per epoch
     (:class:`EpochLines`); None with the bar turned off."""
     if not enabled:
         return None
-    if interactive is None:
-        interactive = console.interactive()
-    return TQDMProgressBar(refresh_rate=refresh_rate) if interactive else EpochLines()
+    return TQDMProgressBar(refresh_rate=refresh_rate) if console.interactive() else EpochLines()
 
 
 def epoch_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -129,9 +125,7 @@ class TimeEstimate(pl.Callback):
         step = min(step_seconds[1:])  # the first step pays for allocation and kernel selection
         train_batches = planned_batches(len(loader), trainer.limit_train_batches)
         val_batches = planned_batches(len(datamodule.val_dataloader()), trainer.limit_val_batches)
-        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
-        if trainer.max_steps and trainer.max_steps > 0:
-            epochs = min(epochs, math.ceil(trainer.max_steps / max(train_batches, 1)))
+        epochs = planned_epochs(trainer.max_epochs, trainer.max_steps, train_batches)
         eval_ratio = len(x) and (datamodule.eval_batch_size / len(x)) / 3.0  # forward only
         per_epoch = step * (train_batches + val_batches * eval_ratio)
         self.seconds = per_epoch * epochs

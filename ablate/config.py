@@ -9,6 +9,7 @@ plain ``trainer.<arg>=...`` override (:func:`register`), checked against ``Train
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import inspect
@@ -16,7 +17,7 @@ import math
 import re
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -175,11 +176,9 @@ def _discard(output_dir: Path, job_name: str) -> None:
     """Remove a rejected run's directory if it holds only what Hydra wrote before the run began
     (``.hydra/``, the job's log): a folder there would look like a run to the report."""
     hydra_files = {".hydra", f"{job_name}.log"}
-    try:
+    with contextlib.suppress(OSError):  # best effort: what is left is only Hydra's own files
         if output_dir.is_dir() and {p.name for p in output_dir.iterdir()} <= hydra_files:
             shutil.rmtree(output_dir)
-    except OSError:  # best effort: what is left is only Hydra's own files
-        pass
 
 
 def reject(error: Exception, multirun: bool, output_dir: Path, job_name: str) -> NoReturn:
@@ -221,16 +220,21 @@ def sweep_name_problem(name: Any) -> str | None:
             "letters, digits, '.', '_' and '-', not starting with '.' (e.g. sweep_name=table3)")
 
 
+def values_given(arguments: Sequence[str], wanted: str) -> Iterator[tuple[int, Any]]:
+    """Where ``wanted=...`` (or ``+wanted=...``) is among command-line arguments, and its parsed
+    value; an override Hydra cannot parse is left for Hydra to report."""
+    for index, argument in enumerate(arguments):
+        if argument.lstrip("+").startswith(f"{wanted}="):
+            try:
+                value = overrides.parse(argument).value()
+            except Exception:  # noqa: BLE001 - Hydra reports an override it cannot parse itself
+                continue
+            yield index, value
+
+
 def check_sweep_name(arguments: Sequence[str]) -> None:
     """Refuse a bad ``sweep_name=`` on the command line, single runs included: Hydra makes
     ``sweeps/<sweep_name>/...`` before any of the run's code could check it."""
-    for argument in arguments:
-        if not argument.lstrip("+").startswith("sweep_name="):
-            continue
-        try:
-            value = overrides.parse(argument).value()
-        except Exception:  # noqa: BLE001 - Hydra reports an override it cannot parse itself
-            continue
-        problem = sweep_name_problem(value)
-        if problem:
+    for _, value in values_given(arguments, "sweep_name"):
+        if problem := sweep_name_problem(value):
             raise ConfigError(problem)

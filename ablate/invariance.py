@@ -12,7 +12,7 @@ many predictions. Tensors and a ``predict`` callable only, nothing of Lightning 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -124,12 +124,6 @@ def summarise(predicted: dict[str, Tensor], labels: Tensor) -> dict[str, Any]:
                                    for name in ("error", "consistency")}
     result["directions"] = moves
     return result
-
-
-def measure(predict: Predict, images: Tensor, labels: Tensor,
-            shifts: Sequence[int] = DEFAULT_SHIFTS, batch_size: int = 1000) -> dict[str, Any]:
-    """The summary for ``metrics.invariance``; use ``predictions`` + ``summarise`` to keep both."""
-    return summarise(predictions(predict, images, shifts, batch_size), labels)
 
 
 def _classes(output: Tensor) -> Tensor:

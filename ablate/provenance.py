@@ -7,17 +7,19 @@ a run that is still at it from one that was killed. Processes are read through `
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import platform
 import socket
 import subprocess
-from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+CHECKOUT = Path(__file__).resolve().parent.parent  # the project's source tree
 PACKAGES = ("ablate", "torch", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf",
             "wandb", "numpy", "pandas", "scikit-learn")
 
@@ -27,10 +29,9 @@ def process_start(pid: int) -> float | None:
 
     A pid alone can be reused after a reboot or a long time; pid and start time cannot.
     """
-    try:
+    with contextlib.suppress(psutil.Error):  # no such process, or not ours to read
         return round(psutil.Process(pid).create_time(), 2)
-    except psutil.Error:  # no such process, or not ours to read
-        return None
+    return None
 
 
 def process_alive(host: Any, pid: Any, pid_start: Any) -> bool:
@@ -53,14 +54,27 @@ def slurm_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
-def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+def cpu_name() -> str:
+    """The CPU's model as Linux names it, else the architecture ``platform`` knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def subprocess_env() -> dict[str, str]:
+    """This checkout first on the path, so workers and runs use the code being measured."""
+    path = os.pathsep.join(p for p in [str(CHECKOUT), os.environ.get("PYTHONPATH", "")] if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONWARNINGS": "ignore"}
+
+
+def package_versions() -> dict[str, str | None]:
     """Installed versions, read from package metadata (no imports, so no torch here)."""
-    versions: dict[str, str | None] = {}
-    for name in names:
-        try:
+    versions: dict[str, str | None] = dict.fromkeys(PACKAGES)  # None: not installed
+    for name in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
     return versions
 
 
@@ -72,7 +86,7 @@ SOURCE_PATHS = ("ablate", "conf", "hydra_plugins", "pyproject.toml")
 def git_state(directory: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Commit and dirtiness of the project's source (``SOURCE_PATHS``) in its checkout;
     ``None`` when it is not a git checkout."""
-    directory = Path(directory) if directory else Path(__file__).resolve().parent.parent
+    directory = Path(directory) if directory else CHECKOUT
 
     def git(*args: str) -> str | None:
         try:

@@ -21,7 +21,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from ablate import atomic, identity, overrides, records
+from ablate import atomic, identity, records
+from ablate.config import values_given
 from ablate.errors import ConfigError, RecordError
 
 IDENTITY_KEY = "ablate_identity"
@@ -88,13 +89,7 @@ def expand_run_directory(arguments: list[str]) -> list[str]:
     (:func:`resume_point`). Any other command line comes back as it is."""
     if any(a in ("-m", "--multirun") for a in arguments):
         return arguments
-    for index, argument in enumerate(arguments):
-        if not argument.lstrip("+").startswith("resume_from="):  # flags, other keys
-            continue
-        try:
-            value = overrides.parse(argument).value()
-        except Exception:  # noqa: BLE001 - Hydra reports an override it cannot parse itself
-            continue
+    for index, value in values_given(arguments, "resume_from"):
         if not value or not Path(str(value)).is_dir():
             continue
         run_dir = Path(value)

@@ -18,6 +18,7 @@ Layer kinds:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Iterable, Sequence
@@ -158,16 +159,13 @@ def spatial_sizes(layers: Sequence[Layer], size: int) -> list[int]:
     return sizes
 
 
-def minimum_input_size(layers: Sequence[Layer], limit: int = 4096) -> int:
-    """Smallest square input that the network can process down to the global average."""
-    for size in range(1, limit):
-        try:
-            sizes = spatial_sizes(layers, size)
-        except SpecError:
-            continue
-        if all(s >= 1 for s in sizes):
+def minimum_input_size(layers: Sequence[Layer]) -> int:
+    """Smallest square input the network takes (every map ``spatial_sizes`` allows is 1x1+)."""
+    for size in range(1, 4096):
+        with contextlib.suppress(SpecError):
+            spatial_sizes(layers, size)
             return size
-    raise SpecError(f"no input size up to {limit} fits this network")
+    raise SpecError("no input size up to 4096 fits this network")
 
 
 def scale_width(layers: Sequence[Layer], width: float) -> list[Layer]:

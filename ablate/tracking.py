@@ -11,6 +11,7 @@ present (:func:`has_login`: only its presence is read, never the key); ``WANDB_M
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -47,12 +48,9 @@ def has_login(environ: Mapping[str, str] = os.environ) -> bool:
     candidates = [environ.get("NETRC")] if environ.get("NETRC") else []
     candidates += [str(Path.home() / ".netrc"), str(Path.home() / "_netrc")]
     for candidate in candidates:
-        try:
-            entry = netrc.netrc(candidate).authenticators(host)
-        except (OSError, netrc.NetrcParseError):
-            continue
-        if entry and entry[2]:
-            return True
+        with contextlib.suppress(OSError, netrc.NetrcParseError):  # no such file, or not netrc
+            if (entry := netrc.netrc(candidate).authenticators(host)) and entry[2]:
+                return True
     return False
 
 
@@ -219,13 +217,11 @@ def finish(loggers: Iterable[Any], record: Record) -> None:
             experiment.finish(exit_code=0 if record.finished else 1)
         except Exception as error:  # noqa: BLE001 - tracking must never lose a record
             log.warning("W&B: could not finish the run cleanly: %s", error)
-            try:
+            with contextlib.suppress(Exception):
                 import wandb
 
                 if wandb.run is not None:
                     wandb.run.finish(exit_code=1)
-            except Exception:  # noqa: BLE001
-                pass
     if trackers:
         _teardown_in_ray_worker()
 

@@ -15,7 +15,7 @@ from helpers import cli_env
 
 from ablate.bench import gpu, gpu_report, gpu_steps
 from ablate.bench.steps import VARIANTS
-from ablate.sweep import measured
+from ablate.sweep import estimate, measured
 
 MACS_C = 270_798_336  # All-CNN-C, 3x32x32: the estimate's forward_macs, checked in test_sweep
 
@@ -104,9 +104,9 @@ def test_epoch_images_apply_the_validation_split_and_batch_limits() -> None:
     config = {"dataset": {"name": "digits", "val_size": 0.1, "images": {"train": 1438}},
               "batch_size": 32, "eval_batch_size": 1000,
               "trainer": {"limit_train_batches": 2, "limit_val_batches": 1}}
-    assert gpu._epoch_images(config) == (64, 144)  # 1438 images, 144 held out
+    assert estimate.epoch_images(config)[:2] == (64, 144)  # 1438 images, 144 held out
     config["trainer"] = {"limit_train_batches": None, "limit_val_batches": 1.0}
-    assert gpu._epoch_images(config) == (1294, 144)
+    assert estimate.epoch_images(config)[:2] == (1294, 144)
 
 
 def test_measured_rate_is_read_only_from_a_cuda_report(tmp_path: Path) -> None:

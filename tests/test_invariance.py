@@ -11,7 +11,7 @@ import yaml
 
 from ablate import invariance, spec
 from ablate.data.augment import FlipTranslate
-from ablate.invariance import directions, measure, predictions, shift
+from ablate.invariance import directions, predictions, shift, summarise
 from ablate.network import build_network
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -81,7 +81,7 @@ def test_a_network_that_ignores_position_is_fully_consistent():
     def average_then_linear(x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3)) @ weights
 
-    result = measure(average_then_linear, images, labels, batch_size=64)
+    result = summarise(predictions(average_then_linear, images, batch_size=64), labels)
     entries = [result["flip"], *result["directions"].values()]
     entries += [result[f"shift_{s}"] for s in (1, 2, 3, 4)]
     assert len(result["directions"]) == 32
@@ -104,7 +104,7 @@ def test_a_network_that_reads_one_pixel_matches_the_hand_count():
     def one_pixel(x: torch.Tensor) -> torch.Tensor:
         return (x[:, 0, 8, 8] > 0).long()
 
-    result = measure(one_pixel, images, labels)
+    result = summarise(predictions(one_pixel, images), labels)
     # identity predicts [1, 0, 1, 0].
     assert result["identity"] == {"error": 0.25, "consistency": 1.0}
     # dy=1, dx=0 predicts [0, 0, 1, 1]: A and D change; only A is wrong.

@@ -14,7 +14,7 @@ import pytest
 from helpers import cli_env
 
 from ablate.sweep import lease, plan
-from hydra_plugins.ablate_sweeper.sweeper import planner
+from hydra_plugins.ablate_sweeper.sweeper import AblateSweeperConf, planner
 
 HOLD = """
 import sys, time
@@ -93,3 +93,9 @@ def test_the_plan_names_the_cells_another_launch_holds(tmp_path):
         assert f"now running elsewhere: leased by {socket.gethostname()}, pid {other.pid}" in line
         _, jobs, _, _ = sweeper.plan(task)  # its process is gone: the cell is free again
         assert not any(job.held_by for job in jobs)
+
+
+def test_the_sweepers_lease_timeout_default_is_the_leases_own():
+    # The sweeper's config cannot import ablate.sweep (Hydra scans it for every command): the
+    # one number is written twice, and this keeps the two equal.
+    assert AblateSweeperConf.lease_timeout_hours == lease.DEFAULT_TIMEOUT_HOURS

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ablate import atomic
+from ablate import atomic, provenance
 from ablate.bench.steps import all_cnn_c, plain_seconds, synchronize, synthetic_batches
 from ablate.data.augment import FlipTranslate
 from ablate.data.batches import TensorBatches
@@ -41,17 +40,14 @@ DEFAULT_OUTPUT = Path("reports/benchmarks/data_pipeline.txt")
 
 def _timed(run: Callable[[], int], device: torch.device, repeats: int) -> tuple[int, float]:
     """Run once untimed, then ``repeats`` times timed; return (images, seconds) of the best."""
-    run()
-    synchronize(device)
-    best = (0, float("inf"))
-    for _ in range(repeats):
+    def once() -> tuple[int, float]:
         start = time.perf_counter()
         images = run()
         synchronize(device)
-        seconds = time.perf_counter() - start
-        if seconds < best[1]:
-            best = (images, seconds)
-    return best
+        return images, time.perf_counter() - start
+
+    once()
+    return min((once() for _ in range(repeats)), key=lambda result: result[1])
 
 
 class PerSampleFlipTranslate(Dataset):
@@ -108,7 +104,7 @@ def run(args: argparse.Namespace) -> str:
     ours, per_sample, model = rates.values()
     lines = [
         "Data pipeline benchmark (python -m ablate.bench.data_pipeline)",
-        f"device {device}, torch {torch.__version__}, {platform.processor() or platform.machine()}"
+        f"device {device}, torch {torch.__version__}, {provenance.cpu_name()}"
         f"; data pipelines on {args.pipeline_threads if device.type == 'cpu' else threads} "
         f"thread(s), model on {threads}",
         f"{args.images} synthetic 3x32x32 images, batch {args.batch_size}; one warm-up, then "

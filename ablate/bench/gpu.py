@@ -32,11 +32,11 @@ from typing import Any
 
 import torch
 
-from ablate import atomic, records
+from ablate import atomic, provenance, records
 from ablate.bench import gpu_report, gpu_steps, overhead
 from ablate.bench.steps import VARIANT_BY_NAME, VARIANTS, all_cnn_c
-from ablate.budget import batches_of, planned_batches
-from ablate.sweep.estimate import forward_macs
+from ablate.sweep import measured
+from ablate.sweep.estimate import epoch_images, forward_macs
 
 # Dense (no 2:4 sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's datasheets: an
 # assumption (clocks, power and SKU vary). Matched as substrings of torch.cuda.get_device_name in
@@ -64,20 +64,6 @@ def peak_tflops(device_name: str) -> float | None:
 # ------------------------------------------------------------------------- 4. a real run
 
 
-def _epoch_images(config: dict) -> tuple[int, int]:
-    """Training and validation images one epoch of this run sees (limits applied)."""
-    pool = int(config["dataset"]["images"]["train"])
-    val_size = config["dataset"]["val_size"]
-    val = round(pool * val_size) if isinstance(val_size, float) and val_size < 1 else val_size
-    trainer = config["trainer"]
-
-    def limited(images: int, batch: int, limit: Any) -> int:  # batches as Lightning counts them
-        return min(images, planned_batches(batches_of(images, batch), limit) * batch)
-
-    return (limited(pool - val, config["batch_size"], trainer.get("limit_train_batches")),
-            limited(val, config["eval_batch_size"], trainer.get("limit_val_batches")))
-
-
 def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.device,
                timeout: float) -> dict:
     """Short and long real runs; when the run compiles, a cold one first (its graphs not yet in
@@ -97,7 +83,7 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
             command = [*overrides, f"trainer.max_epochs={epochs}"]
             launched = time.time()
             done = subprocess.run([sys.executable, "-m", "ablate.run", *command], cwd=cwd,
-                                  env=gpu_steps.subprocess_env(), capture_output=True, text=True,
+                                  env=provenance.subprocess_env(), capture_output=True, text=True,
                                   timeout=timeout)
             ended = time.time()
             found = sorted(cwd.glob("sweeps/**/result.json"))
@@ -114,7 +100,7 @@ def end_to_end(scale: gpu_steps.Scale, compile_on_cpu: bool, device: torch.devic
             config = record.config  # the long run's, the last
     wall = {label: run["ended"] - run["launched"] for label, run in runs.items()}
     after_first_step = {label: run["ended"] - run["first_step_at"] for label, run in runs.items()}
-    train_images, val_images = _epoch_images(config)
+    train_images, val_images, _ = epoch_images(config)
     bf16 = str(config["trainer"].get("precision", "")).startswith("bf16")
     return {
         "command": "python -m ablate.run " + " ".join(overrides) + " trainer.max_epochs=N",
@@ -148,7 +134,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         name = torch.cuda.get_device_name(device)
         peak, source = peak_tflops(name), "NVIDIA datasheet value, assumed"
     else:
-        name, peak, source = platform.processor() or platform.machine(), None, "no peak for CPUs"
+        name, peak, source = provenance.cpu_name(), None, "no peak for CPUs"
     if args.peak_tflops:
         peak, source = args.peak_tflops, "given with --peak-tflops"
     elif peak is None and device.type == "cuda":
@@ -248,8 +234,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    out = Path(args.out or ("reports/benchmarks/gpu.txt" if args.device == "cuda"
-                            else "reports/benchmarks/gpu_cpu.txt"))
+    out = Path(args.out or measured.GPU_REPORT.with_name(  # where the sweep's estimate reads it
+        "gpu.txt" if args.device == "cuda" else "gpu_cpu.txt"))
     record = benchmark(args)
     text = gpu_report.render(record)
     atomic.write_json_atomic(out.with_suffix(".json"), record)

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
+from ablate import provenance
 from ablate.bench.steps import VARIANT_BY_NAME, VARIANTS, Variant, synthetic_batches
 
-CHECKOUT = Path(__file__).resolve().parent.parent.parent
 WORKER_TAG = "ablate-bench-worker"  # prefixes the lines a worker prints for its parent
 
 
@@ -68,12 +68,6 @@ def log(message: str) -> None:
 
 def short_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".strip()[:500]
-
-
-def subprocess_env() -> dict[str, str]:
-    """This checkout first on the path, so workers and runs use the code being measured."""
-    path = os.pathsep.join(p for p in [str(CHECKOUT), os.environ.get("PYTHONPATH", "")] if p)
-    return {**os.environ, "PYTHONPATH": path, "PYTHONWARNINGS": "ignore"}
 
 
 def _batches(scale: Scale, batch: int, device: torch.device):
@@ -146,7 +140,7 @@ def pack(device: torch.device, scale: Scale, variant: Variant, batch: int, count
             with open(err, "w") as stream:
                 processes.append(cleanup.enter_context(subprocess.Popen(  # exit: close, wait
                     command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stream,
-                    text=True, env=subprocess_env())))
+                    text=True, env=provenance.subprocess_env())))
             cleanup.callback(processes[-1].kill)  # first, should it still run
         watchdog.start()
         for process, err in zip(processes, errs, strict=True):

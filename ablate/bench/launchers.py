@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ablate import atomic, records
+from ablate import atomic, provenance, records
 
 OUTPUT = Path("reports/benchmarks/launchers.txt")
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -52,7 +52,7 @@ PARALLEL = {
 def _sweep(args: list[str], directory: Path) -> tuple[float, list[dict]]:
     """Run one sweep in ``directory``; its wall time and its jobs (sweep.json's entries, by job
     index, each with its record and the time its record was written: when the job ended)."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = provenance.subprocess_env()  # this checkout's code, wherever the scratch folder is
     started = time.time()
     done = subprocess.run([sys.executable, "-m", "ablate.run", "-m", *args], cwd=directory,
                           env=env, capture_output=True, text=True, timeout=1800)

@@ -33,7 +33,6 @@ OUTPUT = Path("reports/benchmarks/scale.txt")
 CELLS_AND_LRS = 48  # table3: 3 models x 4 downsampling modes x 4 learning rates
 EPOCHS = 350  # the paper's protocol: a record's history has one row per epoch
 SWEEP_DIR = "2026-01-01_00-00-00"
-CHECKOUT = Path(__file__).resolve().parent.parent.parent
 
 
 def grid_args(runs: int) -> list[str]:
@@ -104,22 +103,13 @@ def write_records(scratch: Path, runs: int) -> Path:
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}"
+    return f"{os.cpu_count()} CPUs ({provenance.cpu_name()}), Python {platform.python_version()}"
 
 
 def measure(runs: int, say) -> None:
     with tempfile.TemporaryDirectory(prefix="ablate-scale-") as name:
         scratch = Path(name)
-        env = {**os.environ, "PYTHONPATH": str(CHECKOUT), "PYTHONWARNINGS": "ignore",
-               "WANDB_MODE": "disabled"}
+        env = {**provenance.subprocess_env(), "WANDB_MODE": "disabled"}
 
         def step(label: str, args: list[str], expected: str) -> None:
             before = "load " + " ".join(f"{value:.1f}" for value in os.getloadavg())

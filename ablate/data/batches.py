@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from ablate.budget import batches_of
+
 
 class Augment(Protocol):
     """A batch in, the augmented batch out; every random draw from ``generator``."""
@@ -45,18 +47,17 @@ class TensorBatches:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                  shuffle: bool = False, seed: int = 0, epoch: Callable[[], int] | None = None,
-                 augment: Augment | None = None, drop_last: bool = False) -> None:
+                 augment: Augment | None = None) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels, self.batch_size = images, labels, batch_size
-        self.shuffle, self.seed, self.augment, self.drop_last = shuffle, seed, augment, drop_last
+        self.shuffle, self.seed, self.augment = shuffle, seed, augment
         self._epoch = epoch
         self._iterations = 0
         self._prepared = augment.prepare(images) if isinstance(augment, FusedAugment) else None
 
     def __len__(self) -> int:
-        full, rest = divmod(len(self.images), self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        return batches_of(len(self.images), self.batch_size)  # the last one may be short
 
     def _generator(self, device: torch.device, epoch: int) -> torch.Generator:
         return torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + epoch)

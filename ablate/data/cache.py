@@ -98,9 +98,7 @@ def writable(directory: str | os.PathLike[str]) -> bool:
     one: permission bits say nothing on a read-only mount, and root ignores them."""
     try:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".ablate-probe.", dir=directory)
-        os.close(handle)
-        os.unlink(probe)
+        tempfile.NamedTemporaryFile(prefix=".ablate-probe.", dir=directory).close()  # and gone
     except OSError:
         return False
     return True

@@ -198,8 +198,9 @@ def download_file(url: str, target: Path, md5: str, timeout: float,
 def extract(spec: CifarFormat, archive: Path, folder: Path, url: str) -> None:
     """Extract the archive's top folder into a temporary folder, then rename it into place;
     only its regular files are written, by name, so nothing lands outside ``folder``."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.folder}.", suffix=".part", dir=folder.parent))
-    try:
+    with tempfile.TemporaryDirectory(prefix=f".{spec.folder}.", suffix=".part", dir=folder.parent,
+                                     ignore_cleanup_errors=True) as name:  # gone once renamed
+        staging = Path(name)
         try:
             with tarfile.open(archive, "r:gz") as tar:
                 for member in tar:
@@ -225,8 +226,6 @@ def extract(spec: CifarFormat, archive: Path, folder: Path, url: str) -> None:
         except OSError:
             if not folder.is_dir():  # another process extracting at the same time wins the race
                 raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_batches(spec: CifarFormat, folder: Path,

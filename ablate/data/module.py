@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytorch_lightning as pl
 import torch
 
+from ablate.budget import held_out
 from ablate.data.batches import Augment, EvalGeometry, TensorBatches
 from ablate.data.cache import Prepared, load_or_prepare
 from ablate.data.preprocess import Preprocessor, Standardize, apply_preprocess
@@ -18,7 +19,7 @@ from ablate.errors import DatasetError
 def split_validation(x: torch.Tensor, y: torch.Tensor, size: int | float,
                      seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hold out ``size`` training images (a count, or a fraction when below 1) for validation."""
-    count = int(round(size * len(x))) if isinstance(size, float) and size < 1 else int(size)
+    count = held_out(len(x), size)
     if not 0 <= count < len(x):
         raise DatasetError(f"dataset.val_size={size} leaves no training images out of {len(x)}; "
                            "use a fraction below 1 or a smaller count")

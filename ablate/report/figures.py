@@ -23,10 +23,7 @@ COLORS = {"pool": "#4c72b0", "stride": "#dd8452", "convpool": "#55a868", "conv":
 
 
 def _save(figure, path: Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
+    buffer = io.BytesIO()  # savefig renders a PNG with Agg, whatever canvas the figure has
     figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
     return atomic.write_atomic(path, buffer.getvalue())
 

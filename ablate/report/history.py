@@ -67,11 +67,8 @@ class History(Sequence):
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(self._length))]
-        if index < 0:
-            index += self._length
-        if not 0 <= index < self._length:
-            raise IndexError(index)
+            return [self[i] for i in range(self._length)[index]]
+        index = range(self._length)[index]  # a negative index counts from the end; IndexError
         return {key: values[index].item() for key, (values, present) in self._columns.items()
                 if present is None or present[index]}
 

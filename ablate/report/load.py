@@ -10,6 +10,7 @@ for grouping): read them through :func:`parsed`, which parses each distinct text
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -67,10 +68,8 @@ def _setting_values(path: str, cell: Mapping[str, Any], keys: Sequence[str]) -> 
     group's choice by its name); None where that is unknown."""
     config: Mapping[str, Any] = {}
     if any(key not in cell for key in keys):
-        try:
+        with contextlib.suppress(records.RecordError):
             config = records.load(path).config or {}
-        except records.RecordError:
-            pass
 
     def from_config(key: str) -> Any:
         value = identity.select_dotted(config, key)

@@ -6,6 +6,7 @@ of a W&B project online, through ``wandb.Api`` and its filters. Both go through
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -72,27 +73,23 @@ def inspect_wandb_run(run_dir: Path, timeout: float = 120) -> dict[str, Any]:
     if done.returncode != 0:
         message = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
         raise WandbReadError(f"wandb leet inspect failed ({message})")
-    try:
-        meta = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        meta = None
-    if not isinstance(meta, dict):
-        raise WandbReadError("wandb leet inspect printed no JSON object")
-    return meta
+    with contextlib.suppress(json.JSONDecodeError):
+        if isinstance(meta := json.loads(done.stdout), dict):
+            return meta
+    raise WandbReadError("wandb leet inspect printed no JSON object")
 
 
-def load_wandb_offline(run_dirs: Sequence[Path], issues: Issues,
-                       workers: int = 4) -> list[dict[str, Any]]:
-    """Rows for local W&B run folders, read in parallel (one ``wandb leet`` process each)."""
-    def read(run_dir: Path) -> tuple[Path, dict[str, Any] | Exception]:
+def load_wandb_offline(run_dirs: Sequence[Path], issues: Issues) -> list[dict[str, Any]]:
+    """Rows for local W&B run folders, read four at a time (one ``wandb leet`` process each)."""
+    def read(run_dir: Path) -> dict[str, Any] | Exception:
         try:
-            return run_dir, inspect_wandb_run(run_dir)
+            return inspect_wandb_run(run_dir)
         except WandbReadError as error:
-            return run_dir, error
+            return error
 
     rows = []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(run_dirs) or 1))) as pool:
-        for run_dir, meta in pool.map(read, run_dirs):
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for run_dir, meta in zip(run_dirs, pool.map(read, run_dirs), strict=True):
             if isinstance(meta, Exception):
                 issues.add(UNREADABLE_WANDB, f"{display(run_dir)}: {meta}")
                 continue

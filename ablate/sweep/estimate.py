@@ -10,7 +10,6 @@ whole model for their machine (one factor). No torch here: the plan comes before
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import socket
 from collections import Counter
@@ -62,8 +61,9 @@ def forward_macs(layers: Sequence[Mapping[str, Any]], channels: int, image_size:
     return macs
 
 
-def _batches(images: int, batch: int, limit: Any) -> int:
-    return budget.planned_batches(budget.batches_of(images, batch), limit)
+def _seen(images: int, batch: int, limit: Any) -> int:
+    """Images a pass over ``images`` sees under ``limit_*_batches`` (as Lightning counts)."""
+    return min(images, budget.planned_batches(budget.batches_of(images, batch), limit) * batch)
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,19 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
     return OmegaConf.select(cfg, key, default=default)
 
 
+def epoch_images(cfg: DictConfig | Mapping[str, Any]) -> tuple[int, int, int]:
+    """Training, validation and test images a run of ``cfg`` sees per epoch."""
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+    # dataset.images: the source's training (before the validation split) and test counts
+    train_pool = int(_get(cfg, "dataset.images.train", 0) or 0)
+    val_images = min(budget.held_out(train_pool, _get(cfg, "dataset.val_size")), train_pool)
+    batch, eval_batch = int(cfg.batch_size), int(_get(cfg, "eval_batch_size", 1000))
+    return (_seen(train_pool - val_images, batch, _get(cfg, "trainer.limit_train_batches")),
+            _seen(val_images, eval_batch, _get(cfg, "trainer.limit_val_batches")),
+            _seen(int(_get(cfg, "dataset.images.test", 0) or 0), eval_batch,
+                  _get(cfg, "trainer.limit_test_batches")))
+
+
 def work_of(cfg: DictConfig | Mapping[str, Any]) -> Work:
     """The work of the run ``cfg`` describes (a composed config, or a record's ``config``);
     ``SpecError`` when the network cannot take the input, as the run itself would."""
@@ -97,25 +110,10 @@ def work_of(cfg: DictConfig | Mapping[str, Any]) -> Work:
     layers = spec.scale_width(layers, float(network.width))
     image_size = int(_get(cfg, "augmentation.transform.size", network.image_size))
     per_image = forward_macs(layers, int(network.in_channels), image_size, int(network.num_classes))
-
-    # dataset.images: the source's training (before the validation split) and test counts
-    train_pool = int(_get(cfg, "dataset.images.train", 0) or 0)
-    test_images = int(_get(cfg, "dataset.images.test", 0) or 0)
-    val_size = _get(cfg, "dataset.val_size")  # a fraction of the pool, or a count
-    held_out = round(train_pool * val_size) if isinstance(val_size, float) and val_size < 1 \
-        else int(val_size or 0)
-    val_images = min(held_out, train_pool)
-    train_images = train_pool - val_images
-    batch, eval_batch = int(cfg.batch_size), int(_get(cfg, "eval_batch_size", 1000))
-    train_steps = _batches(train_images, batch, _get(cfg, "trainer.limit_train_batches"))
-    val_steps = _batches(val_images, eval_batch, _get(cfg, "trainer.limit_val_batches"))
-    test_steps = _batches(test_images, eval_batch, _get(cfg, "trainer.limit_test_batches"))
-    epochs = max(int(_get(cfg, "trainer.max_epochs") or 1), 1)  # -1 (no limit) counts as 1
-    max_steps = _get(cfg, "trainer.max_steps")
-    if max_steps and max_steps > 0 and train_steps:
-        epochs = min(epochs, math.ceil(max_steps / train_steps))
-    images = (epochs * (3 * train_steps * batch + val_steps * eval_batch)
-              + test_steps * eval_batch)
+    train, val, test = epoch_images(cfg)
+    epochs = budget.planned_epochs(_get(cfg, "trainer.max_epochs"), _get(cfg, "trainer.max_steps"),
+                                   budget.batches_of(train, int(cfg.batch_size)))
+    images = epochs * (3 * train + val) + test
     accelerator = str(_get(cfg, "trainer.accelerator", "auto"))
     return Work(macs=float(per_image) * images, epochs=epochs, device=device_kind(accelerator))
 

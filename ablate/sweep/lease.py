@@ -134,11 +134,7 @@ def held_elsewhere(root: Path, config_ids: Iterable[str],
                    timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> dict[str, Holder]:
     """The live leases of other launches among ``config_ids``, for the plan to show (the launch
     still takes each cell's lease when it gets to it): one listing, then the leased cells only."""
-    try:
-        present = {name.removesuffix(".json") for name in os.listdir(Path(root) / FOLDER)
-                   if name.endswith(".json")}
-    except OSError:  # no leases folder: nobody holds anything
-        return {}
+    present = {path.stem for path in (Path(root) / FOLDER).glob("*.json")}  # none: no folder
     held = {}
     for config_id in sorted(set(config_ids) & present):
         holder = read_holder(lease_path(root, config_id))

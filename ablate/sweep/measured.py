@@ -12,8 +12,9 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from ablate.provenance import CHECKOUT
+
 GPU_REPORT = Path("reports") / "benchmarks" / "gpu.txt"
-CHECKOUT = Path(__file__).resolve().parent.parent.parent
 # Written first in the block, so a reader knows the numbers that follow are machine-readable.
 MARKER = "machine-readable"
 DEVICE_KIND = "device_kind"

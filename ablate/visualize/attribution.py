@@ -87,9 +87,8 @@ class UnitActivation(nn.Module):
         return maps[batch, self.channel, self.rows, self.cols]
 
 
-def unit_attributions(trunk: nn.Module, channel: int, inputs: torch.Tensor,
-                      rows: torch.Tensor, cols: torch.Tensor,
-                      methods: Sequence[str] = ("deconvnet", "guided")) -> dict[str, torch.Tensor]:
-    """Reconstructions of one unit from each image: its gradient under each backward rule."""
+def unit_attributions(trunk: nn.Module, channel: int, inputs: torch.Tensor, rows: torch.Tensor,
+                      cols: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Reconstructions of one unit from each image: its gradient under deconvnet and guided."""
     unit = UnitActivation(trunk, channel, rows, cols).eval()
-    return {method: attribute(unit, inputs, method) for method in methods}
+    return {method: attribute(unit, inputs, method) for method in ("deconvnet", "guided")}

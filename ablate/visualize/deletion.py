@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from scipy.integrate import trapezoid
 from torch import nn
 
 FRACTIONS = tuple(round(0.05 * step, 2) for step in range(11))
@@ -61,9 +62,7 @@ def deletion_curves(network: nn.Module, inputs: torch.Tensor, order: torch.Tenso
 def area_under(curves: torch.Tensor, fractions: Sequence[float] = FRACTIONS) -> np.ndarray:
     """Trapezoid area per curve, divided by the fraction range: a mean probability in [0, 1]."""
     x = np.asarray(fractions, dtype=np.float64)
-    y = curves.double().numpy()
-    area = ((y[:, 1:] + y[:, :-1]) / 2 * np.diff(x)).sum(axis=1)
-    return area / (x[-1] - x[0])
+    return trapezoid(curves.double().numpy(), x, axis=1) / (x[-1] - x[0])
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ablate import spec as spec_lib
 from ablate.report import evidence
+from ablate.report.formatting import table
 from ablate.visualize import attribution, deletion
 
 if TYPE_CHECKING:
@@ -28,26 +29,25 @@ def _mean_and_interval(values: Sequence[float]) -> tuple[str, str]:
     return _number(summary.mean), interval
 
 
-def _number(value: float, digits: int = 3) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+def _number(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
-def _auc_tables(results: Sequence[RunResult]) -> tuple[list[str], list[str]]:
+def _auc_tables(results: Sequence[RunResult]) -> tuple[str, str]:
     """The area per method, and its paired differences per image (same images, same predicted
     class, so the CI is paired)."""
     titles = {**attribution.METHOD_TITLES, deletion.RANDOM: "random order (baseline)"}
-    areas = ["| run | method | mean AUC | 95 % CI | n |", "|---|---|---|---|---|"]
-    paired = ["| run | difference | mean | 95 % CI | guided better on |", "|---|---|---|---|---|"]
+    areas, paired = [], []
     for r in results:
         for method, values in r.deletion.items():
-            mean, ci = _mean_and_interval(values["auc"])
-            areas.append(f"| {r.label} | {titles[method]} | {mean} | {ci} | {len(values['auc'])} |")
+            areas.append([r.label, titles[method], *_mean_and_interval(values["auc"]),
+                          len(values["auc"])])
         for a, b in COMPARISONS:
             diff = r.deletion[a]["auc"] - r.deletion[b]["auc"]
-            mean, ci = _mean_and_interval(diff)
-            paired.append(f"| {r.label} | {a} − {b} | {mean} | {ci} "
-                          f"| {int((diff < 0).sum())} / {len(diff)} images |")
-    return areas, paired
+            paired.append([r.label, f"{a} − {b}", *_mean_and_interval(diff),
+                           f"{int((diff < 0).sum())} / {len(diff)} images"])
+    return (table(["run", "method", "mean AUC", "95 % CI", "n"], areas),
+            table(["run", "difference", "mean", "95 % CI", "guided better on"], paired))
 
 
 def render(results: Sequence[RunResult], options: Options, figure_paths: Mapping[str, str],
@@ -62,12 +62,12 @@ def render(results: Sequence[RunResult], options: Options, figure_paths: Mapping
                f"--rows {options.rows} --layers {layers}{units_flag} --top-k {options.top_k}")
     fill = ", ".join(f"{float(v):.3f}" for v in first.input_mean)
     areas, paired = _auc_tables(results)
-    runs = ["| run | folder | cell | test error | epochs |", "|---|---|---|---|---|"]
+    runs = []
     for r in results:
         record, error = r.run.record, r.run.record.metrics.get("test_error")
-        error_text = "n/a" if error is None else f"{100 * float(error):.2f} %"
-        runs.append(f"| {r.label} | `{r.run.run_dir.as_posix()}` | {record.cell_id or '?'} "
-                    f"| {error_text} | {record.epochs if record.epochs is not None else '?'} |")
+        runs.append([r.label, f"`{r.run.run_dir.as_posix()}`", record.cell_id or "?",
+                     "n/a" if error is None else f"{100 * float(error):.2f} %",
+                     record.epochs if record.epochs is not None else "?"])
     lines = [
         "# Visualisations: what the trained networks look at",
         "",
@@ -77,7 +77,7 @@ def render(results: Sequence[RunResult], options: Options, figure_paths: Mapping
         "",
         "## Runs",
         "",
-        *runs,
+        table(["run", "folder", "cell", "test error", "epochs"], runs),
         "",
         f"Dataset: {first.dataset}, {size}x{size} px; images are the first {options.images} "
         "of the test split (fixed by `dataset.split_seed`), the same for every run.",
@@ -115,12 +115,12 @@ def render(results: Sequence[RunResult], options: Options, figure_paths: Mapping
         "sooner. Lower is better. `random order` is a seeded random deletion order, the "
         f"baseline. Mean over the {options.images} images with a 95 % Student-t interval.",
         "",
-        *areas,
+        areas,
         "",
         "Paired differences of the area per image (negative: guided backprop deletes the "
         "evidence sooner):",
         "",
-        *paired,
+        paired,
         "",
         f"![deletion curves]({figure_paths['deletion']})",
         "",

@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
@@ -51,8 +50,7 @@ def _panel(axes, picture: torch.Tensor) -> None:
 
 
 def _png(figure) -> bytes:
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
+    buffer = io.BytesIO()  # savefig renders a PNG with Agg, whatever canvas the figure has
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None},
                    bbox_inches="tight", pad_inches=0.05)
     return buffer.getvalue()

@@ -6,7 +6,6 @@ named 'ray'", and ``hydra/launcher=slurm`` failed to compose with Hydra's "Could
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 from collections.abc import Sequence
 
@@ -35,13 +34,7 @@ def missing(launcher: str) -> str | None:
 
 def launcher_hint(arguments: Sequence[str]) -> str | None:
     """For a command line that chose a launcher (``hydra/launcher=...``): what it lacks."""
-    from hydra.errors import HydraException
+    from ablate.config import values_given
 
-    from ablate import overrides
-
-    launcher = None  # the last one given wins, as in Hydra
-    for argument in arguments:  # flags (-m) and what Hydra could not parse either: not ours
-        with contextlib.suppress(HydraException):
-            if not argument.startswith("-") and overrides.key(argument) == "hydra/launcher":
-                launcher = overrides.value(argument)
-    return missing(launcher) if launcher else None
+    launchers = [str(value) for _, value in values_given(arguments, "hydra/launcher")]
+    return missing(launchers[-1]) if launchers else None  # the last one wins, as in Hydra

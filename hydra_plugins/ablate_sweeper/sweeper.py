@@ -60,7 +60,7 @@ class AblateSweeperConf:
     rerun_diverged: bool = False  # true: run diverged cells again (they are skipped: a result)
     # a lease (ablate.sweep.lease) older than this has expired even if its process cannot be
     # seen (another machine): set it above the longest batch of jobs one launch runs
-    lease_timeout_hours: float = 72.0
+    lease_timeout_hours: float = 72.0  # = ablate.sweep.lease.DEFAULT_TIMEOUT_HOURS (tested)
     # seeds=auto: seeds added round after round until the paper's claims the grid tests are
     # decided (ablate.sweep.sequential); min/max seeds None: ablate.decide's (3 and 10);
     # max_runs: a budget of runs for the whole sweep (None: none)
