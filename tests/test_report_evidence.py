@@ -385,3 +385,19 @@ def test_a_verdict_that_rests_on_flagged_runs_says_so(tmp_path):
     [row] = named(section(render(root), "## Claims"), "All-CNN-C has lower error than Model C")
     assert row[-2].startswith("undecided at n = 10")
     assert row[-1] == "without the flagged runs (seed 1, 3, 6): supported at n = 3"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"axis": "downsampel"}, "axis 'downsampel' is neither a config group nor a known key; did "
+                             "you mean 'downsample'?"),
+    ({"a": "strid"}, "downsample 'strid' is not one of ['avgpool', 'conv', 'convpool', "
+                     "'lppool', 'pool', 'stride'] (conf/downsample/)"),
+    ({"where": {"model": "D"}}, "model 'D' is not one of ['A', 'B', 'C'] (conf/model/)"),
+    ({"margin": "lots"}, "margin 'lots' must be a fraction of the metric"),
+])
+def test_a_claim_naming_an_unknown_axis_value_or_margin_is_refused(change, message):
+    claim = {"id": "x", "statement": "s", "cites": "c", "axis": "downsample", "a": "conv",
+             "b": "pool", "expect": "no_worse", "margin": 0.005, **change}
+    with pytest.raises(claims.ClaimsError, match=re.escape(message)):
+        claims.parse({"source": "s", "alpha": 0.05, "stalled_margin": 0.02, "paper_setting": {},
+                      "claims": [claim]})

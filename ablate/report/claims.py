@@ -9,6 +9,7 @@ evidence, and all of them are one family, decided by the sequential procedure of
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.resources
 import math
@@ -99,6 +100,34 @@ def margin_text(claim: Claim, dataset: str) -> str:
     return f"{entry * 100:g} points"
 
 
+def _options(group: str) -> list[str] | None:
+    """The choices of a packaged config group (``conf/<group>/*.yaml``); None: not a group."""
+    folder = importlib.resources.files("ablate.conf").joinpath(group)
+    if not folder.is_dir():
+        return None
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def _check_names(axis: str, values: Sequence[Any], where_: Mapping[str, Any], where: str) -> None:
+    """Axes and values a claim names must exist: a typo would leave it "not tested" forever."""
+    from ablate import identity
+
+    for key, named in [(axis, values), *((k, [v]) for k, v in where_.items())]:
+        choices = _options(key)
+        if choices is None:
+            if key not in identity.KEYS:
+                hint = difflib.get_close_matches(key, list(identity.KEYS), 1)
+                raise ClaimsError(f"{where}: axis {key!r} is neither a config group nor a "
+                                  "known key" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+            continue
+        for value in named:
+            option = str(value).split()[0]  # "lppool p=2": the group's choice, then its setting
+            if option not in choices:
+                raise ClaimsError(f"{where}: {key} {value!r} is not one of {choices} "
+                                  f"(conf/{key}/)")
+
+
 def _require(entry: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in entry:
         raise ClaimsError(f"{where} lacks {key!r}; every claim needs id, statement, cites, axis, "
@@ -146,6 +175,8 @@ def parse(data: Any) -> tuple[Settings, list[Claim]]:
             if given["expect"] not in EXPECTATIONS:
                 raise ClaimsError(f"{where}: expect {given['expect']!r} is not one of "
                                   f"{EXPECTATIONS}")
+            _check_names(given["axis"], [given["a"], given["b"]], item.get("where") or {},
+                         where)
             if given["axis"] in compare.NOT_AXES:
                 raise ClaimsError(f"{where}: axis {given['axis']!r} cannot be compared along "
                                   f"(none of {compare.NOT_AXES}); use a swept key such as "
