@@ -30,7 +30,11 @@ DATASET = "digits"
 OUTLIER_RATE = 1 / 27
 MEAN = {"test_error": 0.02, "consistency_2": 0.90}  # cell means of the quick grid, roughly
 HIGHER_IS_BETTER = {"test_error": False, "consistency_2": True}
-SPREAD = 0.003  # the 0.3 points; the quick grid's cells measured about this
+# Seed-to-seed std of a cell's test error: 0.42 points on the quick grid (median over its 9
+# cells, 27 runs at b664470; pooled MAD 0.41) for the error-rate scenarios; 0.3 points for
+# power, the spread the paper-scale question is asked at.
+MEASURED_SPREAD = 0.0042
+SPREAD = 0.003
 TARGET = "all-cnn-beats-pooling-C"  # the claim the alternatives are about: conv vs pool in C
 
 
@@ -162,8 +166,9 @@ def fixed_n(fixed_power: dict[int, float], power: float) -> int | None:
 def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--studies", type=int, default=10_000)
-    parser.add_argument("--spread", type=float, default=SPREAD,
-                        help="seed-to-seed std of a cell's test error (fraction)")
+    parser.add_argument("--spread", type=float, default=MEASURED_SPREAD,
+                        help="seed-to-seed std of a cell's test error where no cell differs "
+                             "(fraction; power is always at 0.3 points)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
