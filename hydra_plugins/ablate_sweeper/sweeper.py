@@ -252,8 +252,10 @@ class AblateSweeper(Sweeper):
         if dry_run:
             return []
 
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)
+        if self.launcher is None:  # once per sweep: rounds of seeds=auto share it
+            self.launcher = Plugins.instance().instantiate_launcher(
+                hydra_context=self.hydra_context, task_function=self.task_function,
+                config=self.config)
         try:
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         except OSError as error:  # a full disk: the jobs will say so; the summary still comes
