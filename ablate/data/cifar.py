@@ -163,9 +163,13 @@ def _missing(spec: CifarFormat, root: Path, url: str, why: str) -> str:
 
 
 def file_md5(path: Path) -> str:
-    """MD5 of a file, streamed: the archives are 160 MB and need not sit in memory."""
+    """MD5 of a file, streamed: the archives are 160 MB and need not sit in memory (by hand:
+    ``hashlib.file_digest`` is Python 3.11+, the project supports 3.10)."""
+    digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def download_file(url: str, target: Path, md5: str, timeout: float,
