@@ -328,6 +328,21 @@ def test_sweep_presets_set_the_grid_and_the_sweep_name():
     assert compose_config(["+sweep=cifar100"]).dataset.num_classes == 100
 
 
+def test_quick_claims_has_a_cell_for_every_claim_that_fits_digits():
+    from ablate.report import claims
+
+    cfg = compose_config(["experiment=quick", "+sweep=quick_claims"])
+    assert cfg.sweep_name == "quick_claims" and cfg.dataset.name == "digits"
+    params = cfg.hydra.sweeper.params
+    values = {*params.downsample.split(","),
+              *(f"{v.downsample} p={v['downsample.p']}" for v in cfg.hydra.sweeper.variants)}
+    assert params.model == "A,B,C" and values >= {"pool", "stride", "convpool", "conv", "avgpool"}
+    for claim in claims.packaged()[1]:
+        if claim.axis == "augmentation":  # flips make other digits: left out on purpose
+            continue
+        assert claim.axis == "downsample" and {claim.a, claim.b} <= values, claim.id
+
+
 def test_a_full_disk_under_the_sweep_costs_sweep_json_not_the_summary(tmp_path):
     from helpers import mounted
 
