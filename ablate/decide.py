@@ -174,13 +174,33 @@ def _codes(low: np.ndarray, high: np.ndarray, rule: Rule) -> np.ndarray:
     return code
 
 
+def modified_z(values: Sequence[float]) -> np.ndarray:
+    """Iglewicz & Hoaglin's modified z-scores (How to Detect and Handle Outliers, 1993):
+    0.6745 (x - median) / MAD; where MAD = 0, (x - median) / (1.253314 MeanAD)."""
+    deviation = np.asarray(values, dtype=float) - np.median(values)
+    mad, mean_ad = stats.median_abs_deviation(values), np.abs(deviation).mean()
+    if mad > 0:
+        return 0.6745 * deviation / mad  # 0.6745 / MAD ~ 1 / sigma for normal data
+    return deviation / (1.253314 * mean_ad) if mean_ad > 0 else np.zeros_like(deviation)
+
+
+OUTLIER_Z, OUTLIER_MIN_SEEDS = 3.5, 3  # Iglewicz & Hoaglin's threshold; no flag below 3 seeds
+
+
 def spread(cells: Iterable[Sequence[float]]) -> float:
-    """The seed-to-seed spread pooled over a grid's cells: the normal-consistent MAD of every
-    value's distance to its cell's median (cells of one value say nothing). NaN without any."""
-    deviations = [np.asarray(v, float) - np.median(v) for v in cells if len(v) >= 2]
-    if not deviations:
-        return math.nan
-    return float(stats.median_abs_deviation(np.concatenate(deviations), scale="normal"))
+    """The seed-to-seed std pooled over a grid's cells (within-cell variances, n - 1 degrees of
+    freedom each: unbiased where the cells share one spread, from the first look on), each cell
+    without its flagged runs (modified z > 3.5), so that one failed run does not set the spread
+    of every claim. NaN without two values in any cell."""
+    squares, freedom = 0.0, 0
+    for values in cells:
+        values = np.asarray(values, dtype=float)
+        if len(values) >= OUTLIER_MIN_SEEDS:
+            values = values[np.abs(modified_z(values)) <= OUTLIER_Z]
+        if len(values) >= 2:
+            squares += float(((values - values.mean()) ** 2).sum())
+            freedom += len(values) - 1
+    return math.sqrt(squares / freedom) if freedom else math.nan
 
 
 def projected_half_width(design: Design, grid_spread: float) -> float:

@@ -6,6 +6,7 @@ a real sequential sweep through the CLI and its relaunch.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from helpers import TINY, result_files, run_cli
 from test_report_evidence import run
 
+from ablate import atomic, records
 from ablate.sweep import sequential
 
 POOL, CONV = ("model=C", "downsample=pool"), ("model=C", "downsample=conv")
@@ -42,38 +44,47 @@ def test_a_grid_that_tests_no_claim_is_refused_naming_what_claims_need():
     assert sequential.untestable([POOL, CONV]) is None
 
 
-def _cells(root: Path, seeds: int, pool: tuple, conv: tuple) -> Path:
+def _cells(root: Path, seeds: int, pool: tuple, conv: tuple) -> tuple[Path, dict]:
+    """Model C's pool and conv cells, and the config id -> cell map a sweep would hold."""
+    ours = {}
     for seed in range(seeds):
-        for mode, errors in (("pool", pool), ("conv", conv)):
-            run(root, f"{mode}{seed}", model="C", downsample=mode, seed=seed, lr=0.05,
-                test=errors[seed], with_predictions=False)
-    return root
+        for mode, errors, cell in (("pool", pool, POOL), ("conv", conv, CONV)):
+            path = run(root, f"{mode}{seed}", model="C", downsample=mode, seed=seed, lr=0.05,
+                       test=errors[seed], with_predictions=False)
+            # the hand-made records share one config (the cell is written over it): give each
+            # run the id of its own, as composing its overrides would
+            record = json.loads(path.read_text())
+            record["config_id"] = f"C-{mode}-{seed}"
+            atomic.write_json_atomic(path, record)
+            ours[records.load(path).config_id] = cell
+    return root, ours
 
 
 def test_a_round_adds_one_seed_to_the_cells_of_open_claims(tmp_path):
     # conv 2 points below pool at a spread of ~1 point: undecided at 3 seeds, but 10 could
-    root = _cells(tmp_path / "sweeps", 3, (0.120, 0.130, 0.140), (0.100, 0.115, 0.105))
+    root, ours = _cells(tmp_path / "sweeps", 3, (0.120, 0.130, 0.140), (0.100, 0.115, 0.105))
     plan = sequential.Plan(3, 10, None)
-    found = sequential.judge(root, [POOL, CONV], {POOL: 3, CONV: 3}, plan)
+    found = sequential.judge(root, ours, {POOL: 3, CONV: 3}, plan)
     assert found.targets == {POOL: 4, CONV: 4}
     assert found.reasons == ["All-CNN-C vs Model C (all-cnn-beats-pooling-C) undecided at "
                              "n = 3: +1 seed"]
     # a budget of 7 runs in all: one more run, in the grid's order, and it says so
-    capped = sequential.judge(root, [POOL, CONV], {POOL: 3, CONV: 3},
-                              sequential.Plan(3, 10, 7))
+    capped = sequential.judge(root, ours, {POOL: 3, CONV: 3}, sequential.Plan(3, 10, 7))
     assert capped.targets == {POOL: 4, CONV: 3}
     assert capped.reasons[-1] == ("budget of 7 runs reached (hydra.sweeper.max_runs): no "
                                   "more seeds")
     # at max_seeds nothing is added, whatever the claim says
-    assert sequential.judge(root, [POOL, CONV], {POOL: 3, CONV: 3},
+    assert sequential.judge(root, ours, {POOL: 3, CONV: 3},
                             sequential.Plan(2, 3, None)).targets == {POOL: 3, CONV: 3}
+    # runs of another grid under the same root (here: all of them) are not ours to extend
+    assert sequential.judge(root, {}, {POOL: 3, CONV: 3}, plan).targets == {POOL: 3, CONV: 3}
 
 
 def test_a_decided_claim_adds_nothing(tmp_path):
     pool = (0.120, 0.122, 0.118, 0.121, 0.119, 0.123, 0.117)
     conv = (0.100, 0.102, 0.098, 0.101, 0.099, 0.102, 0.097)
-    root = _cells(tmp_path / "sweeps", 7, pool, conv)
-    found = sequential.judge(root, [POOL, CONV], {POOL: 7, CONV: 7},
+    root, ours = _cells(tmp_path / "sweeps", 7, pool, conv)
+    found = sequential.judge(root, ours, {POOL: 7, CONV: 7},
                              sequential.Plan(3, 10, None))
     assert found.targets == {POOL: 7, CONV: 7} and found.reasons == []
     [outcome] = [o for o in found.outcomes if o.claim.id == "all-cnn-beats-pooling-C"]

@@ -91,13 +91,17 @@ def truth_false(verdict: decide.Verdict, x_true: float, rule: decide.Rule) -> bo
 
 
 def run_study(values: dict[str, np.ndarray], tables: list[decide.Table], study: int,
-              found: Sequence[SimClaim], design: decide.Design,
-              spreads: dict[str, float]) -> tuple[list[decide.Decision], np.ndarray]:
+              found: Sequence[SimClaim], design: decide.Design
+              ) -> tuple[list[decide.Decision], np.ndarray]:
     """One study with the sweep's rule: start at min_seeds, add seeds to open claims' cells."""
     cells = next(iter(values.values())).shape[1]
     counts = np.full(cells, design.min_seeds)
     closed: dict[int, decide.Decision] = {}
     while True:
+        # the spread as the report estimates it, from the seeds run so far
+        spreads = {metric: decide.spread([data[c, :counts[c]] for c in range(cells)])
+                   for metric, all_studies in values.items()
+                   for data in [all_studies[study]]}
         open_claims = []
         for k, claim in enumerate(found):
             if k in closed:
@@ -125,7 +129,6 @@ def scenario(rng: np.random.Generator, studies: int, shift: dict[int, float], sp
     metrics = sorted({c.metric for c in found})
     values = {m: draw(rng, studies, cells, fixed_up_to, m, shift if m == "test_error" else {},
                       spread * (1 if m == "test_error" else 2)) for m in metrics}
-    spreads = {m: spread * (1 if m == "test_error" else 2) for m in metrics}
     tables = [decide.table(values[c.metric][:, c.a, :design.max_seeds],
                            values[c.metric][:, c.b, :design.max_seeds], c.rule, design)
               for c in found]
@@ -139,7 +142,7 @@ def scenario(rng: np.random.Generator, studies: int, shift: dict[int, float], sp
     seeds = np.zeros(studies)
     target = next(k for k, c in enumerate(found) if c.id == TARGET)
     for s in range(studies):
-        decisions, counts = run_study(values, tables, s, found, design, spreads)
+        decisions, counts = run_study(values, tables, s, found, design)
         wrong[s] = any(truth_false(d.verdict, x, c.rule)
                        for d, x, c in zip(decisions, truth, found, strict=True))
         target_right[s] = not truth_false(decisions[target].verdict, truth[target],

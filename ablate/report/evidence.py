@@ -36,6 +36,8 @@ from scipy import stats as scipy_stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
+from ablate.decide import OUTLIER_MIN_SEEDS, OUTLIER_Z, modified_z
+
 CONFIDENCE = 0.95
 ALPHA = 0.05
 WILCOXON_MIN_N = 6
@@ -46,7 +48,6 @@ MORE_INVARIANT, LESS_INVARIANT = "A more invariant", "A less invariant"
 # Every seed differs by exactly the same amount (errors on a small test set are multiples of
 # 1/N): the t statistic is undefined, and "no detectable difference" would misstate it.
 NO_TEST = "no test: the same difference on every seed"
-OUTLIER_Z, OUTLIER_MIN_SEEDS = 3.5, 3
 Key = TypeVar("Key")
 
 
@@ -147,15 +148,6 @@ def favouring(tests: Sequence[McNemar], alpha: float = ALPHA) -> tuple[int, int]
     """(seed pairs whose own exact test favours A at ``alpha``, those favouring B)."""
     return (sum(t.p < alpha and t.b > t.c for t in tests),
             sum(t.p < alpha and t.c > t.b for t in tests))
-
-
-def modified_z(values: Sequence[float]) -> np.ndarray:
-    """Iglewicz & Hoaglin's modified z-scores, MeanAD where MAD = 0 (module docstring)."""
-    deviation = np.asarray(values, dtype=float) - np.median(values)
-    mad, mean_ad = scipy_stats.median_abs_deviation(values), np.abs(deviation).mean()
-    if mad > 0:
-        return 0.6745 * deviation / mad  # 0.6745 / MAD ~ 1 / sigma for normal data
-    return deviation / (1.253314 * mean_ad) if mean_ad > 0 else np.zeros_like(deviation)
 
 
 def outliers(values_by_seed: Mapping[Key, float]) -> dict[Key, float]:

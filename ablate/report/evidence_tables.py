@@ -78,8 +78,9 @@ def decision_line(outcome: claims.Outcome) -> str:
     effect = (f"A − B {fmt.signed(100 * decision.estimate)} pp "
               f"{interval_text(decision.low, decision.high)}" if decision.n else "no look yet")
     margin = f"; margin {100 * outcome.margin:.2f} pp" if outcome.margin else ""
+    why = "" if outcome.result == verdict else f"; {outcome.result}"
     return (f"- **{verdict}**: {claim.statement} — {effect} at n = {decision.n} "
-            f"({decision.available} seeds a side{margin}); {outcome.result}")
+            f"({decision.available} seeds a side{margin}){why}")
 
 
 def claims_section(outcomes: Sequence[claims.Outcome], config: claims.Settings) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate import decide, records
+from ablate import decide
 from ablate import overrides as overrides_lib
 
 SEED = "seed"
@@ -93,25 +93,11 @@ class Round:
     reasons: list[str] = field(default_factory=list)  # why seeds are added
 
 
-def _cell_of_run(path: str, cells: Sequence[Cell]) -> Cell | None:
-    """The grid cell a run belongs to: the one whose every override the run was made with
-    (typed on its command line, or a value of its cell)."""
-    try:
-        record = records.load(Path(path))
-    except Exception:  # unreadable: the report lists it; it cannot be placed
-        return None
-
-    def made_with(override: str) -> bool:
-        key = overrides_lib.key(override)
-        return override in record.overrides or (
-            key in record.cell and str(record.cell[key]) == overrides_lib.value(override))
-
-    return next((cell for cell in cells if all(made_with(o) for o in cell)), None)
-
-
-def judge(root: Path, cells: Sequence[Cell], counts: Mapping[Cell, int], plan: Plan) -> Round:
+def judge(root: Path, ours: Mapping[str, Cell], counts: Mapping[Cell, int], plan: Plan) -> Round:
     """The claims on the records under ``root`` (as the report judges them), and the seeds
-    each cell of an open claim should reach next."""
+    each cell of an open claim should reach next. ``ours``: config id -> cell for every run of
+    this grid; a claim with a side outside it (another grid's runs under the same root) is not
+    this sweep's to extend."""
     from ablate.report import claims as claims_lib
     from ablate.report import load
 
@@ -128,10 +114,11 @@ def judge(root: Path, cells: Sequence[Cell], counts: Mapping[Cell, int], plan: P
         # (or never finish) cannot decide it
         if not decision.open or decision.available == 0:
             continue
-        sides = [_cell_of_run(str(next(iter(side.by_seed.values()))["path"]), cells)
-                 for side in (outcome.comparison.a, outcome.comparison.b) if side.by_seed]
-        if len(sides) < 2 or None in sides:
-            continue  # a side outside this grid: another sweep's runs, not ours to extend
+        sides = [{ours.get(str(run["config_id"])) for run in side.by_seed.values()}
+                 for side in (outcome.comparison.a, outcome.comparison.b)]
+        if any(len(cells) != 1 or None in cells for cells in sides):
+            continue
+        sides = [cells.pop() for cells in sides]
         launched = min(counts[cell] for cell in sides)  # a failed seed counts: the next is new
         if launched >= plan.max_seeds:
             continue
@@ -140,7 +127,7 @@ def judge(root: Path, cells: Sequence[Cell], counts: Mapping[Cell, int], plan: P
                               f"({outcome.claim.id}) undecided at n = {decision.available}: "
                               "+1 seed")
     wanted = decide.targets(open_claims, plan.max_seeds)
-    result.targets = {cell: max(counts[cell], wanted.get(cell, 0)) for cell in cells}
+    result.targets = {cell: max(counts[cell], wanted.get(cell, 0)) for cell in counts}
     if plan.max_runs is not None:
         _within_budget(result, counts, plan.max_runs)
     return result

@@ -95,6 +95,7 @@ class AblateSweeper(Sweeper):
         self.unsaved: str | None = None  # sweep.json could not be written (a full disk)
         self.sweep_dir: Path | None = None  # taken by the first round, kept by the next
         self.next_num = 0  # job numbers go on from round to round (each its own folder)
+        self.planned: list[PlannedRun] = []  # the last round's runs
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -198,6 +199,9 @@ class AblateSweeper(Sweeper):
         cells = sequential.cells_of(self._grid(arguments)[0])
         if problem := sequential.untestable(cells):
             _refuse(problem)
+        if not self.settings.resume:
+            _refuse("hydra.sweeper.seeds=auto builds each round on the records of the last: "
+                    "it cannot run with hydra.sweeper.resume=false")
         counts = {cell: plan.min_seeds for cell in cells}
         if plan.max_runs is not None and plan.max_runs < len(cells) * plan.min_seeds:
             _refuse(f"hydra.sweeper.max_runs={plan.max_runs} is below the first round "
@@ -206,10 +210,15 @@ class AblateSweeper(Sweeper):
         while True:
             print(f"[seeds=auto] round {round_number}: {len(cells)} cells, "
                   f"{sum(counts.values())} runs in all", flush=True)
-            returns += self._round(arguments, sequential.jobs_of(counts))
+            jobs = sequential.jobs_of(counts)
+            returns += self._round(arguments, jobs)
             if self.settings.dry_run:
                 return returns
-            found = sequential.judge(self.root, cells, counts, plan)
+            # which cell each run of this grid is, by config id: runs of other grids under the
+            # same root are not ours to extend, and a final stage's lr=selected is a real lr
+            ours = {run.config_id: sequential.cells_of([jobs[run.index]])[0]
+                    for run in self.planned}
+            found = sequential.judge(self.root, ours, counts, plan)
             for line in found.reasons:
                 print(f"[seeds=auto] {line}", flush=True)
             if found.targets == counts:
@@ -238,6 +247,7 @@ class AblateSweeper(Sweeper):
         if problem := missing(str(self.config.hydra.launcher.get("_target_", ""))):
             _refuse(problem)  # a launcher whose package is missing: the pip command, first
         axes, runs, note, root = self.plan(arguments, jobs)
+        self.planned = runs
         other_code = planner.mark_other_code(runs, rerun=self.settings.rerun_stale)
         invalid = sum(bool(run.problem) for run in runs)
         if not (dry_run or invalid) and self.sweep_dir is None:
