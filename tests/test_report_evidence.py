@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from test_report import _rows, write_record
 
-from ablate import atomic, identity, predictions
-from ablate.report import claims, figures, formatting, load, per_example, reference, tables
+from ablate import atomic, decide, identity, predictions
+from ablate.report import claims, evidence, figures, formatting, load, per_example, reference, tables
 from ablate.report.__main__ import main as report_main
 
 
@@ -105,6 +105,21 @@ def table_rows(text: str) -> list[list[str]]:
             for line in text.splitlines() if line.startswith("| ")]
 
 
+def test_a_claim_stopped_for_futility_says_so_and_one_at_max_seeds_what_would_decide_it():
+    claim = next(c for c in claims.packaged()[1] if c.id == "all-cnn-beats-pooling-C")
+    design = decide.Design(family=18)
+    a, b = np.array([0.020, 0.022, 0.021]), np.array([0.0201, 0.0221, 0.0211])
+    outcome = claims.Outcome(claim, None, evidence.paired(a, b), needed=40,
+                             decision=decide.decide(a, b, decide.Rule("lower"), design, 0.003))
+    assert claims.result_text(outcome, design) == (
+        "undecided at n = 3: the remaining seeds (up to 10) cannot decide it")
+    a, b = np.resize(a, 10), np.resize(b, 10)
+    outcome = claims.Outcome(claim, None, evidence.paired(a, b), needed=40,
+                             decision=decide.decide(a, b, decide.Rule("lower"), design, 0.003))
+    assert claims.result_text(outcome, design) == (
+        "undecided at n = 10 (max_seeds 10); ≈ 40 seeds would decide it")
+
+
 def test_claims_open_the_report_with_numbers_and_setting_notes(study):
     text = render(study)
     headings = [line for line in text.splitlines() if line.startswith("## ")]
@@ -147,12 +162,12 @@ def test_claims_open_the_report_with_numbers_and_setting_notes(study):
     row = claim_rows["Strided-CNN-C has higher error than Model C"]
     assert row["result"].startswith("undecided at n = 3; ≈ ")
     # conv - convpool: -0.5, -0.5, 0 points against digits' 1-point margin; at the grid's
-    # spread (~1 point here) even 10 seeds could not place the interval below 1 point
+    # spread (~1 point here) a fixed design would need far more than 10 seeds
     row = claim_rows["All-CNN-C is no worse than ConvPool-CNN-C (within the margin)"]
     assert row["A − B (pp) [95 % CI]"] == "-0.33 [-1.05, +0.38]"
     assert row["margin"] == "1 points = 1.00 pp"
-    assert row["result"] == ("undecided at n = 3: the remaining seeds (up to 10) cannot "
-                             "decide it")
+    needed = re.fullmatch(r"undecided at n = 3; ≈ (\d+) seeds would decide it", row["result"])
+    assert needed and int(needed[1]) > 10
     row = claim_rows["All-CNN-A has lower error than Model A"]
     assert row["result"] == "undecided (one seed: no claim)"
     assert row["decision interval (pp)"] == row["McNemar per seed"] == "–"
