@@ -215,6 +215,16 @@ def write_start(record: Record) -> Path:
     return write_json_atomic(Path(str(record.output_dir)) / START_FILE, marker)
 
 
+def seed_range(sweep_dir: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """The min and max seeds of a ``seeds=auto`` sweep, from its ``sweep.json``; None for any
+    other sweep (or none)."""
+    seeds = (read_json(Path(sweep_dir) / SWEEP_FILE) or {}).get("seeds")
+    try:
+        return int(seeds["min_seeds"]), int(seeds["max_seeds"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
 def swept_axes(sweep_dir: str | os.PathLike[str]) -> list[str] | None:
     """The keys a sweep varies (two or more values), from its ``sweep.json``; None without one."""
     plan = read_json(Path(sweep_dir) / SWEEP_FILE)

@@ -98,11 +98,16 @@ def make_row(*, source: str, path: str, sweep: str | None, cell: Mapping[str, An
     return row
 
 
+def sweep_dir(record_path: Path) -> Path:
+    """The sweep folder a record's run belongs to (a single run's own folder outside a sweep)."""
+    job_dir = record_path.parent
+    return job_dir.parent if (job_dir.parent / "multirun.yaml").exists() else job_dir
+
+
 def _sweep_of(path: Path, sweep_name: str | None) -> str:
     """``<sweep_name>/<time dir>``, the same group name W&B gets (ablate.tracking)."""
-    job_dir = path.parent
-    sweep_dir = job_dir.parent if (job_dir.parent / "multirun.yaml").exists() else job_dir
-    return f"{sweep_name or sweep_dir.parent.name}/{sweep_dir.name}"
+    folder = sweep_dir(path)
+    return f"{sweep_name or folder.parent.name}/{folder.name}"
 
 
 def row_from_record(record: records.Record, path: Path) -> dict[str, Any]:

@@ -10,12 +10,16 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import TINY, result_files, run_cli
 from test_report_evidence import run
 
 from ablate import atomic, records
-from ablate.sweep import sequential
+from ablate.report import claims, load
+from ablate.report import issues as kinds
+from ablate.report.issues import Issues
+from ablate.sweep import plan, sequential
 
 POOL, CONV = ("model=C", "downsample=pool"), ("model=C", "downsample=conv")
 
@@ -97,21 +101,57 @@ AUTO = [*[o for o in TINY if o != "seed=0"], "model=C", "downsample=pool,conv",
 
 @pytest.mark.slow
 def test_a_sequential_sweep_runs_rounds_and_a_relaunch_trains_nothing(workdir):
-    first = run_cli(["-m", *AUTO], workdir)
+    # seed 1 of every cell fails: one seed less, not the end of the study; judged on the
+    # others, exit 1; the relaunch reruns it
+    flag = workdir / "faults-on"
+    flag.touch()
+    faulty = ["datamodule._target_=faults.FaultyDataModule", f"+datamodule.fault_file={flag}",
+              "+datamodule.faults={s1:raise}"]
+    broken = run_cli(["-m", *AUTO, *faulty], workdir)
+    assert broken.returncode == 1, broken.stderr[-3000:]
+    assert "[seeds=auto] round 1: 2 cells, 4 runs in all" in broken.stdout
+    assert "undecided at n = 1: +1 seed" in broken.stdout  # seed 1 failed: seed 2 is added
+    assert "[seeds=auto] round 2: 2 cells, 6 runs in all" in broken.stdout
+    assert "[seeds=auto] where the claims stand:" in broken.stdout
+    flag.unlink()
+    first = run_cli(["-m", *AUTO, *faulty], workdir)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "[seeds=auto] round 1: 2 cells, 4 runs in all" in first.stdout
-    added = re.findall(r"undecided at n = 2: \+1 seed", first.stdout)
+    assert "2 to run, 0 to resume, 2 skipped" in first.stdout  # each cell's failed seed 1
     runs = result_files(workdir)
-    # every cell at 2 seeds, and at 3 where an open claim asked for one more
-    assert len(runs) == (6 if added else 4)
+    finished = sorted((r.cell["model"], r.cell["downsample"], r.cell["seed"])
+                      for r in map(records.load, runs) if r.status == "finished")
+    assert finished == [("C", mode, seed) for mode in ("conv", "pool") for seed in range(3)]
     assert len({path.parent for path in runs}) == len(runs)  # each job its own folder
     standing = first.stdout.split("[seeds=auto] where the claims stand:", 1)[1]
     assert "all-cnn-beats-pooling-C: " in standing
-    again = run_cli(["-m", *AUTO], workdir)
+    again = run_cli(["-m", *AUTO, *faulty], workdir)
     assert again.returncode == 0, again.stderr[-3000:]
     assert result_files(workdir) == runs  # trained nothing twice
     assert "0 to run" in again.stdout
     assert again.stdout.split("[seeds=auto] where the claims stand:", 1)[1] == standing
+    # the report judges with the sweep's seed range (its sweep.json), so it says what it said
+    frame, issues = load.load_runs([workdir / "sweeps"], wandb_offline="none")
+    assert claims.sweep_seeds(frame, issues) == (2, 3)
+    config, listed = claims.packaged()
+    outcomes = claims.evaluate(frame, listed, config, set(), claims.sweep_seeds(frame, issues))
+    said = dict(line.strip().split(": ", 1) for line in standing.strip().splitlines())
+    assert {o.claim.id: o.result for o in outcomes if o.decision is not None} == said
+
+
+def test_the_report_decides_with_the_sweeps_seed_range_and_warns_where_they_differ(tmp_path):
+    folders = []
+    for name, seeds in (("a", (2, 6)), ("b", (3, 10)), ("c", None)):
+        folder = tmp_path / name
+        (folder / "0").mkdir(parents=True)
+        (folder / "multirun.yaml").write_text("{}")
+        plan.save(folder, name, tmp_path, [], [], 0.0, 1.0, seeds)
+        folders.append(str(folder / "0" / records.RESULT_FILE))
+    frame = pd.DataFrame({"source": "record", "path": folders})
+    issues = Issues()
+    assert claims.sweep_seeds(frame.iloc[[0, 2]], issues) == (2, 6)  # a plain sweep adds none
+    assert claims.sweep_seeds(frame.iloc[[2]], issues) is None and not issues.counts
+    assert claims.sweep_seeds(frame, issues) is None
+    assert issues.messages == [(kinds.SEED_RANGES, "2-6, 3-10")]
 
 
 @pytest.mark.slow

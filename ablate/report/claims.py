@@ -15,14 +15,17 @@ import importlib.resources
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from ablate import decide
+from ablate import decide, records, rows
 from ablate.report import compare, evidence, reference
+from ablate.report import issues as kinds
+from ablate.report.issues import Issues
 
 CLAIMS_FILE = "claims.yaml"
 EXPECTATIONS = decide.EXPECTATIONS
@@ -250,17 +253,8 @@ def rule_of(claim: Claim, margin: float | None) -> decide.Rule:
     return decide.Rule(claim.expect, margin or 0.0, compare.metric(claim.metric).higher_is_better)
 
 
-def _by_seed(outcome: Outcome) -> tuple[dict[Any, float], dict[Any, float]]:
-    """The claim's metric on each side, per seed that has it on both, in seed order."""
-    comparison, column = outcome.comparison, outcome.claim.metric
-    a, b = comparison.a.by_seed, comparison.b.by_seed
-    seeds = [s for s in comparison.seeds
-             if not (pd.isna(a[s].get(column)) or pd.isna(b[s].get(column)))]
-    return {s: float(a[s][column]) for s in seeds}, {s: float(b[s][column]) for s in seeds}
-
-
 def _sides(outcome: Outcome) -> tuple[list[float], list[float]]:
-    a, b = _by_seed(outcome)
+    a, b = outcome.comparison.values(outcome.claim.metric)
     return list(a.values()), list(b.values())
 
 
@@ -269,7 +263,7 @@ def without_outliers(outcome: Outcome, rule: decide.Rule, design: decide.Design,
     """Whether the verdict rests on a flagged run: the verdict without the flagged seeds (of
     either side, so the sides stay paired by seed), where it differs; None where it does not
     or nothing is flagged. The verdict itself keeps every finished run."""
-    a, b = _by_seed(outcome)
+    a, b = outcome.comparison.values(outcome.claim.metric)
     flagged = sorted({*evidence.outliers(a), *evidence.outliers(b)}, key=str)
     if not flagged:
         return None
@@ -301,6 +295,18 @@ def result_text(outcome: Outcome, design: decide.Design) -> str:
         return (f"{decide.Verdict.UNDECIDED} at n = {n}: the remaining seeds (up to "
                 f"{design.max_seeds}) cannot decide it")
     return f"{decide.Verdict.UNDECIDED} at n = {n}; {needed}"
+
+
+def sweep_seeds(frame: pd.DataFrame, issues: Issues) -> tuple[int, int] | None:
+    """The seed range the runs' ``seeds=auto`` sweeps decided with (from their ``sweep.json``),
+    so that the report judges with the looks the sweep judged with; None (the default range)
+    where there is none, or where sweeps of different ranges are mixed (a warning says so)."""
+    folders = {rows.sweep_dir(Path(path)) for path in frame.loc[frame["source"] == "record", "path"]}
+    ranges = {found for folder in folders if (found := records.seed_range(folder))}
+    if len(ranges) > 1:
+        issues.add(kinds.SEED_RANGES, ", ".join(f"{low}-{high}" for low, high in sorted(ranges)))
+        return None
+    return ranges.pop() if ranges else None
 
 
 def family_design(tested: int, config: Settings, seeds: tuple[int, int] | None = None

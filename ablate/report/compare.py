@@ -172,10 +172,15 @@ class Comparison:
         measured it: runs recorded before it existed drop out rather than count as 0."""
         if column == TEST_ERROR:
             return self.paired
+        a, b = self.values(column)
+        return evidence.paired(list(a.values()), list(b.values()))
+
+    def values(self, column: str) -> tuple[dict[Any, float], dict[Any, float]]:
+        """``column`` on each side, per seed that has it on both, in seed order."""
         a, b = self.a.by_seed, self.b.by_seed
         seeds = [s for s in self.seeds
                  if not (pd.isna(a[s].get(column)) or pd.isna(b[s].get(column)))]
-        return evidence.paired([a[s][column] for s in seeds], [b[s][column] for s in seeds])
+        return {s: float(a[s][column]) for s in seeds}, {s: float(b[s][column]) for s in seeds}
 
     def measured(self, column: str) -> bool:
         """Whether any run of either side has ``column`` (none: leave its table out)."""

@@ -157,10 +157,12 @@ Decided = Mapping[tuple[str, str, frozenset[str], str], claims.Outcome]
 
 
 def decided_key(axis: str, comparison: compare.Comparison, column: str
-                ) -> tuple[str, str, frozenset[str], str]:
-    """What makes a comparison the same one in the Claims and the Comparisons tables."""
+                ) -> tuple[str, str, frozenset[tuple[str, tuple[str, ...]]], str]:
+    """What makes a comparison the same one in the Claims and the Comparisons tables: its
+    cell, its sides and their protocols (one cell run under two protocols is two contexts)."""
     return (axis, json.dumps(comparison.cell, sort_keys=True),
-            frozenset((comparison.a.value, comparison.b.value)), column)
+            frozenset((side.value, side.protocols) for side in (comparison.a, comparison.b)),
+            column)
 
 
 def decided_by_claims(outcomes: Sequence[claims.Outcome]) -> Decided:

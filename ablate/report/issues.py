@@ -24,6 +24,7 @@ MIXED_PROTOCOLS = "protocols mixed (one section each)"
 WANDB_DISAGREES = "W&B runs that disagree with their record"
 WANDB_MIRRORED = "W&B runs described by a record (the record is used)"
 WANDB_IGNORED = "W&B run folders not read (--wandb-offline none)"
+SEED_RANGES = "seeds=auto sweeps with different seed ranges (claims decided at the default)"
 INFO = (WANDB_MIRRORED, WANDB_IGNORED, VARIANTS)
 
 

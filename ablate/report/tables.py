@@ -321,7 +321,8 @@ def render(frame: pd.DataFrame, issues: Issues, sources: Sequence[str] = (),
     issues = copy.deepcopy(issues)
     settings, claim_list = claims.packaged()
     refused: set[str] = set()  # seed pairs on different test sets, found while comparing
-    outcomes = claims.evaluate(frame, claim_list, settings, refused)
+    outcomes = claims.evaluate(frame, claim_list, settings, refused,
+                               seeds=claims.sweep_seeds(frame, issues))
     comparisons = evidence_tables.comparisons_section(
         frame, refused, settings.alpha, evidence_tables.decided_by_claims(outcomes))
     for message in sorted(refused):

@@ -192,9 +192,12 @@ def unique_dir(path: Path) -> Path:
 
 
 def save(sweep_dir: Path, name: str, root: Path, axes: Sequence[tuple[str, list[str]]],
-         jobs: Sequence[PlannedRun], began: float, ended: float | None) -> None:
+         jobs: Sequence[PlannedRun], began: float, ended: float | None,
+         seeds: tuple[int, int] | None = None) -> None:
     """Write the sweep's ``sweep.json`` (its format is here only): what was asked, planned and
-    done; ``records.swept_axes`` reads its axes back."""
+    done; ``records.swept_axes`` reads its axes back, ``records.seed_range`` its seeds=auto
+    range (``seeds``: min and max seeds), which the report's decisions then use as the sweep's
+    did."""
     atomic.write_json_atomic(sweep_dir / SWEEP_FILE, {
         "sweep_name": name,
         "sweep_dir": str(sweep_dir),
@@ -204,4 +207,5 @@ def save(sweep_dir: Path, name: str, root: Path, axes: Sequence[tuple[str, list[
         "started_time": began,
         "ended_time": ended,
         "jobs": [job.as_dict() for job in jobs],
+        **({"seeds": {"min_seeds": seeds[0], "max_seeds": seeds[1]}} if seeds else {}),
     })

@@ -96,6 +96,7 @@ class AblateSweeper(Sweeper):
         self.sweep_dir: Path | None = None  # taken by the first round, kept by the next
         self.next_num = 0  # job numbers go on from round to round (each its own folder)
         self.planned: list[PlannedRun] = []  # the last round's runs
+        self.seeds: tuple[int, int] | None = None  # seeds=auto: min and max, for sweep.json
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -137,15 +138,14 @@ class AblateSweeper(Sweeper):
         ``jobs``, a round of seeds=auto); in a final stage (a config with ``selection``), each
         job at the lr its selection sweep chose, and nothing starts while that sweep is
         incomplete."""
-        from ablate import selection
+        from ablate import overrides, selection
         from ablate.errors import SelectionError
         from ablate.sweep import planner
 
         grid, axes = self._grid(arguments)
         if jobs is not None:  # a round of seeds=auto: the seeds it runs, not the grid's
             grid = [list(job) for job in jobs]
-            seeds = sorted({o.split("=", 1)[1] for job in grid for o in job
-                            if o.startswith("seed=")}, key=int)
+            seeds = sorted({str(overrides.find(job, "seed")) for job in grid}, key=int)
             axes = [(k, seeds if k == "seed" else v) for k, v in axes]
         if "selection" in self.config:
             try:
@@ -193,7 +193,10 @@ class AblateSweeper(Sweeper):
         return self._sweep_until_decided(arguments, plan)
 
     def _sweep_until_decided(self, arguments: list[str], plan: Any) -> Any:
-        """Rounds of seeds (``ablate.sweep.sequential``) until the claims are decided."""
+        """Rounds of seeds (``ablate.sweep.sequential``) until the claims are decided. A failed
+        job is one seed less, not the end of the study: the claims are judged on the others and
+        the rounds go on; the sweep still exits non-zero at the end, and a relaunch reruns it."""
+        from ablate.errors import SweepFailed
         from ablate.sweep import sequential
 
         cells = sequential.cells_of(self._grid(arguments)[0])
@@ -203,15 +206,19 @@ class AblateSweeper(Sweeper):
             _refuse("hydra.sweeper.seeds=auto builds each round on the records of the last: "
                     "it cannot run with hydra.sweeper.resume=false")
         counts = {cell: plan.min_seeds for cell in cells}
+        self.seeds = plan.min_seeds, plan.max_seeds
         if plan.max_runs is not None and plan.max_runs < len(cells) * plan.min_seeds:
             _refuse(f"hydra.sweeper.max_runs={plan.max_runs} is below the first round "
                     f"({len(cells)} cells x min_seeds {plan.min_seeds}); raise it")
-        returns, round_number = [], 1
+        returns, round_number, failed = [], 1, None
         while True:
             print(f"[seeds=auto] round {round_number}: {len(cells)} cells, "
                   f"{sum(counts.values())} runs in all", flush=True)
             jobs = sequential.jobs_of(counts)
-            returns += self._round(arguments, jobs)
+            try:
+                returns += self._round(arguments, jobs)
+            except SweepFailed as error:
+                failed = error
             if self.settings.dry_run:
                 return returns
             # which cell each run of this grid is, by config id: runs of other grids under the
@@ -227,6 +234,8 @@ class AblateSweeper(Sweeper):
         print("[seeds=auto] where the claims stand:", flush=True)
         for line in sequential.summary(found.outcomes):
             print(line, flush=True)
+        if failed is not None:
+            raise failed
         return returns
 
     def _round(self, arguments: list[str], jobs: list[list[str]] | None = None) -> Any:
@@ -370,7 +379,7 @@ class AblateSweeper(Sweeper):
         from ablate.sweep import plan
 
         try:
-            plan.save(sweep_dir, name, root, axes, runs, began, ended)
+            plan.save(sweep_dir, name, root, axes, runs, began, ended, self.seeds)
         except OSError as error:  # a full disk must not cost the summary: warn, exit non-zero
             self.unsaved = f"{sweep_dir}: {error}"
             log.warning("could not write the sweep's state under %s: %s", sweep_dir, error)
