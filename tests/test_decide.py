@@ -109,3 +109,17 @@ def test_the_simulation_holds_the_error_rate(tmp_path):
     for key in ("power", "power_0_5pp", "seed_ratio", "seeds_sequential", "seeds_fixed"):
         assert key in saved
     assert result["scenarios"]["null"]["power"] == 0.0  # nothing to find: never "found"
+
+
+def test_a_single_look_errs_at_its_level_on_each_side():
+    # calibration: one claim, one look at n = 8, alpha 0.2 (large, so 20,000 draws measure it):
+    # where nothing differs the interval misses 0 on the claimed side at 80 % of the level and
+    # on the other at 20 %, as Yuen's test promises for normal data; a mis-scaled level or
+    # share would move these rates far outside 4 standard errors
+    design = decide.Design(family=1, alpha=0.2, min_seeds=8, max_seeds=8)
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(0, 1, (2, 20_000, 8))
+    codes = decide.table(a, b, decide.Rule("lower"), design).code[:, 0]
+    for code, rate in ((1, 0.8 * 0.2), (2, 0.2 * 0.2)):
+        tolerance = 4 * math.sqrt(rate * (1 - rate) / len(codes))
+        assert abs((codes == code).mean() - rate) < tolerance, (code, (codes == code).mean())

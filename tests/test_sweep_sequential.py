@@ -72,11 +72,13 @@ def test_a_round_adds_one_seed_to_the_cells_of_open_claims(tmp_path):
     assert found.targets == {POOL: 4, CONV: 4}
     assert found.reasons == ["All-CNN-C vs Model C (all-cnn-beats-pooling-C) undecided at "
                              "n = 3: +1 seed"]
-    # a budget of 7 runs in all: one more run, in the grid's order, and it says so
+    # a budget of 7 runs in all: room for one run, but a claim's two cells go together
     capped = sequential.judge(root, ours, {POOL: 3, CONV: 3}, sequential.Plan(3, 10, 7))
-    assert capped.targets == {POOL: 4, CONV: 3}
+    assert capped.targets == {POOL: 3, CONV: 3}
     assert capped.reasons[-1] == ("budget of 7 runs reached (hydra.sweeper.max_runs): no "
-                                  "more seeds")
+                                  "more seeds for the claims left")
+    assert sequential.judge(root, ours, {POOL: 3, CONV: 3},
+                            sequential.Plan(3, 10, 8)).targets == {POOL: 4, CONV: 4}
     # at max_seeds nothing is added, whatever the claim says
     assert sequential.judge(root, ours, {POOL: 3, CONV: 3},
                             sequential.Plan(2, 3, None)).targets == {POOL: 3, CONV: 3}
@@ -114,8 +116,12 @@ def test_a_sequential_sweep_runs_rounds_and_a_relaunch_trains_nothing(workdir):
     assert "[seeds=auto] round 2: 2 cells, 6 runs in all" in broken.stdout
     assert "[seeds=auto] where the claims stand:" in broken.stdout
     flag.unlink()
-    first = run_cli(["-m", *AUTO, *faulty], workdir)
+    # the relaunch goes through Ray (each round one launch of whichever launcher is set)
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    first = run_cli(["-m", *AUTO, *faulty, "hydra/launcher=ray_local",
+                     "hydra.launcher.ray.init.num_cpus=2"], workdir)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "2 jobs at once on 2 CPUs" in first.stdout + first.stderr
     assert "2 to run, 0 to resume, 2 skipped" in first.stdout  # each cell's failed seed 1
     runs = result_files(workdir)
     finished = sorted((r.cell["model"], r.cell["downsample"], r.cell["seed"])

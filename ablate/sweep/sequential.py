@@ -129,21 +129,24 @@ def judge(root: Path, ours: Mapping[str, Cell], counts: Mapping[Cell, int], plan
     wanted = decide.targets(open_claims, plan.max_seeds)
     result.targets = {cell: max(counts[cell], wanted.get(cell, 0)) for cell in counts}
     if plan.max_runs is not None:
-        _within_budget(result, counts, plan.max_runs)
+        _within_budget(result, counts, plan.max_runs, [sides for sides, _ in open_claims])
     return result
 
 
-def _within_budget(result: Round, counts: Mapping[Cell, int], max_runs: int) -> None:
-    """Keep the next round within ``max_runs`` runs in all: cells in the grid's order."""
-    left = max_runs - sum(counts.values())
-    for cell, target in result.targets.items():
-        extra = min(target - counts[cell], max(0, left))
-        if extra < target - counts[cell]:
-            result.reasons.append(f"budget of {max_runs} runs reached "
-                                  "(hydra.sweeper.max_runs): no more seeds")
-        result.targets[cell] = counts[cell] + extra
-        left -= extra
-    result.reasons = list(dict.fromkeys(result.reasons))
+def _within_budget(result: Round, counts: Mapping[Cell, int], max_runs: int,
+                   pairs: Sequence[Sequence[Cell]]) -> None:
+    """Keep the next round within ``max_runs`` runs in all, granting a claim's two cells
+    together (a seed on one side only cannot narrow its interval), claims in the order judged."""
+    left, granted = max_runs - sum(counts.values()), dict(counts)
+    for cells in pairs:
+        extra = {cell: result.targets[cell] - granted[cell] for cell in cells}
+        if sum(extra.values()) <= left:
+            granted.update({cell: granted[cell] + more for cell, more in extra.items()})
+            left -= sum(extra.values())
+    if granted != result.targets:
+        result.reasons.append(f"budget of {max_runs} runs reached (hydra.sweeper.max_runs): "
+                              "no more seeds for the claims left")
+    result.targets = granted
 
 
 def summary(outcomes: Sequence[Any]) -> list[str]:
