@@ -109,11 +109,16 @@ def _module(layer: spec.Layer, in_channels: int, num_classes: int) -> tuple[list
 
 def build_network(layers: Sequence[Any], transform: Transform, in_channels: int,
                   image_size: int, num_classes: int, width: float = 1.0,
-                  init: Initialiser | None = None, name: str = "network") -> AllConvNet:
+                  init: Initialiser | None = None, name: str = "network",
+                  classifier_bias: float | None = None) -> AllConvNet:
     """Apply the downsampling ``transform`` and ``width`` to the base ``layers`` and build it.
 
     The input size is checked before any tensor is made: images too small fail naming the layer
-    that breaks and the smallest size that works.
+    that breaks and the smallest size that works. ``classifier_bias``: the classifier's starting
+    bias, after ``init`` (None: as ``init`` leaves it). The classifier keeps the paper's ReLU, so
+    a class whose score is pushed below 0 at every position for every image gets no gradient
+    again; on a small final map (the quick preset's 2x2) that happens while all scores still
+    sit near 0, and a positive start keeps every class in play.
     """
     derived = spec.scale_width(transform(spec.normalise(layers)), width)
     try:
@@ -126,13 +131,16 @@ def build_network(layers: Sequence[Any], transform: Transform, in_channels: int,
             f"to {need} or more."
         ) from None
     modules: list[nn.Module] = []
-    channels = in_channels
+    channels, classifier = in_channels, None
     for layer in derived:
         made, channels = _module(layer, channels, num_classes)
+        classifier = made[0] if layer["type"] == "classifier" else classifier
         modules.extend(made)
     network = AllConvNet(derived, modules, name)
     if init is not None:
         network.apply(init)
+    if classifier_bias is not None and classifier is not None:
+        nn.init.constant_(classifier.bias, classifier_bias)
     return network
 
 

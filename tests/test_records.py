@@ -78,5 +78,8 @@ def test_the_fixtures_config_id_and_cell_id_are_what_main_at_1b5613b_computed():
     from ablate import identity
 
     on_disk = json.loads(FIXTURE.read_text())
-    assert identity.config_id(compose_config(on_disk["overrides"])) == on_disk["config_id"]
+    # the quick preset has since started the classifier's bias at 1 (issue 23): a new network,
+    # so a new id; without that one key, the config and its id are what they were
+    overrides = [*on_disk["overrides"], "~network.classifier_bias"]
+    assert identity.config_id(compose_config(overrides)) == on_disk["config_id"]
     assert identity.cell_id(on_disk["cell"]) == on_disk["cell_id"]
