@@ -175,7 +175,10 @@ class AblateSweeper(Sweeper):
             self.config.hydra.sweep.dir = str(taken)
             # Jobs are composed again from hydra.overrides.hydra (by the launcher, possibly in
             # another process or on another machine): the folder taken goes there too.
-            kept = overrides.without(self.config.hydra.overrides.hydra, ["hydra.sweep.dir"])
+            # (as written: an override such as hydra.sweep.subdir=x_${hydra.job.num} holds an
+            # interpolation that only a job can resolve)
+            written = OmegaConf.to_container(self.config.hydra.overrides.hydra, resolve=False)
+            kept = overrides.without(written, ["hydra.sweep.dir"])
             self.config.hydra.overrides.hydra = [*kept, f"hydra.sweep.dir={quoted(str(taken))}"]
         return taken
 
