@@ -48,6 +48,16 @@ def test_a_grid_that_tests_no_claim_is_refused_naming_what_claims_need():
     assert sequential.untestable([POOL, CONV]) is None
 
 
+def test_a_grid_seeds_auto_cannot_run_is_refused_before_anything_trains():
+    plan = sequential.Plan(3, 10, None)
+    assert sequential.refusal(plan, [POOL, CONV], resume=True) is None
+    assert "cannot run with hydra.sweeper.resume=false" in sequential.refusal(
+        plan, [POOL, CONV], resume=False)
+    assert sequential.refusal(sequential.Plan(3, 10, 5), [POOL, CONV], resume=True) == (
+        "hydra.sweeper.max_runs=5 is below the first round (2 cells x min_seeds 3); raise it")
+    assert "no claim can be tested" in sequential.refusal(plan, [POOL], resume=True)
+
+
 def _cells(root: Path, seeds: int, pool: tuple, conv: tuple) -> tuple[Path, dict]:
     """Model C's pool and conv cells, and the config id -> cell map a sweep would hold."""
     ours = {}

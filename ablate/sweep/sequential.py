@@ -49,6 +49,19 @@ def settings(seeds: str | None, min_seeds: int | None, max_seeds: int | None,
     return plan
 
 
+def refusal(plan: Plan, cells: Sequence[Cell], resume: bool) -> str | None:
+    """Why this grid cannot run with seeds=auto (None: it can), before anything trains."""
+    if problem := untestable(cells):
+        return problem
+    if not resume:
+        return ("hydra.sweeper.seeds=auto builds each round on the records of the last: it "
+                "cannot run with hydra.sweeper.resume=false")
+    if plan.max_runs is not None and plan.max_runs < len(cells) * plan.min_seeds:
+        return (f"hydra.sweeper.max_runs={plan.max_runs} is below the first round "
+                f"({len(cells)} cells x min_seeds {plan.min_seeds}); raise it")
+    return None
+
+
 def cells_of(jobs: Sequence[Sequence[str]]) -> list[Cell]:
     """The grid's cells: its jobs without their seed, each once, in the grid's order."""
     found: list[Cell] = []

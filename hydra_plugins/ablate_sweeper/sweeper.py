@@ -135,9 +135,8 @@ class AblateSweeper(Sweeper):
     def plan(self, arguments: Sequence[str], jobs: Sequence[Sequence[str]] | None = None
              ) -> tuple["Axes", list["PlannedRun"], str, Path]:
         """``(axes, planned runs, estimate note, records root)`` of ``arguments``' grid (or of
-        ``jobs``, a round of seeds=auto); in a final stage (a config with ``selection``), each
-        job at the lr its selection sweep chose, and nothing starts while that sweep is
-        incomplete."""
+        ``jobs``, a round of seeds=auto); in a final stage (``selection``), each job at the lr its
+        selection sweep chose, and nothing starts while that sweep is incomplete."""
         from ablate import overrides, selection
         from ablate.errors import SelectionError
         from ablate.sweep import planner
@@ -174,9 +173,8 @@ class AblateSweeper(Sweeper):
         with read_write(self.config.hydra), open_dict(self.config.hydra):
             self.config.hydra.sweep.dir = str(taken)
             # Jobs are composed again from hydra.overrides.hydra (by the launcher, possibly in
-            # another process or on another machine): the folder taken goes there too.
-            # (as written: an override such as hydra.sweep.subdir=x_${hydra.job.num} holds an
-            # interpolation that only a job can resolve)
+            # another process or on another machine): the folder taken goes there too. Read
+            # as written: hydra.sweep.subdir=x_${hydra.job.num} resolves only in a job.
             written = OmegaConf.to_container(self.config.hydra.overrides.hydra, resolve=False)
             kept = overrides.without(written, ["hydra.sweep.dir"])
             self.config.hydra.overrides.hydra = [*kept, f"hydra.sweep.dir={quoted(str(taken))}"]
@@ -197,22 +195,16 @@ class AblateSweeper(Sweeper):
 
     def _sweep_until_decided(self, arguments: list[str], plan: Any) -> Any:
         """Rounds of seeds (``ablate.sweep.sequential``) until the claims are decided. A failed
-        job is one seed less, not the end of the study: the claims are judged on the others and
-        the rounds go on; the sweep still exits non-zero at the end, and a relaunch reruns it."""
+        job is one seed less, not the end of the study: the rounds go on without it; the sweep
+        still exits non-zero, and a relaunch reruns it."""
         from ablate.errors import SweepFailed
         from ablate.sweep import sequential
 
         cells = sequential.cells_of(self._grid(arguments)[0])
-        if problem := sequential.untestable(cells):
+        if problem := sequential.refusal(plan, cells, self.settings.resume):
             _refuse(problem)
-        if not self.settings.resume:
-            _refuse("hydra.sweeper.seeds=auto builds each round on the records of the last: "
-                    "it cannot run with hydra.sweeper.resume=false")
         counts = {cell: plan.min_seeds for cell in cells}
         self.seeds = plan.min_seeds, plan.max_seeds
-        if plan.max_runs is not None and plan.max_runs < len(cells) * plan.min_seeds:
-            _refuse(f"hydra.sweeper.max_runs={plan.max_runs} is below the first round "
-                    f"({len(cells)} cells x min_seeds {plan.min_seeds}); raise it")
         returns, round_number, failed = [], 1, None
         while True:
             print(f"[seeds=auto] round {round_number}: {len(cells)} cells, "
@@ -224,8 +216,8 @@ class AblateSweeper(Sweeper):
                 failed = error
             if self.settings.dry_run:
                 return returns
-            # which cell each run of this grid is, by config id: runs of other grids under the
-            # same root are not ours to extend, and a final stage's lr=selected is a real lr
+            # each run's cell by config id: other grids' runs under the root are not ours to
+            # extend, and a final stage's lr=selected is a real lr
             ours = {run.config_id: sequential.cells_of([jobs[run.index]])[0]
                     for run in self.planned}
             found = sequential.judge(self.root, ours, counts, plan)
@@ -234,9 +226,8 @@ class AblateSweeper(Sweeper):
             if found.targets == counts:
                 break
             counts, round_number = found.targets, round_number + 1
-        print("[seeds=auto] where the claims stand:", flush=True)
-        for line in sequential.summary(found.outcomes):
-            print(line, flush=True)
+        print("\n".join(["[seeds=auto] where the claims stand:",
+                         *sequential.summary(found.outcomes)]), flush=True)
         if failed is not None:
             raise failed
         return returns
