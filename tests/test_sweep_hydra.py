@@ -60,6 +60,14 @@ class TestAblateRayLauncher(LauncherTestSuite):
     pass
 
 
+class _SuiteHelpers:
+    """The integration suite's own helpers, for classes that take some of its tests only."""
+
+    get_test_app_working_dir = IntegrationTestSuite.get_test_app_working_dir
+    get_test_scratch_dir = IntegrationTestSuite.get_test_scratch_dir
+    generate_custom_cmd = IntegrationTestSuite.generate_custom_cmd
+
+
 # Hydra's integration suite (task names, sweep and job directories, the original working
 # directory) with this project's sweeper, which decides every job's overrides; all but
 # to_absolute_path_multirun, which compares the app's whole output, where this sweeper prints
@@ -69,13 +77,10 @@ class TestAblateRayLauncher(LauncherTestSuite):
     ({}, ["-m", "hydra/sweeper=ablate", "hydra/hydra_logging=disabled",
           "hydra/job_logging=disabled"]),
 ])
-class TestAblateSweeperIntegration:
+class TestAblateSweeperIntegration(_SuiteHelpers):
     test_custom_task_name = IntegrationTestSuite.test_custom_task_name
     test_custom_sweeper_run_workdir = IntegrationTestSuite.test_custom_sweeper_run_workdir
     test_get_orig_dir_multirun = IntegrationTestSuite.test_get_orig_dir_multirun
-    get_test_app_working_dir = IntegrationTestSuite.get_test_app_working_dir
-    get_test_scratch_dir = IntegrationTestSuite.get_test_scratch_dir
-    generate_custom_cmd = IntegrationTestSuite.generate_custom_cmd
 
 
 # ... and the Ray launcher on two of its apps: a job composed again in a fresh Ray worker finds
@@ -86,9 +91,6 @@ class TestAblateSweeperIntegration:
     ({}, ["-m", "hydra/launcher=ablate_ray", "++hydra.launcher.ray.init.num_cpus=2",
           "hydra/hydra_logging=disabled", "hydra/job_logging=disabled"]),
 ])
-class TestAblateRayLauncherIntegration:
+class TestAblateRayLauncherIntegration(_SuiteHelpers):
     test_get_orig_dir_multirun = IntegrationTestSuite.test_get_orig_dir_multirun
     test_to_absolute_path_multirun = IntegrationTestSuite.test_to_absolute_path_multirun
-    get_test_app_working_dir = IntegrationTestSuite.get_test_app_working_dir
-    get_test_scratch_dir = IntegrationTestSuite.get_test_scratch_dir
-    generate_custom_cmd = IntegrationTestSuite.generate_custom_cmd
