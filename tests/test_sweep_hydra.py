@@ -83,8 +83,9 @@ class TestAblateSweeperIntegration(_SuiteHelpers):
     test_get_orig_dir_multirun = IntegrationTestSuite.test_get_orig_dir_multirun
 
 
-# ... and the Ray launcher on two of its apps: a job composed again in a fresh Ray worker finds
-# its directory and the original one (the other cases run the same path; each would start Ray)
+# ... and the Ray launcher on one of its apps: a job composed again in a fresh Ray worker finds
+# its directory and the original one (the other cases run the same path; each would start Ray;
+# tests/test_ray.py covers the launcher itself)
 @pytest.mark.slow
 @pytest.mark.usefixtures("hydra_restore_singletons")
 @pytest.mark.parametrize("task_launcher_cfg, extra_flags", [
@@ -93,4 +94,3 @@ class TestAblateSweeperIntegration(_SuiteHelpers):
 ])
 class TestAblateRayLauncherIntegration(_SuiteHelpers):
     test_get_orig_dir_multirun = IntegrationTestSuite.test_get_orig_dir_multirun
-    test_to_absolute_path_multirun = IntegrationTestSuite.test_to_absolute_path_multirun

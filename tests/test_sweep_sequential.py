@@ -177,6 +177,3 @@ def test_bad_sequential_settings_stop_before_anything_runs(workdir):
     assert result.returncode == 2
     assert "min_seeds 5 > max_seeds 4" in result.stderr
     assert not (workdir / "sweeps").exists()
-    lonely = run_cli(["-m", *[o for o in AUTO if o != "downsample=pool,conv"],
-                      "downsample=pool"], workdir)
-    assert lonely.returncode == 2 and "no claim can be tested" in lonely.stderr
