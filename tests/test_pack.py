@@ -3,6 +3,8 @@ network repeat three real Lightning runs of the quick preset, step for step."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -130,3 +132,23 @@ def test_unpack_gives_each_seed_its_own_weights_and_refuses_mixed_specs():
     images = torch.randn(2, 4, 1, 16, 16)
     with pytest.raises(ValueError, match="2 seeds of images for a network packing 3"):
         packed(images)
+
+
+def test_the_benchmark_measures_both_sides_and_writes_its_figures(tmp_path, capsys):
+    from ablate.bench import pack as bench
+
+    out = tmp_path / "pack.json"
+    record = bench.main(["--settings", "quick", "--packs", "1", "4", "--steps", "2",
+                         "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(record))
+    assert [(r["setting"], r["k"]) for r in record["rows"]] == [("quick", 1), ("quick", 4)]
+    for row in record["rows"]:
+        assert row["separate_images_per_second"] > 0 and row["packed_images_per_second"] > 0
+        assert row["speedup"] == pytest.approx(
+            row["packed_images_per_second"] / row["separate_images_per_second"])
+    assert record["quick_speedup_k4"] == record["rows"][1]["speedup"]
+    assert record["paper_speedup_k4"] is None  # not measured: said, not made up
+    assert capsys.readouterr().out == bench.render(record)
+    with pytest.raises(SystemExit):
+        bench.main(["--packs", "0"])
+    assert "each K must be at least 1" in capsys.readouterr().err
