@@ -19,7 +19,16 @@ import pytest
 from test_report import _rows, write_record
 
 from ablate import atomic, decide, identity, predictions
-from ablate.report import claims, evidence, figures, formatting, load, per_example, reference, tables
+from ablate.report import (
+    claims,
+    evidence,
+    figures,
+    formatting,
+    load,
+    per_example,
+    reference,
+    tables,
+)
 from ablate.report.__main__ import main as report_main
 
 

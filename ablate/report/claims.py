@@ -301,7 +301,8 @@ def sweep_seeds(frame: pd.DataFrame, issues: Issues) -> tuple[int, int] | None:
     """The seed range the runs' ``seeds=auto`` sweeps decided with (from their ``sweep.json``),
     so that the report judges with the looks the sweep judged with; None (the default range)
     where there is none, or where sweeps of different ranges are mixed (a warning says so)."""
-    folders = {rows.sweep_dir(Path(path)) for path in frame.loc[frame["source"] == "record", "path"]}
+    paths = frame.loc[frame["source"] == "record", "path"]
+    folders = {rows.sweep_dir(Path(path)) for path in paths}
     ranges = {found for folder in folders if (found := records.seed_range(folder))}
     if len(ranges) > 1:
         issues.add(kinds.SEED_RANGES, ", ".join(f"{low}-{high}" for low, high in sorted(ranges)))
