@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ProgressBar
 
-from ablate import config, console, identity
+from ablate import config, console, hardware, identity
 from ablate.errors import CONFIG_ERRORS, Interrupted, SweepFailed, SweepIncomplete
 from ablate.job import Job, study_of
 from ablate.records import Record
@@ -33,6 +33,7 @@ def run(cfg: DictConfig) -> Record:
     cell = identity.cell_of(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
     try:  # a config that cannot run, or a checkpoint that cannot be resumed: no record
         config.validate(cfg)
+        hardware.check(cfg)  # here, not in the plan: a login node plans for GPU nodes
         if cfg.get("selection") is not None:  # a final stage: only at the lr its selection chose
             from ablate import selection
 
