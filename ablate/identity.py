@@ -50,6 +50,7 @@ KEYS: dict[str, Role] = {
     # ``selection`` (a final stage's selection sweep) only decides the lr, a key of its own.
     "resume_from": Role.CONTROL, "resume_any": Role.CONTROL, "resume_fallback": Role.CONTROL,
     "sweep_name": Role.CONTROL, "selection": Role.CONTROL,
+    "packed_with": Role.CONTROL,
     # Relaunching a grid with another logger or progress bar finds its finished runs; the
     # atomic checkpoint writer (``trainer.plugins``) kept every earlier id when it came.
     "logger": Role.IGNORED, "callbacks": Role.IGNORED, "progress_refresh_rate": Role.IGNORED,

@@ -7,7 +7,9 @@ Trainer, fit, test, record. What happens around fit and test is ``ablate.job``.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
@@ -24,14 +26,23 @@ from ablate.records import Record
 from ablate.signals import interruptible
 
 
-def run(cfg: DictConfig) -> Record:
-    """Train and test one cell; the returned record is also written to ``result.json``."""
-    hydra_cfg = HydraConfig.get()
-    console.configure(bool(cfg.get("verbose")), hydra_cfg.mode == RunMode.MULTIRUN)
+@dataclass
+class Started:
+    """A run whose record is started: what fit and test need, built from its config."""
+
+    job: Job
+    module: Any
+    datamodule: Any
+    callbacks: list[pl.Callback]
+
+
+def start(cfg: DictConfig, hydra_cfg: DictConfig) -> Started:
+    """Validate, seed, instantiate, start the record; a config that cannot run, or a checkpoint
+    that cannot be resumed, ends the job here with one line and no record."""
     output_dir = Path(hydra_cfg.runtime.output_dir)
     config_id = identity.config_id(cfg)  # before instantiate() resolves anything in place
     cell = identity.cell_of(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
-    try:  # a config that cannot run, or a checkpoint that cannot be resumed: no record
+    try:
         config.validate(cfg)
         hardware.check(cfg)  # here, not in the plan: a login node plans for GPU nodes
         if cfg.get("selection") is not None:  # a final stage: only at the lr its selection chose
@@ -46,18 +57,40 @@ def run(cfg: DictConfig) -> Record:
                         study=study_of(hydra_cfg))
     except Exception as error:
         config.reject(error, hydra_cfg.mode == RunMode.MULTIRUN, output_dir, hydra_cfg.job.name)
+    return Started(job, module, datamodule, callbacks)
+
+
+def trainer_for(cfg: DictConfig, started: Started, callbacks: list[pl.Callback] | None = None,
+                **settings: Any) -> pl.Trainer:
+    """The run's Trainer, with its logger (built from the record: W&B names its run after the
+    cell) and its callbacks; ``settings`` override the trainer config."""
+    if "logger" not in settings:  # a partial: Hydra would read a record passed as config
+        settings["logger"] = cfg.get("logger") and instantiate(cfg.logger, _partial_=True)(
+            record=started.job.record)
+    callbacks = started.callbacks if callbacks is None else callbacks
+    # Lightning adds its own bar unless told otherwise: off a terminal the progress callback is
+    # one line per epoch (ablate.callbacks.progress_bar), not a bar.
+    has_bar = any(isinstance(c, ProgressBar) for c in callbacks)
+    return instantiate(cfg.trainer, default_root_dir=str(started.job.record.output_dir),
+                       callbacks=[*callbacks, started.job.stamp],
+                       enable_progress_bar=has_bar, **settings)
+
+
+def run(cfg: DictConfig) -> Record:
+    """Train and test one cell; the returned record is also written to ``result.json``. With
+    ``packed_with``, several seeds of it in one process (``ablate.packed_run``)."""
+    hydra_cfg = HydraConfig.get()
+    console.configure(bool(cfg.get("verbose")), hydra_cfg.mode == RunMode.MULTIRUN)
+    if cfg.get("packed_with"):
+        from ablate import packed_run
+
+        return packed_run.run(cfg, hydra_cfg)
+    started = start(cfg, hydra_cfg)
+    job, module, datamodule = started.job, started.module, started.datamodule
     trainer = None
     with interruptible():  # SIGTERM/SIGINT/SIGHUP: a record saying so, then 143/130/129
-        try:  # loggers are built from the record: W&B names its run after the cell
-            # a partial: Hydra would read a record passed to instantiate() as config
-            logger = cfg.get("logger") and instantiate(cfg.logger, _partial_=True)(
-                record=job.record)
-            # Lightning adds its own bar unless told otherwise: off a terminal the progress
-            # callback is one line per epoch (ablate.callbacks.progress_bar), not a bar.
-            has_bar = any(isinstance(c, ProgressBar) for c in callbacks)
-            trainer = instantiate(cfg.trainer, logger=logger, default_root_dir=str(output_dir),
-                                  callbacks=[*callbacks, job.stamp],
-                                  enable_progress_bar=has_bar)
+        try:
+            trainer = trainer_for(cfg, started)
             trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume_path,
                         weights_only=True)
             job.fitted(trainer)

@@ -14,7 +14,7 @@ from pathlib import Path
 from ablate.data.module import TensorDataModule
 
 # What a seed's run suffers: ``s<seed>: raise|diverge|exit`` in ``faults``.
-MODES = ("raise", "diverge", "exit")
+MODES = ("raise", "diverge", "poison", "exit")
 
 
 class FaultyDataModule(TensorDataModule):
@@ -32,5 +32,8 @@ class FaultyDataModule(TensorDataModule):
             module = self.trainer.lightning_module
             step = module.training_step
             module.training_step = lambda *args, **kwargs: step(*args, **kwargs) * float("nan")
+        if mode == "poison":  # NaN images: its loss is NaN from the first step, packed or not
+            x, y = self.tensors["train"]
+            self.tensors["train"] = (x * float("nan"), y)
         if mode == "exit":  # the process dies with no record, as under the OOM killer
             os._exit(13)

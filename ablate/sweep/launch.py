@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from ablate import identity, records
+from ablate import identity, overrides, records
 from ablate.status import Action, Outcome, Status
 from ablate.sweep import index, lease, state
 from ablate.sweep.plan import PlannedRun
@@ -28,6 +28,54 @@ def launch_overrides(run: PlannedRun) -> list[str]:
     if run.decision.checkpoint is not None:  # found by config id; unreadable: start afresh
         overrides += [f"resume_from={quoted(str(run.decision.checkpoint))}", "resume_fallback=true"]
     return overrides
+
+
+def packs(runs: Sequence[PlannedRun], size: int) -> list[list[PlannedRun]]:
+    """``runs`` as the jobs that launch them: up to ``size`` fresh runs of one cell (runs whose
+    overrides differ only in ``seed``) in one job, in plan order; a run that continues from a
+    checkpoint goes alone (its seed's state is in its own checkpoint)."""
+    units: list[list[PlannedRun]] = []
+    filling: dict[tuple[str, ...], list[PlannedRun]] = {}
+    for run in runs:
+        if size <= 1 or run.decision.checkpoint is not None:
+            units.append([run])
+            continue
+        cell = tuple(overrides.without(run.overrides, ["seed"]))
+        unit = filling.get(cell)
+        if unit is None or len(unit) == size:
+            unit = filling[cell] = []
+            units.append(unit)
+        unit.append(run)
+    return units
+
+
+def most_seeds(jobs: Sequence[Sequence[str]]) -> int:
+    """The most runs any cell of ``jobs`` has (jobs whose overrides differ only in ``seed``)."""
+    cells: dict[tuple[str, ...], int] = {}
+    for job in jobs:
+        cell = tuple(overrides.without(job, ["seed"]))
+        cells[cell] = cells.get(cell, 0) + 1
+    return max(cells.values(), default=0)
+
+
+def pack_problem(pack: object, most: int) -> str | None:
+    """What is wrong with ``hydra.sweeper.pack`` for cells of at most ``most`` seeds."""
+    if not isinstance(pack, int) or isinstance(pack, bool) or pack < 1:
+        return f"hydra.sweeper.pack={pack} must be 1 (no packing) or more"
+    if pack > max(most, 1):
+        return (f"hydra.sweeper.pack={pack} is more than the {most} seeds a cell of this grid "
+                f"has; pack at most {most} (e.g. seed=0,1,2 hydra.sweeper.pack=3)")
+    return None
+
+
+def packed_with(members: Sequence[tuple[PlannedRun, Path]]) -> list[str]:
+    """The override that makes a job train ``members`` (each with its folder) beside its own
+    seed (``ablate.packed_run``); none for a job of one run."""
+    if not members:
+        return []
+    entries = [f"{{seed:{overrides.find(run.overrides, 'seed')},"
+               f"output_dir:{quoted(str(folder))}}}" for run, folder in members]
+    return [f"packed_with=[{','.join(entries)}]"]
 
 
 def skip(run: PlannedRun) -> None:

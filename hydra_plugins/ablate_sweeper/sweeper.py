@@ -68,6 +68,8 @@ class AblateSweeperConf:
     min_seeds: int | None = None
     max_seeds: int | None = None
     max_runs: int | None = None
+    # K > 1: up to K seeds of a cell train in one job, as one network (ablate/packed_run.py)
+    pack: int = 1
 
 
 ConfigStore.instance().store(
@@ -189,9 +191,21 @@ class AblateSweeper(Sweeper):
                                        settings.max_runs)
         except ValueError as error:
             _refuse(str(error))
+        if problem := self._pack_problem(arguments, plan):
+            _refuse(problem)
         if plan is None:
             return self._round(arguments)
         return self._sweep_until_decided(arguments, plan)
+
+    def _pack_problem(self, arguments: list[str], plan: Any) -> str | None:
+        """What is wrong with ``pack``, before anything runs."""
+        from ablate.sweep import launch
+
+        if self.settings.pack == 1:
+            return None
+        # seeds=auto: a cell reaches max_seeds at most
+        most = plan.max_seeds if plan is not None else launch.most_seeds(self._grid(arguments)[0])
+        return launch.pack_problem(self.settings.pack, most)
 
     def _sweep_until_decided(self, arguments: list[str], plan: Any) -> Any:
         """Rounds of seeds (``ablate.sweep.sequential``) until the claims are decided. A failed
@@ -287,7 +301,8 @@ class AblateSweeper(Sweeper):
             stopped = stop
             for num, run in enumerate(todo, start=first_num):  # numbered in launch order
                 if run.state is None:
-                    launch.collect(run, self._output_dir(run, num, None), None, None)
+                    folder = run.output_dir or self._output_dir(run, num, None)
+                    launch.collect(run, folder, None, None)
                 if run.error and run.error.startswith("no record"):
                     run.error = f"not launched: the sweep was {stop}"
         self._save(sweep_dir, name, root, axes, runs, began, time.time())
@@ -306,54 +321,72 @@ class AblateSweeper(Sweeper):
 
     def _launch_all(self, todo: list["PlannedRun"], sweep_dir: Path) -> list[list[JobReturn]]:
         """The jobs to the launcher in batches of ``max_batch_size``, else all at once (one at a
-        time to the basic launcher, which runs them one after another anyway)."""
+        time to the basic launcher, which runs them one after another anyway); with ``pack``,
+        a job is up to ``pack`` seeds of one cell (``launch.packs``)."""
         from ablate.sweep import launch, lease
 
         settings, root = self.settings, self.root
         basic = self.config.hydra.launcher.get("_target_") == BASIC_LAUNCHER
-        size = settings.max_batch_size or (1 if basic else len(todo) or 1)
+        units = launch.packs(todo, settings.pack)
+        if len(units) < len(todo):
+            print(f"[pack] {len(todo)} runs in {len(units)} jobs of up to {settings.pack} seeds",
+                  flush=True)
+        size = settings.max_batch_size or (1 if basic else len(units) or 1)
         returns = []
-        for start in range(0, len(todo), size):
-            batch = todo[start:start + size]
+        for start in range(0, len(units), size):
+            batch = [run for unit in units[start:start + size] for run in unit]
             if settings.resume:  # resume=false: no leases either (every job runs again)
                 batch = launch.lease_batch(batch, root, sweep_dir, settings.lease_timeout_hours,
                                            settings.rerun_diverged)
+            leased = [[run for run in unit if run in batch] for unit in units[start:start + size]]
             if not batch:
                 continue
             try:
-                returns.append(self._launch_batch(batch, self.next_num))
+                returns.append(self._launch_batch([u for u in leased if u], self.next_num))
             finally:  # the records are there (or the jobs are lost): the cells are free again
                 for run in batch if settings.resume else []:
                     lease.release(root, run.config_id)
             self.next_num += len(batch)
         return returns
 
-    def _launch_batch(self, batch: list["PlannedRun"], first: int) -> list[JobReturn]:
-        """One batch through the launcher; each job's outcome and ``[k/N]`` line once known (as
-        each ends, where the launcher has a ``job_ended``, as the Ray launcher does)."""
+    def _launch_batch(self, units: list[list["PlannedRun"]], first: int) -> list[JobReturn]:
+        """One batch through the launcher, a job per unit (its first run's number; the other
+        runs of a pack get the numbers after the jobs'); each run's outcome and ``[k/N]`` line
+        once known (as each job ends, where the launcher has a ``job_ended``, as Ray's does)."""
         from ablate.sweep import launch
 
         launched, reported = time.time(), set()
-        for run in batch:
-            run.launched_at = launched
+        runs = [run for unit in units for run in unit]
+        extra = first + len(units)
+        for offset, unit in enumerate(units):
+            for k, run in enumerate(unit):
+                run.launched_at = launched
+                num = first + offset if k == 0 else extra
+                extra += k > 0
+                run.output_dir = self._output_dir(run, num, None)
 
         def ended(offset: int, result: JobReturn | None, error: Exception | None = None) -> None:
-            run = batch[offset]
-            launch.collect(run, self._output_dir(run, first + offset, result), result, error)
-            # one job at a time: its own launch-to-record time; side by side: its record's
-            seconds = time.time() - launched if len(batch) == 1 else None
-            print(self.progress.finished(run, seconds), flush=True)
+            for k, run in enumerate(units[offset]):
+                folder = self._output_dir(run, first + offset, result) if k == 0 else \
+                    run.output_dir
+                launch.collect(run, folder, result, error)
+                # one job at a time: its own launch-to-record time; side by side: its record's
+                seconds = time.time() - launched if len(runs) == 1 else None
+                print(self.progress.finished(run, seconds), flush=True)
             reported.add(offset)
 
         if hasattr(self.launcher, "job_ended"):
             self.launcher.job_ended = ended
+        jobs = [launch.launch_overrides(unit[0])
+                + launch.packed_with([(run, run.output_dir) for run in unit[1:]])
+                for unit in units]
         try:
-            results: Sequence[JobReturn | None] = self.launcher.launch(
-                [launch.launch_overrides(run) for run in batch], initial_job_idx=first)
+            results: Sequence[JobReturn | None] = self.launcher.launch(jobs,
+                                                                       initial_job_idx=first)
             launch_error = None
         except Exception as error:  # an engine that lost one job may raise for all
             log.error("the launcher raised: %s", error)
-            results, launch_error = [None] * len(batch), error
+            results, launch_error = [None] * len(units), error
         for offset, result in enumerate(results):
             if offset not in reported:
                 ended(offset, result, launch_error)
