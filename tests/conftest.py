@@ -19,3 +19,15 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 def workdir(tmp_path: Path) -> Path:
     """A scratch working directory for CLI runs: their sweeps/ folder lands inside it."""
     return tmp_path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files with the most end-to-end (``slow``) tests first: each worker takes the next
+    file as it frees up (``--dist=loadfile``), so the long files start early and the short ones
+    fill the gaps at the end, instead of a long file starting last while the other worker idles.
+    The order within a file is kept."""
+    slow: dict[str, int] = {}
+    for item in items:
+        slow[item.nodeid.split("::")[0]] = slow.get(item.nodeid.split("::")[0], 0) + (
+            item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])  # stable: file order kept
