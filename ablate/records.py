@@ -211,7 +211,8 @@ def write_start(record: Record) -> Path:
         "config_id", "cell_id", "cell", "name", "started_at", "resumed_from", "resumed_epoch")}
     marker.update(host=socket.gethostname(), pid=os.getpid(),
                   pid_start=provenance.process_start(os.getpid()),
-                  slurm_job_id=provenance.slurm_job_id(), started_time=time.time())
+                  slurm_job_id=provenance.slurm_job_id(), started_time=time.time(),
+                  cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
     return write_json_atomic(Path(str(record.output_dir)) / START_FILE, marker)
 
 

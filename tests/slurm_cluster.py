@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 PACKAGES = ("slurm-wlm", "munge")
+FAKE_GPUS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom")
 COMMANDS = ("sbatch", "slurmctld", "slurmd", "munged")
 
 
@@ -55,10 +56,11 @@ def _munge_works() -> bool:
 class LocalSlurm:
     """``with LocalSlurm(directory) as cluster:`` runs jobs with ``cluster.env`` in their env."""
 
-    def __init__(self, root: Path, cpus: int | None = None) -> None:
+    def __init__(self, root: Path, cpus: int | None = None, gpus: int = 2) -> None:
         self.root = Path(root)
         self.host = socket.gethostname()
         self.cpus = cpus or os.cpu_count() or 1
+        self.gpus = gpus
         self.conf = self.root / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self._processes: list[subprocess.Popen] = []
@@ -91,10 +93,22 @@ class LocalSlurm:
             "ReturnToService=2",
             "KillWait=5",  # seconds between SIGTERM and SIGKILL (default 30)
             "SchedulerParameters=sched_interval=2",
-            f"NodeName={self.host} CPUs={self.cpus} RealMemory={memory_mb} State=UNKNOWN",
+            "GresTypes=gpu",
+            f"NodeName={self.host} CPUs={self.cpus} RealMemory={memory_mb} "
+            f"Gres=gpu:{self.gpus} State=UNKNOWN",
             f"PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP",
             "",
         ]))
+
+    def _write_gres(self) -> None:
+        """Fake GPUs: SLURM's GPU plugin wants a character device per GPU and only does its
+        bookkeeping with them (which job holds which, ``CUDA_VISIBLE_DEVICES``); devices every
+        Linux has stand in, so a job's GPU request is granted as on a GPU node."""
+        devices = FAKE_GPUS[:self.gpus]
+        if len(devices) < self.gpus:
+            raise ValueError(f"at most {len(FAKE_GPUS)} fake GPUs")
+        (self.conf.parent / "gres.conf").write_text(
+            "".join(f"Name=gpu File={device}\n" for device in devices))
 
     def _spawn(self, command: list[str], log_name: str, user: str | None = None) -> None:
         log = open(self.root / "log" / log_name, "wb")  # noqa: SIM115 (kept for the daemon)
@@ -106,6 +120,7 @@ class LocalSlurm:
     def start(self, timeout: float = 90) -> LocalSlurm:
         ensure_installed()
         self._write_conf()
+        self._write_gres()
         if not _munge_works():
             Path("/run/munge").mkdir(parents=True, exist_ok=True)
             shutil.chown("/run/munge", "munge", "munge")

@@ -35,14 +35,21 @@ def slurm(tmp_path_factory):
     cluster.stop()
 
 
-def test_grid_runs_as_a_slurm_job_array(slurm, workdir):
-    done = run_cli(["-m", "model=A,B", *TINY, *SLURM], workdir, env=slurm.env)
+def test_grid_runs_as_a_slurm_job_array_with_a_gpu_per_job(slurm, workdir):
+    gpu = [*(o for o in SLURM if not o.startswith("hydra.launcher.gres")),
+           "hydra.launcher.gres=gpu:1"]  # the config's request; the test node has 2 fake GPUs
+    done = run_cli(["-m", "model=A,B", *TINY, *gpu], workdir, env=slurm.env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2 finished, 0 skipped (finished before), 0 failed" in done.stdout
     assert sorted(load(p)["cell"]["model"] for p in result_files(workdir)) == ["A", "B"]
     markers = [json.loads(p.read_text()) for p in workdir.glob(f"sweeps/**/{records.START_FILE}")]
     assert all(m["slurm_job_id"] for m in markers)  # they ran inside SLURM jobs
     assert len({m["slurm_job_id"].split("_")[0] for m in markers}) == 1  # one array
+    # the sbatch script submitit generated asks for the GPU, and SLURM gave each job one
+    [script] = workdir.glob("sweeps/**/.submitit/*/*_submission.sh")
+    lines = script.read_text().splitlines()
+    assert "#SBATCH --gres=gpu:1" in lines and "#SBATCH --cpus-per-task=1" in lines
+    assert all(m["cuda_visible_devices"] in ("0", "1") for m in markers), markers
 
 
 def test_preempted_job_is_requeued_and_continues_from_its_checkpoint(slurm, workdir):
