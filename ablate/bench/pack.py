@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ablate import atomic, pack
-from ablate.bench.steps import all_cnn_c, plain_seconds, sgd, synchronize, synthetic_batches
+from ablate.bench.steps import all_cnn_c, plain_seconds, sgd, synthetic_batches, timed_steps
 from ablate.data.batches import TensorBatches
 
 
@@ -76,24 +76,16 @@ def packed_seconds(network: pack.PackedNetwork, batches: TensorBatches, warmup: 
     own copy of each batch (the values do not change the speed)."""
     optimizer = sgd(network.parameters())
     network.train()
-    device = next(network.parameters()).device
-    done, start = 0, 0.0
-    while done < warmup + steps:
-        for x, y in batches:
-            if done == warmup:
-                synchronize(device)
-                start = time.perf_counter()
-            images = torch.stack([x] * network.seeds)
-            labels = torch.stack([y] * network.seeds)
-            loss = pack.seed_losses(network(images), labels).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            done += 1
-            if done == warmup + steps:
-                break
-    synchronize(device)
-    return time.perf_counter() - start
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        images = torch.stack([x] * network.seeds)
+        labels = torch.stack([y] * network.seeds)
+        loss = pack.seed_losses(network(images), labels).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return timed_steps(step, batches, warmup, steps, next(network.parameters()).device)
 
 
 def measure(setting: Setting, k: int, steps: int, repeats: int, device: torch.device) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.resources
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +58,24 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_steps(step: Callable[[torch.Tensor, torch.Tensor], None], batches: TensorBatches,
+                warmup: int, steps: int, device: torch.device) -> float:
+    """Seconds of ``steps`` calls of ``step`` on the next batches, after ``warmup`` untimed ones,
+    with the device waited for at both ends."""
+    done, start = 0, 0.0
+    while done < warmup + steps:
+        for x, y in batches:
+            if done == warmup:
+                synchronize(device)
+                start = time.perf_counter()
+            step(x, y)
+            done += 1
+            if done == warmup + steps:
+                break
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 def plain_seconds(network: torch.nn.Module, batches: TensorBatches, warmup: int, steps: int,
                   autocast: torch.dtype | None = None, channels_last: bool = False) -> float:
     """Seconds of ``steps`` training steps after ``warmup`` untimed ones (a fresh optimiser).
@@ -69,23 +88,16 @@ def plain_seconds(network: torch.nn.Module, batches: TensorBatches, warmup: int,
     network.train()
     device = next(network.parameters()).device
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    done, start = 0, 0.0
-    while done < warmup + steps:
-        for x, y in batches:
-            if done == warmup:
-                synchronize(device)
-                start = time.perf_counter()
-            x = x.contiguous(memory_format=memory_format)
-            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                loss = F.cross_entropy(network(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            done += 1
-            if done == warmup + steps:
-                break
-    synchronize(device)
-    return time.perf_counter() - start
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        x = x.contiguous(memory_format=memory_format)
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            loss = F.cross_entropy(network(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return timed_steps(step, batches, warmup, steps, device)
 
 
 @dataclass(frozen=True)
