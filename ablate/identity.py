@@ -95,7 +95,8 @@ def without_resume(task_overrides: Iterable[Any]) -> list[str]:
     """``task_overrides`` less where a run continues from (``resume_from``,
     ``resume_fallback``), which a launch sets for itself: what the run is, to be launched or
     resumed again."""
-    return overrides.without(map(str, task_overrides), ("resume_from", "resume_fallback"))
+    return overrides.without(map(str, task_overrides),
+                             ("resume_from", "resume_fallback", "packed_with"))
 
 
 def cell_of(cfg: DictConfig, choices: Mapping[str, Any], task_overrides: Sequence[str]) -> dict:

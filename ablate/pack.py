@@ -6,7 +6,9 @@ groups: seed k owns channels ``k*C .. (k+1)*C`` of every layer, its images enter
 channels, and no weight joins two seeds, so the gradient of the sum of the seeds' losses gives
 each seed exactly the gradient of its own loss. ReLU and the pools act per channel and stay as
 they are. Dropout draws each seed's mask from that seed's own generator, in the shape and order
-its own run draws it, so a packed seed repeats its run alone; only the order of float operations
+its own run draws it on a CPU, so there a packed seed repeats its run alone (on CUDA,
+``F.dropout``'s fused kernel draws differently: each seed's masks are its own and repeatable,
+but not its lone run's); only the order of float operations
 inside a grouped convolution differs (losses agree to rounding at first and drift apart slowly,
 ``tests/test_pack.py``). Grouped convolutions were chosen over ``torch.func.vmap`` of the
 networks: vmap's rule for a convolution with batched weights is a grouped convolution too, and
@@ -57,12 +59,15 @@ class PackedNetwork(nn.Module):
     def __init__(self, body: nn.Sequential, seeds: int) -> None:
         super().__init__()
         self.body, self.seeds = body, seeds
+        self.channels_last = False  # the stacked input in channels_last, as the weights are
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, batch = x.shape[:2]
         if k != self.seeds:
             raise ValueError(f"{k} seeds of images for a network packing {self.seeds}")
         stacked = x.transpose(0, 1).reshape(batch, k * x.shape[2], *x.shape[3:])
+        if self.channels_last:
+            stacked = stacked.contiguous(memory_format=torch.channels_last)
         return self.body(stacked).view(batch, k, -1).transpose(0, 1)
 
     def unpack(self, networks: Sequence[AllConvNet]) -> None:

@@ -74,18 +74,25 @@ class PackedClassifier(pl.LightningModule):
         placeholders = [torch.Generator() for _ in self.members]  # set in on_fit_start
         self.network = pack.pack([member.network for member in self.members], placeholders)
         self.channels_last = self.members[0].channels_last
+        self.network.channels_last = self.channels_last  # its stacked input, as Classifier's
+        self.compile_network = self.members[0].compile_network
+        self._compiled: nn.Module | None = None
         k = len(self.members)
         self.register_buffer("_loss_sum", torch.zeros(k), persistent=False)
         self.register_buffer("_correct", torch.zeros(k), persistent=False)
         self._seen = self._steps = 0
-        self.diverged: dict[int, str] = {}  # seed -> what its own run would have raised
+        # seed -> (epoch, what its own run would have raised in it)
+        self.diverged: dict[int, tuple[int, str]] = {}
 
     def configure_model(self) -> None:
+        """As ``Classifier.configure_model``: memory format and compilation on the device."""
         if self.channels_last:
             self.network.to(memory_format=torch.channels_last)
+        if self.compile_network and self._compiled is None:
+            object.__setattr__(self, "_compiled", torch.compile(self.network))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x)
+        return (self._compiled or self.network)(x)
 
     def on_fit_start(self) -> None:
         """Dropout masks are drawn on the device the activations are on, each seed's from the
@@ -121,8 +128,8 @@ class PackedClassifier(pl.LightningModule):
             if seed in self.diverged:
                 continue
             if not torch.isfinite(torch.tensor(loss)):
-                self.diverged[seed] = (f"training loss became {loss} in epoch "
-                                       f"{self.current_epoch}")
+                self.diverged[seed] = (self.current_epoch, f"training loss became {loss} in "
+                                       f"epoch {self.current_epoch}")
                 continue
             self.log(f"train_loss/seed{seed}", loss)
             self.log(f"train_error/seed{seed}", error)
@@ -194,10 +201,14 @@ class PackedClassifier(pl.LightningModule):
                                               self.seeds[k], self.diverged.get(self.seeds[k]))
         generator = next((m.generators[k] for m in self.network.body
                           if isinstance(m, pack.SeedDropout)), None)
-        if generator is not None:  # where its own run's dropout draws would stand
+        if generator is not None:  # where this seed's dropout draws stand, for a lone resume
             own = generator.get_state()
-            mine["ablate_rng"] = ({"cpu": torch.get_rng_state(), "cuda": [own]}
-                                  if generator.device.type == "cuda" else {"cpu": own})
+            if generator.device.type == "cuda":  # every device's state, as RandomState keeps
+                states = torch.cuda.get_rng_state_all()
+                states[generator.device.index or 0] = own
+                mine["ablate_rng"] = {"cpu": torch.get_rng_state(), "cuda": states}
+            else:
+                mine["ablate_rng"] = {"cpu": own}
         return mine
 
 
@@ -216,11 +227,13 @@ class SeedCheckpoints(CheckpointIO):
     def __init__(self, inner: CheckpointIO, module: PackedClassifier, folders: Sequence[Path],
                  identities: Sequence[dict[str, Any]]) -> None:
         self.inner, self.module = inner, module
-        self.folders, self.identities = list(folders), list(identities)
+        # resolved, as ModelCheckpoint resolves its folder (a sweep under a symlink)
+        self.folders = [Path(folder).resolve() for folder in folders]
+        self.identities = list(identities)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
                         storage_options: Any | None = None) -> None:
-        written = Path(path)
+        written = Path(path).resolve()
         first = self.folders[0]
         for k, folder in enumerate(self.folders):
             mine = self.module.seed_checkpoint(checkpoint, k)
@@ -236,7 +249,7 @@ class SeedCheckpoints(CheckpointIO):
 
     def remove_checkpoint(self, path: Any) -> None:
         for folder in self.folders:
-            self.inner.remove_checkpoint(folder / Path(path).relative_to(self.folders[0]))
+            self.inner.remove_checkpoint(folder / Path(path).resolve().relative_to(self.folders[0]))
 
 
 def _moved(value: Any, old: str, new: str) -> Any:
@@ -249,16 +262,16 @@ def _moved(value: Any, old: str, new: str) -> Any:
 
 
 def seed_history(rows: Sequence[dict[str, Any]], seed: int,
-                 diverged: str | None = None) -> list[dict[str, Any]]:
+                 diverged: tuple[int, str] | None = None) -> list[dict[str, Any]]:
     """A seed's own history (as its plain run's ``EpochHistory`` holds it) from the packed one;
     a diverged seed's ends before the epoch it diverged in, as its run's would."""
     suffix = f"/seed{seed}"
     history = []
     for row in rows:
+        if diverged is not None and row["epoch"] >= diverged[0]:
+            break
         own = {key.removesuffix(suffix): value for key, value in row.items()
                if key.endswith(suffix)}
-        if diverged is not None and not own:
-            break
         history.append({**{k: v for k, v in row.items() if "/seed" not in k},
                         **dict(sorted(own.items()))})
     return history

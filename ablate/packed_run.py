@@ -24,16 +24,16 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.plugins import CheckpointIO, TorchCheckpointIO
 
-from ablate import config, overrides
+from ablate import config, identity, overrides
 from ablate.callbacks import EpochHistory, EpochLines, FirstStep
 from ablate.errors import ConfigError, Interrupted
 from ablate.packed import PackedClassifier, PackedDataModule, SeedCheckpoints, seed_history
 from ablate.records import Record
-from ablate.run import Started, start, trainer_for
+from ablate.run import Started, fit_and_test, start, trainer_for
 from ablate.signals import interruptible
 from ablate.status import Status
 
@@ -59,22 +59,24 @@ def members(cfg: DictConfig, hydra_cfg: DictConfig) -> list[tuple[int, Path]]:
 
 
 @contextmanager
-def as_seed(hydra_cfg: DictConfig, seed: int, output_dir: Path) -> Iterator[DictConfig]:
-    """Hydra's view of this job as seed ``seed``'s own: its folder (``${hydra:runtime.
+def as_seed(hydra_cfg: DictConfig, seed_cfg: DictConfig, output_dir: Path) -> Iterator[DictConfig]:
+    """Hydra's view of this job as seed ``seed_cfg.seed``'s own: its folder (``${hydra:runtime.
     output_dir}`` in the callbacks) and its overrides (the record's, and ``resume_from``'s)."""
     state = HydraConfig.instance()
     original = state.cfg
-    mine = copy.deepcopy(original)
+    mine = copy.deepcopy(seed_cfg)  # the job's config around it: ${sweep_name} still resolves
+    with open_dict(mine):
+        mine.hydra = copy.deepcopy(hydra_cfg)
     with read_write(mine.hydra), open_dict(mine.hydra):
         mine.hydra.runtime.output_dir = str(output_dir)
-        task = [o for o in mine.hydra.overrides.task if overrides.key(o) != "packed_with"]
-        mine.hydra.overrides.task = [f"seed={seed}" if overrides.key(o) == "seed" else o
-                                     for o in task]
+        task = identity.without_resume(mine.hydra.overrides.task)  # packed_with too
+        mine.hydra.overrides.task = [f"seed={seed_cfg.seed}" if overrides.key(o) == "seed"
+                                     else o for o in task]
     state.set_config(mine)
     try:
-        yield mine.hydra
+        yield state.cfg.hydra
     finally:
-        state.set_config(original)
+        state.cfg = original  # the very object: set_config would re-parent it
 
 
 def _seed_config(cfg: DictConfig, seed: int) -> DictConfig:
@@ -95,53 +97,108 @@ def _of(callbacks: list[pl.Callback], kind: type) -> Any:
 
 
 def run(cfg: DictConfig, hydra_cfg: DictConfig) -> Record:
-    """Start every seed, train them packed, end each as its own run; the first seed's record."""
+    """Start every seed, train them packed, end each as its own run; the first seed's record.
+    Seeds that continue from a checkpoint (a requeued SLURM job finds each seed's own) continue
+    one after another, each alone, as their own runs would."""
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         packed = members(cfg, hydra_cfg)
+        clip = OmegaConf.select(cfg, "trainer.gradient_clip_val")
+        if clip:
+            raise ConfigError(
+                f"trainer.gradient_clip_val={clip} would clip the norm of all packed seeds' "
+                "gradients together: a packed seed would no longer train as it would alone; "
+                "clip without packing (hydra.sweeper.pack=1)")
     except ConfigError as error:
-        config.reject(error, hydra_cfg.mode == RunMode.MULTIRUN,
-                      Path(hydra_cfg.runtime.output_dir), hydra_cfg.job.name)
+        config.reject(error, multirun, Path(hydra_cfg.runtime.output_dir), hydra_cfg.job.name)
     configs, started, states = [], [], []
     for seed, output_dir in packed:
         output_dir.mkdir(parents=True, exist_ok=True)
         configs.append(_seed_config(cfg, seed))
-        with as_seed(hydra_cfg, seed, output_dir) as mine:
+        with as_seed(hydra_cfg, configs[-1], output_dir) as mine:
+            if output_dir != packed[0][1]:  # as Hydra keeps a job's own: resume_from=<dir>
+                _save_overrides(output_dir, list(mine.overrides.task))
             started.append(start(configs[-1], mine))
         states.append(_random_states())
-    seeds = [seed for seed, _ in packed]
     with interruptible():  # a signal: every seed's record says so, then 143/130/129
-        history, first_step = EpochHistory(), FirstStep()
-        # the first seed's progress and checkpoint callbacks serve the pack: every checkpoint
-        # is written once per seed, into each seed's own folder (SeedCheckpoints)
-        shown = ProgressBar | EpochLines | ModelCheckpoint
-        kept = [c for c in started[0].callbacks if isinstance(c, shown)]
-        module = trainer = None
-        try:
-            module = PackedClassifier([s.module for s in started], seeds, states)
-            plugins = [instantiate(node) for node in cfg.trainer.get("plugins") or []]
-            inner = next((p for p in plugins if isinstance(p, CheckpointIO)), TorchCheckpointIO())
-            writer = SeedCheckpoints(inner, module, [folder for _, folder in packed],
-                                     [s.job.stamp.identity for s in started])
-            trainer = trainer_for(
-                cfg, started[0], [history, first_step, *kept], logger=False,
-                plugins=[*(p for p in plugins if p is not inner), writer])
-            trainer.fit(module, datamodule=PackedDataModule([s.datamodule for s in started]))
-            module.unpack()
-        except BaseException as error:
-            failures = [s.job.fail(None, error) for s in started]
-            raise failures[0]  # noqa: B904 - fail() chains the cause itself
+        if any(one.job.resume_path is not None for one in started):
+            return _one_by_one(hydra_cfg, packed, configs, started, states)
+        module, trainer, history, first_step = _train_packed(cfg, packed, started, states)
         failure = None
-        for (seed, output_dir), seed_cfg, one in zip(packed, configs, started, strict=True):
-            with as_seed(hydra_cfg, seed, output_dir):
-                ended = _end_seed(seed_cfg, one, history.epochs, module.diverged.get(seed),
-                                  first_step.at, trainer.num_training_batches)
+        for index, ((seed, output_dir), seed_cfg, one) in enumerate(
+                zip(packed, configs, started, strict=True)):
+            try:
+                with as_seed(hydra_cfg, seed_cfg, output_dir):
+                    ended = _end_seed(seed_cfg, one, history.epochs, module.diverged.get(seed),
+                                      first_step.at, trainer.num_training_batches)
+            except BaseException as error:  # stopped: the seeds not yet ended say so too
+                for rest in started[index + 1:]:
+                    rest.job.fail(None, error)
+                raise
             failure = failure or ended
     if failure is not None:
         raise failure
     return started[0].job.record
 
 
-def _end_seed(cfg: DictConfig, started: Started, rows: list[dict], diverged: str | None,
+def _save_overrides(folder: Path, task: list[str]) -> None:
+    hydra_dir = folder / ".hydra"
+    hydra_dir.mkdir(exist_ok=True)
+    OmegaConf.save(OmegaConf.create(task), hydra_dir / "overrides.yaml")
+
+
+def _train_packed(cfg: DictConfig, packed: list[tuple[int, Path]], started: list[Started],
+                  states: list[dict]) -> tuple[PackedClassifier, pl.Trainer, EpochHistory,
+                                               FirstStep]:
+    """Fit the seeds as one; on any failure, every seed's record says so."""
+    history, first_step = EpochHistory(), FirstStep()
+    # the first seed's progress and checkpoint callbacks serve the pack: every checkpoint is
+    # written once per seed, into each seed's own folder (SeedCheckpoints)
+    shown = ProgressBar | EpochLines | ModelCheckpoint
+    kept = [c for c in started[0].callbacks if isinstance(c, shown)]
+    try:
+        module = PackedClassifier([s.module for s in started], [seed for seed, _ in packed],
+                                  states)
+        plugins = [instantiate(node) for node in cfg.trainer.get("plugins") or []]
+        inner = next((p for p in plugins if isinstance(p, CheckpointIO)), TorchCheckpointIO())
+        writer = SeedCheckpoints(inner, module, [folder for _, folder in packed],
+                                 [s.job.stamp.identity for s in started])
+        trainer = trainer_for(cfg, started[0], [history, first_step, *kept], logger=False,
+                              plugins=[*(p for p in plugins if p is not inner), writer])
+        trainer.fit(module, datamodule=PackedDataModule([s.datamodule for s in started]))
+        module.unpack()
+    except BaseException as error:
+        failures = [s.job.fail(None, error) for s in started]
+        raise failures[0]  # noqa: B904 - fail() chains the cause itself
+    return module, trainer, history, first_step
+
+
+def _one_by_one(hydra_cfg: DictConfig, packed: list[tuple[int, Path]], configs: list[DictConfig],
+                started: list[Started], states: list[dict]) -> Record:
+    """Each seed alone, from its own checkpoint where it has one, else from the random state
+    its own run starts with; the first failure ends the job once every seed has run."""
+    failure = None
+    for (_, output_dir), seed_cfg, one, state in zip(packed, configs, started, states,
+                                                      strict=True):
+        torch.set_rng_state(state["cpu"])
+        if state["cuda"] is not None:
+            torch.cuda.set_rng_state(state["cuda"])
+        try:
+            with as_seed(hydra_cfg, seed_cfg, output_dir):
+                fit_and_test(seed_cfg, one)
+        except (Interrupted, KeyboardInterrupt) as error:
+            for rest in started[started.index(one) + 1:]:
+                rest.job.fail(None, error)
+            raise
+        except BaseException as error:
+            failure = failure or error
+    if failure is not None:
+        raise failure
+    return started[0].job.record
+
+
+def _end_seed(cfg: DictConfig, started: Started, rows: list[dict],
+              diverged: tuple[int, str] | None,
               first_step_at: float | None, batches_per_epoch: int) -> BaseException | None:
     """Test, checkpoint, track and record one packed seed, as its own run's Trainer would; the
     exception the job should end with if this seed failed (the others still end)."""
@@ -149,7 +206,8 @@ def _end_seed(cfg: DictConfig, started: Started, rows: list[dict], diverged: str
     try:
         trainer = trainer_for(cfg, started)
         own = seed_history(rows, cfg.seed, diverged)
-        _of(started.callbacks, EpochHistory).epochs = own
+        if (history := _of(started.callbacks, EpochHistory)) is not None:
+            history.epochs = own
         if (step := _of(started.callbacks, FirstStep)) is not None:
             step.at = first_step_at
         for row in own:  # the learning curve a plain run logs epoch by epoch
@@ -157,7 +215,7 @@ def _end_seed(cfg: DictConfig, started: Started, rows: list[dict], diverged: str
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=(row["epoch"] + 1) * batches_per_epoch - 1)
         if diverged is not None:
-            job.end(trainer, Status.DIVERGED, error=diverged)
+            job.end(trainer, Status.DIVERGED, error=diverged[1])
             return None
         job.fitted(trainer)
         trainer.test(started.module, datamodule=started.datamodule, verbose=False)

@@ -86,18 +86,22 @@ def run(cfg: DictConfig) -> Record:
 
         return packed_run.run(cfg, hydra_cfg)
     started = start(cfg, hydra_cfg)
+    with interruptible():  # SIGTERM/SIGINT/SIGHUP: a record saying so, then 143/130/129
+        return fit_and_test(cfg, started)
+
+
+def fit_and_test(cfg: DictConfig, started: Started) -> Record:
+    """Fit (from the run's resume point, if any), test, record; whatever stops it is recorded."""
     job, module, datamodule = started.job, started.module, started.datamodule
     trainer = None
-    with interruptible():  # SIGTERM/SIGINT/SIGHUP: a record saying so, then 143/130/129
-        try:
-            trainer = trainer_for(cfg, started)
-            trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume_path,
-                        weights_only=True)
-            job.fitted(trainer)
-            trainer.test(module, datamodule=datamodule, verbose=False)
-        except BaseException as error:  # interrupts too: the record must still be written
-            raise job.fail(trainer, error)  # noqa: B904 - fail() chains the cause itself
-        return job.end(trainer)
+    try:
+        trainer = trainer_for(cfg, started)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume_path, weights_only=True)
+        job.fitted(trainer)
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    except BaseException as error:  # interrupts too: the record must still be written
+        raise job.fail(trainer, error)  # noqa: B904 - fail() chains the cause itself
+    return job.end(trainer)
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{config.CONFIG_MODULE}",

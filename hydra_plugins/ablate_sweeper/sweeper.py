@@ -22,7 +22,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, RunMode, TaskFunction
 from hydra.utils import instantiate
@@ -300,7 +300,9 @@ class AblateSweeper(Sweeper):
         except Interrupted as stop:  # stop launching, say what happened, exit 128 + signal
             stopped = stop
             for num, run in enumerate(todo, start=first_num):  # numbered in launch order
-                if run.state is None:
+                if run.state is None and run.output_dir is None and self.settings.pack > 1:
+                    run.state, run.error = Outcome.FAILED, "no record"  # never launched
+                elif run.state is None:  # launched (its folder known), or numbered in order
                     folder = run.output_dir or self._output_dir(run, num, None)
                     launch.collect(run, folder, None, None)
                 if run.error and run.error.startswith("no record"):
@@ -367,9 +369,13 @@ class AblateSweeper(Sweeper):
 
         def ended(offset: int, result: JobReturn | None, error: Exception | None = None) -> None:
             for k, run in enumerate(units[offset]):
-                folder = self._output_dir(run, first + offset, result) if k == 0 else \
-                    run.output_dir
-                launch.collect(run, folder, result, error)
+                if k == 0:
+                    launch.collect(run, self._output_dir(run, first + offset, result), result,
+                                   error)
+                else:  # the job's return speaks for its own seed; the others by their records
+                    failed = result if result is not None and result.status == JobStatus.FAILED \
+                        else None
+                    launch.collect(run, run.output_dir, failed, error)
                 # one job at a time: its own launch-to-record time; side by side: its record's
                 seconds = time.time() - launched if len(runs) == 1 else None
                 print(self.progress.finished(run, seconds), flush=True)
