@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -19,6 +19,7 @@ from ablate import console, invariance
 from ablate.budget import duration, planned_batches, planned_epochs
 from ablate.data.module import TensorDataModule
 from ablate.predictions import write_predictions
+from ablate.resume import IDENTITY_KEY
 
 log = logging.getLogger("ablate")
 
@@ -242,3 +243,14 @@ class FirstStep(pl.Callback):
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.at is None:
             self.at = time.time()
+
+
+class ConfigStamp(pl.Callback):
+    """Writes the run's ``config_id`` and config into every checkpoint it saves."""
+
+    def __init__(self, config_id: str, config: Mapping[str, Any]) -> None:
+        self.identity = {"config_id": config_id, "config": dict(config)}
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint[IDENTITY_KEY] = self.identity

@@ -19,12 +19,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ablate import identity, records, tracking
-from ablate.callbacks import EpochHistory, FirstStep, TestPredictions, epoch_metrics
+from ablate.callbacks import ConfigStamp, EpochHistory, FirstStep, TestPredictions, epoch_metrics
 from ablate.data.module import TensorDataModule
 from ablate.errors import CheckpointError, Diverged, Interrupted, RunFailed
 from ablate.network import count_parameters
 from ablate.overrides import key, value
-from ablate.resume import ConfigStamp, resume_point
+from ablate.resume import resume_point
 from ablate.spec import format_spec
 from ablate.status import Status
 

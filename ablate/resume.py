@@ -5,8 +5,9 @@ run's own overrides: :func:`expand_run_directory`); a sweep relaunch names an in
 checkpoint (with ``resume_fallback=true``); a requeued SLURM job finds its own directory's.
 
 The file is opened with ``torch.load(weights_only=True)`` (no code from it runs) and must carry
-this run's ``config_id`` (:class:`ConfigStamp`): a checkpoint of another config would continue
-under its own optimiser state while the record claimed the new cell, so it is refused, naming
+this run's ``config_id`` (written by ``ablate.callbacks.ConfigStamp``): a checkpoint of another
+config would continue under its own optimiser state while the record claimed the new cell, so it
+is refused, naming
 the keys that differ, unless ``resume_any=true``. A named checkpoint that cannot be loaded is an
 error; only the sweep's own resumes fall back to a fresh start, with a warning.
 """
@@ -17,9 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytorch_lightning as pl
-import torch
 
 from ablate import atomic, identity, records
 from ablate.config import values_given
@@ -37,19 +35,10 @@ class Resume:
     note: str | None = None
 
 
-class ConfigStamp(pl.Callback):
-    """Writes the run's ``config_id`` and config into every checkpoint it saves."""
-
-    def __init__(self, config_id: str, config: Mapping[str, Any]) -> None:
-        self.identity = {"config_id": config_id, "config": dict(config)}
-
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
-        checkpoint[IDENTITY_KEY] = self.identity
-
-
 def read_checkpoint(path: Path) -> tuple[int, dict[str, Any] | None]:
     """Completed epochs and the writer's identity; raises if it cannot be read safely."""
+    import torch  # here: the entry point reads run directories before any run starts
+
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError("not a Lightning checkpoint (no state_dict)")

@@ -9,21 +9,26 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ProgressBar
 
-from ablate import config, console, hardware, identity
+from ablate import config, console, identity
 from ablate.errors import CONFIG_ERRORS, Interrupted, SweepFailed, SweepIncomplete
-from ablate.job import Job, study_of
 from ablate.records import Record
 from ablate.signals import interruptible
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+    from ablate.job import Job
+
+# torch and Lightning (seconds to import) are imported where a run starts, not at the top: a
+# config Hydra cannot compose, --help, and a sweep the sweeper refuses answer without them.
 
 
 @dataclass
@@ -39,6 +44,11 @@ class Started:
 def start(cfg: DictConfig, hydra_cfg: DictConfig) -> Started:
     """Validate, seed, instantiate, start the record; a config that cannot run, or a checkpoint
     that cannot be resumed, ends the job here with one line and no record."""
+    import pytorch_lightning as pl
+
+    from ablate import hardware
+    from ablate.job import Job, study_of
+
     output_dir = Path(hydra_cfg.runtime.output_dir)
     config_id = identity.config_id(cfg)  # before instantiate() resolves anything in place
     cell = identity.cell_of(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
@@ -64,6 +74,8 @@ def trainer_for(cfg: DictConfig, started: Started, callbacks: list[pl.Callback] 
                 **settings: Any) -> pl.Trainer:
     """The run's Trainer, with its logger (built from the record: W&B names its run after the
     cell) and its callbacks; ``settings`` override the trainer config."""
+    from pytorch_lightning.callbacks import ProgressBar
+
     if "logger" not in settings:  # a partial: Hydra would read a record passed as config
         settings["logger"] = cfg.get("logger") and instantiate(cfg.logger, _partial_=True)(
             record=started.job.record)
