@@ -22,7 +22,7 @@ APP = Path(__file__).parent / "apps" / "visible_devices.py"
 def _placed(tmp_path: Path, cells: int, jobs_per_gpu: int) -> list[dict]:
     done = subprocess.run(
         [sys.executable, str(APP), "-m", f"+cell={','.join(map(str, range(cells)))}",
-         "+hold=2", "hydra.searchpath=[pkg://ablate.conf]", "hydra/launcher=ray_local",
+         "+hold=1", "hydra.searchpath=[pkg://ablate.conf]", "hydra/launcher=ray_local",
          f"hydra.launcher.jobs_per_gpu={jobs_per_gpu}",
          # 4 logical GPUs on this CPU machine; logical CPUs enough for every job at once
          "hydra.launcher.ray.init.num_gpus=4", f"hydra.launcher.ray.init.num_cpus={cells}",
