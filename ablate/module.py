@@ -22,6 +22,16 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 
+def configure_network(module: pl.LightningModule) -> None:
+    """Memory format and compilation of ``module.network``, applied once the module sits on its
+    device (``configure_model``); ``Classifier`` and the packed seeds' module share it."""
+    if module.channels_last:
+        module.network.to(memory_format=torch.channels_last)
+    if module.compile_network and module._compiled is None:
+        # Kept out of the module tree so checkpoints hold each weight once, uncompiled.
+        object.__setattr__(module, "_compiled", torch.compile(module.network))
+
+
 class Classifier(pl.LightningModule):
     """Cross-entropy training of ``network``; softmax lives in the loss, as usual in torch."""
 
@@ -46,12 +56,7 @@ class Classifier(pl.LightningModule):
         self._compiled: nn.Module | None = None
 
     def configure_model(self) -> None:
-        """Memory format and compilation are applied once the module sits on its device."""
-        if self.channels_last:
-            self.network.to(memory_format=torch.channels_last)
-        if self.compile_network and self._compiled is None:
-            # Kept out of the module tree so checkpoints hold each weight once, uncompiled.
-            object.__setattr__(self, "_compiled", torch.compile(self.network))
+        configure_network(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -110,7 +115,12 @@ class Classifier(pl.LightningModule):
         self._log_epoch("test", self.test_loss, self.test_accuracy)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.network.parameters())
+        return self.optimization(self.network.parameters())
+
+    def optimization(self, parameters: Iterable[nn.Parameter]) -> Any:
+        """This module's optimiser (and epoch-wise schedule) over ``parameters``, in the form
+        ``configure_optimizers`` returns: the packed seeds' module asks it for theirs."""
+        optimizer = self.optimizer_factory(parameters)
         if self.scheduler_factory is None:
             return optimizer
         schedule = {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}

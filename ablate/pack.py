@@ -70,18 +70,21 @@ class PackedNetwork(nn.Module):
             stacked = stacked.contiguous(memory_format=torch.channels_last)
         return self.body(stacked).view(batch, k, -1).transpose(0, 1)
 
+    def seed_rows(self) -> list[tuple[str, int]]:
+        """Each parameter of the body, in parameter order, by name (``3.weight``) with the rows
+        of it one seed owns (seed k: rows ``k*n .. (k+1)*n``): the one place that knows how
+        seeds are laid out, for :meth:`unpack` and for the seeds' own checkpoints."""
+        return [(name, parameter.shape[0] // self.seeds)
+                for name, parameter in self.body.named_parameters()]
+
     def unpack(self, networks: Sequence[AllConvNet]) -> None:
         """Copy each seed's weights back into its own network: its checkpoint, predictions and
         record are then those of a plain run."""
-        for index, packed in enumerate(self.body):
-            if not isinstance(packed, nn.Conv2d):
-                continue
-            size = packed.out_channels // self.seeds
-            with torch.no_grad():
+        with torch.no_grad():
+            for name, rows in self.seed_rows():
+                packed = self.body.get_parameter(name)
                 for k, network in enumerate(networks):
-                    network[index].weight.copy_(packed.weight[k * size:(k + 1) * size])
-                    if packed.bias is not None:
-                        network[index].bias.copy_(packed.bias[k * size:(k + 1) * size])
+                    network.get_parameter(name).copy_(packed[k * rows:(k + 1) * rows])
 
 
 def pack(networks: Sequence[AllConvNet], generators: Sequence[torch.Generator]) -> PackedNetwork:

@@ -23,7 +23,7 @@ from torch import nn
 
 from ablate import pack
 from ablate.data.module import TensorDataModule
-from ablate.module import Classifier
+from ablate.module import Classifier, configure_network
 
 
 class PackedBatches:
@@ -85,11 +85,7 @@ class PackedClassifier(pl.LightningModule):
         self.diverged: dict[int, tuple[int, str]] = {}
 
     def configure_model(self) -> None:
-        """As ``Classifier.configure_model``: memory format and compilation on the device."""
-        if self.channels_last:
-            self.network.to(memory_format=torch.channels_last)
-        if self.compile_network and self._compiled is None:
-            object.__setattr__(self, "_compiled", torch.compile(self.network))
+        configure_network(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self._compiled or self.network)(x)
@@ -164,12 +160,7 @@ class PackedClassifier(pl.LightningModule):
     def configure_optimizers(self):
         # The seeds' optimisers are one: SGD acts on each weight alone, so one optimiser over
         # the packed weights is K optimisers over the seeds' weights.
-        first = self.members[0]
-        optimizer = first.optimizer_factory(self.network.parameters())
-        if first.scheduler_factory is None:
-            return optimizer
-        schedule = {"scheduler": first.scheduler_factory(optimizer), "interval": "epoch"}
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+        return self.members[0].optimization(self.network.parameters())
 
     def unpack(self) -> None:
         """Each seed's trained weights into its own module."""
@@ -182,16 +173,11 @@ class PackedClassifier(pl.LightningModule):
         shared = ("state_dict", "optimizer_states", "ablate_history", "ablate_rng")
         mine = {key: copy.deepcopy(value) for key, value in checkpoint.items()
                 if key not in shared}
-        sizes, state = [], {}
-        for index, module in enumerate(self.network.body):
-            if not isinstance(module, nn.Conv2d):
-                continue
-            size = module.out_channels // len(self.seeds)
-            for name in ("weight", "bias") if module.bias is not None else ("weight",):
-                packed = checkpoint["state_dict"][f"network.body.{index}.{name}"]
-                state[f"network.{index}.{name}"] = packed[k * size:(k + 1) * size].clone()
-                sizes.append(size)
-        mine["state_dict"] = state
+        layout = self.network.seed_rows()
+        sizes = [rows for _, rows in layout]
+        mine["state_dict"] = {
+            f"network.{name}": checkpoint["state_dict"][f"network.body.{name}"][
+                k * rows:(k + 1) * rows].clone() for name, rows in layout}
         mine["optimizer_states"] = [
             {"param_groups": copy.deepcopy(optimizer["param_groups"]),
              "state": {i: {key: _part(value, sizes[i], k) for key, value in entry.items()}
