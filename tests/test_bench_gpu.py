@@ -20,8 +20,10 @@ from ablate.sweep import estimate, measured
 MACS_C = 270_798_336  # All-CNN-C, 3x32x32: the estimate's forward_macs, checked in test_sweep
 
 
-def _gpu_record(total_rates: dict[int, float]) -> dict:
-    """A record as a CUDA run would leave it (numbers made up, shapes real)."""
+def _gpu_record(total_rates: dict[int, float],
+                packed_rates: dict[int, float] | None = None) -> dict:
+    """A record as a CUDA run would leave it (numbers made up, shapes real); ``packed_rates``:
+    packed images/s per K of section 3b."""
     scale = asdict(gpu_steps.SCALES["cuda"])
     steps = []
     for variant, rate in zip(VARIANTS, (10_000.0, 30_000.0, 50_000.0), strict=True):
@@ -43,6 +45,12 @@ def _gpu_record(total_rates: dict[int, float]) -> dict:
                      "per_process_images_per_second": rate / n,
                      "slowest_process_images_per_second": rate / n, "window_overlap": 1.0}
                     for n, rate in total_rates.items()],
+        "packed_seeds": [{"setting": "bench", "k": k, "variant": VARIANTS[1].name, "batch": 128,
+                          "steps_per_seed": 200, "repeats": 2,
+                          "separate_images_per_second": 30_000.0,
+                          "packed_images_per_second": rate, "speedup": rate / 30_000.0,
+                          "separate_peak_mib": 300.0, "packed_peak_mib": 300.0 * k}
+                         for k, rate in (packed_rates or {}).items()],
         "end_to_end": {
             "command": "python -m ablate.run ...", "compiles": True,
             "runs": {label: {"launched": 0.0, "ended": wall, "first_step_at": 20.0, "epochs": e}
@@ -67,12 +75,32 @@ def test_projection_prices_the_table3_grid_at_the_best_packing() -> None:
     assert gpu_report.grid_forward_macs("C", "conv") == MACS_C
     passes = 350 * (3 * 45_000 + 5_000)
     work = sum(gpu_report.grid_forward_macs(m, d) * 4 * passes for m, d, _ in networks)
-    assert projection["processes"] == 4  # 90,000 images/s: the best total, not the most processes
+    assert projection["how"] == "4 process(es)"  # 90,000 images/s: the best, not the most processes
     assert projection["arithmetic_seconds"] == pytest.approx(work / (90_000 * 3 * MACS_C) / 0.8)
     # start-up 20 s per run, 350 x (1.0 - 0.25) s per run, 50 s cold compile per network; / 4
     overhead = (48 * (20.0 + 350 * 0.75) + 12 * 50.0) / 4
     assert projection["overhead_seconds"] == pytest.approx(overhead)
     assert projection["total_seconds"] == pytest.approx(projection["arithmetic_seconds"] + overhead)
+
+
+def test_projection_with_seeds_packs_them_where_that_is_fastest() -> None:
+    # Packed seeds beat the processes at K = 3 and 4, but a cell of the grid has one seed, and
+    # seeds=auto's first round three: K = 4 and 8 cannot be packed from three seeds.
+    record = _gpu_record({1: 40_000.0, 2: 70_000.0}, {1: 38_000.0, 2: 72_000.0,
+                                                     3: 100_000.0, 4: 120_000.0, 8: 150_000.0})
+    projection = gpu_report.projection(record)
+    assert projection["how"] == "2 process(es)" and projection["seeds"] == 1
+    seeded = projection["with_seeds"]
+    assert seeded["seeds"] == 3 and seeded["runs"] == 144
+    assert seeded["how"] == "3 packed seeds per job" and seeded["shared_by"] == 3
+    assert seeded["arithmetic_seconds"] == pytest.approx(
+        3 * projection["arithmetic_seconds"] * 70_000.0 / 100_000.0)
+    overhead = (144 * (20.0 + 350 * 0.75) + 12 * 50.0) / 3  # one job's fixed costs serve 3 seeds
+    assert seeded["overhead_seconds"] == pytest.approx(overhead)
+    text = gpu_report.render({**record, "projection": projection})
+    # 3b: K = 3 packed, 100,000 images/s x 6 x 0.2708 GMAC = 162.48 TFLOP/s, 16.4% of 989
+    assert "162.48" in text and "16.4%" in text
+    assert "with 3 packed seeds per job" in text and "144 runs" in text
 
 
 def test_gpu_report_states_mfu_compile_time_and_the_estimate_line(tmp_path: Path) -> None:
@@ -166,6 +194,10 @@ def test_cpu_smoke_run_measures_every_section(tmp_path: Path) -> None:
     assert record["framework"]["ratio"] > 0
     assert [r["processes"] for r in record["packing"]] == [1, 2]
     assert all(r["total_images_per_second"] > 0 for r in record["packing"]), record["packing"]
+    assert [r["k"] for r in record["packed_seeds"]] == [1, 2], record["packed_seeds"]
+    assert all(r["packed_images_per_second"] > 0 and r["separate_images_per_second"] > 0
+               for r in record["packed_seeds"])
+    assert "3b. Packed seeds" in text and record["projection"]["with_seeds"]["runs"] == 144
     e2e = record["end_to_end"]
     assert e2e["train_images_per_epoch"] == 64 and e2e["val_images_per_epoch"] == 144, e2e
     assert {k: r["epochs"] for k, r in e2e["runs"].items()} == {"short": 1, "long": 2}

@@ -155,6 +155,13 @@ def test_the_benchmark_measures_both_sides_and_writes_its_figures(tmp_path, caps
     with pytest.raises(SystemExit):
         bench.main(["--packs", "0"])
     assert "each K must be at least 1" in capsys.readouterr().err
+    # The GPU preset's arithmetic on both sides; compiling K networks is not what it measures.
+    record = bench.main(["--settings", "quick", "--packs", "2", "--steps", "1",
+                         "--variant", "bf16 + channels_last"])
+    assert record["variant"] == record["rows"][0]["variant"] == "bf16 + channels_last"
+    assert record["rows"][0]["packed_images_per_second"] > 0
+    with pytest.raises(ValueError, match="does not compile"):
+        bench.measure(bench.SETTINGS[0], 1, 1, 1, torch.device("cpu"), bench.VARIANTS[2])
 
 
 @pytest.mark.parametrize("pack, most, message", [

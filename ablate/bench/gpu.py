@@ -4,7 +4,8 @@
 in one process tree (sized to finish within six minutes on one H200): 1. step throughput of the
 plain loop (``ablate.bench.steps``) per variant and batch size, with model FLOP utilisation;
 2. the framework ratio (``ablate.bench.overhead``) at the fastest variant; 3. packing: 1 to 8
-worker processes on the one device, released together, timed over one wall-clock window;
+worker processes on the one device, released together, timed over one wall-clock window; 3b.
+packed seeds (``ablate.bench.pack``): K seeds trained one after another vs as one network;
 4. real runs of ``python -m ablate.run`` on digits (``hardware=gpu``): start-up, compilation and
 per-epoch time, against what 1 predicts; 5. the Table 3 grid's projected wall time.
 
@@ -180,6 +181,8 @@ def benchmark(args: argparse.Namespace) -> dict:
         torch.cuda.empty_cache()
     record["packing"] = section("packing", lambda: gpu_steps.packing(
         device, scale, variant, batch, args.timeout), {"processes": "-"})
+    record["packed_seeds"] = section("packed_seeds", lambda: gpu_steps.packed_seeds(
+        device, scale, record["steps"], batch), {"k": "-"})
     record["end_to_end"] = section("end_to_end", lambda: end_to_end(scale, args.compile, device,
                                                                     args.timeout))
     e2e = record["end_to_end"]

@@ -15,12 +15,14 @@ from hydra.utils import get_method
 from ablate import overrides, spec
 from ablate.bench.gpu_steps import fastest
 from ablate.bench.steps import VARIANT_BY_NAME
+from ablate.decide import MIN_SEEDS
 from ablate.sweep import measured
 from ablate.sweep.estimate import forward_macs
 from ablate.sweep.grid import values_of
 
 CONF = importlib.resources.files("ablate.conf")
-SECTIONS = ("steps", "framework", "packing", "end_to_end", "projection")  # in the order run
+SECTIONS = ("steps", "framework", "packing", "packed_seeds", "end_to_end",
+            "projection")  # in the order run
 GOAL_HOURS = 2.0  # the Table 3 grid on one GPU in at most this long
 # The Table 3 protocol (the paper; conf/dataset/cifar10.yaml holds out 5,000 for validation).
 GRID_EPOCHS = 350
@@ -47,20 +49,38 @@ def grid_forward_macs(model: str, downsample: str) -> int:
     return forward_macs(transform(spec.normalise(layers)), 3, 32, 10)
 
 
-def projection(record: dict) -> dict:
-    """Wall time of the Table 3 grid at the best measured packing, from the numbers above."""
-    networks = table3_grid()
-    runs = sum(count for _, _, count in networks)
-    passes = GRID_EPOCHS * (3 * GRID_TRAIN_IMAGES + GRID_VAL_IMAGES)  # forward-pass units
-    work = sum(grid_forward_macs(m, d) * count * passes for m, d, count in networks)
-    packed = [r for r in record["packing"] if r.get("total_images_per_second")]
-    best = max(packed, key=lambda r: r["total_images_per_second"], default=None)
-    if best is None:
+def ways_to_share(record: dict, seeds: int) -> list[dict]:
+    """Each measured way of filling the device, as total images/s and what shares a run's fixed
+    costs: N worker processes side by side (3), or K seeds of a cell packed into one network
+    (3b; only K up to the seeds a cell has)."""
+    ways = [{"how": f"{r['processes']} process(es)", "images_per_second":
+             r["total_images_per_second"], "shared_by": r["processes"]}
+            for r in record["packing"] if r.get("total_images_per_second")]
+    ways += [{"how": f"{r['k']} packed seeds per job", "images_per_second":
+              r["packed_images_per_second"], "shared_by": r["k"]}
+             for r in record.get("packed_seeds", []) if r.get("packed_images_per_second")
+             and r["k"] <= seeds]
+    if not ways:
         single = fastest(record["steps"], record["scale"]["batches"][0])
-        if single is None:
-            return {"error": "no throughput was measured"}
-        best = {"processes": 1, "total_images_per_second": single["images_per_second"]}
-    rate = best["total_images_per_second"] * 3 * record["forward_macs"]  # forward MACs/s
+        if single:
+            ways.append({"how": "1 process(es)", "images_per_second":
+                         single["images_per_second"], "shared_by": 1})
+    return ways
+
+
+def price(record: dict, seeds: int) -> dict:
+    """Wall time of the Table 3 grid with ``seeds`` seeds per cell at the best measured way of
+    sharing the device. Packed seeds share start-up and per-epoch work the way concurrent
+    processes do: one job's fixed costs serve K runs."""
+    networks = table3_grid()
+    runs = seeds * sum(count for _, _, count in networks)
+    passes = GRID_EPOCHS * (3 * GRID_TRAIN_IMAGES + GRID_VAL_IMAGES)  # forward-pass units
+    work = seeds * sum(grid_forward_macs(m, d) * count * passes for m, d, count in networks)
+    ways = ways_to_share(record, seeds)
+    if not ways:
+        return {"error": "no throughput was measured"}
+    best = max(ways, key=lambda way: way["images_per_second"])
+    rate = best["images_per_second"] * 3 * record["forward_macs"]  # forward MACs/s
     ratio = record["framework"].get("ratio") or 1.0
     arithmetic = work / rate / ratio
     e2e = record["end_to_end"]
@@ -70,13 +90,20 @@ def projection(record: dict) -> dict:
         compiles = e2e["cold_extra_seconds"] or 0.0
         overhead = (runs * (e2e["startup_seconds"] + GRID_EPOCHS * per_epoch)
                     + len(networks) * max(0.0, compiles))
-    shared = None if overhead is None else overhead / best["processes"]
+    shared = None if overhead is None else overhead / best["shared_by"]
     total = arithmetic + (shared or 0.0)
-    return {"runs": runs, "networks": len(networks), "forward_macs": work,
-            "processes": best["processes"], "images_per_second": best["total_images_per_second"],
+    return {"seeds": seeds, "runs": runs, "networks": len(networks), "forward_macs": work,
+            "how": best["how"], "shared_by": best["shared_by"],
+            "images_per_second": best["images_per_second"],
             "framework_ratio": ratio, "framework_measured": "ratio" in record["framework"],
             "arithmetic_seconds": arithmetic, "overhead_seconds": shared, "total_seconds": total,
             "goal_seconds": GOAL_HOURS * 3600}
+
+
+def projection(record: dict) -> dict:
+    """The Table 3 grid as configured (one seed: only processes can share the device), and with
+    the seeds ``seeds=auto`` starts every cell with (packed seeds compete)."""
+    return {**price(record, 1), "with_seeds": price(record, MIN_SEEDS)}
 
 
 # ----------------------------------------------------------------------------- report
@@ -84,6 +111,25 @@ def projection(record: dict) -> dict:
 
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds:.0f} s"
+
+
+def _priced(proj: dict, goal: bool = True) -> list[str]:
+    """The lines of one :func:`price`; the goal is the one-seed grid's."""
+    return [
+        f"   each network priced by its forward MACs (conf/model, conf/downsample), at the "
+        f"MAC rate of All-CNN-C with {proj['how']}",
+        f"   ({proj['images_per_second']:,.0f} images/s in all), slowed by the framework "
+        f"ratio {proj['framework_ratio']:.3f}"
+        + ("" if proj["framework_measured"] else " (not measured: assumed)")
+        + f": {_hours(proj['arithmetic_seconds'])}",
+        "   plus start-up, cold compilation per network and per-epoch work beyond the "
+        f"arithmetic (from 4), shared {proj['shared_by']} ways: "
+        + (_hours(proj["overhead_seconds"]) if proj["overhead_seconds"] is not None
+           else "not included (4 has no numbers)"),
+        f"   projected wall time on this device: {_hours(proj['total_seconds'])}"
+        + (f"   goal: {GOAL_HOURS:.0f} h   "
+           + ("(within the goal)" if proj["total_seconds"] <= proj["goal_seconds"]
+              else f"({proj['total_seconds'] / proj['goal_seconds']:.1f}x the goal)")) * goal]
 
 
 def render(record: dict) -> str:
@@ -154,6 +200,28 @@ def render(record: dict) -> str:
                      f"{row['slowest_process_images_per_second']:>9,.0f} "
                      f"{row['window_overlap']:>8.0%}")
 
+    lines += ["", "3b. Packed seeds (hydra.sweeper.pack=K): K seeds of one cell trained one after "
+              "another vs as one network",
+              "   of K-group convolutions, in one process, the same plain step on both sides "
+              f"(best of {scale['repeats']}, alternating;",
+              "   no compile: K separate networks would compile K times). MFU of the packed side; "
+              "peak memory above the start."]
+    rows = record.get("packed_seeds", [])
+    variant = next((r["variant"] for r in rows if r.get("variant")), None)
+    if variant:
+        lines.append(f"   variant {variant}, batch {scale['batches'][0]} per seed")
+    lines.append(f"   {'K':>3} {'separate img/s':>15} {'packed img/s':>13} {'packed/sep':>11} "
+                 f"{'TFLOP/s':>8} {'MFU':>6} {'MiB sep':>8} {'MiB packed':>11}")
+    for row in rows:
+        if "error" in row:
+            lines.append(f"   {row['k']:>3} not measured: {row['error']}")
+            continue
+        tflops = row["packed_images_per_second"] * 6 * macs / 1e12
+        lines.append(f"   {row['k']:>3} {row['separate_images_per_second']:>15,.0f} "
+                     f"{row['packed_images_per_second']:>13,.0f} {row['speedup']:>11.2f} "
+                     f"{tflops:>8.2f} {f'{tflops / peak:.1%}' if peak else 'n/a':>6} "
+                     f"{row['separate_peak_mib']:>8.0f} {row['packed_peak_mib']:>11.0f}")
+
     e2e = record["end_to_end"]
     lines += ["", "4. A real run end to end:"]
     if "epoch_seconds" in e2e:
@@ -203,21 +271,12 @@ def render(record: dict) -> str:
               f"x {GRID_TRAIN_IMAGES:,} training images + {GRID_VAL_IMAGES:,} validation images "
               "forward-only each)"]
     if "total_seconds" in proj:
-        lines += [
-            f"   each network priced by its forward MACs (conf/model, conf/downsample), at the "
-            f"MAC rate of All-CNN-C at {proj['processes']} process(es)",
-            f"   ({proj['images_per_second']:,.0f} images/s in all), slowed by the framework "
-            f"ratio {proj['framework_ratio']:.3f}"
-            + ("" if proj["framework_measured"] else " (not measured: assumed)")
-            + f": {_hours(proj['arithmetic_seconds'])}",
-            "   plus start-up, cold compilation per network and per-epoch work beyond the "
-            "arithmetic (from 4), shared by the packed processes: "
-            + (_hours(proj["overhead_seconds"]) if proj["overhead_seconds"] is not None
-               else "not included (4 has no numbers)"),
-            f"   projected wall time on this device: {_hours(proj['total_seconds'])}   goal: "
-            f"{GOAL_HOURS:.0f} h   "
-            + ("(within the goal)" if proj["total_seconds"] <= proj["goal_seconds"]
-               else f"({proj['total_seconds'] / proj['goal_seconds']:.1f}x the goal)")]
+        lines += _priced(proj)
+        seeded = proj.get("with_seeds", {})
+        if "total_seconds" in seeded:
+            lines += [f"   with {seeded['seeds']} seeds per cell (seeds=auto's first round, "
+                      f"{seeded['runs']} runs; packed seeds may share the device too):",
+                      *_priced(seeded, goal=False)]
         if dev["kind"] != "cuda":
             lines.append("   (a CPU smoke run at toy size: this projection means nothing)")
     else:

@@ -37,7 +37,8 @@ class Scale:
     min_steps: int
     repeats: int  # best of, in 1
     framework_repeats: int  # best of, in 2: each repeat compiles twice (from the cache)
-    packing: tuple[int, ...]
+    packing: tuple[int, ...]  # worker processes sharing the device, in 3
+    seed_packs: tuple[int, ...]  # seeds packed into one network (``hydra.sweeper.pack``), in 3b
     window_seconds: float  # how long packed workers train together
     run_overrides: tuple[str, ...]
     run_epochs: tuple[int, int]  # a short and a long real run; the difference is per-epoch time
@@ -49,13 +50,15 @@ class Scale:
 SCALES = {
     "cuda": Scale(
         width=1.0, size=32, channels=3, batches=(128, 512), warmup=10, timed_images=25_600,
-        min_steps=20, repeats=2, framework_repeats=1, packing=(1, 2, 4, 8), window_seconds=5.0,
+        min_steps=20, repeats=2, framework_repeats=1, packing=(1, 2, 4, 8),
+        seed_packs=(1, 2, 3, 4, 8), window_seconds=5.0,
         run_overrides=("dataset=digits", "dataset.image_size=32", "width=1", "hardware=gpu",
                        "logger=none"),
         run_epochs=(1, 6)),
     "cpu": Scale(
         width=0.125, size=16, channels=3, batches=(32, 64), warmup=1, timed_images=192,
-        min_steps=3, repeats=1, framework_repeats=1, packing=(1, 2), window_seconds=1.0,
+        min_steps=3, repeats=1, framework_repeats=1, packing=(1, 2), seed_packs=(1, 2),
+        window_seconds=1.0,
         run_overrides=("dataset=digits", "dataset.image_size=16", "width=0.125", "hardware=cpu",
                        "logger=none", "batch_size=32", "trainer.limit_train_batches=2",
                        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"),
@@ -171,6 +174,34 @@ def packing(device: torch.device, scale: Scale, variant: Variant, batch: int,
             rows.append(pack(device, scale, variant, batch, count, timeout))
         except Exception as error:
             rows.append({"processes": count, "error": short_error(error)})
+    return rows
+
+
+# ------------------------------------------------------------------------ 3b. packed seeds
+
+
+def packed_seeds(device: torch.device, scale: Scale, steps_rows: list[dict],
+                 batch: int) -> list[dict]:
+    """``ablate.bench.pack``'s table at this scale: K seeds one after another vs packed into one
+    network, in the fastest variant of 1 that does not compile (K separate networks would
+    compile K times); bf16 + channels_last on CUDA, fp32 on a CPU, when 1 has no numbers."""
+    from ablate.bench import pack as pack_bench  # imports the packed network: only when run
+
+    plain = [r for r in steps_rows
+             if r.get("images_per_second") and not VARIANT_BY_NAME[r["variant"]].compile]
+    top = fastest(plain, batch)
+    variant = (VARIANT_BY_NAME[top["variant"]] if top
+               else VARIANTS[1] if device.type == "cuda" else VARIANTS[0])
+    setting = pack_bench.Setting("bench", scale.width, scale.size, scale.channels, batch)
+    pack_bench.measure(setting, 1, 1, 1, device, variant)  # untimed: first allocations, autotune
+    rows = []
+    for k in scale.seed_packs:
+        log(f"packed seeds: K = {k}, {variant.name}")
+        try:
+            rows.append(pack_bench.measure(setting, k, scale.steps(batch), scale.repeats, device,
+                                           variant))
+        except Exception as error:  # out of memory at a large K must not cost the smaller ones
+            rows.append({"k": k, "variant": variant.name, "error": short_error(error)})
     return rows
 
 

@@ -27,7 +27,15 @@ from pathlib import Path
 import torch
 
 from ablate import atomic, pack
-from ablate.bench.steps import all_cnn_c, plain_seconds, sgd, synthetic_batches, timed_steps
+from ablate.bench.steps import (
+    VARIANT_BY_NAME,
+    VARIANTS,
+    Variant,
+    all_cnn_c,
+    sgd,
+    synthetic_batches,
+    timed_steps,
+)
 from ablate.data.batches import TensorBatches
 
 
@@ -71,42 +79,54 @@ def _memory_probe(device: torch.device) -> Callable[[], float]:
 
 
 def packed_seconds(network: pack.PackedNetwork, batches: TensorBatches, warmup: int,
-                   steps: int) -> float:
+                   steps: int, autocast: torch.dtype | None = None) -> float:
     """Seconds of ``steps`` packed steps after ``warmup`` untimed ones; every seed trains on its
-    own copy of each batch (the values do not change the speed)."""
+    own copy of each batch (the values do not change the speed). ``autocast`` as in
+    :func:`~ablate.bench.steps.plain_seconds`; channels_last is the network's own setting."""
     optimizer = sgd(network.parameters())
     network.train()
+    device = next(network.parameters()).device
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         images = torch.stack([x] * network.seeds)
         labels = torch.stack([y] * network.seeds)
-        loss = pack.seed_losses(network(images), labels).sum()
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            loss = pack.seed_losses(network(images), labels).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    return timed_steps(step, batches, warmup, steps, next(network.parameters()).device)
+    return timed_steps(step, batches, warmup, steps, device)
 
 
-def measure(setting: Setting, k: int, steps: int, repeats: int, device: torch.device) -> dict:
+def measure(setting: Setting, k: int, steps: int, repeats: int, device: torch.device,
+            variant: Variant = VARIANTS[0]) -> dict:
     """Images/s (best of ``repeats``, the two sides alternating) and peak memory (in the first
-    repeat) of K seeds one after another, and of the same K packed."""
+    repeat) of K seeds one after another, and of the same K packed, both in ``variant``'s
+    arithmetic and memory format. Compiling variants are refused: K separate networks would
+    compile K times, which is not what is measured here."""
+    if variant.compile:
+        raise ValueError(f"{variant.name!r}: the packed-seed benchmark does not compile")
     batches = synthetic_batches(setting.batch * 4, setting.size, setting.channels,
                                 setting.batch, device)
+    memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
     networks = [all_cnn_c(setting.width, setting.size, setting.channels).to(device)
                 for _ in range(k)]
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in range(k)]
-    packed = pack.pack(networks, generators)
+    packed = pack.pack(networks, generators).to(memory_format=memory_format)
+    packed.channels_last = variant.channels_last
+    networks = [network.to(memory_format=memory_format) for network in networks]
     separate, together, memory = [], [], {}
     for _ in range(repeats):
         probe = _memory_probe(device)
-        separate.append(sum(plain_seconds(network, batches, 1, steps) for network in networks))
+        separate.append(sum(variant.seconds(network, batches, 1, steps) for network in networks))
         memory.setdefault("separate", probe())
         probe = _memory_probe(device)
-        together.append(packed_seconds(packed, batches, 1, steps))
+        together.append(packed_seconds(packed, batches, 1, steps, variant.autocast))
         memory.setdefault("packed", probe())
     images = k * steps * setting.batch
-    return {"setting": setting.name, "k": k, "steps_per_seed": steps, "repeats": repeats,
+    return {"setting": setting.name, "k": k, "variant": variant.name, "batch": setting.batch,
+            "steps_per_seed": steps, "repeats": repeats,
             "separate_images_per_second": images / min(separate),
             "packed_images_per_second": images / min(together),
             "speedup": min(separate) / min(together),
@@ -116,7 +136,7 @@ def measure(setting: Setting, k: int, steps: int, repeats: int, device: torch.de
 
 def render(record: dict) -> str:
     lines = [f"# packed seeds: {record['machine']}, torch {record['torch']}, "
-             f"{record['threads']} threads, {record['date']}", "",
+             f"{record['threads']} threads, {record['variant']}, {record['date']}", "",
              "| setting | K | separate img/s | packed img/s | packed / separate | "
              "peak MiB separate | peak MiB packed |", "|---|---|---|---|---|---|---|"]
     for row in record["rows"]:
@@ -139,12 +159,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
                              "50 on a GPU)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="best of (default: 3 quick, 1 paper on a CPU; 3 on a GPU)")
+    parser.add_argument("--variant", default=VARIANTS[0].name,
+                        choices=[v.name for v in VARIANTS if not v.compile],
+                        help="arithmetic and memory format of both sides (default: fp32 eager)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
     parser.add_argument("--out", type=Path, default=None, help="JSON of every figure")
     args = parser.parse_args(argv)
     if any(k < 1 for k in args.packs):
         parser.error("--packs: each K must be at least 1")
-    device = torch.device(args.device)
+    device, variant = torch.device(args.device), VARIANT_BY_NAME[args.variant]
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
@@ -152,13 +175,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         small = device.type == "cuda" or setting.name == "quick"
         steps = args.steps or (50 if device.type == "cuda" else 100 if small else 3)
         repeats = args.repeats or (3 if small else 1)
-        measure(setting, 1, 1, 1, device)  # untimed: first-use allocations and kernel choices
+        measure(setting, 1, 1, 1, device, variant)  # untimed: first allocations, kernel choices
         for k in args.packs:
             print(f"[pack bench] {setting.name}, K = {k} ...", file=sys.stderr, flush=True)
-            rows.append(measure(setting, k, steps, repeats, device))
+            rows.append(measure(setting, k, steps, repeats, device, variant))
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__,
               "machine": f"{platform.machine()} {os.cpu_count()} CPUs, device {device}",
-              "threads": torch.get_num_threads(),
+              "threads": torch.get_num_threads(), "variant": variant.name,
               "settings": [asdict(s) for s in SETTINGS if s.name in args.settings], "rows": rows}
     for setting in SETTINGS:
         found = [r["speedup"] for r in rows if r["setting"] == setting.name and r["k"] == 4]
