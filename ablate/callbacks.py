@@ -211,9 +211,9 @@ class TestPredictions(pl.Callback):
         self._labels.append(batch[1].detach().cpu())
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._logits:
+        logits, labels = _gathered(trainer, self._logits, self._labels)
+        if not trainer.is_global_zero or logits is None:
             return
-        logits, labels = torch.cat(self._logits), torch.cat(self._labels)
         perturbed = {}
         datamodule = trainer.datamodule
         if self.shifts and isinstance(datamodule, TensorDataModule) and datamodule.tensors:
@@ -231,6 +231,22 @@ class TestPredictions(pl.Callback):
             self.dirpath, logits.argmax(1).numpy(), logits.half().numpy(), labels.numpy(),
             {key: value.numpy() for key, value in perturbed.items()
              if key != invariance.IDENTITY})
+
+
+def _gathered(trainer: pl.Trainer, logits: list[torch.Tensor],
+              labels: list[torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Every process's share of the test set, in rank order (the set's order, as
+    ``TensorBatches`` shares it out), on the first process; None where nothing was tested."""
+    mine = (torch.cat(logits), torch.cat(labels)) if logits else None
+    if trainer.world_size > 1:
+        import torch.distributed as dist
+
+        shares: list[Any] = [None] * trainer.world_size
+        dist.all_gather_object(shares, mine)  # shares differ in length: not a tensor gather
+        shares = [share for share in shares if share is not None]
+        mine = (torch.cat([s[0] for s in shares]), torch.cat([s[1] for s in shares])) \
+            if shares else None
+    return mine if mine is not None else (None, None)
 
 
 class FirstStep(pl.Callback):

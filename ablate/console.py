@@ -21,6 +21,8 @@ KNOWN_WARNINGS = (
      "short runs (quick preset, tests): metrics are logged per epoch, not per interval"),
     (r".*does not have many workers which may be a bottleneck",
      "the data is one tensor on the device (ablate.data.module): workers would copy it"),
+    (r"The `srun` command is available on your system but is not used",
+     "a local run on a machine that has SLURM's tools: running locally is what was asked"),
 )
 
 # Loggers whose INFO lines repeat on every run of a sweep: "GPU available: False", "TPU
@@ -48,8 +50,14 @@ def configure(verbose: bool, multirun: bool) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    if not multirun:
-        return
+    if multirun:
+        console_warnings_only()
+
+
+def console_warnings_only() -> None:
+    """The terminal gets warnings and errors only, the log files everything: a job of a
+    multirun, and every process but the first of a data-parallel run (its lines repeat the
+    first's)."""
     for handler in logging.getLogger().handlers:  # console ones to WARNING, files keep all
         if isinstance(handler, logging.StreamHandler) and not isinstance(
                 handler, logging.FileHandler):

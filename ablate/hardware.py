@@ -8,7 +8,9 @@ through inductor's C++ backend, ``channels_last``, bf16 autocast) are left to ru
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,6 +21,9 @@ from ablate.errors import ConfigError
 GPU_ACCELERATORS = ("gpu", "cuda")
 # Precisions whose autocast or weights are float16: CUDA only here (CPU autocast is bf16).
 FLOAT16 = ("16", "16-mixed", "16-true", "fp16")
+# Set by the engines that start one process per task on every node (SLURM's srun or sbatch with
+# submitit, torchrun): Lightning then joins the processes they started instead of starting its own.
+CLUSTER_VARIABLES = ("SLURM_NTASKS", "TORCHELASTIC_RUN_ID")
 
 
 def _device_type(accelerator: Any) -> str:
@@ -28,6 +33,49 @@ def _device_type(accelerator: Any) -> str:
     if accelerator in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     return str(accelerator)
+
+
+def _count(value: Any) -> int | None:
+    """A count of devices or nodes as Lightning reads it: an int, a digit string, a list of ids;
+    None for ``auto`` and -1 (all of them: nothing to check)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, list | tuple) or OmegaConf.is_list(value):
+        return len(value)
+    return None
+
+
+def check_processes(cfg: DictConfig, environ: Mapping[str, str] = os.environ) -> None:
+    """A data-parallel run this machine (or this launch) cannot start, refused before it does."""
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="auto")
+    device = _device_type(accelerator)
+    devices = _count(OmegaConf.select(cfg, "trainer.devices", default=1)) or 1
+    nodes = _count(OmegaConf.select(cfg, "trainer.num_nodes", default=1)) or 1
+    have = torch.cuda.device_count() if device == "cuda" else os.cpu_count() or 1
+    if devices > have:
+        what = "CUDA GPUs" if device == "cuda" else "CPU cores (one process per device)"
+        raise ConfigError(
+            f"trainer.devices={devices} but this machine has {have} {what}; set "
+            f"trainer.devices={have} or fewer, or spread the run over nodes with "
+            "trainer.num_nodes under a cluster launcher")
+    if nodes > 1 and not any(name in environ for name in CLUSTER_VARIABLES):
+        raise ConfigError(
+            f"trainer.num_nodes={nodes} needs a cluster launcher that starts the processes on "
+            "every node: hydra/launcher=slurm with hydra.launcher.nodes="
+            f"{nodes} hydra.launcher.tasks_per_node={devices} (or srun/torchrun); Lightning's "
+            "own launcher starts processes on this machine only")
+    world = devices * nodes
+    if world > 1:
+        if cfg.batch_size % world:
+            raise ConfigError(
+                f"batch_size={cfg.batch_size} is the global batch and does not split into "
+                f"{world} equal shares (trainer.devices x trainer.num_nodes); use a multiple "
+                f"of {world}")
+        if cfg.get("packed_with"):
+            raise ConfigError("packed seeds (hydra.sweeper.pack) train in one process; run "
+                              "them without trainer.devices > 1, or pack=1 with DDP")
 
 
 def check(cfg: DictConfig) -> None:
@@ -48,3 +96,4 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(
             "compile=true on a CPU needs a C++ compiler for inductor (g++ or c++ on PATH), and "
             "none was found; install one (apt install g++) or set compile=false")
+    check_processes(cfg)

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from ablate import identity, records, tracking
 from ablate.callbacks import ConfigStamp, EpochHistory, FirstStep, TestPredictions, epoch_metrics
@@ -31,6 +32,13 @@ from ablate.status import Status
 log = logging.getLogger("ablate")
 
 
+def writes() -> bool:
+    """Whether this process writes the run's record, predictions and W&B run: under data
+    parallelism only the first process does (Lightning knows the rank from the environment its
+    launcher, SLURM or torchrun set, before the Trainer exists, and from the Trainer after)."""
+    return rank_zero_only.rank == 0
+
+
 def _callback(trainer: pl.Trainer | None, kind: type) -> Any:
     callbacks = trainer.callbacks if trainer is not None else []
     return next((c for c in callbacks if isinstance(c, kind)), None)
@@ -40,9 +48,11 @@ def _device_name(trainer: pl.Trainer | None) -> str | None:
     if trainer is None:
         return None
     device = trainer.strategy.root_device
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
+    name = (f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
+            else str(device))
+    if trainer.world_size > 1:  # data parallel: the first process's device, and how many
+        name += f", {trainer.world_size} processes ({type(trainer.strategy).__name__})"
+    return name
 
 
 def _metrics(trainer: pl.Trainer | None) -> dict[str, float]:
@@ -81,6 +91,8 @@ class Job:
                               fallback=bool(cfg.get("resume_fallback")))
         record.note(resumed_from=resume.path and str(resume.path), resumed_epoch=resume.epoch,
                     resume_note=resume.note)
+        if not writes():
+            return cls(record, resume.path, ConfigStamp(config_id, record.config))
         if resume.note:
             log.warning("%s", resume.note)
         records.write_start(record)
@@ -98,7 +110,11 @@ class Job:
     def end(self, trainer: pl.Trainer | None, status: Status = Status.FINISHED,
             **fields: Any) -> records.Record:
         """Write ``result.json`` with what the trainer measured, then close the loggers;
-        ``trainer`` is None when the run failed before it existed (a logger could not be built)."""
+        ``trainer`` is None when the run failed before it existed (a logger could not be built).
+        A process other than the first writes nothing (``writes``)."""
+        if not writes():
+            self.record.note(status=Status(status), error=fields.get("error"))
+            return self.record
         history, first_step = _callback(trainer, EpochHistory), _callback(trainer, FirstStep)
         epochs = history.epochs if history is not None else []
         metrics: dict[str, Any] = {**self.fit_metrics, **_metrics(trainer)}

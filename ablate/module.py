@@ -76,11 +76,15 @@ class Classifier(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         if self._loss_count == 0:
             return
-        loss = self._loss_sum / self._loss_count
+        # every process's mean (equal shares of equal batches: the mean of one process), so
+        # that all processes agree on divergence, as they must to stop together
+        loss = self.trainer.strategy.reduce(self._loss_sum / self._loss_count, reduce_op="mean")
         if not torch.isfinite(loss):
             raise Diverged(f"training loss became {loss.item()} in epoch {self.current_epoch}")
-        self.log("train_loss", loss, prog_bar=True)
-        self.log("train_error", 1.0 - self.train_accuracy.compute())
+        # sync_dist: a no-op on values every process already holds (reduced above, or by the
+        # metric's own sync), said so that Lightning knows they are the whole run's
+        self.log("train_loss", loss, prog_bar=True, sync_dist=True)
+        self.log("train_error", 1.0 - self.train_accuracy.compute(), sync_dist=True)
         self._loss_sum.zero_()
         self._loss_count = 0
         self.train_accuracy.reset()
@@ -99,8 +103,9 @@ class Classifier(pl.LightningModule):
     def _log_epoch(self, stage: str, loss: MeanMetric, accuracy: MulticlassAccuracy) -> None:
         if accuracy.update_count == 0:
             return
-        self.log(f"{stage}_loss", loss.compute())
-        self.log(f"{stage}_error", 1.0 - accuracy.compute(), prog_bar=stage == "val")
+        self.log(f"{stage}_loss", loss.compute(), sync_dist=True)
+        self.log(f"{stage}_error", 1.0 - accuracy.compute(), prog_bar=stage == "val",
+                 sync_dist=True)
         loss.reset()
         accuracy.reset()
 

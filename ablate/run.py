@@ -47,7 +47,10 @@ def start(cfg: DictConfig, hydra_cfg: DictConfig) -> Started:
     import pytorch_lightning as pl
 
     from ablate import hardware
-    from ablate.job import Job, study_of
+    from ablate.job import Job, study_of, writes
+
+    if not writes():  # a data-parallel run's other processes: their lines repeat the first's
+        console.console_warnings_only()
 
     output_dir = Path(hydra_cfg.runtime.output_dir)
     config_id = identity.config_id(cfg)  # before instantiate() resolves anything in place

@@ -43,21 +43,45 @@ class EvalGeometry(Protocol):
 
 
 class TensorBatches:
-    """An iterable of ``(images, labels)`` batches over in-memory tensors."""
+    """An iterable of ``(images, labels)`` batches over in-memory tensors.
+
+    Under data parallelism (``world`` processes), shuffled (training) batches: ``batch_size``
+    is the global batch; every process cuts the same global batch, augmented with the same
+    draws, and keeps its own rows (``rank``'s part of ``torch.tensor_split``), so the processes
+    together train on exactly the batches of one process (cutting the whole batch on every
+    process costs an index copy, next to nothing beside the network). Unshuffled (evaluation)
+    batches: each process takes its contiguous share of the set, so every example is evaluated
+    once, and the shares in rank order are the set in its order.
+    """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                  shuffle: bool = False, seed: int = 0, epoch: Callable[[], int] | None = None,
-                 augment: Augment | None = None) -> None:
+                 augment: Augment | None = None, rank: int = 0, world: int = 1) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} of {world} processes")
+        if world > 1 and not shuffle:
+            images, labels = images.tensor_split(world)[rank], labels.tensor_split(world)[rank]
+            rank, world = 0, 1
         self.images, self.labels, self.batch_size = images, labels, batch_size
         self.shuffle, self.seed, self.augment = shuffle, seed, augment
+        self.rank, self.world = rank, world
         self._epoch = epoch
         self._iterations = 0
         self._prepared = augment.prepare(images) if isinstance(augment, FusedAugment) else None
 
     def __len__(self) -> int:
-        return batches_of(len(self.images), self.batch_size)  # the last one may be short
+        # the last one may be short; under data parallelism one with fewer rows than
+        # processes is dropped: a process with no rows would have no loss for its gradient
+        count = batches_of(len(self.images), self.batch_size)
+        last = len(self.images) - (count - 1) * self.batch_size
+        return count - (self.world > 1 and count > 0 and last < self.world)
+
+    def _part(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.world == 1:
+            return x, y
+        return x.tensor_split(self.world)[self.rank], y.tensor_split(self.world)[self.rank]
 
     def _generator(self, device: torch.device, epoch: int) -> torch.Generator:
         return torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + epoch)
@@ -82,9 +106,10 @@ class TensorBatches:
                 # index_select, not images[index]: same result, ~6x faster on CPU (row copies).
                 y = self.labels.index_select(0, index)
                 if self._prepared is not None:
-                    yield self.augment.select(self._prepared, index, augment_generator), y
+                    yield self._part(self.augment.select(self._prepared, index,
+                                                         augment_generator), y)
                     continue
                 x = self.images.index_select(0, index)
             if self.augment is not None:
                 x = self.augment(x, augment_generator)
-            yield x, y
+            yield self._part(x, y)

@@ -90,17 +90,23 @@ class TensorDataModule(pl.LightningDataModule):
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
+    def _process(self) -> dict[str, int]:
+        """This process's place under data parallelism (``batch_size`` is the global batch)."""
+        if self.trainer is None:
+            return {"rank": 0, "world": 1}
+        return {"rank": self.trainer.global_rank, "world": self.trainer.world_size}
+
     def train_dataloader(self) -> TensorBatches:
         # One instance per fit: an augmentation's prepared copy of the set is made only once.
         if self._train_batches is None:
             x, y = self.tensors["train"]
             self._train_batches = TensorBatches(x, y, self.batch_size, shuffle=True,
                                                 seed=self.seed, epoch=self._epoch,
-                                                augment=self.augment)
+                                                augment=self.augment, **self._process())
         return self._train_batches
 
     def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.tensors["val"], self.eval_batch_size)
+        return TensorBatches(*self.tensors["val"], self.eval_batch_size, **self._process())
 
     def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.tensors["test"], self.eval_batch_size)
+        return TensorBatches(*self.tensors["test"], self.eval_batch_size, **self._process())

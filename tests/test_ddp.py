@@ -1,0 +1,135 @@
+"""One run over several processes: Lightning's DDP on the gloo backend, two CPU processes on this
+machine, started by Lightning's own launcher. Real multi-process training, no GPU needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import REPO, TINY, cli_env, compose_config, load, result_files, run_cli
+
+from ablate import hardware
+from ablate.errors import ConfigError
+
+DDP = ["trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+
+
+def _losses(tmp_path: Path, processes: int) -> dict:
+    out = tmp_path / f"losses{processes}.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "apps" / "ddp_losses.py"), str(out),
+         str(processes), "20", "batch_size=128"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_two_processes_of_half_the_batch_train_as_one_process(tmp_path: Path) -> None:
+    """2 processes x 64 rows give the losses of 1 process x 128 over 20 steps (same initial
+    weights, same global batches: every step's labels are the same 128, split in two)."""
+    one, two = _losses(tmp_path, 1), _losses(tmp_path, 2)
+    assert (one["world"], two["world"]) == (1, 2)
+    assert one["initial_first"] == two["initial_first"]
+    assert one["initial_sum"] == two["initial_sum"]
+    # each process its half of every global batch (the epoch's short last one: 14 -> 7 + 7)
+    assert [2 * rows for rows in two["rows"]] == one["rows"] and one["rows"][0] == 128
+    assert two["labels"] == one["labels"]  # the halves, in rank order, are the one batch
+    assert len(one["losses"]) == len(two["losses"]) == 20
+    for step, (a, b) in enumerate(zip(one["losses"], two["losses"], strict=True)):
+        assert abs(a - b) <= 1e-5 * abs(a), (step, a, b)
+
+
+@pytest.mark.slow
+def test_a_ddp_run_writes_one_finished_record_tested_on_the_whole_test_set(workdir: Path) -> None:
+    done = run_cli([*TINY, *DDP, "trainer.limit_test_batches=1.0",
+                    "trainer.limit_train_batches=4"], workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [path] = result_files(workdir)
+    record = load(path)
+    assert record["status"] == "finished" and record["device"].startswith("cpu, 2 processes")
+    assert sorted(p.name for p in path.parent.glob("*.json")) == ["result.json", "started.json"]
+    import numpy as np
+
+    with np.load(path.parent / "predictions.npz") as saved:
+        predicted, labels = saved["predicted"], saved["labels"]
+    assert len(labels) == record["images"]["test"]  # each test image once, all of them
+    assert record["metrics"]["test_error"] == pytest.approx(float((predicted != labels).mean()),
+                                                            abs=1e-6)
+    assert done.stdout.count("finished: test_error") + done.stderr.count(
+        "finished: test_error") == 1  # the other process prints nothing of its own
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    values = dict(item.split(b"=", 1) for item in environ if b"=" in item)
+    return int(values[b"LOCAL_RANK"]) if b"LOCAL_RANK" in values else None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text()
+        found += [int(child) for child in text.split()]
+    return found
+
+
+@pytest.mark.slow
+def test_killing_one_process_fails_the_run_and_a_resume_finishes_it_once(workdir: Path) -> None:
+    args = ["experiment=quick", "seed=0", "logger=none", "trainer.enable_progress_bar=false",
+            "callbacks.test_predictions.shifts=[]", "trainer.max_epochs=40", *DDP]
+    main = subprocess.Popen([sys.executable, "-m", "ablate.run", *args], cwd=workdir,
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(workdir.glob("sweeps/**/checkpoints/last.ckpt")):
+            assert main.poll() is None, main.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.2)
+        [second] = [c for c in _children(main.pid) if _rank_of(c) == 1]
+        os.kill(second, signal.SIGKILL)
+        output, _ = main.communicate(timeout=120)
+    finally:
+        main.kill()
+    assert main.returncode != 0, output[-3000:]
+    [run_dir] = [p.parent.parent for p in workdir.glob("sweeps/**/checkpoints/last.ckpt")]
+    killed = [load(p) for p in result_files(workdir)]
+    assert all(r["status"] != "finished" for r in killed)  # none, or a failed one saying why
+    again = run_cli([f"resume_from={run_dir}"], workdir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    finished = [load(p) for p in result_files(workdir) if load(p)["status"] == "finished"]
+    assert len(finished) == 1 and finished[0]["resumed_epoch"] >= 1
+    assert finished[0]["epochs"] == 40 and finished[0]["device"].startswith("cpu, 2 processes")
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["trainer.devices=64"], "trainer.devices=64 but this machine has"),
+    (["trainer.devices=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,"
+      "27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,"
+      "56,57,58,59,60,61,62,63,64]"], "trainer.devices=65 but this machine has"),
+    (["trainer.num_nodes=2"], "trainer.num_nodes=2 needs a cluster launcher"),
+    (["trainer.devices=2", "batch_size=33"], "batch_size=33 is the global batch"),
+    (["trainer.devices=2", "+packed_with=[{seed: 1, output_dir: x}]"],
+     "packed seeds (hydra.sweeper.pack) train in one process"),
+])
+def test_a_data_parallel_run_that_cannot_start_is_refused(extra: list[str], message: str) -> None:
+    cfg = compose_config(["experiment=quick", "trainer.accelerator=cpu", "trainer.strategy=ddp",
+                          *extra])
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        hardware.check_processes(cfg, environ={})
+
+
+def test_several_nodes_are_accepted_where_a_cluster_launcher_started_the_processes() -> None:
+    cfg = compose_config(["experiment=quick", "trainer.accelerator=cpu", "trainer.num_nodes=2"])
+    hardware.check_processes(cfg, environ={"SLURM_NTASKS": "4"})
+    hardware.check_processes(compose_config(["experiment=quick"]), environ={})  # one process
