@@ -35,7 +35,7 @@ def _device_type(accelerator: Any) -> str:
     return str(accelerator)
 
 
-def _count(value: Any) -> int | None:
+def count(value: Any) -> int | None:
     """A count of devices or nodes as Lightning reads it: an int, a digit string, a list of ids;
     None for ``auto`` and -1 (all of them: nothing to check)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -51,8 +51,8 @@ def check_processes(cfg: DictConfig, environ: Mapping[str, str] = os.environ) ->
     """A data-parallel run this machine (or this launch) cannot start, refused before it does."""
     accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="auto")
     device = _device_type(accelerator)
-    devices = _count(OmegaConf.select(cfg, "trainer.devices", default=1)) or 1
-    nodes = _count(OmegaConf.select(cfg, "trainer.num_nodes", default=1)) or 1
+    devices = count(OmegaConf.select(cfg, "trainer.devices", default=1)) or 1
+    nodes = count(OmegaConf.select(cfg, "trainer.num_nodes", default=1)) or 1
     have = torch.cuda.device_count() if device == "cuda" else os.cpu_count() or 1
     if devices > have:
         what = "CUDA GPUs" if device == "cuda" else "CPU cores (one process per device)"

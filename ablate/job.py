@@ -17,11 +17,11 @@ import pytorch_lightning as pl
 import torch
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from ablate import identity, records, tracking
 from ablate.callbacks import ConfigStamp, EpochHistory, FirstStep, TestPredictions, epoch_metrics
 from ablate.data.module import TensorDataModule
+from ablate.distributed import writes
 from ablate.errors import CheckpointError, Diverged, Interrupted, RunFailed
 from ablate.network import count_parameters
 from ablate.overrides import key, value
@@ -30,13 +30,6 @@ from ablate.spec import format_spec
 from ablate.status import Status
 
 log = logging.getLogger("ablate")
-
-
-def writes() -> bool:
-    """Whether this process writes the run's record, predictions and W&B run: under data
-    parallelism only the first process does (Lightning knows the rank from the environment its
-    launcher, SLURM or torchrun set, before the Trainer exists, and from the Trainer after)."""
-    return rank_zero_only.rank == 0
 
 
 def _callback(trainer: pl.Trainer | None, kind: type) -> Any:

@@ -47,7 +47,8 @@ def start(cfg: DictConfig, hydra_cfg: DictConfig) -> Started:
     import pytorch_lightning as pl
 
     from ablate import hardware
-    from ablate.job import Job, study_of, writes
+    from ablate.distributed import writes
+    from ablate.job import Job, study_of
 
     if not writes():  # a data-parallel run's other processes: their lines repeat the first's
         console.console_warnings_only()
@@ -109,11 +110,15 @@ def fit_and_test(cfg: DictConfig, started: Started) -> Record:
     """Fit (from the run's resume point, if any), test, record; whatever stops it is recorded."""
     job, module, datamodule = started.job, started.module, started.datamodule
     trainer = None
+    from ablate.distributed import started_as_this_job
+
     try:
         trainer = trainer_for(cfg, started)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume_path, weights_only=True)
-        job.fitted(trainer)
-        trainer.test(module, datamodule=datamodule, verbose=False)
+        with started_as_this_job(cfg, HydraConfig.get()):  # DDP's other processes, if any
+            trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume_path,
+                        weights_only=True)
+            job.fitted(trainer)
+            trainer.test(module, datamodule=datamodule, verbose=False)
     except BaseException as error:  # interrupts too: the record must still be written
         raise job.fail(trainer, error)  # noqa: B904 - fail() chains the cause itself
     return job.end(trainer)

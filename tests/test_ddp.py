@@ -133,3 +133,18 @@ def test_several_nodes_are_accepted_where_a_cluster_launcher_started_the_process
     cfg = compose_config(["experiment=quick", "trainer.accelerator=cpu", "trainer.num_nodes=2"])
     hardware.check_processes(cfg, environ={"SLURM_NTASKS": "4"})
     hardware.check_processes(compose_config(["experiment=quick"]), environ={})  # one process
+
+
+@pytest.mark.slow
+def test_each_job_of_a_multirun_starts_its_own_processes_as_that_job(workdir: Path) -> None:
+    """Lightning's launcher runs the command again for the other process: in a multirun that is
+    the job's own command, in the job's folder (not the sweep again), job after job."""
+    done = run_cli(["-m", *TINY, "seed=0,1", "trainer.limit_train_batches=4", *DDP], workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = {p.parent.name: load(p) for p in result_files(workdir)}
+    assert sorted(records) == ["0", "1"], records.keys()  # no sweep started by a child process
+    for folder, record in records.items():
+        assert record["status"] == "finished" and record["cell"]["seed"] == int(folder)
+        assert record["device"].startswith("cpu, 2 processes")
+    logs = sorted(p.parent.name for p in workdir.glob("sweeps/**/train_ddp_process_1.log"))
+    assert logs == ["0", "1"]  # the second process of each job ran in that job's folder
