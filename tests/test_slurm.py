@@ -80,3 +80,23 @@ def test_preempted_job_is_requeued_and_continues_from_its_checkpoint(slurm, work
     assert record["resumed_from"] == str(path.parent / records.CHECKPOINT_FILE)
     assert record["resumed_epoch"] >= 1
     assert [row["epoch"] for row in record["history"]] == list(range(8))
+
+
+def test_a_two_task_ddp_job_trains_one_run_over_both_tasks(slurm, workdir):
+    """tasks_per_node=2 with trainer.devices=2: SLURM starts both processes, Lightning joins
+    them (its SLURM environment) instead of launching its own; the first task writes the one
+    record."""
+    ddp = ["hydra.launcher.tasks_per_node=2", "trainer.strategy=ddp", "trainer.devices=2",
+           "trainer.accelerator=cpu", "trainer.limit_train_batches=4"]
+    done = run_cli(["-m", "model=A", *TINY, *SLURM, *ddp], workdir, env=slurm.env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [path] = result_files(workdir)
+    record = load(path)
+    assert record["status"] == "finished"
+    assert record["device"] == "cpu, 2 processes (DDPStrategy)"
+    [script] = workdir.glob("sweeps/**/.submitit/*/*_submission.sh")
+    assert "#SBATCH --ntasks-per-node=2" in script.read_text().splitlines()
+    logs = list(workdir.glob("sweeps/**/.submitit/*/*_1_log.out"))  # task 1 ran, and wrote no
+    assert logs, "no log of task 1"                                   # record of its own
+    marker = json.loads(path.with_name(records.START_FILE).read_text())
+    assert marker["slurm_job_id"]
