@@ -7,6 +7,7 @@ run (after timing real steps). No torch here: the planner must not need it.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 
 def planned_batches(available: int, limit: int | float | None) -> int:
@@ -45,3 +46,22 @@ def duration(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def count(value: Any) -> int | None:
+    """A count of devices or nodes as Lightning's Trainer reads it: an int, a digit string, a
+    list of device ids; None for ``auto`` and -1 (all there are: known only on the machine)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, list | tuple) or (hasattr(value, "__len__") and hasattr(value, "index")):
+        return len(value)
+    return None
+
+
+def processes(devices: Any, num_nodes: Any) -> int:
+    """The processes one run trains in under data parallelism: devices per node x nodes."""
+    return (count(devices) or 1) * (count(num_nodes) or 1)

@@ -23,8 +23,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from ablate.hardware import CLUSTER_VARIABLES, count
-
+from ablate import budget
+from ablate.hardware import CLUSTER_VARIABLES
 
 # What Lightning's launcher sets in the launching process's own environment.
 LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -39,8 +39,8 @@ def writes() -> bool:
 
 def processes(cfg: DictConfig) -> int:
     """How many processes the run trains in (devices x nodes)."""
-    devices = count(OmegaConf.select(cfg, "trainer.devices", default=1)) or 1
-    return devices * (count(OmegaConf.select(cfg, "trainer.num_nodes", default=1)) or 1)
+    return budget.processes(OmegaConf.select(cfg, "trainer.devices", default=1),
+                            OmegaConf.select(cfg, "trainer.num_nodes", default=1))
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ablate.budget import count
 from ablate.errors import ConfigError
 
 GPU_ACCELERATORS = ("gpu", "cuda")
@@ -33,18 +34,6 @@ def _device_type(accelerator: Any) -> str:
     if accelerator in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     return str(accelerator)
-
-
-def count(value: Any) -> int | None:
-    """A count of devices or nodes as Lightning reads it: an int, a digit string, a list of ids;
-    None for ``auto`` and -1 (all of them: nothing to check)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value if value > 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    if isinstance(value, list | tuple) or OmegaConf.is_list(value):
-        return len(value)
-    return None
 
 
 def check_processes(cfg: DictConfig, environ: Mapping[str, str] = os.environ) -> None:

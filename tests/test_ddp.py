@@ -148,3 +148,23 @@ def test_each_job_of_a_multirun_starts_its_own_processes_as_that_job(workdir: Pa
         assert record["device"].startswith("cpu, 2 processes")
     logs = sorted(p.parent.name for p in workdir.glob("sweeps/**/train_ddp_process_1.log"))
     assert logs == ["0", "1"]  # the second process of each job ran in that job's folder
+
+
+def test_the_estimate_prices_a_data_parallel_run_in_wall_time_and_device_time() -> None:
+    from ablate.sweep import estimate
+
+    one = estimate.work_of(compose_config(["experiment=quick", "trainer.accelerator=cpu"]))
+    eight = estimate.work_of(compose_config(["experiment=quick", "trainer.accelerator=cpu",
+                                             "trainer.devices=4", "trainer.num_nodes=2"]))
+    assert (one.processes, eight.processes) == (1, 8) and one.macs == eight.macs
+    fixed = estimate.DEVICES["cpu"].run_seconds + one.epochs * estimate.DEVICES["cpu"].epoch_seconds
+    assert eight.seconds() - fixed == pytest.approx((one.seconds() - fixed) / 8)
+    assert eight.device_seconds() == pytest.approx(8 * eight.seconds())
+    assert one.device_seconds() == one.seconds()
+
+
+def test_the_plan_shows_the_device_time_of_a_data_parallel_grid(workdir: Path) -> None:
+    done = run_cli(["-m", "experiment=quick", "seed=0,1", *DDP, "hydra.sweeper.dry_run=true"],
+                   workdir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "device time: " in done.stdout and "what a cluster bills" in done.stdout

@@ -68,16 +68,23 @@ def _seen(images: int, batch: int, limit: Any) -> int:
 
 @dataclass(frozen=True)
 class Work:
-    """The arithmetic and the epochs of one run."""
+    """The arithmetic and the epochs of one run, and the processes it trains in (DDP)."""
 
     macs: float
     epochs: int
     device: str
+    processes: int = 1
 
     def seconds(self) -> float:
+        """Wall time; data parallelism is taken to divide the arithmetic exactly (an upper
+        bound on its speed: gradient exchange and stragglers are not modelled)."""
         device = DEVICES[self.device]
         return device.run_seconds + self.epochs * device.epoch_seconds \
-            + self.macs / device.macs_per_second
+            + self.macs / device.macs_per_second / self.processes
+
+    def device_seconds(self) -> float:
+        """Device time: what a cluster bills, every process's device for the whole run."""
+        return self.seconds() * self.processes
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -115,7 +122,9 @@ def work_of(cfg: DictConfig | Mapping[str, Any]) -> Work:
                                    budget.batches_of(train, int(cfg.batch_size)))
     images = epochs * (3 * train + val) + test
     accelerator = str(_get(cfg, "trainer.accelerator", "auto"))
-    return Work(macs=float(per_image) * images, epochs=epochs, device=device_kind(accelerator))
+    return Work(macs=float(per_image) * images, epochs=epochs, device=device_kind(accelerator),
+                processes=budget.processes(_get(cfg, "trainer.devices", 1),
+                                           _get(cfg, "trainer.num_nodes", 1)))
 
 
 def device_kind(accelerator: str) -> str:
@@ -139,11 +148,13 @@ class Measured:
 
     def as_dict(self) -> dict[str, Any]:
         return {"wall_seconds": self.wall_seconds, "macs": self.work.macs,
-                "epochs": self.work.epochs, "device": self.work.device, "host": self.host}
+                "epochs": self.work.epochs, "device": self.work.device, "host": self.host,
+                "processes": self.work.processes}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Measured:
-        work = Work(float(data["macs"]), int(data["epochs"]), str(data["device"]))
+        work = Work(float(data["macs"]), int(data["epochs"]), str(data["device"]),
+                    int(data.get("processes", 1)))
         return cls(float(data["wall_seconds"]), work, data.get("host"))
 
 

@@ -34,6 +34,7 @@ class PlannedRun:
     config_id: str
     decision: Decision
     seconds: float | None = None  # estimated run time
+    device_seconds: float | None = None  # estimated device time: seconds x processes (DDP)
     problem: str | None = None  # an invalid config: nothing is launched
     held_by: str | None = None  # another launch holds its cell as the plan is made
     # filled in by the launch
@@ -54,6 +55,7 @@ class PlannedRun:
             "resume_from": str(self.decision.checkpoint) if self.decision.checkpoint else None,
             "previous": str(previous.directory) if previous else None,
             "estimated_seconds": self.seconds,
+            "estimated_device_seconds": self.device_seconds,
             "output_dir": str(self.output_dir) if self.output_dir else None,
             "launched_at": self.launched_at,
             "state": self.state,
@@ -124,6 +126,10 @@ def format_plan(name: str, sweep_dir: Path, root: Path, axes: list[tuple[str, li
         typical = per_run[len(per_run) // 2] if per_run else None
         lines.append(f"  estimated time: {duration(typical)} per run, {duration(total)} for "
                      f"the {len(todo)} to run one after another ({estimate_note})")
+        device = sum(j.device_seconds or 0.0 for j in todo)
+        if device > total * 1.001 or "gpu" in estimate_note.split(";")[0]:
+            lines.append(f"  device time: {duration(device)} (each run's time x the devices it "
+                         "trains on: what a cluster bills)")
     if dry_run or len(jobs) <= LISTED:
         lines += [_job_line(job) for job in jobs]
     else:

@@ -64,7 +64,9 @@ def plan_runs(grid: Sequence[Sequence[str]], axes: Axes, root: Path,
             log.warning("no time estimate for job #%d: %s", number, error)
         else:
             kinds.add(work.device)
-            run.seconds = work.seconds() * (factors.get(work.device) or 1.0)
+            factor = factors.get(work.device) or 1.0
+            run.seconds = work.seconds() * factor
+            run.device_seconds = work.device_seconds() * factor
     if resume:  # the cells another launch holds right now: named in the plan
         held = lease.held_elsewhere(root, [run.config_id for run in runs if run.decision.action
                                            != Action.SKIP], lease_timeout_hours)
