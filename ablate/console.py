@@ -21,6 +21,9 @@ KNOWN_WARNINGS = (
      "short runs (quick preset, tests): metrics are logged per epoch, not per interval"),
     (r".*does not have many workers which may be a bottleneck",
      "the data is one tensor on the device (ablate.data.module): workers would copy it"),
+    (r"Your `IterableDataset` has `__len__` defined",
+     "dataset=imagenet's shard streams give each worker its own shards and steps "
+     "(ablate/data/shards.py): their length is exact"),
     (r"The `srun` command is available on your system but is not used",
      "a local run on a machine that has SLURM's tools: running locally is what was asked"),
 )

@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate import identity, records, tracking
 from ablate.callbacks import ConfigStamp, EpochHistory, FirstStep, TestPredictions, epoch_metrics
-from ablate.data.module import TensorDataModule
 from ablate.distributed import writes
 from ablate.errors import CheckpointError, Diverged, Interrupted, RunFailed
 from ablate.network import count_parameters
@@ -112,8 +111,8 @@ class Job:
         epochs = history.epochs if history is not None else []
         metrics: dict[str, Any] = {**self.fit_metrics, **_metrics(trainer)}
         datamodule = trainer.datamodule if trainer is not None else None
-        if isinstance(datamodule, TensorDataModule):  # e.g. the final stage's train count
-            fields["images"] = datamodule.image_counts()
+        if callable(getattr(datamodule, "image_counts", None)):  # e.g. the final stage's
+            fields["images"] = datamodule.image_counts()                 # train count
         tested = _callback(trainer, TestPredictions)
         if status == Status.FINISHED and tested is not None and tested.entry is not None:
             fields["predictions"] = tested.entry

@@ -8,7 +8,8 @@ Layer kinds:
 
 ``conv``        ``out`` channels, kernel ``k``, ``stride`` (1), ``pad`` (``same`` or an int);
                 always followed by a ReLU, as in the paper.
-``maxpool``     kernel ``k``, ``stride``; ``ceil_mode`` (Caffe's rounding) keeps 32 -> 16 -> 8.
+``maxpool``     kernel ``k``, ``stride``, ``pad`` (0); ``ceil_mode`` (Caffe's rounding, the
+                default) keeps 32 -> 16 -> 8; ``ceil_mode: false`` rounds down as torch does.
 ``lppool``      the same windows as ``maxpool``, each reduced to its p-norm (``p``).
 ``avgpool``     the same windows, each reduced to its mean over the pixels it covers.
 ``dropout``     probability ``p``.
@@ -98,13 +99,20 @@ def strided(layers: Sequence[Layer]) -> list[Layer]:
 
 
 def all_conv(layers: Sequence[Layer]) -> list[Layer]:
-    """All-CNN-X: each max-pool becomes a conv of the same size and stride, same channels."""
+    """All-CNN-X: each max-pool becomes a conv of the same size and stride, same channels.
+
+    The conv keeps the pool's output size. A pool with Caffe's rounding (``ceil_mode``, the
+    default: 32 -> 16 -> 8) is matched by ``same`` padding; a floor-rounding pool
+    (``ceil_mode: false``, the ImageNet model's 55 -> 27 -> 13 -> 6) by the pool's own padding,
+    where ``same`` would give 28, 14, 7.
+    """
     result = copy.deepcopy(list(layers))
     for index in _downsampling_steps(result):
         pool_layer = result[index]
         channels = result[_conv_before(result, index)]["out"]
+        pad = "same" if pool_layer.get("ceil_mode", True) else pool_layer.get("pad", 0)
         result[index] = {"type": "conv", "out": channels, "k": pool_layer.get("k", 3),
-                         "stride": pool_layer.get("stride", 2), "pad": "same"}
+                         "stride": pool_layer.get("stride", 2), "pad": pad}
     return result
 
 

@@ -6,6 +6,7 @@ import inspect
 import itertools
 from pathlib import Path
 
+import imagenet_tree
 import pytest
 import torch
 from helpers import compose_config
@@ -31,7 +32,7 @@ def groups() -> list[str]:
 
 
 def test_every_axis_has_its_paper_values():
-    assert options("model") == ["A", "B", "C"]
+    assert options("model") == ["A", "B", "C", "imagenet"]
     assert options("downsample") == ["avgpool", "conv", "convpool", "lppool", "pool", "stride"]
     assert "digits" in options("dataset")
     assert "none" in options("augmentation")
@@ -47,25 +48,33 @@ def _builds(cfg) -> None:
     assert network(x).shape == (1, cfg.dataset.num_classes)
 
 
-def test_every_value_of_every_study_axis_composes_and_builds():
+def test_every_value_of_every_study_axis_composes_and_builds(tmp_path):
     # Each value once, beside the defaults of the other axes: the groups are independent
     # (no value of one axis is interpolated into another's file), so the 324 combinations
-    # add nothing but time. The 12 networks of the paper are built just below.
+    # add nothing but time. The 12 networks of the paper are built just below. Two values
+    # need more than a default: model=imagenet takes 224x224 inputs, dataset=imagenet its
+    # shards (a tiny prepared set here).
+    needs = {"model=imagenet": ["dataset.image_size=224"],
+             "dataset=imagenet": [*imagenet_tree.OVERRIDES[1:],
+                                  f"dataset.root={imagenet_tree.write_shards(tmp_path)}"]}
     with initialize_config_module(config_lib.CONFIG_MODULE, version_base="1.3"):
         for axis in STUDY_AXES:
             for value in options(axis):
-                _builds(compose(config_lib.CONFIG_NAME, overrides=[f"{axis}={value}",
-                                                                   "width=0.125"]))
+                choice = f"{axis}={value}"
+                _builds(compose(config_lib.CONFIG_NAME,
+                                overrides=[choice, "width=0.125", *needs.get(choice, [])]))
 
 
 def test_every_network_of_the_paper_composes_and_builds():
     with initialize_config_module(config_lib.CONFIG_MODULE, version_base="1.3"):
         for model, downsample in itertools.product(options("model"), options("downsample")):
+            size = 224 if model == "imagenet" else 32  # the ImageNet network's 55/27/13/6 maps
             cfg = compose(config_lib.CONFIG_NAME, overrides=[
-                f"model={model}", f"downsample={downsample}", "width=0.125"])
+                f"model={model}", f"downsample={downsample}", "width=0.125",
+                f"dataset.image_size={size}"])
             network = instantiate(cfg.network)
-            assert network(torch.zeros(1, 1, 32, 32)).shape == (1, 10)
-            assert network.name.endswith(model)
+            assert network(torch.zeros(1, 1, size, size)).shape == (1, 10)
+            assert network.name.endswith(cfg.model.name)
 
 
 def test_every_option_of_every_other_group_composes():

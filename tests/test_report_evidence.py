@@ -416,7 +416,8 @@ def test_a_verdict_that_rests_on_flagged_runs_says_so(tmp_path):
                              "you mean 'downsample'?"),
     ({"a": "strid"}, "downsample 'strid' is not one of ['avgpool', 'conv', 'convpool', "
                      "'lppool', 'pool', 'stride'] (conf/downsample/)"),
-    ({"where": {"model": "D"}}, "model 'D' is not one of ['A', 'B', 'C'] (conf/model/)"),
+    ({"where": {"model": "D"}}, "model 'D' is not one of ['A', 'B', 'C', 'imagenet'] "
+                                "(conf/model/)"),
     ({"margin": "lots"}, "margin 'lots' must be a fraction of the metric"),
 ])
 def test_a_claim_naming_an_unknown_axis_value_or_margin_is_refused(change, message):
