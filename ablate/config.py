@@ -138,6 +138,8 @@ def unknown_key_hints(cfg: DictConfig, given: Sequence[str],
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if not isinstance(node, DictConfig):
             continue
+        if parent == "trainer" and leaf in trainer_arguments():
+            continue  # the open trainer node takes any of Lightning's Trainer arguments
         valid = sorted(str(k) for k in node.keys())
         prefix = f"{parent}." if parent else ""
         where = f"'{parent}'" if parent else "the top level"

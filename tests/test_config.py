@@ -200,6 +200,10 @@ def test_misspelt_key_gets_a_suggestion():
     assert len(hints) == 2
     assert "Did you mean 'trainer.max_epochs'" in hints[0]
     assert "Did you mean 'batch_size'" in hints[1]
+    # a Trainer argument the YAML does not set is no misspelling (it used to be named as one
+    # after every failed run that set trainer.strategy=ddp)
+    hints = config_lib.unknown_key_hints(cfg, ["trainer.strategy=ddp", "trainer.strateg=ddp"])
+    assert len(hints) == 1 and "'trainer.strateg'" in hints[0]
 
 
 def test_cell_holds_the_values_as_typed():
