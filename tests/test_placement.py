@@ -22,7 +22,7 @@ APP = Path(__file__).parent / "apps" / "visible_devices.py"
 def _placed(tmp_path: Path, cells: int, jobs_per_gpu: int) -> list[dict]:
     done = subprocess.run(
         [sys.executable, str(APP), "-m", f"+cell={','.join(map(str, range(cells)))}",
-         "+hold=1", "hydra.searchpath=[pkg://ablate.conf]", "hydra/launcher=ray_local",
+         f"+together={cells}", "hydra.searchpath=[pkg://ablate.conf]", "hydra/launcher=ray_local",
          f"hydra.launcher.jobs_per_gpu={jobs_per_gpu}",
          # 4 logical GPUs on this CPU machine; logical CPUs enough for every job at once
          "hydra.launcher.ray.init.num_gpus=4", f"hydra.launcher.ray.init.num_cpus={cells}",
@@ -45,5 +45,7 @@ def test_jobs_per_gpu_2_puts_exactly_two_jobs_on_each_gpu(tmp_path):
     jobs = _placed(tmp_path, 8, 2)
     ids = Counter(job["cuda_visible_devices"] for job in jobs)
     assert ids == {"0": 2, "1": 2, "2": 2, "3": 2}, ids
-    # all eight held their share at the same time (the count is not two after one another)
+    # all eight held their share at the same time (the count is not two after one another):
+    # each waited until all eight had started, and none gave up waiting
+    assert all(job["together"] for job in jobs)
     assert max(job["started"] for job in jobs) < min(job["ended"] for job in jobs)

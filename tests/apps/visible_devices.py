@@ -20,10 +20,18 @@ register_plugins()
 def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     started = time.time()
-    time.sleep(float(cfg.get("hold", 0)))  # keep the slot: every job holds its GPU at once
+    (out / "started").touch()
+    # keep the slot until `together` jobs have started (at most 120 s): they then held their
+    # GPUs at the same time, however slowly the machine started them
+    together, met = int(cfg.get("together", 0)), True
+    while together and len(list(out.parent.glob("*/started"))) < together:
+        if time.time() - started > 120:
+            met = False
+            break
+        time.sleep(0.1)
     (out / "visible.json").write_text(json.dumps({
         "cell": cfg.cell, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "pid": os.getpid(), "started": started, "ended": time.time()}))
+        "pid": os.getpid(), "started": started, "ended": time.time(), "together": met}))
 
 
 if __name__ == "__main__":
