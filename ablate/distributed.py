@@ -13,6 +13,7 @@ and Lightning joins them: nothing to do.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import sys
 from collections.abc import Iterator
@@ -62,11 +63,18 @@ def started_as_this_job(cfg: DictConfig, hydra_cfg: DictConfig) -> Iterator[None
         mine.hydra.run.dir = str(hydra_cfg.runtime.output_dir)
     state.set_config(mine)
     sys.argv = [argv[0], *hydra_cfg.overrides.task]
+    # Lightning runs `python -m <__main__'s module>` again, or the __main__ file: in a Ray worker
+    # that is Ray's own worker script, so the command names this runner's module instead.
+    import __main__
+
+    main_spec = getattr(__main__, "__spec__", None)
+    __main__.__spec__ = importlib.util.find_spec("ablate.run")
     environment = {name: os.environ.get(name) for name in LAUNCHER_VARIABLES}
     try:
         yield
     finally:
         sys.argv = argv
+        __main__.__spec__ = main_spec
         state.cfg = original  # the very object: set_config would re-parent it
         for name, value in environment.items():
             if value is None:

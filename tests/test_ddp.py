@@ -162,3 +162,20 @@ def test_the_plan_shows_the_device_time_of_a_data_parallel_grid(workdir: Path) -
                    workdir)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "device time: " in done.stdout and "what a cluster bills" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_ddp_job_under_the_ray_launcher_holds_one_gpu_per_process(workdir: Path) -> None:
+    """Ray with 4 logical GPUs: the job asks for trainer.devices=2 of them in one task (one
+    node), and Lightning's launcher starts its second process there, as the job."""
+    pytest.importorskip("ray")
+    ray = ["hydra/launcher=ray_local", "hydra.launcher.ray.init.num_gpus=4",
+           "hydra.launcher.ray.init.num_cpus=2"]
+    done = run_cli(["-m", *TINY, "trainer.limit_train_batches=4", *DDP, *ray], workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [path] = result_files(workdir)
+    record = load(path)
+    assert record["status"] == "finished" and record["device"].startswith("cpu, 2 processes")
+    marker = json.loads(path.with_name("started.json").read_text())
+    assert sorted(marker["cuda_visible_devices"].split(",")) == ["0", "1"]  # two GPUs, one job
+    assert (path.parent / "train_ddp_process_1.log").exists()

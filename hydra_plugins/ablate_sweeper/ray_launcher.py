@@ -2,7 +2,9 @@
 ``ray_cluster.yaml``): each job runs Hydra's public ``run_job`` in a Ray task, as
 hydra-ray-launcher's do, in a fresh worker process (``max_calls: 1``: no CUDA context, W&B run or
 global state carried over), with a GPU of its own, ``1/jobs_per_gpu`` of one, or none where the
-runtime has no GPU (then ``num_cpus`` each, instead of waiting forever for a GPU). A job whose
+runtime has no GPU (then ``num_cpus`` each, instead of waiting forever for a GPU). A data-parallel
+job (``trainer.devices`` = N > 1) gets N whole GPUs and N times the cores, in one task, so on one
+node: Lightning's launcher starts its N processes there (``ablate.distributed``). A job whose
 worker dies is returned as failed; ``job_ended`` (set by the sweeper) hears of each as it ends.
 """
 
@@ -98,6 +100,19 @@ class AblateRayLauncher(Launcher):
         log.info("Ray: %s; %d jobs at once on %g CPUs, %g GPUs", where, slots, cpus, gpus)
         return remote
 
+    @staticmethod
+    def _data_parallel(config: DictConfig, remote: dict[str, Any]) -> dict[str, Any]:
+        """The resources of a job training in N > 1 processes: N GPUs (where the runtime has
+        GPUs) and N times the cores; none to change for any other job."""
+        from ablate.budget import processes
+
+        count = processes(OmegaConf.select(config, "trainer.devices", default=1),
+                          OmegaConf.select(config, "trainer.num_nodes", default=1))
+        if count <= 1:
+            return {}
+        return {"num_gpus": count if remote["num_gpus"] else 0,
+                "num_cpus": (remote.get("num_cpus") or 1) * count}
+
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
         """Every job in a Ray task of its own; their results in order, each passed to
@@ -106,7 +121,8 @@ class AblateRayLauncher(Launcher):
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        run_remotely = ray.remote(**self._start())(_run_in_worker)
+        remote = self._start()
+        run_remotely = ray.remote(**remote)(_run_in_worker)
         log.info("Ray launcher: %d jobs -> %s", len(job_overrides), self.config.hydra.sweep.dir)
         pending = {}
         for offset, overrides in enumerate(job_overrides):
@@ -116,8 +132,10 @@ class AblateRayLauncher(Launcher):
                                                                         list(overrides))
             with open_dict(config):
                 config.hydra.job.id, config.hydra.job.num = f"job_id_for_{idx}", idx
-            pending[run_remotely.remote(self.hydra_context, config, self.task_function,
-                                        Singleton.get_state())] = offset
+            options = self._data_parallel(config, remote)
+            task = run_remotely.options(**options) if options else run_remotely
+            pending[task.remote(self.hydra_context, config, self.task_function,
+                                Singleton.get_state())] = offset
         results: list[Any] = [None] * len(pending)
         waiting = list(pending)
         while waiting:
