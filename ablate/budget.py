@@ -50,13 +50,17 @@ def duration(seconds: float | None) -> str:
 
 def count(value: Any) -> int | None:
     """A count of devices or nodes as Lightning's Trainer reads it: an int, a digit string, a
-    list of device ids; None for ``auto`` and -1 (all there are: known only on the machine)."""
+    list of device ids (``[0, 1]`` or ``"0,1"``); None for ``auto`` and -1 (all there are: known
+    only on the machine)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value if value > 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if "," in text:
+            return len([part for part in text.split(",") if part.strip()])
+        return int(text) if text.isdigit() and int(text) > 0 else None
     if isinstance(value, list | tuple) or (hasattr(value, "__len__") and hasattr(value, "index")):
         return len(value)
     return None

@@ -241,11 +241,12 @@ def _gathered(trainer: pl.Trainer, logits: list[torch.Tensor],
     if trainer.world_size > 1:
         import torch.distributed as dist
 
-        shares: list[Any] = [None] * trainer.world_size
-        dist.all_gather_object(shares, mine)  # shares differ in length: not a tensor gather
-        shares = [share for share in shares if share is not None]
-        mine = (torch.cat([s[0] for s in shares]), torch.cat([s[1] for s in shares])) \
-            if shares else None
+        shares: list[Any] | None = [None] * trainer.world_size if trainer.is_global_zero \
+            else None
+        dist.gather_object(mine, shares, dst=0)  # shares differ in length: not a tensor gather
+        found = [share for share in shares or [] if share is not None]
+        mine = (torch.cat([s[0] for s in found]), torch.cat([s[1] for s in found])) \
+            if found else None
     return mine if mine is not None else (None, None)
 
 

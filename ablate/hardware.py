@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -22,9 +21,9 @@ from ablate.errors import ConfigError
 GPU_ACCELERATORS = ("gpu", "cuda")
 # Precisions whose autocast or weights are float16: CUDA only here (CPU autocast is bf16).
 FLOAT16 = ("16", "16-mixed", "16-true", "fp16")
-# Set by the engines that start one process per task on every node (SLURM's srun or sbatch with
-# submitit, torchrun): Lightning then joins the processes they started instead of starting its own.
-CLUSTER_VARIABLES = ("SLURM_NTASKS", "TORCHELASTIC_RUN_ID")
+# Lightning's strategies that start their processes with multiprocessing from inside fit: what
+# those processes learn (history, predictions) stays in them, and the record would lack it.
+IN_PROCESS_STARTS = ("spawn", "fork", "notebook")
 
 
 def _device_type(accelerator: Any) -> str:
@@ -36,12 +35,25 @@ def _device_type(accelerator: Any) -> str:
     return str(accelerator)
 
 
-def check_processes(cfg: DictConfig, environ: Mapping[str, str] = os.environ) -> None:
+def check_processes(cfg: DictConfig) -> None:
     """A data-parallel run this machine (or this launch) cannot start, refused before it does."""
+    from ablate.distributed import launched_by_cluster
+
     accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="auto")
     device = _device_type(accelerator)
-    devices = count(OmegaConf.select(cfg, "trainer.devices", default=1)) or 1
+    given = OmegaConf.select(cfg, "trainer.devices", default=1)
+    if count(given) is None:
+        raise ConfigError(
+            f"trainer.devices={given}: give the number of devices (trainer.devices=8) or their "
+            "ids (trainer.devices=[0,1]); a run's processes must be known before it starts "
+            "(the plan prices them, a launcher reserves them)")
+    devices = count(given) or 1
     nodes = count(OmegaConf.select(cfg, "trainer.num_nodes", default=1)) or 1
+    strategy = OmegaConf.select(cfg, "trainer.strategy", default="auto")
+    if isinstance(strategy, str) and any(word in strategy for word in IN_PROCESS_STARTS):
+        raise ConfigError(
+            f"trainer.strategy={strategy} starts its processes from inside fit, and what they "
+            "learn (history, predictions) would not reach the record; use trainer.strategy=ddp")
     have = torch.cuda.device_count() if device == "cuda" else os.cpu_count() or 1
     if devices > have:
         what = "CUDA GPUs" if device == "cuda" else "CPU cores (one process per device)"
@@ -49,7 +61,7 @@ def check_processes(cfg: DictConfig, environ: Mapping[str, str] = os.environ) ->
             f"trainer.devices={devices} but this machine has {have} {what}; set "
             f"trainer.devices={have} or fewer, or spread the run over nodes with "
             "trainer.num_nodes under a cluster launcher")
-    if nodes > 1 and not any(name in environ for name in CLUSTER_VARIABLES):
+    if nodes > 1 and not launched_by_cluster():
         raise ConfigError(
             f"trainer.num_nodes={nodes} needs a cluster launcher that starts the processes on "
             "every node: hydra/launcher=slurm with hydra.launcher.nodes="

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ablate import identity, records, tracking
@@ -162,9 +161,8 @@ def study_of(hydra_cfg: DictConfig) -> dict:
     choices = {str(k): v for k, v in hydra_cfg.runtime.choices.items()
                if not str(k).startswith("hydra")}
     overrides = list(hydra_cfg.overrides.task)
-    swept = None
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        swept = records.swept_axes(Path(str(hydra_cfg.sweep.dir)))
+    # a multirun's plan; also a DDP job's, run as its own process (ablate.distributed)
+    swept = records.swept_axes(Path(str(hydra_cfg.sweep.dir)))
     if swept is None:  # a single run, or a sweep without a plan: what the command line set
         swept = [key(o) for o in overrides if value(o) is not None]
     return {"choices": choices, "overrides": overrides,

@@ -54,9 +54,21 @@ class Classifier(pl.LightningModule):
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self._compiled: nn.Module | None = None
+        self._seed = 0
 
     def configure_model(self) -> None:
         configure_network(self)
+
+    def on_fit_start(self) -> None:
+        self._seed = torch.initial_seed()  # the run's seed: seed_everything set it
+
+    def on_train_epoch_start(self) -> None:
+        # Every process starts from the same seed, so each would draw the same dropout masks
+        # for its rows; the others (not the first: a one-process run stays as it is) draw from
+        # a stream of their own, a function of seed, rank and epoch, so a resume draws the same.
+        rank = self.trainer.global_rank
+        if rank > 0:
+            torch.manual_seed(self._seed + 1_000_003 * rank + 7_919 * self.current_epoch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -81,8 +93,8 @@ class Classifier(pl.LightningModule):
         loss = self.trainer.strategy.reduce(self._loss_sum / self._loss_count, reduce_op="mean")
         if not torch.isfinite(loss):
             raise Diverged(f"training loss became {loss.item()} in epoch {self.current_epoch}")
-        # sync_dist: a no-op on values every process already holds (reduced above, or by the
-        # metric's own sync), said so that Lightning knows they are the whole run's
+        # values every process already holds (reduced above, or by the metric's own sync);
+        # sync_dist tells Lightning they are the whole run's (one all-reduce each per epoch)
         self.log("train_loss", loss, prog_bar=True, sync_dist=True)
         self.log("train_error", 1.0 - self.train_accuracy.compute(), sync_dist=True)
         self._loss_sum.zero_()

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.plugins import CheckpointIO, TorchCheckpointIO
 
-from ablate import config, identity, overrides
+from ablate import config, hardware, identity, overrides
 from ablate.callbacks import EpochHistory, EpochLines, FirstStep
 from ablate.errors import ConfigError, Interrupted
 from ablate.packed import PackedClassifier, PackedDataModule, SeedCheckpoints, seed_history
@@ -103,6 +103,7 @@ def run(cfg: DictConfig, hydra_cfg: DictConfig) -> Record:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         packed = members(cfg, hydra_cfg)
+        hardware.check_processes(cfg)  # packed seeds train in one process: no DDP
         clip = OmegaConf.select(cfg, "trainer.gradient_clip_val")
         if clip:
             raise ConfigError(

@@ -101,6 +101,10 @@ def run(cfg: DictConfig) -> Record:
         from ablate import packed_run
 
         return packed_run.run(cfg, hydra_cfg)
+    from ablate import distributed
+
+    if distributed.needs_own_process(cfg, hydra_cfg):  # DDP in a multirun: ablate.distributed
+        return distributed.run_in_own_process(hydra_cfg)
     started = start(cfg, hydra_cfg)
     with interruptible():  # SIGTERM/SIGINT/SIGHUP: a record saying so, then 143/130/129
         return fit_and_test(cfg, started)
@@ -110,15 +114,11 @@ def fit_and_test(cfg: DictConfig, started: Started) -> Record:
     """Fit (from the run's resume point, if any), test, record; whatever stops it is recorded."""
     job, module, datamodule = started.job, started.module, started.datamodule
     trainer = None
-    from ablate.distributed import started_as_this_job
-
     try:
         trainer = trainer_for(cfg, started)
-        with started_as_this_job(cfg, HydraConfig.get()):  # DDP's other processes, if any
-            trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume_path,
-                        weights_only=True)
-            job.fitted(trainer)
-            trainer.test(module, datamodule=datamodule, verbose=False)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume_path, weights_only=True)
+        job.fitted(trainer)
+        trainer.test(module, datamodule=datamodule, verbose=False)
     except BaseException as error:  # interrupts too: the record must still be written
         raise job.fail(trainer, error)  # noqa: B904 - fail() chains the cause itself
     return job.end(trainer)

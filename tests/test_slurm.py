@@ -96,7 +96,8 @@ def test_a_two_task_ddp_job_trains_one_run_over_both_tasks(slurm, workdir):
     assert record["device"] == "cpu, 2 processes (DDPStrategy)"
     [script] = workdir.glob("sweeps/**/.submitit/*/*_submission.sh")
     assert "#SBATCH --ntasks-per-node=2" in script.read_text().splitlines()
-    logs = list(workdir.glob("sweeps/**/.submitit/*/*_1_log.out"))  # task 1 ran, and wrote no
-    assert logs, "no log of task 1"                                   # record of its own
+    assert list(workdir.glob("sweeps/**/.submitit/*/*_1_log.out")), "no log of task 1"
+    # both tasks log to the job's run.log; only the first ends the record (and says so)
+    assert path.with_name("run.log").read_text().count("finished: test_error") == 1
     marker = json.loads(path.with_name(records.START_FILE).read_text())
     assert marker["slurm_job_id"]

@@ -47,9 +47,10 @@ class TensorBatches:
 
     Under data parallelism (``world`` processes), shuffled (training) batches: ``batch_size``
     is the global batch; every process cuts the same global batch, augmented with the same
-    draws, and keeps its own rows (``rank``'s part of ``torch.tensor_split``), so the processes
-    together train on exactly the batches of one process (cutting the whole batch on every
-    process costs an index copy, next to nothing beside the network). Unshuffled (evaluation)
+    draws, and keeps its own rows (``rank``'s equal part), so the processes together train on
+    the batches of one process (cutting the whole batch on every process costs an index copy,
+    next to nothing beside the network); an epoch's short last batch loses the rows that would
+    make the shares unequal (fewer than ``world``). Unshuffled (evaluation)
     batches: each process takes its contiguous share of the set, so every example is evaluated
     once, and the shares in rank order are the set in its order.
     """
@@ -72,8 +73,9 @@ class TensorBatches:
         self._prepared = augment.prepare(images) if isinstance(augment, FusedAugment) else None
 
     def __len__(self) -> int:
-        # the last one may be short; under data parallelism one with fewer rows than
-        # processes is dropped: a process with no rows would have no loss for its gradient
+        # the last one may be short; under data parallelism it is cut to a multiple of the
+        # processes (equal shares: the mean of the shares' losses is the batch's), and dropped
+        # when that leaves nothing
         count = batches_of(len(self.images), self.batch_size)
         last = len(self.images) - (count - 1) * self.batch_size
         return count - (self.world > 1 and count > 0 and last < self.world)
@@ -98,6 +100,7 @@ class TensorBatches:
         augment_generator = self._generator(device, epoch) if self.augment is not None else None
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             stop = min(start + self.batch_size, count)
+            stop -= (stop - start) % self.world  # equal shares (at most world - 1 rows left)
             if order is None and self._prepared is None:
                 x, y = self.images[start:stop], self.labels[start:stop]
             else:

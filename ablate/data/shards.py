@@ -309,6 +309,12 @@ class ShardDataModule(pl.LightningDataModule):
         else:
             batch, steps = -(-self.eval_batch_size // world), None  # eval batches: any split
             transform = CenterCrop(self.image_size, self.resize)
+            if 0 < len(shards) < world:  # a rank without shards would skip the evaluation
+                raise DatasetError(   # that the others wait in for its metrics: a hang
+                    f"the {split} split has {len(shards)} shard(s) for {world} ranks, and every "
+                    "rank evaluates shards of its own; prepare smaller shards "
+                    "(python -m ablate.data.prepare ... --shard-images N) so that there are at "
+                    f"least {world}")
         stream = ShardStream(self.folder, shards, batch, transform, self.normalise,
                              self.num_classes, rank, world, self.num_workers, self.seed, steps,
                              self.shuffle_buffer if training else 0, self.verify_shards, self.fix)

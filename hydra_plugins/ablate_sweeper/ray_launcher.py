@@ -106,8 +106,11 @@ class AblateRayLauncher(Launcher):
         GPUs) and N times the cores; none to change for any other job."""
         from ablate.budget import processes
 
-        count = processes(OmegaConf.select(config, "trainer.devices", default=1),
-                          OmegaConf.select(config, "trainer.num_nodes", default=1))
+        nodes = OmegaConf.select(config, "trainer.num_nodes", default=1)
+        if processes(1, nodes) > 1:  # one task is one node: it would wait for ever
+            raise ValueError(f"trainer.num_nodes={nodes}: the Ray launcher runs a job on one "
+                             "node; spread a run over nodes with hydra/launcher=slurm")
+        count = processes(OmegaConf.select(config, "trainer.devices", default=1), 1)
         if count <= 1:
             return {}
         return {"num_gpus": count if remote["num_gpus"] else 0,
@@ -125,6 +128,7 @@ class AblateRayLauncher(Launcher):
         run_remotely = ray.remote(**remote)(_run_in_worker)
         log.info("Ray launcher: %d jobs -> %s", len(job_overrides), self.config.hydra.sweep.dir)
         pending = {}
+        results: list[Any] = [None] * len(job_overrides)
         for offset, overrides in enumerate(job_overrides):
             idx = initial_job_idx + offset
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
@@ -132,11 +136,14 @@ class AblateRayLauncher(Launcher):
                                                                         list(overrides))
             with open_dict(config):
                 config.hydra.job.id, config.hydra.job.num = f"job_id_for_{idx}", idx
-            options = self._data_parallel(config, remote)
+            try:
+                options = self._data_parallel(config, remote)
+            except ValueError as error:  # a job no Ray task can hold: failed, the rest go on
+                self._ended(offset, job_overrides[offset], results, error)
+                continue
             task = run_remotely.options(**options) if options else run_remotely
             pending[task.remote(self.hydra_context, config, self.task_function,
                                 Singleton.get_state())] = offset
-        results: list[Any] = [None] * len(pending)
         waiting = list(pending)
         while waiting:
             [reference], waiting = ray.wait(waiting, num_returns=1)
@@ -144,9 +151,17 @@ class AblateRayLauncher(Launcher):
             try:
                 results[offset] = ray.get(reference)
             except Exception as error:  # the worker died, or its result could not come back
-                log.error("job %s failed in Ray: %s", " ".join(job_overrides[offset]), error)
-                results[offset] = JobReturn(list(job_overrides[offset]), status=JobStatus.FAILED)
-                results[offset].return_value = error
+                self._ended(offset, job_overrides[offset], results, error)
+                continue
             if self.job_ended is not None:
                 self.job_ended(offset, results[offset])
         return results
+
+    def _ended(self, offset: int, overrides: Sequence[str], results: list[Any],
+               error: BaseException) -> None:
+        """A job that failed outside its own code (not placed, its worker died)."""
+        log.error("job %s failed in Ray: %s", " ".join(overrides), error)
+        results[offset] = JobReturn(list(overrides), status=JobStatus.FAILED)
+        results[offset].return_value = error
+        if self.job_ended is not None:
+            self.job_ended(offset, results[offset])
