@@ -105,6 +105,10 @@ class Job:
         A process other than the first writes nothing (``writes``)."""
         if not writes():
             self.record.note(status=Status(status), error=fields.get("error"))
+            if status != Status.FINISHED:  # to its log: the first process quotes it (fail)
+                log.error("%s %s on process %d: %s", self.record.name, status,
+                          trainer.global_rank if trainer is not None else -1,
+                          fields.get("error"))
             return self.record
         history, first_step = _callback(trainer, EpochHistory), _callback(trainer, FirstStep)
         epochs = history.epochs if history is not None else []
@@ -144,6 +148,8 @@ class Job:
             # checkpoint is intact): a sweep resumes it instead of training again.
             interrupted = isinstance(error, Interrupted | KeyboardInterrupt | SystemExit)
             text = "".join(traceback.format_exception_only(type(error), error)).strip()
+            if trainer is not None and trainer.world_size > 1:
+                text += _other_processes_errors(Path(str(self.record.output_dir)))
             self.end(trainer, Status.FAILED, error=text,
                      interrupted=interrupted or isinstance(error, CheckpointError),
                      traceback=traceback.format_exc())
@@ -152,6 +158,21 @@ class Job:
         failure = RunFailed(f"{self.record.name} {self.record.status}: {self.record.error}")
         failure.__cause__ = error
         return failure
+
+
+def _other_processes_errors(folder: Path, wait: float = 3.0) -> str:
+    """What the other processes of a DDP run logged when they failed (Lightning's launcher
+    gives each its log, ``train_ddp_process_<rank>.log``): the first process usually fails
+    second, of a lost connection, and the cause (a corrupt shard, say) is in another's log."""
+    deadline = time.monotonic() + wait  # the others write theirs as they go down
+    found: list[str] = []
+    while not found and time.monotonic() < deadline:
+        for path in sorted(folder.glob("train_ddp_process_*.log")):
+            found += [line.split("] - ", 1)[-1] for line in path.read_text(errors="replace")
+                      .splitlines() if " on process " in line and "[ERROR]" in line]
+        if not found:
+            time.sleep(0.2)
+    return "".join(f"; {line}" for line in found)
 
 
 def study_of(hydra_cfg: DictConfig) -> dict:

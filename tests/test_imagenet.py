@@ -330,3 +330,27 @@ def test_the_config_switches_the_data_path_and_refuses_what_cannot_stream(root):
             instantiate(cfg.datamodule)
         assert isinstance(error.value.__cause__, DatasetError)
         assert message in str(error.value.__cause__)
+
+
+@pytest.mark.slow
+def test_a_shard_that_breaks_in_another_ddp_process_is_named_in_the_record(root, tmp_path):
+    """2 processes on gloo: the second reads a corrupt shard and fails; the first, which
+    fails of the lost connection, quotes the second's error, naming the file, in the record."""
+    from helpers import result_files, run_cli
+
+    rank1 = module(root, rank=1, world_size=2).train_dataloader().dataset
+    shard = root / "imagenet" / rank1.shards_for(0, 1)[0].file  # the first the 2nd reads
+    corrupted = bytearray(shard.read_bytes())
+    corrupted[1500] ^= 0xFF  # same size, another hash: found while reading
+    shard.write_bytes(bytes(corrupted))
+    done = run_cli([*OVERRIDES, f"dataset.root={root}", "model=imagenet", "width=0.125",
+                    "batch_size=4", "eval_batch_size=4", "trainer.max_epochs=1", "logger=none",
+                    "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+                    "callbacks.test_predictions.shifts=[]",
+                    # no read-ahead: the first process then never reaches the second's shards
+                    "dataset.shuffle_buffer=0"], tmp_path)
+    assert done.returncode != 0
+    [path] = result_files(tmp_path)
+    record = json.loads(path.read_text())
+    assert record["status"] == "failed" and str(shard) in record["error"], record["error"]
+    assert "on process 1: ablate.errors.DatasetError: shard" in record["error"]  # quoted
