@@ -295,6 +295,10 @@ def test_an_unfinished_prepare_or_another_source_is_refused(root):
     (root / "imagenet" / fmt.INDEX_NAME).write_text(json.dumps({**index, "complete": False}))
     with pytest.raises(DatasetError, match="did not finish"):
         module(root)
+    outside = [{**index["shards"][0], "file": "../../elsewhere.tar"}, *index["shards"][1:]]
+    (root / "imagenet" / fmt.INDEX_NAME).write_text(json.dumps({**index, "shards": outside}))
+    with pytest.raises(DatasetError, match="not a file beside it"):
+        module(root)
 
 
 def test_a_truncated_shard_is_named_before_training(root):

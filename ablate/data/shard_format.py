@@ -130,4 +130,7 @@ class Index:
         if index.dataset != dataset:
             raise DatasetError(f"{path} indexes {index.dataset!r} shards, not {dataset!r}; "
                                "point dataset.root at the right folder")
+        outside = [s.file for s in shards if Path(str(s.file)).name != s.file]
+        if outside:  # a shard is a file beside the index, never a path elsewhere
+            raise DatasetError(f"{path} names shard {outside[0]!r}, not a file beside it; {fix}")
         return index
