@@ -179,7 +179,7 @@ def test_each_ddp_job_of_a_multirun_runs_as_its_own_run_and_a_failure_stays_its_
     faults = ["datamodule._target_=faults.FaultyDataModule", f"+datamodule.fault_file={flag}",
               "+datamodule.faults={s0:raise}"]
     ray = ["hydra/launcher=ray_local", "hydra.launcher.ray.init.num_gpus=4",
-           "hydra.launcher.ray.init.num_cpus=2"]
+           "hydra.launcher.ray.init.num_cpus=4"]  # both jobs at once (2 logical CPUs each)
     done = run_cli(["-m", *TINY, "seed=0,1", *DDP, *faults, *ray], workdir)
     assert done.returncode == 1, done.stderr[-3000:]  # a job failed: the sweep says so
     assert "1 finished, 0 skipped (finished before), 1 failed" in done.stdout, done.stdout
