@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from omegaconf import OmegaConf
+
 
 def planned_batches(available: int, limit: int | float | None) -> int:
     """Batches an epoch runs of ``available``, under ``limit_*_batches`` (a fraction or count)."""
@@ -66,6 +68,14 @@ def count(value: Any) -> int | None:
     return None
 
 
-def processes(devices: Any, num_nodes: Any) -> int:
-    """The processes one run trains in under data parallelism: devices per node x nodes."""
-    return (count(devices) or 1) * (count(num_nodes) or 1)
+def devices_and_nodes(cfg: Any) -> tuple[int, int]:
+    """A run config's ``trainer.devices`` and ``trainer.num_nodes`` as counts (1 where absent
+    or not a count: ``auto``, -1)."""
+    devices = count(OmegaConf.select(cfg, "trainer.devices", default=1)) or 1
+    return devices, count(OmegaConf.select(cfg, "trainer.num_nodes", default=1)) or 1
+
+
+def processes(cfg: Any) -> int:
+    """The processes one run of ``cfg`` trains in under data parallelism: devices x nodes."""
+    devices, nodes = devices_and_nodes(cfg)
+    return devices * nodes

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ablate import budget, records
 from ablate.errors import InvalidConfig, RunFailed
@@ -38,12 +38,6 @@ def writes() -> bool:
     return rank_zero_only.rank == 0
 
 
-def processes(cfg: DictConfig) -> int:
-    """How many processes the run trains in (devices x nodes)."""
-    return budget.processes(OmegaConf.select(cfg, "trainer.devices", default=1),
-                            OmegaConf.select(cfg, "trainer.num_nodes", default=1))
-
-
 def launched_by_cluster() -> bool:
     """Whether an engine started this run's processes (SLURM's tasks, torchrun), as Lightning
     itself decides it (its environments' ``detect``)."""
@@ -54,7 +48,7 @@ def launched_by_cluster() -> bool:
 
 def needs_own_process(cfg: DictConfig, hydra_cfg: DictConfig) -> bool:
     """A job of a multirun whose processes Lightning's launcher would start from the sweep."""
-    return (hydra_cfg.mode == RunMode.MULTIRUN and processes(cfg) > 1
+    return (hydra_cfg.mode == RunMode.MULTIRUN and budget.processes(cfg) > 1
             and not launched_by_cluster())
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.budget import count
+from ablate.budget import count, devices_and_nodes
 from ablate.errors import ConfigError
 
 GPU_ACCELERATORS = ("gpu", "cuda")
@@ -47,8 +47,7 @@ def check_processes(cfg: DictConfig) -> None:
             f"trainer.devices={given}: give the number of devices (trainer.devices=8) or their "
             "ids (trainer.devices=[0,1]); a run's processes must be known before it starts "
             "(the plan prices them, a launcher reserves them)")
-    devices = count(given) or 1
-    nodes = count(OmegaConf.select(cfg, "trainer.num_nodes", default=1)) or 1
+    devices, nodes = devices_and_nodes(cfg)
     strategy = OmegaConf.select(cfg, "trainer.strategy", default="auto")
     if isinstance(strategy, str) and any(word in strategy for word in IN_PROCESS_STARTS):
         raise ConfigError(

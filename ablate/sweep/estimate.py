@@ -123,8 +123,7 @@ def work_of(cfg: DictConfig | Mapping[str, Any]) -> Work:
     images = epochs * (3 * train + val) + test
     accelerator = str(_get(cfg, "trainer.accelerator", "auto"))
     return Work(macs=float(per_image) * images, epochs=epochs, device=device_kind(accelerator),
-                processes=budget.processes(_get(cfg, "trainer.devices", 1),
-                                           _get(cfg, "trainer.num_nodes", 1)))
+                processes=budget.processes(cfg))
 
 
 def device_kind(accelerator: str) -> str:

@@ -104,13 +104,12 @@ class AblateRayLauncher(Launcher):
     def _data_parallel(config: DictConfig, remote: dict[str, Any]) -> dict[str, Any]:
         """The resources of a job training in N > 1 processes: N GPUs (where the runtime has
         GPUs) and N times the cores; none to change for any other job."""
-        from ablate.budget import processes
+        from ablate.budget import devices_and_nodes
 
-        nodes = OmegaConf.select(config, "trainer.num_nodes", default=1)
-        if processes(1, nodes) > 1:  # one task is one node: it would wait for ever
+        count, nodes = devices_and_nodes(config)
+        if nodes > 1:  # one task is one node: it would wait for ever
             raise ValueError(f"trainer.num_nodes={nodes}: the Ray launcher runs a job on one "
                              "node; spread a run over nodes with hydra/launcher=slurm")
-        count = processes(OmegaConf.select(config, "trainer.devices", default=1), 1)
         if count <= 1:
             return {}
         return {"num_gpus": count if remote["num_gpus"] else 0,
