@@ -82,13 +82,12 @@ class Job:
                               fallback=bool(cfg.get("resume_fallback")))
         record.note(resumed_from=resume.path and str(resume.path), resumed_epoch=resume.epoch,
                     resume_note=resume.note)
-        if not writes():
-            return cls(record, resume.path, ConfigStamp(config_id, record.config))
-        if resume.note:
-            log.warning("%s", resume.note)
-        records.write_start(record)
-        log.info("%s, %s parameters, cell %s", network.name, f"{record.params:,}", cell)
-        log.info("network (%dx%d input):\n%s", size, size, table)
+        if writes():  # under DDP the first process speaks for the run
+            if resume.note:
+                log.warning("%s", resume.note)
+            records.write_start(record)
+            log.info("%s, %s parameters, cell %s", network.name, f"{record.params:,}", cell)
+            log.info("network (%dx%d input):\n%s", size, size, table)
         return cls(record, resume.path, ConfigStamp(config_id, record.config))
 
     def fitted(self, trainer: pl.Trainer) -> None:
@@ -148,7 +147,7 @@ class Job:
             # checkpoint is intact): a sweep resumes it instead of training again.
             interrupted = isinstance(error, Interrupted | KeyboardInterrupt | SystemExit)
             text = "".join(traceback.format_exception_only(type(error), error)).strip()
-            if trainer is not None and trainer.world_size > 1:
+            if trainer is not None and trainer.world_size > 1 and writes():  # it quotes them
                 text += _other_processes_errors(Path(str(self.record.output_dir)))
             self.end(trainer, Status.FAILED, error=text,
                      interrupted=interrupted or isinstance(error, CheckpointError),
