@@ -44,20 +44,21 @@ class Started:
 def start(cfg: DictConfig, hydra_cfg: DictConfig) -> Started:
     """Validate, seed, instantiate, start the record; a config that cannot run, or a checkpoint
     that cannot be resumed, ends the job here with one line and no record."""
-    import pytorch_lightning as pl
-
-    from ablate import hardware
-    from ablate.distributed import writes
-    from ablate.job import Job, study_of
-
-    if not writes():  # a data-parallel run's other processes: their lines repeat the first's
-        console.console_warnings_only()
-
     output_dir = Path(hydra_cfg.runtime.output_dir)
     config_id = identity.config_id(cfg)  # before instantiate() resolves anything in place
     cell = identity.cell_of(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
     try:
+        # First: its value checks need neither torch nor Lightning, so a mistyped value is
+        # answered in a second, not after their imports.
         config.validate(cfg)
+        import pytorch_lightning as pl
+
+        from ablate import hardware
+        from ablate.distributed import writes
+        from ablate.job import Job, study_of
+
+        if not writes():  # a data-parallel run's other processes: their lines repeat the first's
+            console.console_warnings_only()
         hardware.check(cfg)  # here, not in the plan: a login node plans for GPU nodes
         if cfg.get("selection") is not None:  # a final stage: only at the lr its selection chose
             from ablate import selection

@@ -127,7 +127,7 @@ def format_plan(name: str, sweep_dir: Path, root: Path, axes: list[tuple[str, li
         lines.append(f"  estimated time: {duration(typical)} per run, {duration(total)} for "
                      f"the {len(todo)} to run one after another ({estimate_note})")
         device = sum(j.device_seconds or 0.0 for j in todo)
-        if device > total * 1.001 or "gpu" in estimate_note.split(";")[0]:
+        if device > total * 1.001:  # some run trains in several processes (DDP)
             lines.append(f"  device time: {duration(device)} (each run's time x the devices it "
                          "trains on: what a cluster bills)")
     if dry_run or len(jobs) <= LISTED:
