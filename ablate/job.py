@@ -115,6 +115,8 @@ class Job:
         datamodule = trainer.datamodule if trainer is not None else None
         if callable(getattr(datamodule, "image_counts", None)):  # e.g. the final stage's
             fields["images"] = datamodule.image_counts()                 # train count
+        if getattr(datamodule, "source_fingerprint", None):  # shards: what prepare read
+            fields["data_fingerprint"] = datamodule.source_fingerprint
         tested = _callback(trainer, TestPredictions)
         if status == Status.FINISHED and tested is not None and tested.entry is not None:
             fields["predictions"] = tested.entry

@@ -91,6 +91,9 @@ class Record:
     interrupted: bool | None = None  # a failed run stopped from outside: resumable
     traceback: str | None = None
     images: dict[str, int] | None = None
+    # the hash of the source the data was prepared from, where the dataset has one (shards):
+    # two runs of one cell on other sources are not reruns (the report tables them apart)
+    data_fingerprint: str | None = None
     predictions: dict[str, Any] | None = None
     invariance_seconds: float | None = None
     wandb: dict[str, Any] | None = None

@@ -31,6 +31,7 @@ COLUMNS = (
     "status", *METRICS, CONSISTENCY_FLIP, "params", "epochs", "train_images", "wall_seconds",
     "started_at", "ended_at", "protocol", "protocol_spec", "stage", "study", "cell", "error",
     "history", "superseded", "test_fingerprint", "correct", "code", "versions", "config_id",
+    "data_fingerprint",
 )
 KEY_PACKAGES = ("torch", "pytorch-lightning", "hydra-core", "wandb")
 WITHOUT_METRICS = "finished runs without a finite test_error (counted as failed)"
@@ -121,7 +122,7 @@ def row_from_record(record: records.Record, path: Path) -> dict[str, Any]:
         config_id=record.config_id, params=record.params, epochs=record.epochs,
         train_images=(record.images or {}).get("train"), wall_seconds=record.wall_seconds,
         started_at=record.started_at, ended_at=record.ended_at, error=record.error,
-        history=record.history,
+        history=record.history, data_fingerprint=record.data_fingerprint,
         # the commit a run's code came from, short, with +dirty where its source was edited
         code=str(commit)[:7] + ("+dirty" if record.git_dirty else "") if commit else None,
         # the package versions the report's Inputs name (the record keeps every one)

@@ -209,7 +209,8 @@ def finish(loggers: Iterable[Any], record: Record) -> None:
     trackers = [logger for logger in loggers if isinstance(logger, CellWandbLogger)]
     summary = {**record.metrics, "status": str(record.status), "epochs": record.epochs,
                "params": record.params, "wall_seconds": record.wall_seconds,
-               "cell_id": record.cell_id, **({"error": record.error[:500]} if record.error else {})}
+               "cell_id": record.cell_id, **({"error": record.error[:500]} if record.error else {}),
+               **({"data_fingerprint": record.data_fingerprint} if record.data_fingerprint else {})}
     for tracker in trackers:
         try:
             experiment = tracker.experiment

@@ -358,3 +358,5 @@ def test_a_shard_that_breaks_in_another_ddp_process_is_named_in_the_record(root,
     record = json.loads(path.read_text())
     assert record["status"] == "failed" and str(shard) in record["error"], record["error"]
     assert "on process 1: ablate.errors.DatasetError: shard" in record["error"]  # quoted
+    # the source the shards came from (the report tables runs of other sources apart)
+    assert record["data_fingerprint"] == index_of(root)["fingerprint"]

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from ablate import atomic, identity, provenance, records
 from ablate import config as config_lib
 from ablate.report import issues as kinds
-from ablate.report import load, reference, stats, tables
+from ablate.report import load, reference, stats, tables, wandb_runs
 from ablate.report.__main__ import main as report_main
 from ablate.report.history import History, series
 from ablate.status import Status
@@ -43,8 +43,10 @@ def write_record(root: Path, job: str, *, name: str, model: str, downsample: str
                  seed: int, status: str = "finished", test: float | None = None,
                  val: float | None = None, dataset: str = "cifar10", augmentation: str = "none",
                  overrides: tuple[str, ...] = (), ended: str = "2026-01-01T01:00:00+00:00",
-                 sweep: str = SWEEP, params: int = 1000, typed: dict | None = None) -> Path:
-    """``typed``: cell keys beyond the axes (overrides typed on the command line)."""
+                 sweep: str = SWEEP, params: int = 1000, typed: dict | None = None,
+                 data_fingerprint: str | None = None) -> Path:
+    """``typed``: cell keys beyond the axes (overrides typed on the command line);
+    ``data_fingerprint``: the source of the shards the run read."""
     config = json.loads(_config(dataset, overrides))
     config["lr"] = lr
     config["optimizer"]["lr"] = lr
@@ -60,7 +62,7 @@ def write_record(root: Path, job: str, *, name: str, model: str, downsample: str
         "history": history if status == "finished" else [], "wall_seconds": 1.5,
         "config": config, "error": None if status == "finished" else f"{status} for a test",
         "started_at": "2026-01-01T00:00:00+00:00", "ended_at": ended,
-        "output_dir": str(root / sweep / job),
+        "output_dir": str(root / sweep / job), "data_fingerprint": data_fingerprint,
     }
     path = root / sweep / job / records.RESULT_FILE
     atomic.write_json_atomic(path, record)
@@ -209,6 +211,35 @@ def test_other_dataset_and_protocol_get_their_own_tables_and_warnings(grid):
                  kinds.MIXED_DATASETS, kinds.MIXED_PROTOCOLS):
         assert f"**{kind}**" in warnings
     assert "unknown status 'done'" in warnings
+
+
+def test_runs_on_shards_of_different_sources_are_tabled_apart_never_averaged(tmp_path):
+    # seed 0 of one cell on two sources: not a rerun (nothing superseded); a run that records
+    # no source cannot be told apart and keeps the dataset's plain name
+    root = tmp_path / "sweeps"
+    cell = {"name": "All-CNN-C", "model": "C", "downsample": "conv", "lr": 0.01}
+    for job, seed, test, source in ((0, 0, 0.10, "a" * 64), (1, 1, 0.12, "a" * 64),
+                                    (2, 0, 0.30, "b" * 64), (3, 2, 0.20, None)):
+        write_record(root, str(job), **cell, seed=seed, test=test, val=test,
+                     ended=f"2026-01-01T0{job}:00:00+00:00", data_fingerprint=source)
+    frame, issues = load.load_runs([root])
+    assert sorted(frame["dataset"]) == ["cifar10", "cifar10 (source aaaaaaaaaaaa)",
+                                        "cifar10 (source aaaaaaaaaaaa)",
+                                        "cifar10 (source bbbbbbbbbbbb)"]
+    assert not frame["superseded"].any() and issues.counts[kinds.DUPLICATES] == 0
+    assert issues.counts[kinds.DATA_SOURCES] == 1
+    assert (kinds.DATA_SOURCES, "cifar10: aaaaaaaaaaaa, bbbbbbbbbbbb") in issues.messages
+    text = tables.render(frame, issues, sources=["sweeps"])
+    assert "### cifar10 (source aaaaaaaaaaaa), augmentation none" in text
+    assert "### cifar10 (source bbbbbbbbbbbb), augmentation none" in text
+    # one source alone is no mix: the plain name, no warning
+    frame, issues = load.load_runs([root / SWEEP / "0"])
+    assert list(frame["dataset"]) == ["cifar10"] and not issues.counts[kinds.DATA_SOURCES]
+    # a W&B run carries its source in its summary (ablate.tracking.finish)
+    meta = {"run_id": "r1", "state": "finished", "config": {"cell": {**cell, "seed": 0}},
+            "summary": {"status": "finished", "test_error": 0.1, "data_fingerprint": "c" * 64}}
+    row = wandb_runs.row_from_wandb(meta, source="wandb-offline", path="r1", issues=issues)
+    assert row["data_fingerprint"] == "c" * 64
 
 
 def test_augmentation_and_cifar100_comparisons_appear_when_those_runs_exist(tmp_path):

@@ -273,6 +273,12 @@ class ShardDataModule(pl.LightningDataModule):
         return {"train": self.index.split("train") + (holdout if final else []),
                 "val": [] if final else holdout, "test": self.index.split("val")}
 
+    @property
+    def source_fingerprint(self) -> str:
+        """The hash of the source the shards were written from: the run's record keeps it, so
+        that runs on other shards of the same dataset are never averaged as reruns."""
+        return self.index.fingerprint
+
     def image_counts(self) -> dict[str, int]:
         """Images per split as the run used them (all ranks together)."""
         return {name: sum(s.images for s in shards)

@@ -20,6 +20,7 @@ KILLED = "runs killed before their record (interrupted: a relaunch resumes them)
 DUPLICATES = "duplicate runs of a cell (older ones superseded)"
 VARIANTS = "settings varied within a table cell (each value a row of its own)"
 MIXED_DATASETS = "datasets mixed (one table each)"
+DATA_SOURCES = "a dataset read from shards of different sources (one table per source)"
 MIXED_PROTOCOLS = "protocols mixed (one section each)"
 WANDB_DISAGREES = "W&B runs that disagree with their record"
 WANDB_MIRRORED = "W&B runs described by a record (the record is used)"

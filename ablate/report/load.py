@@ -130,6 +130,21 @@ def _split_variants(frame: pd.DataFrame, issues: Issues) -> None:
                              f"{protocol}): {', '.join(varying)}")
 
 
+def _split_sources(frame: pd.DataFrame, issues: Issues) -> None:
+    """Runs of one dataset read from shards of different sources saw different images: they
+    are not reruns of each other, so each source becomes a dataset of its own (its tables
+    named by the source's hash). A run that records no source (older records, datasets
+    without shards) keeps the plain name: it cannot be told apart."""
+    known = frame[frame["data_fingerprint"].notna()]
+    for dataset, runs in known.groupby("dataset"):
+        sources = sorted(runs["data_fingerprint"].unique())
+        if len(sources) < 2:
+            continue
+        for index, source in runs["data_fingerprint"].items():
+            frame.at[index, "dataset"] = f"{dataset} (source {source[:12]})"
+        issues.add(kinds.DATA_SOURCES, f"{dataset}: {', '.join(s[:12] for s in sources)}")
+
+
 def load_runs(paths: Sequence[str | os.PathLike[str]] = ("sweeps",), *,
               wandb_offline: str = "unmatched", wandb_project: str | None = None,
               wandb_filters: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, Issues]:
@@ -188,6 +203,7 @@ def load_runs(paths: Sequence[str | os.PathLike[str]] = ("sweeps",), *,
     frame = pd.DataFrame(runs, columns=[*COLUMNS, *sorted(shifts - set(COLUMNS), key=len)])
     frame = frame.sort_values(["sweep", "path"], na_position="last", kind="stable")
     frame = frame.reset_index(drop=True)
+    _split_sources(frame, issues)
     _split_variants(frame, issues)
     # Several finished/failed runs of one table cell: the newest counts, the rest are kept but
     # marked ``superseded`` (``rows.superseded``, the rule the final stage applies too).

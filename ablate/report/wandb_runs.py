@@ -56,7 +56,8 @@ def row_from_wandb(meta: Mapping[str, Any], *, source: str, path: str,
         source=source, path=path, sweep=sweep, cell=cell, name=config.get("name"), status=status,
         metrics=summary, config=config, wandb_id=run_id, cell_id=config.get("cell_id"),
         params=summary.get("params", config.get("params")), epochs=summary.get("epochs"),
-        wall_seconds=summary.get("wall_seconds"), error=summary.get("error"))
+        wall_seconds=summary.get("wall_seconds"), error=summary.get("error"),
+        data_fingerprint=summary.get("data_fingerprint"))
 
 
 def inspect_wandb_run(run_dir: Path, timeout: float = 120) -> dict[str, Any]:
