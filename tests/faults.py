@@ -8,13 +8,14 @@ which is how the tests show a failed cell being rerun on relaunch.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from ablate.data.module import TensorDataModule
 
-# What a seed's run suffers: ``s<seed>: raise|diverge|exit`` in ``faults``.
-MODES = ("raise", "diverge", "poison", "exit")
+# What a seed's run suffers: ``s<seed>: raise|diverge|poison|exit|hold`` in ``faults``.
+MODES = ("raise", "diverge", "poison", "exit", "hold")
 
 
 class FaultyDataModule(TensorDataModule):
@@ -37,3 +38,13 @@ class FaultyDataModule(TensorDataModule):
             self.tensors["train"] = (x * float("nan"), y)
         if mode == "exit":  # the process dies with no record, as under the OOM killer
             os._exit(13)
+        if mode == "hold":  # after its first epoch (and checkpoint) the run waits while the
+            module = self.trainer.lightning_module  # file exists: a test's signal always finds
+            step, flag = module.training_step, Path(self.fault_file)  # it training
+
+            def held(*args, **kwargs):
+                while module.current_epoch >= 1 and flag.exists():
+                    time.sleep(0.02)
+                return step(*args, **kwargs)
+
+            module.training_step = held

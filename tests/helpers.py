@@ -60,6 +60,15 @@ def run_cli(
     )
 
 
+def held(flag: Path) -> list[str]:
+    """Overrides that keep every run of seed 0 at the start of its second epoch while ``flag``
+    exists (``faults.py``): a test that stops a run once its first checkpoint is there then
+    always finds it training, however late it gets to act; delete ``flag`` to let it go on."""
+    flag.touch()
+    return ["datamodule._target_=faults.FaultyDataModule", f"+datamodule.fault_file={flag}",
+            "+datamodule.faults={s0:hold}"]
+
+
 def result_files(root: Path) -> list[Path]:
     return sorted(root.glob("sweeps/**/result.json"))
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY, cli_env, compose_config, load, result_files, run_cli
+from helpers import REPO, TINY, cli_env, compose_config, held, load, result_files, run_cli
 
 from ablate import hardware
 from ablate.errors import ConfigError
@@ -69,9 +69,10 @@ def test_killing_one_process_fails_the_run_and_a_resume_finishes_it_once(workdir
     (``python -m ablate.run resume_from=<run dir>``: the same command line, from the last
     checkpoint, both processes) writes exactly one finished record, tested on the whole test
     set once."""
+    flag = workdir / "hold"  # both processes wait at their second epoch while it exists
     args = ["experiment=quick", "seed=0", "logger=none", "trainer.enable_progress_bar=false",
             "callbacks.test_predictions.shifts=[]", "trainer.max_epochs=8",
-            "trainer.limit_train_batches=10", *DDP]
+            "trainer.limit_train_batches=10", *DDP, *held(flag)]
     main = subprocess.Popen([sys.executable, "-m", "ablate.run", *args], cwd=workdir,
                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -83,6 +84,7 @@ def test_killing_one_process_fails_the_run_and_a_resume_finishes_it_once(workdir
             time.sleep(0.2)
         [second] = [c for c in _children(main.pid) if _rank_of(c) == 1]
         os.kill(second, signal.SIGKILL)
+        flag.unlink()  # the first process trains on and finds the second gone
         output, _ = main.communicate(timeout=120)
     finally:
         main.kill()

@@ -14,13 +14,13 @@ import sys
 import pytest
 import torch
 from cifar_archives import CIFAR10_ARCHIVE, CIFAR10_FOLDER, make_archive, write_cifar10
-from helpers import TINY, cli_env, load, mounted, result_files, run_cli
+from helpers import TINY, cli_env, held, load, mounted, result_files, run_cli
 from test_sweep import _wait_for
 
 from ablate import records
 
 pytestmark = pytest.mark.slow
-BUDGET = [*TINY, "trainer.max_epochs=30", "trainer.limit_train_batches=10"]
+BUDGET = [*TINY, "trainer.max_epochs=3", "trainer.limit_train_batches=10"]
 
 
 def _start(args: list[str], workdir, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -32,7 +32,7 @@ def _start(args: list[str], workdir, env: dict[str, str] | None = None) -> subpr
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130),
                                               (signal.SIGHUP, 129)])
 def test_a_signal_ends_a_run_with_its_exit_code_and_an_interrupted_record(workdir, signum, code):
-    run = _start(["model=A", "downsample=stride", *BUDGET], workdir)
+    run = _start(["model=A", "downsample=stride", *BUDGET, *held(workdir / "hold")], workdir)
     _wait_for("sweeps/quick/*/checkpoints/last.ckpt", workdir, run)
     run.send_signal(signum)
     out, err = run.communicate(timeout=120)
@@ -44,7 +44,8 @@ def test_a_signal_ends_a_run_with_its_exit_code_and_an_interrupted_record(workdi
 
 
 def test_sigterm_stops_a_multirun_prints_the_summary_and_a_relaunch_finishes_it(workdir):
-    grid = ["-m", "model=A,B", "downsample=stride", *BUDGET]
+    flag = workdir / "hold"
+    grid = ["-m", "model=A,B", "downsample=stride", *BUDGET, *held(flag)]
     sweep = _start(grid, workdir)
     _wait_for("sweeps/quick/*/0/checkpoints/last.ckpt", workdir, sweep)
     sweep.send_signal(signal.SIGTERM)
@@ -56,6 +57,7 @@ def test_sigterm_stops_a_multirun_prints_the_summary_and_a_relaunch_finishes_it(
     [first] = [load(p) for p in result_files(workdir)]
     assert first["interrupted"] is True
 
+    flag.unlink()  # the relaunch trains straight through
     again = run_cli(grid, workdir)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "1 to run, 1 to resume, 0 skipped" in again.stdout
@@ -145,18 +147,14 @@ def _fill(disk, room: int) -> None:
 def test_a_full_disk_fails_the_run_clearly_and_keeps_the_good_checkpoint(workdir, room):
     with mounted("tmpfs", workdir / "disk", size="4m") as disk:
         # short: the disk fills right after the first checkpoint, and the relaunch trains the rest
+        flag = workdir / "hold"  # off the small disk; the run waits at epoch 2 while it exists
         grid = ["-m", "model=A", "downsample=stride", *TINY, "trainer.max_epochs=6",
-                "trainer.limit_train_batches=5"]
+                "trainer.limit_train_batches=5", *held(flag)]
         sweep = _start(grid, disk)
         checkpoint = _wait_for("sweeps/quick/*/0/checkpoints/last.ckpt", disk, sweep)
-        # held still while the disk fills: a fast run could otherwise finish its last epochs
-        # before the disk is full
-        sweep.send_signal(signal.SIGSTOP)
-        try:
-            _fill(disk, room)  # the next checkpoint (716 kB) cannot be written
-        finally:
-            sweep.send_signal(signal.SIGCONT)
+        _fill(disk, room)  # the next checkpoint (716 kB) cannot be written
         epochs = torch.load(checkpoint, weights_only=True)["epoch"]
+        flag.unlink()  # training goes on, and its next checkpoint meets the full disk
         out, err = sweep.communicate(timeout=300)
         assert sweep.returncode == 1, err[-3000:]
         assert "No space left on device" in out  # the summary says why

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from helpers import TINY, cli_env, load, result_files, run_cli
+from helpers import TINY, cli_env, held, load, result_files, run_cli
 
 from ablate import records
 from ablate.report.wandb_runs import inspect_wandb_run
@@ -98,8 +98,9 @@ def test_a_packed_seed_that_diverges_is_recorded_diverged_and_the_others_finish(
 
 
 def test_a_killed_pack_resumes_seed_by_seed_from_each_seeds_own_checkpoint(workdir):
+    flag = workdir / "hold"  # the pack waits at its second epoch while it exists
     budget = [o for o in SEEDS if o != "trainer.max_epochs=2"] + [
-        "trainer.max_epochs=4", "trainer.limit_train_batches=6", "seed=0,1"]
+        "trainer.max_epochs=4", "trainer.limit_train_batches=6", "seed=0,1", *held(flag)]
     budget.remove("seed=0,1,2")
     sweep = subprocess.Popen([sys.executable, "-m", "ablate.run", *budget,
                               "hydra.sweeper.pack=2"], cwd=workdir, env=cli_env(),
@@ -112,6 +113,7 @@ def test_a_killed_pack_resumes_seed_by_seed_from_each_seeds_own_checkpoint(workd
     os.killpg(sweep.pid, signal.SIGKILL)  # the pack, mid-training
     sweep.wait()
     assert result_files(workdir) == []
+    flag.unlink()
     again = run_cli([*budget, "hydra.sweeper.pack=2"], workdir)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 to run, 2 to resume, 0 skipped" in again.stdout  # each from its own checkpoint
