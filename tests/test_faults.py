@@ -18,15 +18,24 @@ from helpers import TINY, cli_env, held, load, mounted, result_files, run_cli
 from test_sweep import _wait_for
 
 from ablate import records
+from ablate.signals import SIGNALS
 
 pytestmark = pytest.mark.slow
 BUDGET = [*TINY, "trainer.max_epochs=3", "trainer.limit_train_batches=10"]
 
 
-def _start(args: list[str], workdir, env: dict[str, str] | None = None) -> subprocess.Popen:
+def _start(args: list[str], workdir, env: dict[str, str] | None = None,
+           ignoring: tuple[signal.Signals, ...] = ()) -> subprocess.Popen:
+    """The CLI as a terminal starts it: SIGTERM, SIGINT and SIGHUP at their defaults whatever
+    the test runner inherited (a shell's background job ignores SIGINT, and the child would
+    too), but for ``ignoring`` (``nohup`` ignores SIGHUP)."""
+    def dispositions() -> None:
+        for signum in SIGNALS:
+            signal.signal(signum, signal.SIG_IGN if signum in ignoring else signal.SIG_DFL)
+
     return subprocess.Popen([sys.executable, "-m", "ablate.run", *args], cwd=workdir,
                             env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=dispositions)
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130),
@@ -41,6 +50,20 @@ def test_a_signal_ends_a_run_with_its_exit_code_and_an_interrupted_record(workdi
     record = load(path)
     assert record["status"] == "failed" and record["interrupted"] is True
     assert f"interrupted by {signal.Signals(signum).name}" in record["error"]
+
+
+def test_a_signal_ignored_where_the_run_was_started_stays_ignored(workdir):
+    # nohup ignores SIGHUP so that a run outlives its terminal: ablate leaves that as it is
+    flag = workdir / "hold"
+    run = _start(["model=A", "downsample=stride", *BUDGET, *held(flag)], workdir,
+                 ignoring=(signal.SIGHUP,))
+    _wait_for("sweeps/quick/*/checkpoints/last.ckpt", workdir, run)
+    run.send_signal(signal.SIGHUP)  # pending before the run goes on: a handler would see it
+    flag.unlink()
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err[-3000:]
+    [path] = result_files(workdir)
+    assert load(path)["status"] == "finished"
 
 
 def test_sigterm_stops_a_multirun_prints_the_summary_and_a_relaunch_finishes_it(workdir):
