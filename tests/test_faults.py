@@ -24,18 +24,26 @@ pytestmark = pytest.mark.slow
 BUDGET = [*TINY, "trainer.max_epochs=3", "trainer.limit_train_batches=10"]
 
 
+# Sets the signals a run handles to their defaults (those named in argv[1] to ignored), then
+# becomes ``python ARGV[2:]`` in the same process: a child inherits ignored signals, so this is
+# how a test starts the CLI as a terminal would, whatever the test runner was started with.
+_AS_TERMINAL = (
+    "import os, signal, sys\n"
+    f"for signum in {[int(s) for s in SIGNALS]}:\n"
+    "    ignored = str(signum) in sys.argv[1].split(',')\n"
+    "    signal.signal(signum, signal.SIG_IGN if ignored else signal.SIG_DFL)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n")
+
+
 def _start(args: list[str], workdir, env: dict[str, str] | None = None,
            ignoring: tuple[signal.Signals, ...] = ()) -> subprocess.Popen:
     """The CLI as a terminal starts it: SIGTERM, SIGINT and SIGHUP at their defaults whatever
     the test runner inherited (a shell's background job ignores SIGINT, and the child would
     too), but for ``ignoring`` (``nohup`` ignores SIGHUP)."""
-    def dispositions() -> None:
-        for signum in SIGNALS:
-            signal.signal(signum, signal.SIG_IGN if signum in ignoring else signal.SIG_DFL)
-
-    return subprocess.Popen([sys.executable, "-m", "ablate.run", *args], cwd=workdir,
-                            env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=dispositions)
+    ignored = ",".join(str(int(s)) for s in ignoring)
+    return subprocess.Popen([sys.executable, "-c", _AS_TERMINAL, ignored, "-m", "ablate.run",
+                             *args], cwd=workdir, env=cli_env(env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130),
