@@ -267,10 +267,11 @@ def prepare(dataset: str, src: str | os.PathLike[str], dst: str | os.PathLike[st
               for split in fmt.SPLITS}
     settings = {"seed": seed, "holdout": holdout, "shard_bytes": shard_bytes,
                 "shard_images": shard_images, "source": str(source.root)}
+    fingerprint = source.fingerprint()  # ~0.8 s over ImageNet's 1.3 M files: once, not per shard
 
     def index(entries: Sequence[fmt.Shard], complete: bool) -> fmt.Index:
-        return fmt.Index(dataset, source.fingerprint(), source.classes, counts, tuple(entries),
-                         complete, settings)
+        return fmt.Index(dataset, fingerprint, source.classes, counts, tuple(entries), complete,
+                         settings)
 
     done: dict[str, fmt.Shard] = {}
     written: list[fmt.Shard] = []
